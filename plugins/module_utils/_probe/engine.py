@@ -1,0 +1,444 @@
+# -*- coding: utf-8 -*-
+# Copyright: mailsec.starttls contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Probe many mail listeners concurrently and describe what each one does when asked for TLS.
+
+`probe_many(targets, options)` is the one entry point; every caller (the listener_probe
+module, the host inspection, the benchmark) goes through it. A target never raises: whatever
+a server does becomes a classified probe record with the stage it happened in.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible_collections.mailsec.starttls.plugins.module_utils._model import (
+    LEGACY_TLS_VERSIONS,
+    PORT_PROTOCOL,
+    PROTOCOL_DIALOG,
+    PROTOCOL_TLS_MODE,
+    new_probe,
+)
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe.dialogs import DIALOGS, reply_summary
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe.reader import LineReader
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe.wire import (
+    Deadline,
+    ProbeError,
+    TcpTransport,
+    TlsLayer,
+    observing_context,
+)
+from ansible_collections.mailsec.starttls.plugins.module_utils import _x509
+
+DEFAULT_OPTIONS = {
+    'ehlo_name': None,
+    'timeout': 10.0,
+    'greeting_timeout': 30.0,
+    'deadline': 60.0,
+    'concurrency': 32,
+    'per_host_limit': 8,
+    'attempts': 1,
+    'ca_file': None,
+    'ca_path': None,
+    'vantage': None,
+    'try_starttls_when_not_advertised': False,
+    'test_command_injection': False,
+}
+
+# How long to wait, after the handshake, for a reply to the command we pipelined behind STARTTLS.
+INJECTION_WAIT = 1.0
+# A goodbye is sent but its reply not awaited: it would cost one more round trip per listener.
+GOODBYE_WAIT = 0.0
+
+
+class TargetError(ValueError):
+    """A target or option that cannot be probed as given (bad arguments, not a server's fault)."""
+
+
+def normalise_options(options: dict | None) -> dict:
+    merged = dict(DEFAULT_OPTIONS)
+    for key, value in (options or {}).items():
+        if key not in DEFAULT_OPTIONS:
+            raise TargetError(f'unknown probe option {key!r}')
+        if value is not None:
+            merged[key] = value
+    for key in ('timeout', 'greeting_timeout', 'deadline'):
+        merged[key] = float(merged[key])
+        if merged[key] <= 0:
+            raise TargetError(f'{key} must be greater than 0')
+    for key in ('concurrency', 'per_host_limit', 'attempts'):
+        merged[key] = int(merged[key])
+        if merged[key] < 1:
+            raise TargetError(f'{key} must be at least 1')
+    if not merged['vantage']:
+        merged['vantage'] = socket.gethostname()
+    return merged
+
+
+def is_ip(text: str | None) -> bool:
+    if not text:
+        return False
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _split_spec(spec: str):
+    """'address[:port][/protocol]' with IPv6 in brackets: returns (address, port, protocol)."""
+    text, _sep, protocol = spec.strip().partition('/')
+    port = None
+    if text.startswith('['):
+        address, _sep, rest = text[1:].partition(']')
+        if rest.startswith(':'):
+            port = rest[1:]
+        elif rest:
+            raise TargetError(f'cannot read target {spec!r}')
+    elif text.count(':') == 1:
+        address, port = text.split(':')
+    else:
+        address = text
+    return address, port, protocol or None
+
+
+def parse_target(target) -> dict:
+    if isinstance(target, str):
+        address, port, protocol = _split_spec(target)
+        target = {'address': address, 'port': port, 'protocol': protocol}
+    elif not isinstance(target, dict):
+        raise TargetError(f'a target must be a string or a dictionary, not {type(target).__name__}')
+    address = str(target.get('address') or '').strip()
+    if address.startswith('[') and address.endswith(']'):
+        address = address[1:-1]
+    if not address:
+        raise TargetError(f'target {target!r} has no address')
+    protocol = target.get('protocol')
+    port = target.get('port')
+    if port in (None, ''):
+        port = None
+    else:
+        try:
+            port = int(port)
+        except (TypeError, ValueError):
+            raise TargetError(f'target {address}: port {port!r} is not a number')
+        if not 0 < port < 65536:
+            raise TargetError(f'target {address}: port {port} is out of range')
+    if protocol is None:
+        if port is None or port not in PORT_PROTOCOL:
+            raise TargetError(f'target {address}:{port}: give a protocol, the port is not a well-known mail port')
+        protocol = PORT_PROTOCOL[port]
+    protocol = str(protocol).lower()
+    if protocol not in PROTOCOL_TLS_MODE:
+        raise TargetError(f'target {address}: unknown protocol {protocol!r}')
+    if port is None:
+        port = next(p for p, name in PORT_PROTOCOL.items() if name == protocol)
+    expected = target.get('expected_names') or []
+    if isinstance(expected, str):
+        expected = [expected]
+    return {
+        'address': address,
+        'port': port,
+        'protocol': protocol,
+        'sni': target.get('sni') or None,
+        'expected_names': [str(name) for name in expected],
+    }
+
+
+def default_ehlo_name(transport) -> str:
+    """The local host name when it is fully qualified, else our address as an RFC 5321 literal.
+
+    No DNS lookup: a probe of IP literals must not send a single query.
+    """
+    name = socket.gethostname()
+    if '.' in name and not is_ip(name):
+        return name
+    local = transport.local()
+    if local and is_ip(local):
+        return f'[IPv6:{local}]' if ':' in local else f'[{local}]'
+    return name or 'localhost'
+
+
+class CertificateDescriber:
+    """Describes presented chains once per distinct chain in a run (a fleet shares few certs)."""
+
+    def __init__(self, ca_file: str | None, ca_path: str | None):
+        self.ca_file = ca_file
+        self.ca_path = ca_path
+        self.lock = threading.Lock()
+        self.cache: dict = {}
+
+    def describe(self, chain: list, expected_names: list) -> dict:
+        key = (tuple(chain), tuple(expected_names))
+        with self.lock:
+            cached = self.cache.get(key)
+        if cached is not None:
+            return dict(cached)
+        record = _x509.describe_der(chain[0], expected_names=expected_names or None)
+        verified, verify_error = _x509.verify_chain(chain, ca_file=self.ca_file, ca_path=self.ca_path)
+        record.update({'chain_length': len(chain), 'verified': verified, 'verify_error': verify_error})
+        with self.lock:
+            self.cache[key] = record
+        return dict(record)
+
+
+def _elapsed_ms(start: float) -> float:
+    return round((time.monotonic() - start) * 1000, 1)
+
+
+class TargetProbe:
+    """One dialog with one listener; fills the probe record as it goes."""
+
+    def __init__(self, target: dict, options: dict, context, describer: CertificateDescriber, connect):
+        self.target = target
+        self.options = options
+        self.context = context
+        self.describer = describer
+        self.connect = connect
+        self.record = new_probe(target['address'], target['port'], target['protocol'], target['sni'],
+                                options['vantage'])
+        self.stage = 'connect'
+        self.deadline = Deadline(options['deadline'])
+        self.transport = None
+        self.dialog = None
+
+    def phase(self, stage: str, greeting: bool = False) -> float:
+        self.stage = stage
+        return self.deadline.phase(self.options['greeting_timeout' if greeting else 'timeout'])
+
+    def flag(self, name: str | None) -> None:
+        if name and name not in self.record['flags']:
+            self.record['flags'].append(name)
+
+    def run(self) -> dict:
+        started = time.monotonic()
+        try:
+            self._dialog()
+        except ProbeError as exc:
+            self.record['error'] = {'stage': self.stage, 'message': exc.message}
+            self.flag(exc.flag)
+        except Exception as exc:  # pylint: disable=broad-except
+            # A defect of ours must still not cost the other targets their results.
+            self.record['error'] = {'stage': self.stage,
+                                    'message': f'internal error: {type(exc).__name__}: {exc}'}
+        finally:
+            if self.dialog is not None:
+                for name in self.dialog.flags:
+                    self.flag(name)
+            if self.transport is not None:
+                self.transport.close()
+            self.record['timings_ms']['total'] = _elapsed_ms(started)
+        return self.record
+
+    def _timed(self, stage: str, func, *args):
+        start = time.monotonic()
+        try:
+            return func(*args)
+        finally:
+            self.record['timings_ms'][stage] = _elapsed_ms(start)
+
+    def _dialog(self) -> None:
+        target, record = self.target, self.record
+        until = self.phase('connect')
+        self.transport = self._timed('connect', self.connect, target['address'], target['port'], until)
+        record['connected'] = True
+        record['peer_address'] = self.transport.peer()
+        ehlo_name = self.options['ehlo_name'] or default_ehlo_name(self.transport)
+        dialog_class = DIALOGS[PROTOCOL_DIALOG[target['protocol']]]
+        self.dialog = dialog_class(LineReader(self.transport), self.transport, ehlo_name)
+        if record['tls_mode'] == 'implicit':
+            self._implicit()
+        else:
+            self._starttls()
+
+    def _greet(self) -> bool:
+        greeting = self._timed('greeting', self.dialog.greeting, self.phase('greeting', greeting=True))
+        self.record['greeting'] = {'code': greeting['code'], 'lines': greeting['lines']}
+        if greeting['code'] not in self.dialog.greeting_ok:
+            self.flag('greeting_refused')
+            self._goodbye()
+            return False
+        return True
+
+    def _starttls(self) -> None:
+        record, dialog = self.record, self.dialog
+        if not self._greet():
+            return
+        capabilities, reply = self._timed('capabilities', dialog.capabilities, self.phase('capabilities'))
+        record['capabilities'] = capabilities
+        record['capabilities_reply'] = reply_summary(reply)
+        advertised = dialog.advertises_starttls(capabilities)
+        record['starttls_advertised'] = advertised
+        # Never STARTTLS after a rejected EHLO: a HELO session has no extensions (RFC 5321 4.1.1.1).
+        if 'ehlo_rejected' in dialog.flags or not (advertised or self.options['try_starttls_when_not_advertised']):
+            self._goodbye()
+            return
+        until = self.phase('starttls')
+        command = dialog.starttls_command() + '\r\n'
+        if self.options['test_command_injection']:
+            # CVE-2011-0411: a command sent in the same segment as STARTTLS must be discarded.
+            command += dialog.injection_command() + '\r\n'
+        start = time.monotonic()
+        self.transport.send(command.encode('ascii'), until)
+        reply = dialog.read_starttls_reply(until)
+        record['timings_ms']['starttls'] = _elapsed_ms(start)
+        record['starttls_reply'] = reply_summary(reply)
+        surplus = dialog.reader.surplus()
+        if surplus:
+            # Bytes queued behind the STARTTLS reply would be taken as TLS-protected later.
+            self.flag('response_injection')
+            record['pre_tls_surplus'] = surplus[:200].decode('ascii', 'replace')
+        if reply['code'] not in dialog.starttls_ok:
+            self._goodbye()
+            return
+        tls = self._handshake()
+        dialog.use(tls)
+        if self.options['test_command_injection']:
+            self._check_injection(tls)
+        self._after_tls()
+
+    def _implicit(self) -> None:
+        tls = self._handshake()
+        self.dialog.use(tls)
+        if not self._greet():
+            return
+        self._after_tls()
+
+    def _after_tls(self) -> None:
+        capabilities, reply = self._timed('post_tls', self.dialog.capabilities_after_tls, self.phase('post_tls'))
+        self.record['capabilities_after_tls'] = capabilities
+        if reply is not None and self.record.get('capabilities_reply') is None:
+            self.record['capabilities_reply'] = reply_summary(reply)
+        if self.dialog.advertises_starttls(capabilities):
+            self.flag('starttls_after_tls')
+        self._goodbye()
+
+    def _handshake(self) -> TlsLayer:
+        target, record = self.target, self.record
+        until = self.phase('handshake')
+        sni = target['sni'] if target['sni'] and not is_ip(target['sni']) else None
+        tls = TlsLayer(self.transport, self.context, sni)
+        record['tls'] = {'established': False, 'version': None, 'cipher': None, 'error': None,
+                         'sni': sni}
+        start = time.monotonic()
+        try:
+            tls.handshake(until)
+        except ProbeError as exc:
+            sample = tls.plaintext_sample()
+            if sample:
+                exc.message = f'{exc.message}; the server answered in plaintext: {sample!r}'
+                record['tls']['server_plaintext'] = sample
+            record['tls']['error'] = exc.message
+            raise
+        finally:
+            record['timings_ms']['handshake'] = _elapsed_ms(start)
+        record['tls'].update({'established': True, 'version': tls.obj.version(),
+                              'cipher': (tls.obj.cipher() or (None,))[0]})
+        if record['tls']['version'] in LEGACY_TLS_VERSIONS:
+            self.flag('legacy_tls')
+        chain = tls.chain_der()
+        if not chain:
+            self.flag('no_certificate')
+        else:
+            expected = target['expected_names'] or ([target['sni']] if target['sni'] else [])
+            record['certificate'] = self.describer.describe(chain, expected)
+        self.transport = tls
+        return tls
+
+    def _check_injection(self, tls: TlsLayer) -> None:
+        until = time.monotonic() + min(INJECTION_WAIT, self.options['timeout'])
+        try:
+            unsolicited = tls.recv(until)
+        except ProbeError:
+            return
+        if unsolicited:
+            self.flag('command_injection')
+            self.record['injected_reply'] = unsolicited[:200].decode('ascii', 'replace')
+
+    def _goodbye(self) -> None:
+        try:
+            self.dialog.send(self.dialog.goodbye(), self.deadline.phase(1.0))
+        except ProbeError:
+            pass
+
+
+def _signature(probe: dict) -> dict:
+    return {
+        'starttls_advertised': probe['starttls_advertised'],
+        'starttls_reply': (probe['starttls_reply'] or {}).get('code'),
+        'tls_established': (probe['tls'] or {}).get('established'),
+        'certificate': (probe['certificate'] or {}).get('sha256'),
+        'error_stage': (probe['error'] or {}).get('stage'),
+    }
+
+
+def _interleave(indexes_by_host: dict) -> list:
+    """Round-robin over hosts so that one host's limit never idles the workers."""
+    order, queues = [], [list(queue) for queue in indexes_by_host.values()]
+    while queues:
+        queues = [queue for queue in queues if queue]
+        for queue in queues:
+            order.append(queue.pop(0))
+    return order
+
+
+def probe_many(targets: list, options: dict | None = None, connect=None) -> list:
+    """Probe every target; results come back in the order of `targets`.
+
+    Raises TargetError only for arguments that cannot be probed as given.
+    """
+    options = normalise_options(options)
+    parsed = []
+    for index, target in enumerate(targets):
+        try:
+            parsed.append(parse_target(target))
+        except TargetError as exc:
+            raise TargetError(f'targets[{index}]: {exc}')
+    connect = connect or TcpTransport.connect
+    context = observing_context()
+    describer = CertificateDescriber(options['ca_file'], options['ca_path'])
+    limits: dict = {}
+    by_host: dict = {}
+    for index, target in enumerate(parsed):
+        limits.setdefault(target['address'], threading.BoundedSemaphore(options['per_host_limit']))
+        by_host.setdefault(target['address'], []).append(index)
+    results: list = [None] * len(parsed)
+
+    def run(index: int) -> None:
+        target = parsed[index]
+        with limits[target['address']]:
+            first = TargetProbe(target, options, context, describer, connect).run()
+            if options['attempts'] > 1:
+                signatures = [_signature(first)]
+                for _attempt in range(options['attempts'] - 1):
+                    signatures.append(_signature(TargetProbe(target, options, context, describer, connect).run()))
+                first['attempts'] = signatures
+                if len({json.dumps(sig, sort_keys=True) for sig in signatures}) > 1:
+                    first['flags'].append('inconsistent')
+        results[index] = first
+
+    workers = max(1, min(options['concurrency'], len(parsed)))
+    order = _interleave(by_host)
+    if workers == 1:
+        for index in order:
+            run(index)
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for _done in pool.map(run, order):
+                pass
+    return results
+
+
+def summarise(probes: list) -> dict:
+    return {
+        'targets': len(probes),
+        'connected': sum(1 for probe in probes if probe['connected']),
+        'starttls_advertised': sum(1 for probe in probes if probe['starttls_advertised']),
+        'tls_established': sum(1 for probe in probes if (probe['tls'] or {}).get('established')),
+        'errors': sum(1 for probe in probes if probe['error']),
+    }

@@ -1,0 +1,323 @@
+# -*- coding: utf-8 -*-
+# Copyright: mailsec.starttls contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Byte transports with deadlines, and TLS layered over any of them through memory BIOs.
+
+TLS runs over ssl.MemoryBIO rather than a wrapped socket so that the same code serves a TCP
+socket and an SSH direct-tcpip channel, and so that the raw bytes a server sends during the
+handshake can be seen (Dovecot answers a failed STARTTLS with a plaintext BYE).
+"""
+
+from __future__ import annotations
+
+import _ssl
+import socket
+import ssl
+import time
+
+RECV_SIZE = 16384
+# A certificate chain larger than this is hostile or broken; stop reading (research: huge chains).
+MAX_HANDSHAKE_BYTES = 256 * 1024
+PLAINTEXT_SAMPLE = 200
+
+
+class ProbeError(Exception):
+    """A failure of one stage of one probe; becomes the probe's `error`, never a traceback."""
+
+    def __init__(self, message: str, flag: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.flag = flag
+
+
+class ProbeTimeout(ProbeError):
+    def __init__(self, message: str = 'timed out'):
+        super().__init__(message, 'timeout')
+
+
+class ConnectionClosed(ProbeError):
+    def __init__(self, message: str = 'connection closed by peer'):
+        super().__init__(message, 'connection_closed')
+
+
+class Deadline:
+    """An absolute per-target deadline from which each phase takes a bounded slice."""
+
+    def __init__(self, seconds: float):
+        self.end = time.monotonic() + seconds
+
+    def phase(self, seconds: float) -> float:
+        return min(self.end, time.monotonic() + seconds)
+
+
+def remaining(until: float) -> float:
+    left = until - time.monotonic()
+    if left <= 0:
+        raise ProbeTimeout()
+    return left
+
+
+class TcpTransport:
+    """A connected TCP socket; every read waits at most until the caller's deadline."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    @classmethod
+    def connect(cls, address: str, port: int, until: float, resolve: bool = False) -> 'TcpTransport':
+        flags = 0 if resolve else socket.AI_NUMERICHOST
+        try:
+            infos = socket.getaddrinfo(address, port, 0, socket.SOCK_STREAM, 0, flags)
+        except socket.gaierror as exc:
+            raise ProbeError(f'cannot resolve {address}: {exc.strerror}')
+        last = None
+        for family, socktype, proto, _name, sockaddr in infos:
+            sock = socket.socket(family, socktype, proto)
+            try:
+                sock.settimeout(remaining(until))
+                sock.connect(sockaddr)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                return cls(sock)
+            except socket.timeout:
+                sock.close()
+                last = ProbeTimeout(f'connect to {sockaddr[0]} port {port} timed out')
+            except OSError as exc:
+                sock.close()
+                last = ProbeError(f'connect to {sockaddr[0]} port {port}: {exc.strerror or exc}')
+        raise last or ProbeError('no address to connect to')
+
+    def peer(self) -> str | None:
+        try:
+            return self.sock.getpeername()[0]
+        except OSError:
+            return None
+
+    def local(self) -> str | None:
+        try:
+            return self.sock.getsockname()[0]
+        except OSError:
+            return None
+
+    def send(self, data: bytes, until: float) -> None:
+        try:
+            self.sock.settimeout(remaining(until))
+            self.sock.sendall(data)
+        except socket.timeout:
+            raise ProbeTimeout('send timed out')
+        except OSError as exc:
+            raise ConnectionClosed(f'send failed: {exc.strerror or exc}')
+
+    def recv(self, until: float) -> bytes:
+        try:
+            self.sock.settimeout(remaining(until))
+            return self.sock.recv(RECV_SIZE)
+        except socket.timeout:
+            raise ProbeTimeout()
+        except OSError as exc:
+            raise ConnectionClosed(f'connection reset: {exc.strerror or exc}')
+
+    def recv_ready(self) -> bytes:
+        """Whatever has already arrived, without waiting (b'' when nothing has)."""
+        # A socket with a timeout polls before recv even with MSG_DONTWAIT: go non-blocking.
+        try:
+            self.sock.setblocking(False)
+            return self.sock.recv(RECV_SIZE)
+        except OSError:
+            return b''
+        finally:
+            try:
+                self.sock.setblocking(True)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class ChannelTransport:
+    """A paramiko direct-tcpip channel through a jump host (the jump host needs no Python)."""
+
+    def __init__(self, channel, peer: str | None = None):
+        self.channel = channel
+        self._peer = peer
+
+    def peer(self) -> str | None:
+        return self._peer
+
+    def local(self) -> str | None:
+        return None
+
+    def send(self, data: bytes, until: float) -> None:
+        try:
+            self.channel.settimeout(remaining(until))
+            self.channel.sendall(data)
+        except socket.timeout:
+            raise ProbeTimeout('send timed out')
+        except OSError as exc:
+            raise ConnectionClosed(f'send failed: {exc}')
+
+    def recv(self, until: float) -> bytes:
+        try:
+            self.channel.settimeout(remaining(until))
+            return self.channel.recv(RECV_SIZE)
+        except socket.timeout:
+            raise ProbeTimeout()
+        except OSError as exc:
+            raise ConnectionClosed(f'channel failed: {exc}')
+
+    def recv_ready(self) -> bytes:
+        if self.channel.recv_ready():
+            return self.channel.recv(RECV_SIZE)
+        return b''
+
+    def close(self) -> None:
+        try:
+            self.channel.close()
+        except Exception:  # paramiko raises various errors on an already broken channel
+            pass
+
+
+class TlsLayer:
+    """A TLS client over a raw transport; it looks like a transport to the dialogs above it."""
+
+    def __init__(self, raw, context: ssl.SSLContext, server_hostname: str | None):
+        self.raw = raw
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.obj = context.wrap_bio(self.incoming, self.outgoing, server_side=False,
+                                    server_hostname=server_hostname)
+        self.received = 0
+        self.first_bytes = b''
+        self.established = False
+
+    def _flush(self, until: float) -> None:
+        pending = self.outgoing.read()
+        if pending:
+            self.raw.send(pending, until)
+
+    def _feed(self, until: float) -> None:
+        data = self.raw.recv(until)
+        if not data:
+            self.incoming.write_eof()
+            return
+        if len(self.first_bytes) < PLAINTEXT_SAMPLE:
+            self.first_bytes += data[:PLAINTEXT_SAMPLE - len(self.first_bytes)]
+        self.received += len(data)
+        if self.received > MAX_HANDSHAKE_BYTES and not self.established:
+            raise ProbeError(f'handshake exceeded {MAX_HANDSHAKE_BYTES} bytes', 'malformed_reply')
+        self.incoming.write(data)
+
+    def handshake(self, until: float) -> None:
+        while True:
+            try:
+                self.obj.do_handshake()
+                self._flush(until)
+                self.established = True
+                return
+            except ssl.SSLWantReadError:
+                self._flush(until)
+                if self.incoming.eof:
+                    raise ConnectionClosed('connection closed during the TLS handshake')
+                self._feed(until)
+            except ssl.SSLError as exc:
+                # Send our alert if there is one; the peer may be gone already.
+                try:
+                    self._flush(until)
+                except ProbeError:
+                    pass
+                if self.incoming.eof or isinstance(exc, ssl.SSLEOFError):
+                    raise ConnectionClosed(f'connection closed during the TLS handshake ({describe_ssl_error(exc)})')
+                raise ProbeError(describe_ssl_error(exc))
+
+    def plaintext_sample(self) -> str | None:
+        """The server's first bytes when they were text, not a TLS record (0x14-0x17 first byte)."""
+        if not self.first_bytes or self.first_bytes[0] in (0x14, 0x15, 0x16, 0x17):
+            return None
+        return self.first_bytes.decode('ascii', 'replace').strip()
+
+    def send(self, data: bytes, until: float) -> None:
+        try:
+            self.obj.write(data)
+        except ssl.SSLError as exc:
+            raise ConnectionClosed(describe_ssl_error(exc))
+        self._flush(until)
+
+    def recv(self, until: float) -> bytes:
+        while True:
+            try:
+                return self.obj.read(RECV_SIZE)
+            except ssl.SSLWantReadError:
+                if self.incoming.eof:
+                    return b''
+                self._feed(until)
+            except ssl.SSLZeroReturnError:
+                return b''
+            except ssl.SSLError as exc:
+                raise ConnectionClosed(describe_ssl_error(exc))
+
+    def recv_ready(self) -> bytes:
+        extra = self.raw.recv_ready()
+        if extra:
+            self.incoming.write(extra)
+        try:
+            return self.obj.read(RECV_SIZE)
+        except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+            return b''
+        except ssl.SSLError:
+            return b''
+
+    def peer(self) -> str | None:
+        return self.raw.peer()
+
+    def local(self) -> str | None:
+        return self.raw.local()
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def chain_der(self) -> list:
+        """The certificates the server sent, leaf first (only the leaf before Python 3.10)."""
+        getter = getattr(self.obj, 'get_unverified_chain', None)
+        if getter is None:
+            getter = getattr(getattr(self.obj, '_sslobj', None), 'get_unverified_chain', None)
+        if getter is not None:
+            try:
+                chain = getter() or []
+                return [_cert_der(cert) for cert in chain]
+            except (ssl.SSLError, ValueError, AttributeError):
+                pass
+        leaf = self.obj.getpeercert(binary_form=True)
+        return [leaf] if leaf else []
+
+
+def _cert_der(cert) -> bytes:
+    if isinstance(cert, bytes):
+        return cert
+    return cert.public_bytes(_ssl.ENCODING_DER)
+
+
+def describe_ssl_error(exc: ssl.SSLError) -> str:
+    reason = getattr(exc, 'reason', None)
+    library = getattr(exc, 'library', None)
+    text = str(exc)
+    if reason:
+        text = f'{library}: {reason}' if library else reason
+    return text.replace('_', ' ').lower() if text.isupper() else text
+
+
+def observing_context(minimum_legacy: bool = True) -> ssl.SSLContext:
+    """The context for observing what a server does: no verification (done afterwards, without
+    another handshake), and legacy protocols allowed so that they can be reported."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if minimum_legacy:
+        try:
+            context.set_ciphers('ALL:@SECLEVEL=0')
+            context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+        except (ssl.SSLError, ValueError):
+            pass
+    return context

@@ -1,0 +1,242 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: mailsec.starttls contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: listener_probe
+short_description: Probe mail listeners for what they advertise and do when asked for TLS
+version_added: 0.1.0
+description:
+  - Connects to each mail listener, reads its greeting, asks for its capabilities (C(EHLO), C(LHLO),
+    C(CAPABILITY), C(CAPA) or the ManageSieve greeting), sends STARTTLS when it is advertised, completes
+    the TLS handshake, records the presented certificate and asks for the capabilities again under TLS.
+  - Implicit TLS listeners (465, 993, 995) are handshaken first and then greeted.
+  - The dialog is lockstep (never pipelined, never before the greeting), every read is capped in size and
+    time, and exactly one TLS handshake is made per listener. Chains are verified afterwards, without
+    a second handshake.
+  - A listener that misbehaves (refuses, hangs, sends garbage, injects bytes) yields a classified probe
+    with the stage it happened in; the module fails only for arguments it cannot use.
+  - Runs with the Python standard library alone; uses C(cryptography) for chain verification when it is
+    present, else the C(openssl) command.
+  - Resolves no names unless a target is given as a name.
+author:
+  - mailsec.starttls contributors
+extends_documentation_fragment:
+  - mailsec.starttls.attributes
+  - mailsec.starttls.attributes.INFO_MODULE
+  - mailsec.starttls.attributes.PROBE
+attributes:
+  platform:
+    platforms: posix
+options:
+  targets:
+    description:
+      - Listeners to probe, in the order the results come back.
+      - Either a string V(address:port/protocol) (IPv6 in brackets, V([::1]:25/smtp); the port or the
+        protocol may be left out when the other implies it) or a dictionary with the keys below.
+      - 'O(targets[].protocol) is one of V(smtp), V(submission), V(lmtp), V(smtps), V(imap), V(imaps),
+        V(pop3), V(pop3s), V(sieve); when left out it is inferred from a well-known port
+        (25, 587, 24, 465, 143, 993, 110, 995, 4190).'
+      - O(targets[].sni) is sent as TLS server name indication (not for IP literals).
+      - O(targets[].expected_names) are the names the certificate must match (defaults to the SNI).
+    type: list
+    elements: raw
+    required: true
+seealso:
+  - module: mailsec.starttls.mta_tls_info
+  - name: RFC 3207 (SMTP STARTTLS)
+    description: Advertising, the 220/454/501 replies and the rules after TLS.
+    link: https://www.rfc-editor.org/rfc/rfc3207
+  - name: Microsoft KB Q237327
+    description: STARTTLS advertised on an address without a certificate; every client that accepted it failed.
+    link: https://helparchive.huntertur.net/document/94065
+"""
+
+EXAMPLES = r"""
+- name: AUDIT | Probe the submission and IMAP listeners of a host from the controller
+  mailsec.starttls.listener_probe:
+    targets:
+      - 192.0.2.25:587
+      - address: 192.0.2.25
+        port: 143
+        protocol: imap
+        expected_names: [mail.example.org]
+    vantage: controller
+  delegate_to: localhost
+  register: starttls_probe
+
+- name: AUDIT | Fail when a listener advertises STARTTLS but cannot complete it
+  ansible.builtin.assert:
+    that: >-
+      starttls_probe.probes
+      | selectattr('starttls_advertised', 'true')
+      | rejectattr('tls.established', 'true')
+      | list | length == 0
+
+- name: AUDIT | See through a firewall that masks STARTTLS, with three attempts against a pool
+  mailsec.starttls.listener_probe:
+    targets: ['[2001:db8::25]:25/smtp']
+    try_starttls_when_not_advertised: true
+    attempts: 3
+"""
+
+RETURN = r"""
+probes:
+  description: One probe per target, in the order of O(targets).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    target:
+      description: The listener as probed.
+      type: dict
+      sample: {"address": "127.0.60.1", "port": 25, "protocol": "smtp", "sni": null}
+    vantage:
+      description: Where the probe came from.
+      type: str
+      sample: controller
+    tls_mode:
+      description: V(starttls) or V(implicit), from the protocol.
+      type: str
+      sample: starttls
+    connected:
+      description: Whether the TCP connection was made.
+      type: bool
+      sample: true
+    peer_address:
+      description: The address connected to (for a name, the one that answered).
+      type: str
+      sample: 127.0.60.1
+    greeting:
+      description: The greeting, with the reply code (V(220); V(OK)/V(PREAUTH)/V(BYE) for IMAP; V(+OK)/V(-ERR) for POP3).
+      type: dict
+      sample: {"code": "220", "lines": ["mail.lab.test ESMTP Postfix"]}
+    capabilities:
+      description: Capabilities before TLS (EHLO keywords with their parameters, IMAP capability atoms, POP3 CAPA lines, ManageSieve capabilities).
+      type: list
+      elements: str
+      sample: ["PIPELINING", "SIZE 10240000", "STARTTLS", "8BITMIME"]
+    capabilities_reply:
+      description: The reply that carried the capabilities (shows a rejected EHLO).
+      type: dict
+      sample: {"code": "250", "text": "mail.lab.test\nPIPELINING\nSTARTTLS"}
+    capabilities_after_tls:
+      description: Capabilities asked for again under TLS; null when TLS was not established.
+      type: list
+      elements: str
+      sample: ["PIPELINING", "SIZE 10240000", "AUTH PLAIN"]
+    starttls_advertised:
+      description: Whether STARTTLS (POP3 STLS) was advertised; null for implicit TLS or when the dialog never got that far.
+      type: bool
+      sample: true
+    starttls_reply:
+      description: The one reply to STARTTLS; the code is a string (V(220), V(454); V(OK)/V(NO)/V(BAD)/V(BYE); V(+OK)/V(-ERR)).
+      type: dict
+      sample: {"code": "454", "text": "4.7.0 TLS not available due to local problem"}
+    pre_tls_surplus:
+      description: Bytes that came after the STARTTLS reply and before TLS (response injection); discarded, never parsed.
+      type: str
+      sample: null
+    injected_reply:
+      description: With O(test_command_injection), what the server answered under TLS to the command sent before it.
+      type: str
+      sample: null
+    tls:
+      description: The handshake; null when none was attempted.
+      type: dict
+      sample: {"established": true, "version": "TLSv1.3", "cipher": "TLS_AES_256_GCM_SHA384", "error": null, "sni": null}
+    certificate:
+      description:
+        - The presented leaf certificate, with the verification of the whole presented chain against the
+          trust store (O(ca_file), O(ca_path) or the system store). Null when none was presented.
+        - C(hostname_match) is null when no name was expected.
+      type: dict
+      sample:
+        sha256: 5f1c0e...
+        subject: CN=mail.lab.test
+        issuer: CN=mailsec lab CA
+        sans: ["DNS:mail.lab.test", "IP:127.0.60.1"]
+        serial: 1a2b
+        not_before: "2026-11-28T00:00:00Z"
+        not_after: "2027-11-28T00:00:00Z"
+        days_left: 365
+        expired: false
+        self_signed: false
+        key_type: RSA
+        key_bits: 2048
+        signature_algorithm: sha256WithRSAEncryption
+        chain_length: 1
+        verified: false
+        verify_error: unable to get local issuer certificate
+        hostname_match: null
+        error: null
+    flags:
+      description:
+        - Tags for what was seen, from V(masked), V(response_injection), V(command_injection),
+          V(malformed_reply), V(timeout), V(greeting_refused), V(ehlo_rejected), V(legacy_tls),
+          V(starttls_after_tls), V(no_certificate), V(connection_closed), V(inconsistent).
+      type: list
+      elements: str
+      sample: []
+    error:
+      description: What stopped the dialog and in which stage (V(connect), V(greeting), V(capabilities), V(starttls), V(handshake), V(post_tls)); null when nothing did.
+      type: dict
+      sample: {"stage": "handshake", "message": "connection closed during the TLS handshake"}
+    timings_ms:
+      description: Milliseconds spent per stage, and in all.
+      type: dict
+      sample: {"connect": 0.2, "greeting": 1.1, "capabilities": 0.6, "starttls": 0.4, "handshake": 3.2, "post_tls": 0.5, "total": 6.3}
+    attempts:
+      description: With O(attempts) above 1, the outcome of each attempt in short.
+      type: list
+      elements: dict
+      sample: []
+summary:
+  description: Counts over all probes.
+  returned: always
+  type: dict
+  sample: {"targets": 2, "connected": 2, "starttls_advertised": 2, "tls_established": 1, "errors": 1}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine import (
+    DEFAULT_OPTIONS,
+    TargetError,
+    probe_many,
+    summarise,
+)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            'targets': {'type': 'list', 'elements': 'raw', 'required': True},
+            'ehlo_name': {'type': 'str'},
+            'timeout': {'type': 'float', 'default': DEFAULT_OPTIONS['timeout']},
+            'greeting_timeout': {'type': 'float', 'default': DEFAULT_OPTIONS['greeting_timeout']},
+            'deadline': {'type': 'float', 'default': DEFAULT_OPTIONS['deadline']},
+            'concurrency': {'type': 'int', 'default': DEFAULT_OPTIONS['concurrency']},
+            'per_host_limit': {'type': 'int', 'default': DEFAULT_OPTIONS['per_host_limit']},
+            'attempts': {'type': 'int', 'default': DEFAULT_OPTIONS['attempts']},
+            'ca_file': {'type': 'path'},
+            'ca_path': {'type': 'path'},
+            'vantage': {'type': 'str'},
+            'try_starttls_when_not_advertised': {'type': 'bool', 'default': False},
+            'test_command_injection': {'type': 'bool', 'default': False},
+        },
+        supports_check_mode=True,
+    )
+    options = {key: module.params[key] for key in DEFAULT_OPTIONS}
+    try:
+        probes = probe_many(module.params['targets'], options)
+    except TargetError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=False, probes=probes, summary=summarise(probes))
+
+
+if __name__ == '__main__':
+    main()

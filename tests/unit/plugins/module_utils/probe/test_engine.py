@@ -1,0 +1,323 @@
+# -*- coding: utf-8 -*-
+# Copyright: mailsec.starttls contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The probe engine against scripted servers that replay what real MTAs and middleboxes send."""
+
+from __future__ import annotations
+
+import hashlib
+import ssl
+import time
+
+import pytest
+
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine import (
+    TargetError,
+    parse_target,
+    probe_many,
+    summarise,
+)
+
+POSTFIX_EHLO = (b'250-mail.test\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-STARTTLS\r\n'
+                b'250-ENHANCEDSTATUSCODES\r\n250 8BITMIME\r\n')
+POSTFIX_EHLO_TLS = b'250-mail.test\r\n250-PIPELINING\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n'
+
+
+def fingerprint(cert_path: str) -> str:
+    with open(cert_path) as handle:
+        return hashlib.sha256(ssl.PEM_cert_to_DER_cert(handle.read())).hexdigest()
+
+
+def probe(server, protocol='smtp', **options):
+    options.setdefault('timeout', 3)
+    return probe_many([f'127.0.0.1:{server.port}/{protocol}'], options)[0]
+
+
+def smtp_starttls_ok():
+    return [('send', b'220 mail.test ESMTP Postfix\r\n'), ('expect', 'EHLO'), ('send', POSTFIX_EHLO),
+            ('expect', 'STARTTLS'), ('send', b'220 2.0.0 Ready to start TLS\r\n'), ('tls',),
+            ('expect', 'EHLO'), ('send', POSTFIX_EHLO_TLS), ('expect', 'QUIT')]
+
+
+def test_compliant_smtp_listener(scripted, server_cert):
+    server = scripted(smtp_starttls_ok())
+    result = probe(server, vantage='controller')
+    assert result['error'] is None, result['error']
+    assert result['connected'] is True
+    assert result['vantage'] == 'controller'
+    assert result['greeting'] == {'code': '220', 'lines': ['mail.test ESMTP Postfix']}
+    assert 'STARTTLS' in result['capabilities']
+    assert 'SIZE 10240000' in result['capabilities']
+    assert result['starttls_advertised'] is True
+    assert result['starttls_reply']['code'] == '220'
+    assert result['tls']['established'] is True
+    assert result['tls']['version'] in ('TLSv1.2', 'TLSv1.3')
+    assert result['certificate']['sha256'] == fingerprint(server_cert[0])
+    assert result['certificate']['subject'] == 'CN=mail.test'
+    assert result['certificate']['self_signed'] is True
+    assert result['certificate']['verified'] is False
+    assert result['capabilities_after_tls'] == ['PIPELINING', 'AUTH PLAIN', '8BITMIME']
+    assert result['flags'] == []
+    # Lockstep and an RFC 5321 address literal as the EHLO name (no FQDN, no DNS).
+    assert server.finished().received == ['EHLO [127.0.0.1]', 'STARTTLS', 'EHLO [127.0.0.1]', 'QUIT']
+    assert server.finished().errors == []
+    assert set(result['timings_ms']) >= {'connect', 'greeting', 'capabilities', 'starttls', 'handshake', 'total'}
+
+
+def test_advertised_then_454_is_the_kb_q237327_case(scripted):
+    server = scripted([('send', b'220 mail.test ESMTP Postfix\r\n'), ('expect', 'EHLO'), ('send', POSTFIX_EHLO),
+                       ('expect', 'STARTTLS'), ('send', b'454 4.7.0 TLS not available due to local problem\r\n'),
+                       ('expect', 'QUIT')])
+    result = probe(server)
+    assert result['starttls_advertised'] is True
+    assert result['starttls_reply'] == {'code': '454', 'text': '4.7.0 TLS not available due to local problem'}
+    assert result['tls'] is None
+    assert result['certificate'] is None
+    assert result['error'] is None
+    assert server.finished().errors == []
+
+
+def test_dovecot_ok_then_plaintext_bye_is_a_failed_handshake(scripted):
+    server = scripted([('send', b'* OK [CAPABILITY IMAP4rev1 STARTTLS] Dovecot ready.\r\n'),
+                       ('expect', 'a1 CAPABILITY'),
+                       ('send', b'* CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS STARTTLS LOGINDISABLED\r\n'
+                                b'a1 OK Pre-login capabilities listed, post-login capabilities have more.\r\n'),
+                       ('expect', 'a2 STARTTLS'), ('send', b'a2 OK Begin TLS negotiation now.\r\n'),
+                       ('sleep', 0.05), ('send', b'* BYE [UNAVAILABLE] TLS initialization failed.\r\n'), ('close',)])
+    result = probe(server, 'imap')
+    assert result['starttls_advertised'] is True
+    assert result['starttls_reply']['code'] == 'OK'
+    assert result['tls']['established'] is False
+    assert result['error']['stage'] == 'handshake'
+    assert 'TLS initialization failed' in result['tls']['server_plaintext']
+    assert 'LOGINDISABLED' in result['capabilities']
+
+
+def test_cisco_masking_is_recognised_and_can_be_seen_through(scripted):
+    masked = [('send', b'220 ******************************\r\n'), ('expect', 'EHLO'),
+              ('send', b'250-mail.test\r\n250-XXXXXXXA\r\n250 8BITMIME\r\n')]
+    server = scripted(masked + [('expect', 'QUIT')])
+    result = probe(server)
+    assert 'masked' in result['flags']
+    assert result['starttls_advertised'] is False
+    assert result['starttls_reply'] is None
+    through = scripted(masked + [('expect', 'STARTTLS'), ('send', b'220 Go ahead\r\n'), ('tls',), ('expect', 'EHLO'),
+                                 ('send', b'250 mail.test\r\n'), ('expect', 'QUIT')])
+    result = probe(through, try_starttls_when_not_advertised=True)
+    assert result['starttls_advertised'] is False
+    assert result['tls']['established'] is True
+    assert through.finished().errors == []
+
+
+def test_response_injection_is_flagged_and_discarded(scripted):
+    server = scripted([('send', b'220 mail.test ESMTP\r\n'), ('expect', 'EHLO'), ('send', POSTFIX_EHLO),
+                       ('expect', 'STARTTLS'), ('send', b'220 Ready\r\n250 injected before TLS\r\n'), ('sleep', 0.1),
+                       ('tls',), ('expect', 'EHLO'), ('send', POSTFIX_EHLO_TLS), ('expect', 'QUIT')])
+    result = probe(server)
+    assert 'response_injection' in result['flags']
+    assert result['pre_tls_surplus'].startswith('250 injected')
+    assert result['tls']['established'] is True
+    assert result['capabilities_after_tls'] == ['PIPELINING', 'AUTH PLAIN', '8BITMIME']
+
+
+def test_command_injection_probe(scripted):
+    vulnerable = scripted([('send', b'220 mail.test ESMTP\r\n'), ('expect', 'EHLO'), ('send', POSTFIX_EHLO),
+                           ('expect', 'STARTTLS'), ('send', b'220 Ready\r\n'), ('tls',),
+                           ('send', b'250 2.0.0 Ok\r\n'), ('expect', 'EHLO'), ('send', POSTFIX_EHLO_TLS),
+                           ('expect', 'QUIT')])
+    result = probe(vulnerable, test_command_injection=True)
+    assert 'command_injection' in result['flags']
+    assert result['injected_reply'].startswith('250')
+    clean = scripted(smtp_starttls_ok())
+    result = probe(clean, test_command_injection=True)
+    assert 'command_injection' not in result['flags']
+    assert clean.received[1] == 'STARTTLS'
+
+
+def test_starttls_advertised_again_after_tls(scripted):
+    server = scripted([('send', b'220 mail.test\r\n'), ('expect', 'EHLO'), ('send', POSTFIX_EHLO),
+                       ('expect', 'STARTTLS'), ('send', b'220 Ready\r\n'), ('tls',), ('expect', 'EHLO'),
+                       ('send', POSTFIX_EHLO), ('expect', 'QUIT')])
+    assert 'starttls_after_tls' in probe(server)['flags']
+
+
+def test_trickling_greeting_is_cut_by_the_phase_deadline(scripted):
+    server = scripted([('trickle', b'220 ' + b'x' * 200 + b'\r\n', 0.05)])
+    start = time.monotonic()
+    result = probe(server, timeout=1, greeting_timeout=1)
+    assert time.monotonic() - start < 2.5
+    assert result['error']['stage'] == 'greeting'
+    assert 'timeout' in result['flags']
+
+
+def test_silent_server_is_cut_by_the_target_deadline(scripted):
+    server = scripted([('sleep', 5)])
+    start = time.monotonic()
+    result = probe(server, timeout=3, greeting_timeout=30, deadline=1)
+    assert time.monotonic() - start < 2
+    assert result['connected'] is True
+    assert result['error']['stage'] == 'greeting'
+    assert 'timeout' in result['flags']
+
+
+@pytest.mark.parametrize('payload, message', [
+    (b'220-' + b'a' * 10000, 'longer than'),
+    (b'HTTP/1.1 400 Bad Request\r\n', 'not an SMTP reply line'),
+    (b''.join(b'220-line\r\n' for _ in range(150)), 'lines'),
+    (b'220-mail.test\r\n421 other code\r\n', 'changed'),
+])
+def test_malformed_greetings(scripted, payload, message):
+    server = scripted([('send', payload), ('sleep', 0.5)])
+    result = probe(server)
+    assert 'malformed_reply' in result['flags']
+    assert result['error']['stage'] == 'greeting'
+    assert message in result['error']['message']
+
+
+def test_refused_greeting_sends_no_ehlo(scripted):
+    server = scripted([('send', b'554 5.7.1 go away\r\n'), ('expect', 'QUIT')])
+    result = probe(server)
+    assert 'greeting_refused' in result['flags']
+    assert result['greeting']['code'] == '554'
+    assert result['starttls_advertised'] is None
+    assert server.finished().received == ['QUIT']
+
+
+def test_rejected_ehlo_never_leads_to_starttls(scripted):
+    server = scripted([('send', b'220 mail.test\r\n'), ('expect', 'EHLO'),
+                       ('send', b'501 5.5.2 Syntax: EHLO hostname\r\n'), ('expect', 'QUIT')])
+    result = probe(server, try_starttls_when_not_advertised=True)
+    assert 'ehlo_rejected' in result['flags']
+    assert result['capabilities_reply']['code'] == '501'
+    assert result['starttls_reply'] is None
+    assert server.finished().received == ['EHLO [127.0.0.1]', 'QUIT']
+
+
+def test_connection_closed_after_starttls_reply(scripted):
+    server = scripted([('send', b'220 mail.test\r\n'), ('expect', 'EHLO'), ('send', POSTFIX_EHLO),
+                       ('expect', 'STARTTLS'), ('send', b'220 Ready\r\n'), ('close',)])
+    result = probe(server)
+    assert result['error']['stage'] == 'handshake'
+    assert result['tls']['established'] is False
+    assert 'connection_closed' in result['flags']
+
+
+def test_lmtp_uses_lhlo(scripted):
+    server = scripted([('send', b'220 lmtp.test LMTP\r\n'), ('expect', 'LHLO'),
+                       ('send', b'250-lmtp.test\r\n250 PIPELINING\r\n'), ('expect', 'QUIT')])
+    result = probe(server, 'lmtp', ehlo_name='probe.example')
+    assert result['starttls_advertised'] is False
+    assert server.finished().received == ['LHLO probe.example', 'QUIT']
+
+
+def test_pop3_stls(scripted, server_cert):
+    server = scripted([('send', b'+OK Dovecot ready.\r\n'), ('expect', 'CAPA'),
+                       ('send', b'+OK\r\nCAPA\r\nTOP\r\nUIDL\r\nSTLS\r\nSASL PLAIN\r\n.\r\n'),
+                       ('expect', 'STLS'), ('send', b'+OK Begin TLS negotiation now.\r\n'), ('tls',),
+                       ('expect', 'CAPA'), ('send', b'+OK\r\nCAPA\r\nUIDL\r\n.\r\n'), ('expect', 'QUIT')])
+    result = probe(server, 'pop3')
+    assert result['starttls_advertised'] is True
+    assert result['starttls_reply'] == {'code': '+OK', 'text': 'Begin TLS negotiation now.'}
+    assert result['capabilities_after_tls'] == ['CAPA', 'UIDL']
+    assert result['certificate']['sha256'] == fingerprint(server_cert[0])
+
+
+def test_pop3_tls_disabled(scripted):
+    server = scripted([('send', b'+OK ready\r\n'), ('expect', 'CAPA'), ('send', b'+OK\r\nUIDL\r\n.\r\n'),
+                       ('expect', 'STLS'), ('send', b'-ERR TLS support isn\'t enabled.\r\n'), ('expect', 'QUIT')])
+    result = probe(server, 'pop3', try_starttls_when_not_advertised=True)
+    assert result['starttls_advertised'] is False
+    assert result['starttls_reply']['code'] == '-ERR'
+
+
+def test_managesieve(scripted):
+    caps = b'"IMPLEMENTATION" "Dovecot Pigeonhole"\r\n"SIEVE" "fileinto reject"\r\n'
+    server = scripted([('send', caps + b'"STARTTLS"\r\nOK "Dovecot ready."\r\n'), ('expect', 'STARTTLS'),
+                       ('send', b'OK "Begin TLS negotiation now."\r\n'), ('tls',),
+                       ('send', caps + b'"SASL" "PLAIN"\r\nOK "TLS negotiation successful."\r\n'),
+                       ('expect', 'LOGOUT')])
+    result = probe(server, 'sieve')
+    assert result['starttls_advertised'] is True
+    assert 'IMPLEMENTATION Dovecot Pigeonhole' in result['capabilities']
+    assert result['starttls_reply']['code'] == 'OK'
+    assert 'SASL PLAIN' in result['capabilities_after_tls']
+    assert server.finished().errors == []
+
+
+def test_implicit_tls(scripted, server_cert):
+    server = scripted([('tls',), ('send', b'220 mail.test ESMTP\r\n'), ('expect', 'EHLO'),
+                       ('send', POSTFIX_EHLO_TLS), ('expect', 'QUIT')])
+    result = probe(server, 'smtps')
+    assert result['tls_mode'] == 'implicit'
+    assert result['starttls_advertised'] is None
+    assert result['tls']['established'] is True
+    assert result['greeting']['code'] == '220'
+    assert result['capabilities_after_tls'] == ['PIPELINING', 'AUTH PLAIN', '8BITMIME']
+    assert result['certificate']['sha256'] == fingerprint(server_cert[0])
+
+
+def test_implicit_tls_dropped_like_postfix_wrapper_mode_without_cert(scripted):
+    server = scripted([('close',)])
+    result = probe(server, 'smtps')
+    assert result['connected'] is True
+    assert result['error']['stage'] == 'handshake'
+    assert result['tls']['established'] is False
+
+
+def test_refused_connection():
+    result = probe_many(['127.0.0.1:1/smtp'], {'timeout': 2})[0]
+    assert result['connected'] is False
+    assert result['error']['stage'] == 'connect'
+
+
+def test_one_hanging_server_costs_no_other_result(scripted):
+    hanging = scripted([('sleep', 5)])
+    good = [scripted(smtp_starttls_ok()) for _ in range(5)]
+    targets = [f'127.0.0.1:{server.port}/smtp' for server in good[:2]]
+    targets += [f'127.0.0.1:{hanging.port}/smtp', 'garbage.invalid.:25', '127.0.0.1:1/smtp']
+    targets += [f'127.0.0.1:{server.port}/smtp' for server in good[2:]]
+    start = time.monotonic()
+    results = probe_many(targets, {'deadline': 1.5, 'timeout': 1, 'concurrency': 8, 'per_host_limit': 8})
+    assert time.monotonic() - start < 3.5
+    assert [r['target']['port'] for r in results] == [parse_target(t)['port'] for t in targets]
+    assert [bool(r['tls'] and r['tls']['established']) for r in results] == [True, True, False, False, False, True, True, True]
+    assert results[2]['error']['stage'] == 'greeting'
+    assert results[3]['error']['stage'] == 'connect'
+    assert summarise(results) == {'targets': 8, 'connected': 6, 'starttls_advertised': 5, 'tls_established': 5,
+                                  'errors': 3}
+
+
+def test_inconsistent_pool_is_flagged(scripted):
+    def alternate(number):
+        if number % 2:
+            return [('send', b'220 b\r\n'), ('expect', 'EHLO'), ('send', b'250 b\r\n'), ('expect', 'QUIT')]
+        return smtp_starttls_ok()
+    server = scripted(alternate)
+    result = probe(server, attempts=2)
+    assert 'inconsistent' in result['flags']
+    assert [a['starttls_advertised'] for a in result['attempts']] == [True, False]
+
+
+@pytest.mark.parametrize('spec, expected', [
+    ('192.0.2.1:25', ('192.0.2.1', 25, 'smtp')),
+    ('192.0.2.1:2525/submission', ('192.0.2.1', 2525, 'submission')),
+    ('[2001:db8::1]:993', ('2001:db8::1', 993, 'imaps')),
+    ('2001:db8::1/imap', ('2001:db8::1', 143, 'imap')),
+    ('mail.example.org/pop3s', ('mail.example.org', 995, 'pop3s')),
+    ({'address': '[::1]', 'port': '4190'}, ('::1', 4190, 'sieve')),
+])
+def test_parse_target(spec, expected):
+    target = parse_target(spec)
+    assert (target['address'], target['port'], target['protocol']) == expected
+
+
+@pytest.mark.parametrize('spec, message', [
+    ('192.0.2.1:2525', 'give a protocol'),
+    ('192.0.2.1:25/http', 'unknown protocol'),
+    ('192.0.2.1:99999/smtp', 'out of range'),
+    ({'port': 25}, 'no address'),
+    (42, 'string or a dictionary'),
+])
+def test_bad_targets_are_argument_errors(spec, message):
+    with pytest.raises(TargetError, match=message):
+        probe_many([spec])
