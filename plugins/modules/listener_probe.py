@@ -45,6 +45,45 @@ options:
     type: list
     elements: raw
     required: true
+  jump_host:
+    description:
+      - Probe through this SSH server instead of from where the module runs (SSH C(direct-tcpip)
+        channels over one connection; the jump host needs no Python, only C(AllowTcpForwarding)).
+      - Needs the C(paramiko) Python library where the module runs (normally the controller, with
+        C(delegate_to: localhost)).
+      - When the jump host cannot be reached or refuses the login, every probe says so as a
+        C(connect) error; the module does not fail.
+      - O(vantage) defaults to V(jump:HOST).
+    type: dict
+    suboptions:
+      host:
+        description: Address or name of the jump host.
+        type: str
+        required: true
+      port:
+        description: SSH port.
+        type: int
+        default: 22
+      user:
+        description: Login name; defaults to the local user.
+        type: str
+      private_key_file:
+        description: Private key for the login; without it and without O(jump_host.password) the SSH agent and the default keys are tried.
+        type: path
+      password:
+        description: Password for the login.
+        type: str
+      known_hosts_file:
+        description: Known hosts file to trust in addition to the user's.
+        type: path
+      host_key_checking:
+        description:
+          - Refuse a jump host whose key is not known. Setting it to V(false) accepts any key, which lets
+            a machine in the middle see every probe; do so only in a lab.
+        type: bool
+        default: true
+requirements:
+  - paramiko (only with O(jump_host))
 seealso:
   - module: mailsec.starttls.mta_tls_info
   - name: RFC 3207 (SMTP STARTTLS)
@@ -201,7 +240,7 @@ summary:
   sample: {"targets": 2, "connected": 2, "starttls_advertised": 2, "tls_established": 1, "errors": 1}
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine import (
     DEFAULT_OPTIONS,
@@ -209,6 +248,31 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine imp
     probe_many,
     summarise,
 )
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe.ssh import (
+    HAS_PARAMIKO,
+    PARAMIKO_IMPORT_ERROR,
+    JumpHost,
+    JumpHostError,
+)
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe.wire import ProbeError
+
+
+def jump_connector(module: AnsibleModule, spec: dict):
+    """The engine's connect function through the jump host, or one that reports why there is none."""
+    if not HAS_PARAMIKO:
+        module.fail_json(msg=missing_required_lib('paramiko'), exception=PARAMIKO_IMPORT_ERROR)
+    try:
+        jump = JumpHost(spec['host'], port=spec['port'], user=spec['user'],
+                        private_key_file=spec['private_key_file'], password=spec['password'],
+                        known_hosts_file=spec['known_hosts_file'],
+                        host_key_checking=spec['host_key_checking'], timeout=module.params['timeout'])
+    except JumpHostError as exc:
+        reason = str(exc)
+
+        def unreachable(address, port, until):
+            raise ProbeError(reason)
+        return unreachable, None
+    return jump.connect, jump
 
 
 def main() -> None:
@@ -227,14 +291,30 @@ def main() -> None:
             'vantage': {'type': 'str'},
             'try_starttls_when_not_advertised': {'type': 'bool', 'default': False},
             'test_command_injection': {'type': 'bool', 'default': False},
+            'jump_host': {'type': 'dict', 'options': {
+                'host': {'type': 'str', 'required': True},
+                'port': {'type': 'int', 'default': 22},
+                'user': {'type': 'str'},
+                'private_key_file': {'type': 'path'},
+                'password': {'type': 'str', 'no_log': True},
+                'known_hosts_file': {'type': 'path'},
+                'host_key_checking': {'type': 'bool', 'default': True},
+            }},
         },
         supports_check_mode=True,
     )
     options = {key: module.params[key] for key in DEFAULT_OPTIONS}
+    connect, jump = None, None
+    if module.params['jump_host']:
+        connect, jump = jump_connector(module, module.params['jump_host'])
+        options['vantage'] = options['vantage'] or f"jump:{module.params['jump_host']['host']}"
     try:
-        probes = probe_many(module.params['targets'], options)
+        probes = probe_many(module.params['targets'], options, connect=connect)
     except TargetError as exc:
         module.fail_json(msg=str(exc))
+    finally:
+        if jump is not None:
+            jump.close()
     module.exit_json(changed=False, probes=probes, summary=summarise(probes))
 
 

@@ -321,3 +321,25 @@ def test_parse_target(spec, expected):
 def test_bad_targets_are_argument_errors(spec, message):
     with pytest.raises(TargetError, match=message):
         probe_many([spec])
+
+
+def test_ip_literals_never_touch_the_resolver(scripted, monkeypatch):
+    import socket as socket_module
+    calls = []
+    real = socket_module.getaddrinfo
+
+    def recording(host, port, family=0, type=0, proto=0, flags=0):  # pylint: disable=redefined-builtin
+        calls.append((host, flags))
+        return real(host, port, family, type, proto, flags)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError('a DNS lookup was made')
+
+    monkeypatch.setattr(socket_module, 'getaddrinfo', recording)
+    monkeypatch.setattr(socket_module, 'gethostbyname', forbidden)
+    monkeypatch.setattr(socket_module, 'gethostbyaddr', forbidden)
+    monkeypatch.setattr(socket_module, 'getfqdn', forbidden)
+    server = scripted(smtp_starttls_ok())
+    result = probe(server)
+    assert result['tls']['established'] is True
+    assert calls and all(flags & socket_module.AI_NUMERICHOST for _host, flags in calls)

@@ -1,0 +1,156 @@
+# -*- coding: utf-8 -*-
+# Copyright: mailsec.starttls contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Integration fixtures: the real-MTA lab, a real sshd as jump host, and real ansible runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / 'tests' / 'lab'))
+
+JUMP_ADDRESS = '127.0.80.1'
+JUMP_PORT = 2222
+
+
+def need_root():
+    if os.geteuid() != 0:
+        pytest.skip('the lab starts real MTAs on loopback and needs root')
+
+
+@pytest.fixture(scope='session')
+def collections_path(tmp_path_factory) -> str:
+    """A collections tree whose mailsec/starttls is this checkout, so ansible runs the code under test."""
+    root = tmp_path_factory.mktemp('collections')
+    target = root / 'ansible_collections' / 'mailsec'
+    target.mkdir(parents=True)
+    (target / 'starttls').symlink_to(REPO)
+    return str(root)
+
+
+@pytest.fixture(scope='session')
+def ansible_env(collections_path, tmp_path_factory) -> dict:
+    env = dict(os.environ)
+    env.update({
+        'ANSIBLE_COLLECTIONS_PATH': collections_path,
+        'ANSIBLE_LOCAL_TEMP': str(tmp_path_factory.mktemp('ansible-local')),
+        'ANSIBLE_NOCOLOR': '1',
+        'ANSIBLE_RETRY_FILES_ENABLED': '0',
+        'ANSIBLE_PYTHON_INTERPRETER': sys.executable,
+        'ANSIBLE_LOCALHOST_WARNING': '0',
+        'ANSIBLE_INVENTORY_UNPARSED_WARNING': '0',
+    })
+    return env
+
+
+def ansible_bin(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        pytest.fail(f'{name} not found next to {sys.executable} or on PATH')
+    return found
+
+
+@pytest.fixture(scope='session')
+def run_playbook(ansible_env, tmp_path_factory):
+    """Runs a real ansible-playbook; the play writes what it wants checked to {{ result_file }}."""
+    workdir = tmp_path_factory.mktemp('playbooks')
+
+    def run(playbook: str, extra_vars: dict | None = None, args: tuple = (), expect_rc: int = 0) -> dict:
+        handle, name = tempfile.mkstemp(dir=workdir, suffix='.yml')
+        with os.fdopen(handle, 'w') as out:
+            out.write(playbook)
+        result_file = f'{name}.result.json'
+        variables = dict(extra_vars or {}, result_file=result_file)
+        command = [ansible_bin('ansible-playbook'), '-i', 'localhost,', '-c', 'local', name,
+                   '-e', json.dumps(variables), *args]
+        completed = subprocess.run(command, env=ansible_env, capture_output=True, text=True, timeout=600)
+        if completed.returncode != expect_rc:
+            pytest.fail(f'ansible-playbook exited {completed.returncode}\n{completed.stdout[-6000:]}\n{completed.stderr[-3000:]}')
+        result = {'stdout': completed.stdout, 'stderr': completed.stderr}
+        if os.path.exists(result_file):
+            with open(result_file) as handle_in:
+                result['result'] = json.load(handle_in)
+        return result
+
+    return run
+
+
+@pytest.fixture(scope='session')
+def lab():
+    """The real-MTA lab (tests/lab): started once per session, stopped at the end."""
+    need_root()
+    from mta_lab import Lab  # pylint: disable=import-error,import-outside-toplevel
+    instance = Lab(os.environ.get('MAILSEC_LAB_ROOT', '/tmp/mailsec-lab-it'))
+    instance.start()
+    try:
+        yield instance.manifest()
+    finally:
+        instance.stop()
+
+
+@pytest.fixture(scope='session')
+def sshd(tmp_path_factory):
+    """A real OpenSSH server on loopback, with its own host key and a client key for root."""
+    need_root()
+    binary = shutil.which('sshd') or '/usr/sbin/sshd'
+    if not os.path.exists(binary):
+        pytest.fail('sshd is not installed (tests/setup.sh installs openssh-server)')
+    root = tmp_path_factory.mktemp('sshd')
+    host_key, client_key = root / 'host_ed25519', root / 'client_ed25519'
+    for key in (host_key, client_key):
+        subprocess.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', str(key)], check=True)
+    authorized = root / 'authorized_keys'
+    authorized.write_text((root / 'client_ed25519.pub').read_text())
+    authorized.chmod(0o600)
+    known_hosts = root / 'known_hosts'
+    known_hosts.write_text(f"[{JUMP_ADDRESS}]:{JUMP_PORT} {(root / 'host_ed25519.pub').read_text()}")
+    config = root / 'sshd_config'
+    config.write_text('\n'.join([
+        f'ListenAddress {JUMP_ADDRESS}:{JUMP_PORT}',
+        f'HostKey {host_key}',
+        f'AuthorizedKeysFile {authorized}',
+        f'PidFile {root}/sshd.pid',
+        'PermitRootLogin prohibit-password',
+        'PasswordAuthentication no',
+        'KbdInteractiveAuthentication no',
+        'UsePAM no',
+        'AllowTcpForwarding yes',
+        'StrictModes no',
+        'UseDNS no',
+        '',
+    ]))
+    os.makedirs('/run/sshd', exist_ok=True)
+    process = subprocess.Popen([binary, '-D', '-e', '-f', str(config)], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    import socket  # pylint: disable=import-outside-toplevel
+    while True:
+        try:
+            socket.create_connection((JUMP_ADDRESS, JUMP_PORT), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f'sshd did not start: {process.stderr.read().decode()[-2000:]}')
+            time.sleep(0.1)
+    try:
+        yield {'host': JUMP_ADDRESS, 'port': JUMP_PORT, 'user': 'root', 'private_key_file': str(client_key),
+               'known_hosts_file': str(known_hosts)}
+    finally:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -1,0 +1,84 @@
+# -*- coding: utf-8 -*-
+# Copyright: mailsec.starttls contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The listener_probe module as Ansible calls it: arguments in, one JSON result out."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.mailsec.starttls.plugins.modules import listener_probe
+
+
+def run_module(capsys, arguments: dict) -> dict:
+    with patch_module_args(arguments):
+        with pytest.raises(SystemExit):
+            listener_probe.main()
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture
+def smtp_server():
+    """A tiny SMTP listener that greets, lists STARTTLS and refuses it like a Postfix without certificate."""
+    import threading  # pylint: disable=import-outside-toplevel
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(4)
+
+    def serve():
+        conn, _peer = listener.accept()
+        with conn:
+            stream = conn.makefile('rwb')
+            stream.write(b'220 unit ESMTP\r\n')
+            stream.flush()
+            stream.readline()
+            stream.write(b'250-unit\r\n250 STARTTLS\r\n')
+            stream.flush()
+            stream.readline()
+            stream.write(b'454 4.7.0 TLS not available due to local problem\r\n')
+            stream.flush()
+            stream.readline()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+def test_module_returns_probes_and_summary(capsys, smtp_server):
+    result = run_module(capsys, {'targets': [f'127.0.0.1:{smtp_server}/smtp'], 'vantage': 'unit', 'timeout': 3})
+    assert result['changed'] is False
+    assert result.get('failed') is not True
+    probe = result['probes'][0]
+    assert probe['vantage'] == 'unit'
+    assert probe['starttls_advertised'] is True
+    assert probe['starttls_reply']['code'] == '454'
+    assert result['summary'] == {'targets': 1, 'connected': 1, 'starttls_advertised': 1, 'tls_established': 0,
+                                 'errors': 0}
+
+
+def test_module_runs_in_check_mode(capsys, smtp_server):
+    result = run_module(capsys, {'targets': [f'127.0.0.1:{smtp_server}/smtp'], '_ansible_check_mode': True})
+    assert result['probes'][0]['starttls_reply']['code'] == '454'
+
+
+def test_module_fails_on_a_target_it_cannot_use(capsys):
+    result = run_module(capsys, {'targets': ['127.0.0.1:2525']})
+    assert result['failed'] is True
+    assert 'targets[0]' in result['msg'] and 'give a protocol' in result['msg']
+
+
+def test_unreachable_jump_host_is_reported_per_probe(capsys):
+    pytest.importorskip('paramiko')
+    result = run_module(capsys, {'targets': ['127.0.0.1:25', '127.0.0.1:143'],
+                                 'jump_host': {'host': '127.0.0.1', 'port': 1}, 'timeout': 2})
+    assert result.get('failed') is not True
+    assert [p['connected'] for p in result['probes']] == [False, False]
+    assert all(p['error']['stage'] == 'connect' and 'jump host 127.0.0.1' in p['error']['message']
+               for p in result['probes'])
+    assert {p['vantage'] for p in result['probes']} == {'jump:127.0.0.1'}
