@@ -1,0 +1,315 @@
+# -*- coding: utf-8 -*-
+# Copyright: mailsec.starttls contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The interface every MTA adapter implements, and the listener record they all build.
+
+An adapter is a class with a `name` and two methods:
+
+- `detect(ctx)` -> list of instance dicts: what is installed and what is running, from
+  `ctx.processes` (scanned from /proc by _host) and `ctx.options['config_paths']`.
+- `listeners(ctx, instance)` -> list of listener dicts (`new_listener`), each with the
+  certificate binding that applies to exactly its address:port and the rule that chose it.
+
+Adapters never raise for a configuration they do not understand: they call `ctx.warn` with
+the file:line and go on. `listeners` is called inside a guard all the same.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from ansible_collections.mailsec.starttls.plugins.module_utils._model import (
+    PORT_PROTOCOL,
+    PROTOCOL_TLS_MODE,
+)
+
+WILDCARD_ADDRESSES = ('0.0.0.0', '::')
+LOOPBACK_FOR = {'0.0.0.0': '127.0.0.1', '::': '::1'}
+
+# Used when /etc/services is missing or lacks a name: the names MTAs use in their configs.
+KNOWN_SERVICE_PORTS = {
+    'smtp': 25, 'mail': 25, 'submission': 587, 'submissions': 465, 'smtps': 465, 'ssmtp': 465,
+    'urd': 465, 'lmtp': 24, 'imap': 143, 'imap2': 143, 'imaps': 993, 'pop3': 110, 'pop-3': 110,
+    'pop3s': 995, 'sieve': 4190, 'managesieve': 4190,
+}
+
+# Reasons a listener's STARTTLS state is what it is, phrased once.
+REASON_IMPLICIT = 'implicit TLS listener: TLS starts at connect, STARTTLS is not used'
+
+
+class MtaAdapter:
+    """Base class: subclasses set `name` and implement `detect` and `listeners`."""
+
+    name = ''
+
+    def detect(self, ctx) -> list:
+        raise NotImplementedError
+
+    def listeners(self, ctx, instance: dict) -> list:
+        raise NotImplementedError
+
+
+def new_instance(mta: str, instance_id: str, **fields) -> dict:
+    record = {
+        'mta': mta,
+        'instance': instance_id,
+        'name': mta,
+        'version': None,
+        'config_files': [],
+        'config_source': None,
+        'installed': True,
+        'running': None,
+        'pid': None,
+        'command_line': None,
+        'reading_user': 'root',
+        'reading_user_source': None,
+        'tools_used': [],
+        'notes': [],
+    }
+    record.update(fields)
+    return record
+
+
+def new_binding(certificate=None, key=None, chain=None, source='default (none configured)',
+                resolved=True) -> dict:
+    return {
+        'certificate': certificate,
+        'key': key,
+        'chain': list(chain or []),
+        'source': source,
+        'resolved': resolved,
+        'alternates': [],
+        'sni': [],
+        'notes': [],
+    }
+
+
+def new_listener(mta: str, instance: str, service: str, address: str, port: int | None,
+                 protocol: str, **fields) -> dict:
+    """A listener record with every key present; adapters fill the rest."""
+    wildcard = address in WILDCARD_ADDRESSES
+    record = {
+        'id': f'{mta}/{instance}/{service}/{format_endpoint(address, port)}',
+        'host': None,
+        'address': address,
+        'port': port,
+        'protocol': protocol,
+        'tls_mode': PROTOCOL_TLS_MODE.get(protocol, 'none'),
+        'mta': mta,
+        'instance': instance,
+        'service': service,
+        'defined_at': None,
+        'offers_starttls': None,
+        'offers_starttls_reason': None,
+        'binding': new_binding(),
+        'reader_user': 'root',
+        'listening': None,
+        'owner': None,
+        'probe_address': probe_address_for(address),
+        'wildcard': wildcard,
+        'derived_from': None,
+        'tls_settings': {},
+        'notes': [],
+        'store': None,
+        'probe': None,
+    }
+    if wildcard:
+        record['notes'].append(
+            f'wildcard listener ({address}): represented once, probed on {record["probe_address"]}')
+    record.update(fields)
+    return record
+
+
+def setting(value, where: str | None) -> dict:
+    """One raw configuration setting with the place it came from, for evidence."""
+    return {'value': value, 'where': where}
+
+
+def format_endpoint(address: str | None, port) -> str:
+    if address and ':' in address:
+        return f'[{address}]:{port}'
+    return f'{address}:{port}'
+
+
+def probe_address_for(address: str | None) -> str | None:
+    if address is None:
+        return None
+    return LOOPBACK_FOR.get(address, address)
+
+
+def normalise_address(text: str) -> str | None:
+    """An IP literal in canonical form (brackets and zone-less), or None if it is not one."""
+    candidate = text.strip()
+    if candidate.startswith('[') and candidate.endswith(']'):
+        candidate = candidate[1:-1]
+    if candidate.lower().startswith('ipv6:'):
+        candidate = candidate[5:]
+    candidate = candidate.split('%', 1)[0]
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return None
+
+
+def split_host_port(text: str) -> tuple:
+    """'[::1]:25' / '127.0.0.1:smtp' / 'smtp' -> (host or None, port text)."""
+    text = text.strip()
+    if text.startswith('['):
+        close = text.find(']')
+        if close > 0:
+            host = text[1:close]
+            rest = text[close + 1:]
+            return host, rest[1:] if rest.startswith(':') else rest
+    if text.count(':') == 1:
+        host, port = text.split(':', 1)
+        return host, port
+    return None, text
+
+
+def load_services(ctx) -> dict:
+    cached = getattr(ctx, '_services', None)
+    if cached is not None:
+        return cached
+    table = {}
+    text = ctx.read_text('/etc/services') or ''
+    for line in text.splitlines():
+        line = line.split('#', 1)[0].split()
+        if len(line) < 2 or not line[1].endswith('/tcp'):
+            continue
+        try:
+            port = int(line[1].split('/', 1)[0])
+        except ValueError:
+            continue
+        for name in [line[0]] + line[2:]:
+            table.setdefault(name.lower(), port)
+    ctx._services = table
+    return table
+
+
+def resolve_port(ctx, text) -> int | None:
+    """A port number from a number or a service name (/etc/services, then well-known names)."""
+    if isinstance(text, int):
+        return text
+    text = str(text).strip()
+    if text.isdigit():
+        port = int(text)
+        return port if 0 < port < 65536 else None
+    name = text.lower()
+    return load_services(ctx).get(name) or KNOWN_SERVICE_PORTS.get(name)
+
+
+def infer_protocol(port: int | None, implicit: bool = False, hints=(), family: str = 'smtp') -> str:
+    """The listener protocol from its family (smtp/imap/pop3/sieve/lmtp), port and name hints."""
+    names = {str(hint).lower() for hint in hints if hint}
+    if family == 'lmtp':
+        return 'lmtp'
+    if family == 'sieve':
+        return 'sieve'
+    if family == 'imap':
+        return 'imaps' if implicit else 'imap'
+    if family == 'pop3':
+        return 'pop3s' if implicit else 'pop3'
+    if implicit:
+        return 'smtps'
+    if port == 587 or 'submission' in names:
+        return 'submission'
+    if port in PORT_PROTOCOL and PORT_PROTOCOL[port] in ('smtp', 'submission', 'lmtp'):
+        return PORT_PROTOCOL[port]
+    return 'smtp'
+
+
+def host_addresses(ctx) -> dict:
+    """The host's own addresses: {'ipv4': [...], 'ipv6': [...], 'ipv4_networks': [...]}.
+
+    IPv4 from /proc/net/fib_trie (readable without root), IPv6 from /proc/net/if_inet6.
+    Linux treats the whole of 127.0.0.0/8 as local, which fib_trie shows as a /8 host route.
+    """
+    cached = getattr(ctx, '_host_addresses', None)
+    if cached is not None:
+        return cached
+    ipv4, networks, ipv6 = [], [], []
+    trie = _read_proc(ctx, 'net/fib_trie') or ''
+    last_address = None
+    for line in trie.splitlines():
+        stripped = line.strip()
+        if stripped.startswith('|-- '):
+            last_address = stripped[4:]
+        elif last_address and stripped.startswith('/') and 'host LOCAL' in stripped:
+            prefix = stripped.split()[0][1:]
+            if prefix == '32':
+                if last_address not in ipv4:
+                    ipv4.append(last_address)
+            else:
+                network = f'{last_address}/{prefix}'
+                if network not in networks:
+                    networks.append(network)
+    for line in (_read_proc(ctx, 'net/if_inet6') or '').splitlines():
+        fields = line.split()
+        if fields and len(fields[0]) == 32:
+            raw = fields[0]
+            address = str(ipaddress.ip_address(':'.join(raw[i:i + 4] for i in range(0, 32, 4))))
+            if address not in ipv6:
+                ipv6.append(address)
+    result = {'ipv4': ipv4, 'ipv6': ipv6, 'ipv4_networks': networks}
+    ctx._host_addresses = result
+    return result
+
+
+def is_local_address(ctx, address: str) -> bool | None:
+    """Whether the host owns the address (None when /proc says nothing)."""
+    addresses = host_addresses(ctx)
+    if not (addresses['ipv4'] or addresses['ipv6'] or addresses['ipv4_networks']):
+        return None
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if parsed.version == 6:
+        return address in addresses['ipv6']
+    if address in addresses['ipv4']:
+        return True
+    return any(parsed in ipaddress.ip_network(network, strict=False)
+               for network in addresses['ipv4_networks'])
+
+
+def _read_proc(ctx, relative: str) -> str | None:
+    try:
+        with open(f'{ctx.proc_root}/{relative}', 'rb') as handle:
+            return handle.read(1024 * 1024).decode('ascii', 'replace')
+    except OSError:
+        return None
+
+
+def classify_chain_files(ctx, files: list) -> list:
+    """Split a Postfix-style chain file list (key, then its certificate chain, repeated) into
+    [{'key', 'certificate', 'chain'}] pairs, looking only at PEM BEGIN lines.
+
+    When a file cannot be read (no root), its role is guessed from its name and says so.
+    """
+    pairs: list = []
+    current = None
+    guessed = False
+    for path in files:
+        labels = ctx.pem_labels(path)
+        if labels is None:
+            guessed = True
+            labels = ['PRIVATE KEY'] if re.search(r'(key|\.key$)', path.lower()) else ['CERTIFICATE']
+        for label in labels:
+            if label.endswith('PRIVATE KEY'):
+                if current is None or current['key'] is not None:
+                    current = {'key': path, 'certificate': None, 'chain': []}
+                    pairs.append(current)
+                else:
+                    current['key'] = path
+            elif label in ('CERTIFICATE', 'TRUSTED CERTIFICATE', 'X509 CERTIFICATE'):
+                if current is None:
+                    current = {'key': None, 'certificate': None, 'chain': []}
+                    pairs.append(current)
+                if current['certificate'] is None:
+                    current['certificate'] = path
+                elif path != current['certificate'] and path not in current['chain']:
+                    current['chain'].append(path)
+    for pair in pairs:
+        pair['guessed'] = guessed
+    return pairs

@@ -1,0 +1,346 @@
+# -*- coding: utf-8 -*-
+# Copyright: mailsec.starttls contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""OpenSMTPD: `listen on` lines, their `tls` / `tls-require` / `smtps` keywords and the `pki`
+that applies (explicit, or the one named after the listener's hostname).
+
+`smtpd -n` only validates, it prints no configuration, so smtpd.conf is parsed here (macros,
+`include`, continuation lines, comments).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import socket
+
+from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import (
+    REASON_IMPLICIT,
+    MtaAdapter,
+    _read_proc,
+    host_addresses,
+    infer_protocol,
+    new_binding,
+    new_instance,
+    new_listener,
+    normalise_address,
+    resolve_port,
+    setting,
+)
+
+DEFAULT_CONFIGS = ('/etc/smtpd.conf', '/etc/mail/smtpd.conf', '/usr/local/etc/smtpd.conf')
+MAX_INCLUDE_DEPTH = 16
+# Keywords of `listen on` that take one argument (so the argument is not read as a keyword).
+ARGUMENT_KEYWORDS = ('family', 'port', 'pki', 'ca', 'hostname', 'hostnames', 'tag', 'senders', 'filter',
+                     'auth', 'auth-optional', 'ciphers', 'protocols')
+KEY_MODE_NOTE = 'OpenSMTPD refuses to load a key file whose mode is looser than 0740 or not owned by root'
+
+
+def parse_config(ctx, path: str) -> dict:
+    config = {'macros': {}, 'pki': {}, 'listen': [], 'files': [], 'readable': False}
+    _parse_file(ctx, path, config, 0)
+    return config
+
+
+def _logical_lines(text: str):
+    buffer, first = '', None
+    for number, raw in enumerate(text.splitlines(), 1):
+        if first is None:
+            first = number
+        line = raw.rstrip()
+        if line.endswith('\\'):
+            buffer += line[:-1] + ' '
+            continue
+        yield first, buffer + line
+        buffer, first = '', None
+    if buffer:
+        yield first, buffer
+
+
+def _strip_comment(line: str) -> str:
+    quote = None
+    for index, char in enumerate(line):
+        if quote:
+            if char == quote:
+                quote = None
+        elif char == '"':
+            quote = char
+        elif char == '#':
+            return line[:index]
+    return line
+
+
+def _parse_file(ctx, path: str, config: dict, depth: int) -> None:
+    text = ctx.read_text(path, mta='opensmtpd', required=depth == 0)
+    if text is None:
+        return
+    config['readable'] = True
+    config['files'].append(path)
+    for number, raw in _logical_lines(text):
+        where = f'{path}:{number}'
+        line = _strip_comment(raw).strip()
+        if not line:
+            continue
+        macro = re.match(r'^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$', line)
+        if macro:
+            config['macros'][macro.group(1)] = _unquote(_expand(macro.group(2).strip(), config['macros']))
+            continue
+        try:
+            words = shlex.split(_expand(line, config['macros']), posix=True)
+        except ValueError as exc:
+            ctx.warn(f'cannot split smtpd.conf line: {exc}', where=where, mta='opensmtpd')
+            continue
+        keyword = words[0]
+        if keyword == 'include' and len(words) > 1:
+            if depth >= MAX_INCLUDE_DEPTH:
+                ctx.warn('include nested too deep', where=where, mta='opensmtpd')
+                continue
+            target = words[1] if words[1].startswith('/') else os.path.join(os.path.dirname(path), words[1])
+            if not ctx.exists(target):
+                ctx.warn(f'include {target}: no such file (smtpd would refuse the configuration)', where=where,
+                         mta='opensmtpd')
+            _parse_file(ctx, target, config, depth + 1)
+        elif keyword == 'pki' and len(words) >= 4:
+            entry = config['pki'].setdefault(words[1], {'cert': None, 'key': None, 'where': where})
+            if words[2] in ('cert', 'key'):
+                entry[words[2]] = words[3]
+                entry[f'{words[2]}_where'] = where
+        elif keyword == 'listen' and len(words) >= 3 and words[1] == 'on':
+            config['listen'].append({'words': words[2:], 'where': where})
+        elif keyword in ('table', 'action', 'match', 'ca', 'filter', 'proc', 'queue', 'bounce', 'smtp', 'srs',
+                         'mta', 'limit', 'expire', 'accept', 'reject', 'pki'):
+            continue
+        else:
+            ctx.warn(f'unknown smtpd.conf statement {keyword!r}', where=where, mta='opensmtpd')
+
+
+def _expand(text: str, macros: dict) -> str:
+    return re.sub(r'\$([A-Za-z_][A-Za-z0-9_]*)', lambda match: macros.get(match.group(1), match.group(0)), text)
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def parse_listen(words: list) -> dict:
+    """The options of one `listen on` line."""
+    options = {'interface': words[0], 'family': None, 'port': None, 'mode': 'none', 'pki': [], 'hostname': None,
+               'proxy': False, 'unknown': []}
+    index = 1
+    while index < len(words):
+        word = words[index]
+        argument = words[index + 1] if index + 1 < len(words) else None
+        if word == 'family' and argument:
+            options['family'] = argument
+            index += 2
+        elif word == 'port' and argument:
+            options['port'] = argument
+            index += 2
+        elif word == 'pki' and argument:
+            options['pki'].append(argument)
+            index += 2
+        elif word == 'hostname' and argument:
+            options['hostname'] = argument
+            index += 2
+        elif word in ('tls', 'tls-require', 'smtps'):
+            options['mode'] = word
+            index += 1
+            if index < len(words) and words[index] == 'verify':
+                index += 1
+        elif word == 'proxy-v2':
+            options['proxy'] = True
+            index += 1
+        elif word in ('ca', 'hostnames', 'tag', 'senders', 'filter', 'ciphers', 'protocols') and argument:
+            index += 2
+            if word == 'senders' and index < len(words) and words[index] == 'masquerade':
+                index += 1
+        elif word in ('auth', 'auth-optional'):
+            index += 1
+            if index < len(words) and words[index].startswith('<'):
+                index += 1
+        elif word in ('mask-src', 'no-dsn', 'received-auth', 'smtputf8'):
+            index += 1
+        else:
+            options['unknown'].append(word)
+            index += 1
+    return options
+
+
+class OpenSmtpdAdapter(MtaAdapter):
+    name = 'opensmtpd'
+
+    def detect(self, ctx) -> list:
+        processes = [process for process in ctx.processes
+                     if process.get('mta') == 'opensmtpd' and process.get('role') == 'master']
+        paths, origins, owners = [], {}, {}
+
+        def add(path: str, origin: str, process: dict | None = None) -> None:
+            if path not in paths:
+                paths.append(path)
+                origins[path] = origin
+            if process is not None:
+                owners.setdefault(path, process)
+
+        for path in (ctx.options.get('config_paths') or {}).get('opensmtpd') or []:
+            add(path, 'option config_paths')
+        for process in processes:
+            argv = process.get('argv') or []
+            path = next((argv[index + 1] for index, argument in enumerate(argv[:-1]) if argument == '-f'), None)
+            add(path or next((item for item in DEFAULT_CONFIGS if ctx.exists(item)), DEFAULT_CONFIGS[0]),
+                f'running smtpd pid {process["pid"]}', process)
+        for path in DEFAULT_CONFIGS:
+            if ctx.exists(path):
+                add(path, 'default path')
+                break
+        instances = []
+        for path in paths:
+            instance_id = 'opensmtpd' if len(paths) == 1 else f'opensmtpd:{path}'
+            instance = new_instance('opensmtpd', instance_id, config_files=[path], config_source=origins[path],
+                                    reading_user='root',
+                                    reading_user_source=f'the smtpd parent loads pki files as root; {KEY_MODE_NOTE}')
+            instance['config_path'] = path
+            process = owners.get(path)
+            instance['running'] = process is not None
+            if process is not None:
+                instance['pid'] = process['pid']
+                instance['command_line'] = process.get('argv')
+            instances.append(instance)
+        return instances
+
+    def listeners(self, ctx, instance: dict) -> list:
+        config = parse_config(ctx, instance['config_path'])
+        instance['config_files'] = config['files'] or instance['config_files']
+        records = []
+        for listen in config['listen']:
+            options = parse_listen(listen['words'])
+            if options['interface'] == 'socket':
+                continue
+            for word in options['unknown']:
+                ctx.warn(f'unknown listen option {word!r}', where=listen['where'], mta='opensmtpd',
+                         instance=instance['instance'])
+            implicit = options['mode'] == 'smtps'
+            port = resolve_port(ctx, options['port']) if options['port'] else (465 if implicit else 25)
+            if port is None:
+                ctx.warn(f'unknown port {options["port"]!r}', where=listen['where'], mta='opensmtpd',
+                         instance=instance['instance'])
+                continue
+            for address in interface_addresses(ctx, options['interface'], options['family'], listen['where'],
+                                               instance['instance']):
+                records.append(self._listener(ctx, instance, config, listen, options, address, port, implicit))
+        return records
+
+    def _listener(self, ctx, instance, config, listen, options, address, port, implicit) -> dict:
+        protocol = infer_protocol(port, implicit=implicit)
+        record = new_listener('opensmtpd', instance['instance'], f'listen on {options["interface"]}', address, port,
+                              protocol, defined_at=listen['where'], reader_user='root')
+        record['tls_settings']['listen'] = setting(' '.join(listen['words']), listen['where'])
+        if options['proxy']:
+            record['notes'].append('proxy-v2: clients must send a PROXY protocol v2 header first')
+        mode = options['mode']
+        if implicit:
+            record['tls_mode'] = 'implicit'
+            record['offers_starttls'] = False
+            record['offers_starttls_reason'] = f'{REASON_IMPLICIT} (smtps at {listen["where"]})'
+        elif mode in ('tls', 'tls-require'):
+            record['offers_starttls'] = True
+            record['offers_starttls_reason'] = f'listen on ... {mode} ({listen["where"]})'
+        else:
+            record['tls_mode'] = 'none'
+            record['offers_starttls'] = False
+            record['offers_starttls_reason'] = f'no tls, tls-require or smtps on this listen line ({listen["where"]})'
+        names = list(options['pki'])
+        if names:
+            first = names[0]
+            record['binding'] = pki_binding(config, first, f'{listen["where"]} listen ... pki {first}')
+            if len(names) > 1 or first:
+                record['binding']['sni'] = [
+                    dict(pki_binding(config, name, f'{config["pki"].get(name, {}).get("where")} pki {name}'),
+                         name=name) for name in names]
+                for entry in record['binding']['sni']:
+                    for unused in ('alternates', 'sni', 'resolved', 'notes'):
+                        entry.pop(unused, None)
+        elif mode != 'none':
+            hostname = options['hostname'] or host_name(ctx)
+            if hostname in config['pki']:
+                record['binding'] = pki_binding(config, hostname,
+                                                f'{config["pki"][hostname]["where"]} pki {hostname} (default pki: '
+                                                'named after the listener hostname)')
+            else:
+                record['binding'] = new_binding(source=f'default (none configured): no pki on the listen line and '
+                                                f'no pki named {hostname!r}')
+        if mode == 'none' and not names and config['pki']:
+            record['notes'].append('pki ' + ', '.join(sorted(config['pki'])) + ' declared, but this listener has no '
+                                   'tls keyword: no certificate is used here')
+        for name, entry in config['pki'].items():
+            if entry.get('cert_where'):
+                record['tls_settings'][f'pki {name} cert'] = setting(entry['cert'], entry['cert_where'])
+            if entry.get('key_where'):
+                record['tls_settings'][f'pki {name} key'] = setting(entry['key'], entry['key_where'])
+        if record['binding'].get('key'):
+            record['notes'].append(KEY_MODE_NOTE)
+        return record
+
+
+def pki_binding(config: dict, name: str, source: str) -> dict:
+    entry = config['pki'].get(name)
+    if entry is None:
+        binding = new_binding(source=f'unresolved: pki {name} is not defined ({source})', resolved=False)
+        return binding
+    return new_binding(certificate=entry.get('cert'), key=entry.get('key'), source=source)
+
+
+def host_name(ctx) -> str:
+    text = ctx.read_text('/etc/mailname') if ctx.root != '/' else None
+    if text:
+        return text.strip()
+    if ctx.root != '/':
+        return (ctx.read_text('/etc/hostname') or 'localhost').strip()
+    return socket.gethostname()
+
+
+def interface_addresses(ctx, interface: str, family: str | None, where: str, instance_name: str) -> list:
+    """Addresses of a `listen on` interface: OpenSMTPD binds each address, never a wildcard."""
+    wanted = {'inet4': (4,), 'inet6': (6,)}.get(family or '', (4, 6))
+    address = normalise_address(interface)
+    if address is not None:
+        return [address]
+    addresses = host_addresses(ctx)
+    if interface in ('lo', 'localhost', 'lo0'):
+        found = ['127.0.0.1', '::1']
+    elif interface in ('all', 'egress'):
+        found = list(addresses['ipv4']) + list(addresses['ipv6'])
+        if interface == 'egress':
+            found = [item for item in found if not item.startswith('127.') and item != '::1']
+        if not found:
+            ctx.cannot_see('host addresses for "listen on all": /proc/net unreadable', mta='opensmtpd')
+    else:
+        found = interface_by_name(ctx, interface)
+        if not found:
+            ctx.warn(f'listen on {interface}: no addresses found for this interface or name', where=where,
+                     mta='opensmtpd', instance=instance_name)
+    return [item for item in found if (6 if ':' in item else 4) in wanted]
+
+
+def interface_by_name(ctx, interface: str) -> list:
+    found = []
+    for line in (_read_proc(ctx, 'net/if_inet6') or '').splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[5] == interface:
+            raw = fields[0]
+            found.append(normalise_address(':'.join(raw[i:i + 4] for i in range(0, 32, 4))))
+    ip_tool = ctx.which('ip') if ctx.tools_enabled() else None
+    if ip_tool:
+        result = ctx.run([ip_tool, '-o', '-4', 'addr', 'show', 'dev', interface], mta='opensmtpd')
+        for match in re.finditer(r'inet (\d+\.\d+\.\d+\.\d+)/', result['stdout']):
+            found.insert(0, match.group(1))
+    for line in (ctx.read_text('/etc/hosts') or '').splitlines():
+        fields = line.split('#', 1)[0].split()
+        if len(fields) >= 2 and interface in fields[1:]:
+            address = normalise_address(fields[0])
+            if address and address not in found:
+                found.append(address)
+    return [item for item in found if item]
+

@@ -1,0 +1,294 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: mailsec.starttls contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: mta_tls_info
+short_description: Inspect the mail servers of a host, their listeners and the certificate bound to each
+version_added: 0.1.0
+description:
+  - Finds which MTAs are installed and running on the host (Postfix with all its instances, Exim, Dovecot,
+    OpenSMTPD, Sendmail), the listeners their configuration defines and the sockets really open.
+  - For every listener, tells whether the configuration makes it offer STARTTLS, which certificate, key and
+    chain apply to exactly that address and port and which rule chose them (a Postfix C(master.cf -o)
+    override beats C(main.cf); an Exim expansion on C($received_ip_address)/C($received_port) is evaluated
+    for the listener when it is a simple condition; Dovecot C(local) blocks; OpenSMTPD C(pki)), and whether
+    that certificate store is usable as the user that really reads it.
+  - Probes each listener from the host itself (vantage V(host)) with the engine of
+    M(mailsec.starttls.listener_probe), through the bound address or loopback for a wildcard.
+  - Prefers the MTAs' own tools (C(postconf), C(exim -bP), C(doveconf -n)) and falls back to reading the files.
+  - Never changes anything. An odd configuration becomes a warning with its file and line, never a failure;
+    without root it says what it could not see.
+  - Private key material is inspected on the host and never returned.
+author:
+  - mailsec.starttls contributors
+extends_documentation_fragment:
+  - mailsec.starttls.attributes
+  - mailsec.starttls.attributes.INFO_MODULE
+attributes:
+  platform:
+    platforms: posix
+options:
+  mtas:
+    description: Inspect only these MTAs (default all).
+    type: list
+    elements: str
+    choices: [postfix, exim, dovecot, opensmtpd, sendmail]
+  config_paths:
+    description:
+      - Configuration of non-standard installs, per MTA, in addition to what is found from the running
+        processes and the default places.
+      - V(postfix) takes a list of configuration directories (each one an instance); V(exim), V(dovecot),
+        V(opensmtpd) and V(sendmail) take a list of configuration files.
+    type: dict
+    default: {}
+  binaries:
+    description: Paths of the MTA tools when they are not on the C(PATH), keyed C(postconf), C(exim), C(doveconf).
+    type: dict
+    default: {}
+  use_tools:
+    description:
+      - V(auto) runs the MTAs' own tools where present and reads the files where not; V(never) only reads files;
+        V(always) warns when a tool is missing.
+    type: str
+    choices: [auto, never, always]
+    default: auto
+  scan_sockets:
+    description: Match the listeners with the sockets open on the host (C(/proc/net/tcp), C(/proc/net/tcp6)).
+    type: bool
+    default: true
+  extra_mail_ports:
+    description: Ports besides the well-known mail ports whose unclaimed listening sockets are reported.
+    type: list
+    elements: int
+    default: []
+  host:
+    description: Name recorded in every listener, normally C(inventory_hostname). Defaults to the host name.
+    type: str
+  expiring_days:
+    description: A certificate that ends within this many days is reported as expiring.
+    type: int
+    default: 30
+  ca_file:
+    description: Trust anchors for the chain checks instead of the system store.
+    type: path
+  ca_path:
+    description: Directory of hashed trust anchors for the chain checks instead of the system store.
+    type: path
+  probe:
+    description: Probe every listener from the host itself and attach the result to it.
+    type: bool
+    default: true
+  probe_options:
+    description:
+      - Options for the host's own probes, as for M(mailsec.starttls.listener_probe) (for example C(timeout),
+        C(deadline), C(concurrency), C(ehlo_name)). The vantage is always V(host).
+    type: dict
+    default: {}
+seealso:
+  - module: mailsec.starttls.listener_probe
+"""
+
+EXAMPLES = r"""
+- name: AUDIT | Inspect the mail listeners and certificate stores of every mail host
+  mailsec.starttls.mta_tls_info:
+    host: "{{ inventory_hostname }}"
+  register: starttls_host
+
+- name: AUDIT | Show the listeners that advertise STARTTLS without a usable certificate
+  ansible.builtin.debug:
+    msg: "{{ item.mta }} {{ item.address }}:{{ item.port }} ({{ item.defined_at }})"
+  loop: "{{ starttls_host.listeners | selectattr('offers_starttls') | rejectattr('store.usable', 'true') }}"
+  loop_control:
+    label: "{{ item.id }}"
+
+- name: AUDIT | A Postfix instance in a non-standard place, files only, no probes
+  mailsec.starttls.mta_tls_info:
+    mtas: [postfix]
+    config_paths:
+      postfix: [/srv/postfix-out]
+    use_tools: never
+    probe: false
+"""
+
+RETURN = r"""
+mtas:
+  description: MTA instances found, installed or running.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - name: postfix
+      instance: postfix-a
+      version: 3.7.11
+      config_files: [/etc/postfix-a/main.cf, /etc/postfix-a/master.cf]
+      running: true
+      pid: 1234
+      reading_user: root
+listeners:
+  description:
+    - One record per listener (address and port) of every instance; see the collection's docs/architecture.md.
+    - C(tls_mode) is V(none) when the configuration lets the listener do no TLS at all.
+    - C(offers_starttls) is null with C(offers_starttls_reason) when it cannot be told from the configuration.
+    - C(binding.source) names the rule that chose the certificate (for example
+      V(master.cf:21 -o smtpd_tls_cert_file)); C(binding.resolved) is false for an expansion that could not be
+      evaluated.
+    - C(store) is the certificate store's health (null when no certificate is bound); C(store.usable) is true
+      only when the files exist, are readable by C(reader_user), parse, the key matches and the certificate has
+      not expired, and null when a check that matters could not be made (C(store.unknown) says why).
+    - C(listening) is true, false, or null when the sockets could not be seen; C(probe) is the host's own
+      probe (as M(mailsec.starttls.listener_probe) returns it) or null.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - id: postfix/postfix-a/127.0.10.2:smtp/127.0.10.2:25
+      host: mail1
+      address: 127.0.10.2
+      port: 25
+      protocol: smtp
+      tls_mode: starttls
+      mta: postfix
+      instance: postfix-a
+      service: "127.0.10.2:smtp"
+      defined_at: /etc/postfix-a/master.cf:14
+      offers_starttls: true
+      offers_starttls_reason: main.cf:20 smtpd_tls_security_level = may
+      binding:
+        certificate: /etc/ssl/missing.pem
+        key: /etc/ssl/private/missing.key
+        chain: []
+        source: main.cf:22 smtpd_tls_cert_file
+        resolved: true
+        sni: []
+      reader_user: root
+      listening: true
+      probe_address: 127.0.10.2
+      store:
+        usable: false
+        problems: [{id: certificate-missing, message: /etc/ssl/missing.pem does not exist}]
+      probe:
+        starttls_advertised: true
+        starttls_reply: {code: "454", text: 4.7.0 TLS not available due to local problem}
+unmatched_sockets:
+  description: Listening sockets on mail ports (or owned by an MTA) that no configured listener explains.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{address: 0.0.0.0, port: 2525, pid: 812, process: master, mta: postfix, reason: listening but no configured listener matches}]
+warning_details:
+  description: Every warning with where it comes from (file and line, MTA, instance); the texts are also Ansible warnings.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{message: "unknown master.cf syntax", where: /etc/postfix/master.cf:40, mta: postfix, instance: postfix}]
+not_visible:
+  description: What could not be seen, typically without root (process environments, socket owners).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{what: environment of pid 1234, mta: postfix}]
+privileged:
+  description: Whether the inspection ran as root.
+  returned: always
+  type: bool
+  sample: true
+cost:
+  description: CPU and wall seconds the inspection took on the host (probes included).
+  returned: always
+  type: dict
+  sample: {cpu_seconds: 0.08, wall_seconds: 0.4}
+"""
+
+import socket
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.mailsec.starttls.plugins.module_utils._certs import StoreInspector
+from ansible_collections.mailsec.starttls.plugins.module_utils._host import gather_host
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine import (
+    TargetError,
+    normalise_options,
+    probe_many,
+)
+
+
+def host_prober(probe_options: dict):
+    """The gather's probe hook: one engine run for all listeners, each distinct endpoint once."""
+    def probe(listeners: list) -> list:
+        targets, index = [], {}
+        for listener in listeners:
+            if listener['listening'] is False or not listener['probe_address'] or not listener['port']:
+                continue
+            endpoint = (listener['probe_address'], listener['port'], listener['protocol'])
+            if endpoint not in index:
+                index[endpoint] = len(targets)
+                targets.append({'address': endpoint[0], 'port': endpoint[1], 'protocol': endpoint[2]})
+        results = probe_many(targets, probe_options)
+        return [results[index[(listener['probe_address'], listener['port'], listener['protocol'])]]
+                if (listener['probe_address'], listener['port'], listener['protocol']) in index else None
+                for listener in listeners]
+    return probe
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            'mtas': {'type': 'list', 'elements': 'str',
+                     'choices': ['postfix', 'exim', 'dovecot', 'opensmtpd', 'sendmail']},
+            'config_paths': {'type': 'dict', 'default': {}},
+            'binaries': {'type': 'dict', 'default': {}},
+            'use_tools': {'type': 'str', 'choices': ['auto', 'never', 'always'], 'default': 'auto'},
+            'scan_sockets': {'type': 'bool', 'default': True},
+            'extra_mail_ports': {'type': 'list', 'elements': 'int', 'default': []},
+            'host': {'type': 'str'},
+            'expiring_days': {'type': 'int', 'default': 30},
+            'ca_file': {'type': 'path'},
+            'ca_path': {'type': 'path'},
+            'probe': {'type': 'bool', 'default': True},
+            'probe_options': {'type': 'dict', 'default': {}},
+        },
+        supports_check_mode=True,
+    )
+    params = module.params
+    probe = None
+    if params['probe']:
+        try:
+            probe_options = normalise_options(dict(params['probe_options'], vantage='host'))
+        except (TargetError, TypeError, ValueError) as exc:
+            module.fail_json(msg=f'probe_options: {exc}')
+        probe = host_prober(probe_options)
+    inspector = StoreInspector(ca_file=params['ca_file'], ca_path=params['ca_path'])
+    expiring_days = params['expiring_days']
+
+    class Inspector:
+        @staticmethod
+        def inspect(cert_path, key_path, chain_paths, reader_user, expected_names):
+            return inspector.inspect(cert_path, key_path, chain_paths, reader_user, expected_names,
+                                     expiring_days=expiring_days)
+
+    gathered = gather_host(
+        {'mtas': params['mtas'], 'config_paths': params['config_paths'], 'binaries': params['binaries'],
+         'use_tools': params['use_tools'], 'scan_sockets': params['scan_sockets'],
+         'extra_mail_ports': params['extra_mail_ports'], 'host': params['host'] or socket.gethostname()},
+        probe=probe, store_inspector=Inspector())
+    for warning in gathered['warnings']:
+        place = ' '.join(part for part in (warning.get('mta'), warning.get('where')) if part)
+        module.warn(f'{place}: {warning["message"]}' if place else warning['message'])
+    module.exit_json(
+        changed=False,
+        mtas=gathered['mtas'],
+        listeners=gathered['listeners'],
+        unmatched_sockets=gathered['unmatched_sockets'],
+        warning_details=gathered['warnings'],
+        not_visible=gathered['not_visible'],
+        privileged=gathered['privileged'],
+        cost=gathered['cost'],
+    )
+
+
+if __name__ == '__main__':
+    main()

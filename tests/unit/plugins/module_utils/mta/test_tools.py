@@ -1,0 +1,157 @@
+# -*- coding: utf-8 -*-
+# Copyright: mailsec.starttls contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The MTAs' own tools (postconf, doveconf, exim -bP) against the file parsers, where installed.
+
+Each test runs the same configuration with tools and without and expects the same listeners
+and bindings: the tools are the authority, the parsers must agree with them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from ansible_collections.mailsec.starttls.plugins.module_utils._host import gather_host
+from ansible_collections.mailsec.starttls.plugins.module_utils._mta.context import HostContext
+
+POSTCONF = shutil.which('postconf', path='/usr/sbin:/usr/bin:/sbin')
+DOVECONF = shutil.which('doveconf', path='/usr/bin:/usr/sbin')
+EXIM_CANDIDATES = ('/usr/sbin/exim4', '/usr/sbin/exim', '/opt/mailsec-lab/root/usr/sbin/exim4')
+EXIM = next((path for path in EXIM_CANDIDATES if os.access(path, os.X_OK)), None)
+
+
+def summary(result: dict) -> dict:
+    return {listener['id']: (listener['protocol'], listener['tls_mode'], listener['offers_starttls'],
+                             listener['binding']['certificate'], listener['binding']['key'],
+                             listener['binding']['source'], listener['defined_at'])
+            for listener in result['listeners']}
+
+
+def run_both(tmp_path, options: dict) -> tuple:
+    """The gather with tools and without, on this machine's paths but no process table."""
+    fake_proc = tmp_path / 'proc'
+    (fake_proc / 'net').mkdir(parents=True, exist_ok=True)
+    results = []
+    for use_tools in ('always', 'never'):
+        ctx = HostContext(root='/', use_tools=use_tools, proc_root=str(fake_proc))
+        results.append(gather_host(dict(options, use_tools=use_tools), ctx=ctx))
+    return results[0], results[1]
+
+
+def only_instance(result: dict, predicate) -> dict:
+    keep = {(item['mta'], item['instance']) for item in result['mtas'] if predicate(item)}
+    result = dict(result)
+    result['listeners'] = [item for item in result['listeners'] if (item['mta'], item['instance']) in keep]
+    return result
+
+
+@pytest.mark.skipif(POSTCONF is None, reason='postconf is not installed')
+def test_postconf_agrees_with_the_parser(tmp_path):
+    directory = tmp_path / 'postfix-t'
+    directory.mkdir()
+    (directory / 'main.cf').write_text(
+        'inet_interfaces = loopback-only\ninet_protocols = ipv4\ncert_dir = /etc/ssl/t\n'
+        'smtpd_tls_security_level = may\nsmtpd_tls_cert_file = ${cert_dir}/a.pem\n'
+        'smtpd_tls_key_file =\n    $cert_dir/a.key\n')
+    (directory / 'master.cf').write_text(
+        '127.0.11.250:smtp inet n - n - - smtpd\n'
+        '127.0.11.250:submission inet n - n - - smtpd\n  -o { smtpd_tls_security_level = encrypt }\n'
+        '  -o smtpd_tls_cert_file=$cert_dir/sub.pem\n'
+        '[127.0.11.251]:2525 inet n - n - - smtpd -o smtpd_tls_wrappermode=yes\n')
+    with_tools, without = run_both(tmp_path, {'mtas': ['postfix'], 'config_paths': {'postfix': [str(directory)]}})
+    with_tools = only_instance(with_tools, lambda item: item['config_dir'] == str(directory))
+    without = only_instance(without, lambda item: item['config_dir'] == str(directory))
+    assert summary(with_tools) == summary(without)
+    assert len(with_tools['listeners']) == 3
+    instance = [item for item in with_tools['mtas'] if item['config_dir'] == str(directory)][0]
+    assert instance['tools_used'] == ['postconf', 'postconf -P']
+    assert instance['version']
+    assert [item for item in with_tools['warnings'] if item['mta'] == 'postfix' and str(directory) in
+            (item['where'] or '')] == []
+    sub = [item for item in with_tools['listeners'] if item['port'] == 587][0]
+    assert sub['binding']['certificate'] == '/etc/ssl/t/sub.pem'
+    assert sub['binding']['key'] == '/etc/ssl/t/a.key'
+
+
+@pytest.mark.skipif(POSTCONF is None, reason='postconf is not installed')
+def test_postconf_disagreement_is_a_warning(tmp_path):
+    directory = tmp_path / 'postfix-g'
+    directory.mkdir()
+    (directory / 'main.cf').write_text('inet_interfaces = loopback-only\ninet_protocols = ipv4\n')
+    # master(8) hands "-osmtpd_tls_wrappermode=yes" to getopt in smtpd, which accepts it;
+    # postconf -P (3.7) splits it differently. The gather says so instead of hiding it.
+    (directory / 'master.cf').write_text('127.0.11.252:2525 inet n - n - - smtpd -osmtpd_tls_wrappermode=yes\n')
+    with_tools, _without = run_both(tmp_path, {'mtas': ['postfix'], 'config_paths': {'postfix': [str(directory)]}})
+    listener = [item for item in with_tools['listeners'] if item['port'] == 2525][0]
+    assert listener['tls_mode'] == 'implicit'
+    messages = [item['message'] for item in with_tools['warnings'] if str(directory) in (item['where'] or '')]
+    assert any('postconf -P' in message for message in messages), with_tools['warnings']
+
+
+@pytest.mark.skipif(DOVECONF is None, reason='doveconf is not installed')
+def test_doveconf_agrees_with_the_parser_and_keeps_file_lines(tmp_path):
+    directory = tmp_path / 'dovecot-t'
+    directory.mkdir()
+    for name in ('global', 'bound'):
+        for suffix in ('pem', 'key'):
+            (directory / f'{name}.{suffix}').write_text('placeholder\n')
+    (directory / 'ssl.conf').write_text(
+        f'ssl = yes\nssl_cert = <{directory}/global.pem\nssl_key = <{directory}/global.key\n')
+    (directory / 'dovecot.conf').write_text(
+        'protocols = imap pop3\nlisten = 127.0.30.250\n!include ssl.conf\n'
+        f'base_dir = {directory}/run\n'
+        'service pop3-login {\n  inet_listener pop3 {\n    port = 0\n  }\n}\n'
+        f'local 127.0.30.250 {{\n  protocol imap {{\n    ssl_cert = <{directory}/bound.pem\n'
+        f'    ssl_key = <{directory}/bound.key\n  }}\n}}\n')
+    config = str(directory / 'dovecot.conf')
+    with_tools, without = run_both(tmp_path, {'mtas': ['dovecot'], 'config_paths': {'dovecot': [config]}})
+    with_tools = only_instance(with_tools, lambda item: item['config_path'] == config)
+    without = only_instance(without, lambda item: item['config_path'] == config)
+    assert summary(with_tools) == summary(without)
+    listeners = {item['port']: item for item in with_tools['listeners']}
+    assert sorted(listeners) == [143, 993, 995]
+    assert listeners[143]['binding']['key'] == f'{directory}/bound.key'
+    assert listeners[143]['binding']['source'] == f'{config}:12 local 127.0.30.250 protocol imap ssl_cert'
+    assert listeners[995]['binding']['source'] == f'{directory}/ssl.conf:2 ssl_cert'
+    assert listeners[995]['binding']['key'] == f'{directory}/global.key'
+    instance = [item for item in with_tools['mtas'] if item['config_path'] == config][0]
+    assert instance['tools_used'] == ['doveconf -n'] and instance['version']
+
+
+@pytest.mark.skipif(EXIM is None, reason='no exim binary')
+def test_exim_bp_agrees_with_the_parser(tmp_path):
+    config = tmp_path / 'exim.conf'
+    config.write_text('CERTS = /etc/exim/t\ndaemon_smtp_ports = 25 : 465\ntls_on_connect_ports = 465\n'
+                      'local_interfaces = <; 127.0.20.250 ; [::1]:2525\n'
+                      'tls_certificate = ${if eq{$received_port}{465}{CERTS/implicit.crt}{CERTS/main.crt}}\n'
+                      'tls_privatekey = CERTS/main.key\nexim_user = mail\nbegin routers\n')
+    options = {'mtas': ['exim'], 'config_paths': {'exim': [str(config)]}, 'binaries': {'exim': EXIM}}
+    with_tools, without = run_both(tmp_path, options)
+    with_tools = only_instance(with_tools, lambda item: item['config_path'] == str(config))
+    without = only_instance(without, lambda item: item['config_path'] == str(config))
+    assert summary(with_tools) == summary(without)
+    listeners = {(item['address'], item['port']): item for item in with_tools['listeners']}
+    assert listeners[('127.0.20.250', 465)]['binding']['certificate'] == '/etc/exim/t/implicit.crt'
+    assert listeners[('::1', 2525)]['reader_user'] == 'mail'
+    instance = [item for item in with_tools['mtas'] if item['config_path'] == str(config)][0]
+    assert 'exim -bP' in instance['tools_used']
+
+
+@pytest.mark.skipif(POSTCONF is None, reason='postconf is not installed')
+def test_postconf_not_run_for_an_address_no_interface_has(tmp_path):
+    directory = tmp_path / 'postfix-n'
+    directory.mkdir()
+    (directory / 'main.cf').write_text('inet_interfaces = 127.0.11.253\ninet_protocols = ipv4\n')
+    (directory / 'master.cf').write_text('smtp inet n - n - - smtpd\n')
+    fake_proc = tmp_path / 'proc' / 'net'
+    fake_proc.mkdir(parents=True)
+    (fake_proc / 'fib_trie').write_text('Local:\n  |-- 127.0.0.1\n     /32 host LOCAL\n')
+    ctx = HostContext(root='/', use_tools='always', proc_root=str(tmp_path / 'proc'))
+    result = gather_host({'mtas': ['postfix'], 'config_paths': {'postfix': [str(directory)]}}, ctx=ctx)
+    assert [item['argv'][0] for item in result['commands'] if str(directory) in ' '.join(item['argv'])] == []
+    assert any('127.0.11.253, which no network interface has' in item['message'] for item in result['warnings'])
+    assert [(item['address'], item['port']) for item in result['listeners']
+            if str(directory) in item['defined_at']] == [('127.0.11.253', 25)]
