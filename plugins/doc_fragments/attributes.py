@@ -56,9 +56,10 @@ options:
     default: 60
   concurrency:
     description:
-      - How many listeners are probed at the same time.
+      - How many listeners are probed at the same time. Probes mostly wait for replies, so many in flight
+        cost little; the per-address limit below keeps any one server from seeing more than a few.
     type: int
-    default: 32
+    default: 128
   per_host_limit:
     description:
       - How many connections one address receives at the same time, so that rate limits such as

@@ -40,7 +40,7 @@ DEFAULT_OPTIONS = {
     'timeout': 10.0,
     'greeting_timeout': 30.0,
     'deadline': 60.0,
-    'concurrency': 32,
+    'concurrency': 128,
     'per_host_limit': 8,
     'attempts': 1,
     'ca_file': None,

@@ -1,0 +1,1156 @@
+# Copyright: mailsec.starttls contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Benchmark of the listener probe against its peers, all on one fixture in one run.
+
+For each scenario the bench starts bench/fixture.py (N SMTP listeners on 127.0.70.1), then measures
+in turn, repeat after repeat, against the same listeners:
+  engine   probe_many() in a worker process that runs nothing else (its rusage is its own)
+  module   `ansible localhost -m mailsec.starttls.listener_probe`, end to end
+  nmap     `nmap -Pn -n -p PORTS --script ssl-cert,smtp-commands`
+  sslyze   `sslyze --starttls smtp --certinfo` (from bench/setup.sh's virtual environment)
+Wall time, client CPU (user+sys of the client's process tree, from wait4) and peak RSS are taken
+per run, the median over --repeat runs is reported, and every run's findings are checked against
+the fixture's manifest. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import glob
+import hashlib
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from xml.etree import ElementTree
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+COLLECTION_ROOT = os.path.dirname(BENCH_DIR)
+CACHE_DIR = os.environ.get('MAILSEC_CACHE', os.path.expanduser('~/.cache/mailsec-starttls'))
+ENGINE_MODULE = 'ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine'
+ENGINE_FILE = os.path.join(COLLECTION_ROOT, 'plugins', 'module_utils', '_probe', 'engine.py')
+MODULE_NAME = 'mailsec.starttls.listener_probe'
+EHLO_NAME = 'bench-client.mailsec.test'
+TOOLS = ('engine', 'module', 'nmap', 'sslyze', 'smtplib')
+MIB = 1024 * 1024
+
+SCENARIOS = {
+    'throughput': {'n': 500, 'delay_ms': 0.0},
+    'slow': {'n': 200, 'delay_ms': 50.0},
+    'smoke': {'n': 40, 'delay_ms': 0.0},
+}
+# Figures from /work/shared/research/PERFORMANCE-ANCHORS.md (same machine class), used only when a
+# peer could not be measured in this run.
+ANCHOR_LISTENERS_PER_S = {('nmap', 500, 0.0): 238.0, ('sslyze', 500, 0.0): 53.0,
+                          ('nmap', 200, 50.0): 5.5, ('sslyze', 200, 50.0): 29.0}
+TARGET_VS_NMAP = 2.5
+TARGET_VS_SSLYZE = 10.0
+TARGET_SLOW_LISTENERS_PER_S = 250.0
+TARGET_CPU_MS_PER_LISTENER = 1.5
+TARGET_PEAK_RSS_MIB = 100.0
+EXPECTED_THROUGHPUT = 600.0
+NOISY_LOAD_PERCENT = 15.0
+
+
+# --------------------------------------------------------------------------------------------
+# Measuring one child process
+# --------------------------------------------------------------------------------------------
+
+class Measured:
+    """What one run of one client process cost, from the kernel's accounting of its tree."""
+
+    def __init__(self, exit_code: int, wall_s: float, cpu_s: float, peak_rss_kib: int, timed_out: bool):
+        self.exit_code = exit_code
+        self.wall_s = wall_s
+        self.cpu_s = cpu_s
+        self.peak_rss_kib = peak_rss_kib
+        self.timed_out = timed_out
+
+
+# A child created by fork (or vfork) from this large process starts with this process's peak RSS
+# as its own, and keeps it across exec (Linux carries the old mm's high-water mark into
+# signal->maxrss), so wait4 on a direct child over-reports its peak. A tiny launcher in between
+# (GNU time, else a bare Python) makes the measured process a child of something small.
+GNU_TIME = '/usr/bin/time'
+LAUNCHER = (
+    'import os, sys\n'
+    'pid = os.fork()\n'
+    'if pid == 0:\n'
+    '    os.execvp(sys.argv[2], sys.argv[2:])\n'
+    '_pid, status, usage = os.wait4(pid, 0)\n'
+    'open(sys.argv[1], "w").write(str(usage.ru_maxrss))\n'
+    'sys.exit(os.waitstatus_to_exitcode(status) & 255)\n'
+)
+
+
+def run_measured(command: list, stdout_path: str, stderr_path: str, timeout_s: float,
+                 env: dict | None = None, cwd: str | None = None) -> Measured:
+    """Run a command to completion; take wall time, CPU and peak RSS of its whole waited-for tree.
+
+    CPU comes from os.wait4 on the launcher, which reports the launcher's usage plus that of
+    every descendant reaped below it (the kernel's RUSAGE_BOTH), the launcher's own being a few
+    milliseconds. Peak RSS is the launcher's report of the largest single process of the tree,
+    as with /usr/bin/time -v.
+    """
+    rss_path = f'{stdout_path}.maxrss'
+    if os.access(GNU_TIME, os.X_OK):
+        launched = [GNU_TIME, '-q', '-f', '%M', '-o', rss_path] + command
+    else:
+        launched = [sys.executable, '-S', '-c', LAUNCHER, rss_path] + command
+    with open(stdout_path, 'wb') as stdout, open(stderr_path, 'wb') as stderr:
+        started = time.monotonic()
+        process = subprocess.Popen(launched, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
+                                   env=env, cwd=cwd, start_new_session=True)
+        timed_out = threading.Event()
+
+        def kill_tree() -> None:
+            timed_out.set()
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        timer = threading.Timer(timeout_s, kill_tree)
+        timer.start()
+        try:
+            _pid, status, usage = os.wait4(process.pid, 0)
+        finally:
+            timer.cancel()
+        wall_s = time.monotonic() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+    try:
+        with open(rss_path, encoding='ascii') as rss_file:
+            peak_rss_kib = int(rss_file.read().strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError):
+        peak_rss_kib = usage.ru_maxrss
+    return Measured(process.returncode, wall_s, usage.ru_utime + usage.ru_stime, peak_rss_kib,
+                    timed_out.is_set())
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all cores, from /proc/stat)."""
+    try:
+        with open('/proc/stat', encoding='ascii') as proc_stat:
+            fields = [int(value) for value in proc_stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    # user nice system idle iowait irq softirq steal: everything but idle and iowait is busy.
+    busy = sum(fields[:8]) - fields[3] - fields[4]
+    return busy / os.sysconf('SC_CLK_TCK')
+
+
+# --------------------------------------------------------------------------------------------
+# The fixture
+# --------------------------------------------------------------------------------------------
+
+class FixtureProcess:
+    def __init__(self, python: str, n: int, delay_ms: float, base_port: int, workdir: str,
+                 max_lifetime_s: float, distinct_certs: int):
+        self.manifest_path = os.path.join(workdir, 'manifest.json')
+        self.stats_path = f'{self.manifest_path}.stats'
+        self.log_path = os.path.join(workdir, 'fixture.log')
+        self.log = open(self.log_path, 'w+b')
+        self.process = subprocess.Popen(
+            [python, os.path.join(BENCH_DIR, 'fixture.py'), '--n', str(n), '--delay-ms', str(delay_ms),
+             '--base-port', str(base_port), '--manifest', self.manifest_path,
+             '--workdir', os.path.join(workdir, 'fixture'), '--max-lifetime', str(int(max_lifetime_s)),
+             '--distinct-certs', str(distinct_certs)],
+            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.manifest: dict = {}
+        self.signals_sent = 0
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.log.seek(0)
+            output = self.log.read().decode(errors='replace')
+            if 'READY ' in output:
+                with open(self.manifest_path, encoding='utf-8') as manifest:
+                    self.manifest = json.load(manifest)
+                self.stats()
+                return
+            if 'FAILED' in output or self.process.poll() is not None:
+                raise RuntimeError(f'fixture did not start: {output.strip()[-2000:]}')
+            time.sleep(0.05)
+        raise RuntimeError('fixture did not become ready in time')
+
+    def stats(self, settle_s: float = 5.0) -> dict:
+        """Ask the fixture for its counters; wait until the previous client's sessions are gone.
+
+        The fixture numbers its stats files: 1 at start, then one more per SIGUSR1. One signal is
+        outstanding at a time, so none coalesce and the wanted number is always known.
+        """
+        deadline = time.monotonic() + settle_s
+        while True:
+            os.kill(self.process.pid, signal.SIGUSR1)
+            self.signals_sent += 1
+            wanted = 1 + self.signals_sent
+            answer_deadline = time.monotonic() + 10
+            while True:
+                try:
+                    with open(self.stats_path, encoding='utf-8') as stats_file:
+                        stats = json.load(stats_file)
+                except (OSError, ValueError):
+                    stats = {'sequence': -1}
+                if stats['sequence'] >= wanted:
+                    break
+                if time.monotonic() > answer_deadline:
+                    raise RuntimeError('fixture stopped answering SIGUSR1')
+                time.sleep(0.005)
+            if stats['active'] == 0 or time.monotonic() > deadline:
+                return stats
+            time.sleep(0.05)
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.seek(0)
+        return self.log.read().decode(errors='replace')
+
+
+# --------------------------------------------------------------------------------------------
+# Checking results against the manifest
+# --------------------------------------------------------------------------------------------
+
+def normalise_fingerprint(value) -> str | None:
+    if not isinstance(value, str):
+        return None
+    return value.replace(':', '').strip().lower()
+
+
+def pem_sha256(pem: str) -> str | None:
+    try:
+        return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem.strip() + '\n')).hexdigest()
+    except (ValueError, TypeError):
+        return None
+
+
+class Verdicts:
+    """Mismatches between one tool's findings and the manifest, by listener kind."""
+
+    def __init__(self) -> None:
+        self.checked = 0
+        self.mismatches: list = []
+
+    def expect(self, listener: dict, condition: bool, what: str) -> None:
+        if not condition:
+            self.mismatches.append(f"{listener['port']}/{listener['kind']}: {what}")
+
+    def summary(self) -> dict:
+        return {'checked': self.checked, 'mismatches': len(self.mismatches), 'examples': self.mismatches[:5]}
+
+
+def check_probes(manifest: dict, probes) -> dict:
+    verdicts = Verdicts()
+    listeners = manifest['listeners']
+    if not isinstance(probes, list) or len(probes) != len(listeners):
+        verdicts.mismatches.append(f'expected {len(listeners)} probes, got '
+                                   f'{len(probes) if isinstance(probes, list) else type(probes).__name__}')
+        return verdicts.summary()
+    for listener, probe in zip(listeners, probes):
+        verdicts.checked += 1
+        if not isinstance(probe, dict):
+            verdicts.expect(listener, False, 'probe is not a dict')
+            continue
+        target = probe.get('target') or {}
+        if target.get('port') != listener['port']:
+            verdicts.expect(listener, False, f"probe out of order (port {target.get('port')})")
+            continue
+        tls = probe.get('tls') or {}
+        established = bool(tls.get('established'))
+        reply = probe.get('starttls_reply') or {}
+        kind = listener['kind']
+        verdicts.expect(listener, probe.get('starttls_advertised') is listener['starttls_advertised'],
+                        f"starttls_advertised={probe.get('starttls_advertised')} error={probe.get('error')}")
+        if kind == 'starttls':
+            certificate = probe.get('certificate') or {}
+            verdicts.expect(listener, established, f"no TLS: {tls.get('error') or probe.get('error')}")
+            verdicts.expect(listener, normalise_fingerprint(certificate.get('sha256')) == listener['cert_sha256'],
+                            f"certificate sha256 {certificate.get('sha256')}")
+        else:
+            verdicts.expect(listener, not established, 'TLS established on a broken listener')
+            if kind == 'starttls_454':
+                verdicts.expect(listener, str(reply.get('code')) == '454', f'STARTTLS reply {reply}')
+    return verdicts.summary()
+
+
+def check_nmap(manifest: dict, xml_path: str) -> dict:
+    verdicts = Verdicts()
+    try:
+        root = ElementTree.parse(xml_path).getroot()
+    except (OSError, ElementTree.ParseError) as error:
+        verdicts.mismatches.append(f'unreadable nmap XML: {error}')
+        return verdicts.summary()
+    scripts_by_port: dict = {}
+    for port in root.iter('port'):
+        scripts_by_port[int(port.get('portid'))] = {script.get('id'): script for script in port.iter('script')}
+    for listener in manifest['listeners']:
+        verdicts.checked += 1
+        scripts = scripts_by_port.get(listener['port'], {})
+        commands = scripts.get('smtp-commands')
+        if commands is None:
+            verdicts.expect(listener, False, 'no smtp-commands output')
+            continue
+        advertised = 'STARTTLS' in (commands.get('output') or '').upper().replace(' ', '').split(',')
+        verdicts.expect(listener, advertised is listener['starttls_advertised'], f'STARTTLS advertised={advertised}')
+        certificate = scripts.get('ssl-cert')
+        if listener['kind'] == 'starttls':
+            pem = None
+            if certificate is not None:
+                pem = next((elem.text for elem in certificate.iter('elem') if elem.get('key') == 'pem'), None)
+            verdicts.expect(listener, pem is not None and pem_sha256(pem) == listener['cert_sha256'],
+                            'certificate missing or different')
+        else:
+            verdicts.expect(listener, certificate is None, 'certificate reported on a broken listener')
+    return verdicts.summary()
+
+
+def check_sslyze(manifest: dict, json_path: str) -> dict:
+    verdicts = Verdicts()
+    try:
+        with open(json_path, encoding='utf-8') as json_file:
+            document = json.load(json_file)
+    except (OSError, ValueError) as error:
+        verdicts.mismatches.append(f'unreadable sslyze JSON: {error}')
+        return verdicts.summary()
+    by_port = {result['server_location']['port']: result for result in document.get('server_scan_results', [])}
+    for listener in manifest['listeners']:
+        verdicts.checked += 1
+        result = by_port.get(listener['port'])
+        if result is None:
+            verdicts.expect(listener, False, 'not in sslyze output')
+            continue
+        completed = result.get('scan_status') == 'COMPLETED'
+        if listener['kind'] == 'starttls':
+            sha256 = None
+            try:
+                deployment = result['scan_result']['certificate_info']['result']['certificate_deployments'][0]
+                leaf = deployment['received_certificate_chain'][0]
+                sha256 = pem_sha256(leaf['as_pem'])
+                if sha256 is None and leaf.get('fingerprint_sha256'):
+                    sha256 = base64.b64decode(leaf['fingerprint_sha256']).hex()
+            except (KeyError, IndexError, TypeError):
+                pass
+            verdicts.expect(listener, completed and sha256 == listener['cert_sha256'],
+                            f"scan {result.get('scan_status')}, certificate {sha256}")
+        else:
+            # sslyze has no "advertised but refused" outcome: both broken kinds end in a
+            # connectivity error (ServerRejectedOpportunisticTlsNegotiation).
+            trace = result.get('connectivity_error_trace') or ''
+            verdicts.expect(listener, not completed and 'Opportunistic' in trace,
+                            f"scan {result.get('scan_status')}")
+    return verdicts.summary()
+
+
+# --------------------------------------------------------------------------------------------
+# The tools
+# --------------------------------------------------------------------------------------------
+
+def target_strings(manifest: dict) -> list:
+    return [f"{listener['address']}:{listener['port']}/smtp" for listener in manifest['listeners']]
+
+
+def port_spec(ports: list) -> str:
+    ranges = []
+    start = previous = ports[0]
+    for port in ports[1:] + [None]:
+        if port is not None and port == previous + 1:
+            previous = port
+            continue
+        ranges.append(str(start) if start == previous else f'{start}-{previous}')
+        if port is not None:
+            start = previous = port
+    return ','.join(ranges)
+
+
+def collection_tree(workdir: str) -> str:
+    """A directory D with D/ansible_collections/mailsec/starttls -> the checkout."""
+    parent = os.path.join(workdir, 'collections')
+    namespace_dir = os.path.join(parent, 'ansible_collections', 'mailsec')
+    os.makedirs(namespace_dir, exist_ok=True)
+    link = os.path.join(namespace_dir, 'starttls')
+    if not os.path.islink(link):
+        os.symlink(COLLECTION_ROOT, link)
+    return parent
+
+
+def find_ansible(explicit: str | None) -> str | None:
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else None
+    candidates = sorted(glob.glob(os.path.join(CACHE_DIR, 'venv-core-*', 'bin', 'ansible')))
+    on_path = shutil.which('ansible')
+    if on_path:
+        candidates.append(on_path)
+    candidates += sorted(glob.glob(os.path.join(CACHE_DIR, 'bench-*venv', 'bin', 'ansible')))
+    return next((candidate for candidate in candidates if os.access(candidate, os.X_OK)), None)
+
+
+def find_sslyze(explicit: str | None) -> str | None:
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else None
+    in_bench_venv = os.path.join(os.environ.get('MAILSEC_BENCH_VENV', os.path.join(CACHE_DIR, 'bench-venv')),
+                                 'bin', 'sslyze')
+    if os.access(in_bench_venv, os.X_OK):
+        return in_bench_venv
+    return shutil.which('sslyze')
+
+
+def version_of(command: list) -> str:
+    try:
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f'unknown ({error})'
+    lines = (completed.stdout or completed.stderr).strip().splitlines()
+    return lines[0].strip() if lines else 'unknown'
+
+
+def parse_assignments(assignments: list) -> dict:
+    """KEY=VALUE strings to a dict; VALUE is read as JSON when it is JSON (numbers, true, null)."""
+    options = {}
+    for assignment in assignments:
+        key, _separator, value = assignment.partition('=')
+        try:
+            options[key.strip()] = json.loads(value)
+        except ValueError:
+            options[key.strip()] = value
+    return options
+
+
+class Bench:
+    def __init__(self, arguments: argparse.Namespace, workdir: str):
+        self.arguments = arguments
+        self.workdir = workdir
+        self.collections_parent = collection_tree(workdir)
+        self.ansible = find_ansible(arguments.ansible)
+        self.sslyze = find_sslyze(arguments.sslyze)
+        self.nmap = arguments.nmap or shutil.which('nmap')
+        self.run_counter = 0
+
+    def engine_options(self, manifest: dict, variant: str | None = None) -> dict:
+        # The fixture's listeners stand for N separate servers that share one loopback address only
+        # for convenience; the per-address limit (default 8) protects one real server and would
+        # otherwise cap the whole fleet at 8 probes in flight.
+        options = {'ehlo_name': EHLO_NAME, 'ca_file': manifest['ca_file'], 'per_host_limit': 128}
+        options.update(parse_assignments(self.arguments.engine_option))
+        if variant:
+            options.update(self.arguments.variants[variant])
+        return options
+
+    def raw_path(self, tool: str, suffix: str) -> str:
+        return os.path.join(self.workdir, f"{self.run_counter:03d}-{tool.replace(':', '-')}{suffix}")
+
+    def available(self, tool: str) -> str | None:
+        """None when the tool can run, else why not."""
+        if tool == 'engine' or tool.startswith('engine:'):
+            return None if os.path.exists(ENGINE_FILE) else f'{os.path.relpath(ENGINE_FILE, COLLECTION_ROOT)} missing'
+        if tool == 'module':
+            if not os.path.exists(os.path.join(COLLECTION_ROOT, 'plugins', 'modules', 'listener_probe.py')):
+                return 'plugins/modules/listener_probe.py missing'
+            return None if self.ansible else 'ansible not found (--ansible, bench/setup.sh --with-ansible)'
+        if tool == 'nmap':
+            return None if self.nmap else 'nmap not found'
+        if tool == 'sslyze':
+            return None if self.sslyze else 'sslyze not found (run bench/setup.sh)'
+        if tool == 'smtplib':
+            return None
+        return 'unknown tool'
+
+    def run(self, tool: str, manifest: dict) -> dict:
+        self.run_counter += 1
+        if tool.startswith('engine:'):
+            return self.run_engine(manifest, variant=tool.split(':', 1)[1])
+        runner = getattr(self, f'run_{tool}')
+        return runner(manifest)
+
+    def run_engine(self, manifest: dict, profile: str | None = None, variant: str | None = None) -> dict:
+        job_path = self.raw_path('engine', '-job.json')
+        output_path = self.raw_path('engine', '-out.json')
+        options = self.engine_options(manifest, variant)
+        if profile == 'cprofile':
+            # cProfile sees only the thread that enables it: run the targets one after another in
+            # the calling thread. The CPU per listener is what matters here, not the wall time.
+            options['concurrency'] = 1
+        with open(job_path, 'w', encoding='utf-8') as job_file:
+            json.dump({'collections_parent': self.collections_parent, 'targets': target_strings(manifest),
+                       'options': options, 'output': output_path,
+                       'profile': profile}, job_file)
+        command = [self.arguments.engine_python, os.path.abspath(__file__), '--engine-worker', job_path]
+        if profile == 'py-spy':
+            py_spy = os.path.join(os.path.dirname(self.sslyze or ''), 'py-spy')
+            if not os.access(py_spy, os.X_OK):
+                py_spy = shutil.which('py-spy') or 'py-spy'
+            command = [py_spy, 'record', '--rate', '250', '--format', 'raw', '--native',
+                       '-o', self.raw_path('engine', '-pyspy.txt'), '--'] + command
+        measured = run_measured(command, self.raw_path('engine', '.stdout'), self.raw_path('engine', '.stderr'),
+                                self.arguments.tool_timeout)
+        result = {'options': options, 'process_wall_s': measured.wall_s, 'process_cpu_s': measured.cpu_s,
+                  'peak_rss_kib': measured.peak_rss_kib, 'exit_code': measured.exit_code,
+                  'timed_out': measured.timed_out}
+        try:
+            with open(output_path, encoding='utf-8') as output_file:
+                worker = json.load(output_file)
+        except (OSError, ValueError):
+            result['error'] = self.tail(self.raw_path('engine', '.stderr'))
+            result['check'] = {'checked': 0, 'mismatches': len(manifest['listeners']), 'examples': ['no output']}
+            return result
+        if worker.get('error'):
+            result['error'] = worker['error']
+        # In-process figures: probe_many alone, without interpreter start-up and imports.
+        result.update(wall_s=worker.get('wall_s'), cpu_s=worker.get('cpu_s'),
+                      peak_rss_kib=worker.get('peak_rss_kib', measured.peak_rss_kib),
+                      rss_before_kib=worker.get('rss_before_kib'), threads_peak=worker.get('threads_peak'),
+                      gc_collections=worker.get('gc_collections'), gc_s=worker.get('gc_s'),
+                      user_s=worker.get('user_s'), sys_s=worker.get('sys_s'),
+                      voluntary_switches=worker.get('voluntary_switches'),
+                      involuntary_switches=worker.get('involuntary_switches'))
+        result['check'] = check_probes(manifest, worker.get('probes'))
+        result['outcomes'] = summarise_outcomes(worker.get('probes'))
+        return result
+
+    def run_module(self, manifest: dict) -> dict:
+        vars_path = self.raw_path('module', '-vars.json')
+        with open(vars_path, 'w', encoding='utf-8') as vars_file:
+            json.dump({'bench_targets': target_strings(manifest)}, vars_file)
+        module_args = dict(self.engine_options(manifest), targets='{{ bench_targets }}')
+        env = dict(os.environ,
+                   ANSIBLE_COLLECTIONS_PATH=self.collections_parent,
+                   ANSIBLE_STDOUT_CALLBACK='minimal', ANSIBLE_LOAD_CALLBACK_PLUGINS='0',
+                   ANSIBLE_LOCALHOST_WARNING='0', ANSIBLE_INVENTORY_UNPARSED_WARNING='0',
+                   ANSIBLE_NOCOLOR='1', ANSIBLE_HOME=os.path.join(self.workdir, 'ansible-home'),
+                   ANSIBLE_LOCAL_TEMP=os.path.join(self.workdir, 'ansible-tmp'))
+        command = [self.ansible, 'localhost', '-m', MODULE_NAME, '-e', f'@{vars_path}',
+                   '-a', json.dumps(module_args)]
+        stdout_path = self.raw_path('module', '.stdout')
+        measured = run_measured(command, stdout_path, self.raw_path('module', '.stderr'),
+                                self.arguments.tool_timeout, env=env, cwd=self.workdir)
+        result = {'wall_s': measured.wall_s, 'cpu_s': measured.cpu_s, 'peak_rss_kib': measured.peak_rss_kib,
+                  'exit_code': measured.exit_code, 'timed_out': measured.timed_out}
+        probes = None
+        try:
+            # The ad-hoc 'minimal' callback prints `localhost | SUCCESS => {...}` (the json
+            # callback moved out of ansible-core into ansible.posix in 2.19).
+            with open(stdout_path, encoding='utf-8') as stdout_file:
+                text = stdout_file.read()
+            host_result = json.loads(text[text.index(' => ') + 4:])
+            probes = host_result.get('probes')
+            if host_result.get('failed'):
+                result['error'] = str(host_result.get('msg'))[:500]
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
+            result['error'] = f'unreadable ansible output ({error}): {self.tail(self.raw_path("module", ".stderr"))}'
+        result['check'] = check_probes(manifest, probes)
+        result['outcomes'] = summarise_outcomes(probes)
+        return result
+
+    def run_nmap(self, manifest: dict) -> dict:
+        # nmap picks scripts by port rule: ssl-cert and smtp-commands run (and ssl-cert speaks
+        # STARTTLS) only on ports whose service is smtp. A private data directory whose
+        # nmap-services names the bench ports smtp gives them what port 25 would get, with no
+        # version scan (-sV) to pay for; every other data file comes from nmap's own directory.
+        datadir = os.path.join(self.workdir, 'nmap-data')
+        os.makedirs(datadir, exist_ok=True)
+        ports = [listener['port'] for listener in manifest['listeners']]
+        with open(os.path.join(datadir, 'nmap-services'), 'w', encoding='ascii') as services:
+            services.writelines(f'smtp\t{port}/tcp\t0.5\n' for port in ports)
+        xml_path = self.raw_path('nmap', '.xml')
+        command = [self.nmap, '-Pn', '-n', '-p', port_spec(ports), '--datadir', datadir,
+                   '--script', 'ssl-cert,smtp-commands', '-oX', xml_path, manifest['address']]
+        measured = run_measured(command, self.raw_path('nmap', '.stdout'), self.raw_path('nmap', '.stderr'),
+                                self.arguments.tool_timeout, cwd=datadir)
+        return {'wall_s': measured.wall_s, 'cpu_s': measured.cpu_s, 'peak_rss_kib': measured.peak_rss_kib,
+                'exit_code': measured.exit_code, 'timed_out': measured.timed_out,
+                'check': check_nmap(manifest, xml_path)}
+
+    def run_sslyze(self, manifest: dict) -> dict:
+        json_path = self.raw_path('sslyze', '.json')
+        servers = [f"{listener['address']}:{listener['port']}" for listener in manifest['listeners']]
+        command = [self.sslyze, '--starttls', 'smtp', '--certinfo', f'--json_out={json_path}'] + servers
+        measured = run_measured(command, self.raw_path('sslyze', '.stdout'), self.raw_path('sslyze', '.stderr'),
+                                self.arguments.tool_timeout, cwd=self.workdir)
+        return {'wall_s': measured.wall_s, 'cpu_s': measured.cpu_s, 'peak_rss_kib': measured.peak_rss_kib,
+                'exit_code': measured.exit_code, 'timed_out': measured.timed_out,
+                'check': check_sslyze(manifest, json_path)}
+
+    def run_smtplib(self, manifest: dict) -> dict:
+        job_path = self.raw_path('smtplib', '-job.json')
+        output_path = self.raw_path('smtplib', '-out.json')
+        with open(job_path, 'w', encoding='utf-8') as job_file:
+            # The anchors' ceiling sketches: 32 threads without delay, 128 with slow replies.
+            threads = self.arguments.smtplib_threads or (32 if not manifest['delay_ms'] else 128)
+            json.dump({'listeners': manifest['listeners'], 'threads': threads,
+                       'output': output_path}, job_file)
+        measured = run_measured([sys.executable, os.path.abspath(__file__), '--smtplib-worker', job_path],
+                                self.raw_path('smtplib', '.stdout'), self.raw_path('smtplib', '.stderr'),
+                                self.arguments.tool_timeout)
+        result = {'wall_s': measured.wall_s, 'cpu_s': measured.cpu_s, 'peak_rss_kib': measured.peak_rss_kib,
+                  'exit_code': measured.exit_code, 'timed_out': measured.timed_out}
+        try:
+            with open(output_path, encoding='utf-8') as output_file:
+                worker = json.load(output_file)
+        except (OSError, ValueError):
+            worker = {}
+            result['error'] = self.tail(self.raw_path('smtplib', '.stderr'))
+        result.update(wall_s=worker.get('wall_s'), cpu_s=worker.get('cpu_s'))
+        result['check'] = check_probes(manifest, worker.get('probes'))
+        return result
+
+    @staticmethod
+    def tail(path: str, size: int = 1500) -> str:
+        try:
+            with open(path, 'rb') as stream:
+                stream.seek(0, os.SEEK_END)
+                stream.seek(max(0, stream.tell() - size))
+                return stream.read().decode(errors='replace').strip()
+        except OSError:
+            return ''
+
+
+def summarise_outcomes(probes) -> dict:
+    """Counts of what a probe list says, to spot a systematic failure at a glance."""
+    if not isinstance(probes, list):
+        return {}
+    outcomes: dict = {}
+    for probe in probes:
+        if not isinstance(probe, dict):
+            key = 'not-a-dict'
+        elif (probe.get('tls') or {}).get('established'):
+            key = 'tls'
+        elif probe.get('error'):
+            error = probe['error']
+            key = 'error:' + (error.get('stage', '?') if isinstance(error, dict) else str(error)[:40])
+        else:
+            key = f"starttls_reply:{(probe.get('starttls_reply') or {}).get('code')}"
+        outcomes[key] = outcomes.get(key, 0) + 1
+    return outcomes
+
+
+# --------------------------------------------------------------------------------------------
+# The engine worker: a process that runs probe_many and nothing else
+# --------------------------------------------------------------------------------------------
+
+def engine_worker(job_path: str) -> int:
+    with open(job_path, encoding='utf-8') as job_file:
+        job = json.load(job_file)
+    sys.path.insert(0, job['collections_parent'])
+    output: dict = {}
+    try:
+        from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine import probe_many
+    except Exception as error:  # the engine may be half-written while the lead works on it
+        output['error'] = f'import failed: {type(error).__name__}: {error}'
+        probe_many = None
+    if probe_many is not None:
+        profiler = None
+        if job.get('profile') == 'cprofile':
+            import cProfile
+            profiler = cProfile.Profile()
+        import gc
+        gc_state = {'collections': 0, 'seconds': 0.0, 'started': 0.0}
+
+        def on_gc(phase: str, info: dict) -> None:
+            if phase == 'start':
+                gc_state['started'] = time.perf_counter()
+            else:
+                gc_state['collections'] += 1
+                gc_state['seconds'] += time.perf_counter() - gc_state['started']
+        gc.callbacks.append(on_gc)
+        threads_peak = [threading.active_count()]
+        stop_sampling = threading.Event()
+
+        def sample_threads() -> None:
+            while not stop_sampling.wait(0.02):
+                threads_peak[0] = max(threads_peak[0], threading.active_count() - 1)
+        sampler = threading.Thread(target=sample_threads, daemon=True)
+        sampler.start()
+        usage_before = resource.getrusage(resource.RUSAGE_SELF)
+        started = time.perf_counter()
+        try:
+            if profiler:
+                profiler.enable()
+            probes = probe_many(job['targets'], job['options'])
+        except Exception as error:
+            output['error'] = f'probe_many raised {type(error).__name__}: {error}'
+            probes = None
+        finally:
+            if profiler:
+                profiler.disable()
+        wall_s = time.perf_counter() - started
+        usage_after = resource.getrusage(resource.RUSAGE_SELF)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        gc.callbacks.remove(on_gc)
+        stop_sampling.set()
+        output.update(
+            wall_s=wall_s,
+            cpu_s=(usage_after.ru_utime - usage_before.ru_utime) + (usage_after.ru_stime - usage_before.ru_stime)
+            + children.ru_utime + children.ru_stime,
+            peak_rss_kib=max(usage_after.ru_maxrss, children.ru_maxrss), rss_before_kib=usage_before.ru_maxrss,
+            user_s=usage_after.ru_utime - usage_before.ru_utime, sys_s=usage_after.ru_stime - usage_before.ru_stime,
+            voluntary_switches=usage_after.ru_nvcsw - usage_before.ru_nvcsw,
+            involuntary_switches=usage_after.ru_nivcsw - usage_before.ru_nivcsw,
+            threads_peak=threads_peak[0], gc_collections=gc_state['collections'], gc_s=gc_state['seconds'],
+            probes=probes)
+        if profiler:
+            import io
+            import pstats
+            profiler.dump_stats(job['output'] + '.prof')
+            text = io.StringIO()
+            pstats.Stats(profiler, stream=text).sort_stats('tottime').print_stats(40)
+            output['profile_text'] = text.getvalue()
+    with open(job['output'], 'w', encoding='utf-8') as output_file:
+        json.dump(output, output_file, default=repr)
+    return 0
+
+
+def smtplib_session(listener: dict) -> dict:
+    """The simplest correct client (greeting, EHLO, STARTTLS, handshake, QUIT), shaped like a probe."""
+    import smtplib
+    probe = {'target': {'address': listener['address'], 'port': listener['port']}, 'tls': None,
+             'certificate': None, 'starttls_advertised': None, 'starttls_reply': None, 'error': None}
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        client = smtplib.SMTP(listener['address'], listener['port'], local_hostname=EHLO_NAME, timeout=10)
+        try:
+            client.ehlo()
+            probe['starttls_advertised'] = client.has_extn('starttls')
+            if probe['starttls_advertised']:
+                code, text = client.docmd('STARTTLS')
+                probe['starttls_reply'] = {'code': code, 'text': text.decode(errors='replace')}
+                if code == 220:
+                    client.sock = context.wrap_socket(client.sock)
+                    client.file = None
+                    der = client.sock.getpeercert(True)
+                    probe['tls'] = {'established': True, 'version': client.sock.version()}
+                    probe['certificate'] = {'sha256': hashlib.sha256(der).hexdigest()}
+            client.quit()
+        finally:
+            client.close()
+    except (OSError, smtplib.SMTPException) as error:
+        probe['error'] = f'{type(error).__name__}: {error}'
+    return probe
+
+
+def smtplib_worker(job_path: str) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+    with open(job_path, encoding='utf-8') as job_file:
+        job = json.load(job_file)
+    usage_before = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(job['threads']) as pool:
+        probes = list(pool.map(smtplib_session, job['listeners']))
+    wall_s = time.perf_counter() - started
+    usage_after = resource.getrusage(resource.RUSAGE_SELF)
+    with open(job['output'], 'w', encoding='utf-8') as output_file:
+        json.dump({'wall_s': wall_s, 'probes': probes,
+                   'cpu_s': (usage_after.ru_utime - usage_before.ru_utime)
+                   + (usage_after.ru_stime - usage_before.ru_stime)}, output_file)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Reporting
+# --------------------------------------------------------------------------------------------
+
+def median_of(runs: list, key: str):
+    values = [run[key] for run in runs if isinstance(run.get(key), (int, float))]
+    return statistics.median(values) if values else None
+
+
+def aggregate(scenario: dict, tool: str, runs: list) -> dict:
+    n = scenario['n']
+    wall_s = median_of(runs, 'wall_s')
+    cpu_s = median_of(runs, 'cpu_s')
+    rss_kib = median_of(runs, 'peak_rss_kib')
+    server_cpu_s = median_of(runs, 'server_cpu_s')
+    handshakes = median_of(runs, 'server_handshakes')
+    mismatches = max((run['check']['mismatches'] for run in runs), default=None)
+    other_share = median_of(runs, 'machine_share_other')
+    return {
+        'tool': tool, 'n': n, 'delay_ms': scenario['delay_ms'], 'runs': len(runs),
+        'wall_s': wall_s,
+        'listeners_per_s': (n / wall_s) if wall_s else None,
+        'client_cpu_ms_per_listener': (cpu_s * 1000 / n) if cpu_s is not None else None,
+        'peak_rss_mib': (rss_kib / 1024) if rss_kib is not None else None,
+        'server_cpu_ms_per_listener': (server_cpu_s * 1000 / n) if server_cpu_s is not None else None,
+        'server_handshakes_per_working_listener': (handshakes / scenario['working'])
+        if handshakes is not None and scenario['working'] else None,
+        'other_load_percent': (100 * other_share) if other_share is not None else None,
+        'max_mismatches': mismatches,
+        'mismatch_examples': next((run['check']['examples'] for run in runs if run['check']['mismatches']), []),
+        'errors': sorted({str(run['error'])[:300] for run in runs if run.get('error')}),
+        'timed_out': any(run.get('timed_out') for run in runs),
+    }
+
+
+def fmt(value, spec: str) -> str:
+    return '-' if value is None else format(value, spec)
+
+
+def print_table(summaries: list, skipped: dict) -> None:
+    header = (f"{'tool':<14} {'N':>5} {'delay':>6} {'wall s':>8} {'lst/s':>8} {'cpu ms/l':>9} {'RSS MiB':>8} "
+              f"{'srv ms/l':>9} {'hs/lst':>7} {'other%':>6} {'wrong':>6}")
+    print(header)
+    print('-' * len(header))
+    for summary in summaries:
+        wrong = summary['max_mismatches']
+        flag = '' if wrong == 0 else '  <-- WRONG RESULTS' if wrong else '  <-- NO RESULT'
+        print(f"{summary['tool']:<14} {summary['n']:>5} {summary['delay_ms']:>4.0f}ms "
+              f"{fmt(summary['wall_s'], '8.2f')} {fmt(summary['listeners_per_s'], '8.1f')} "
+              f"{fmt(summary['client_cpu_ms_per_listener'], '9.2f')} {fmt(summary['peak_rss_mib'], '8.1f')} "
+              f"{fmt(summary['server_cpu_ms_per_listener'], '9.2f')} "
+              f"{fmt(summary['server_handshakes_per_working_listener'], '7.2f')} "
+              f"{fmt(summary['other_load_percent'], '6.0f')} {fmt(wrong, '6d')}{flag}")
+        for error in summary['errors']:
+            print(f'         error: {error}')
+        for example in summary['mismatch_examples']:
+            print(f'         mismatch: {example}')
+    for tool, reason in skipped.items():
+        print(f'{tool:<14} skipped: {reason}')
+    noisy = [summary for summary in summaries if (summary.get('other_load_percent') or 0) > NOISY_LOAD_PERCENT]
+    if noisy:
+        worst = max(summary['other_load_percent'] for summary in noisy)
+        print(f'WARNING: other processes used up to {worst:.0f}% of the machine during these runs (column '
+              f'other%); wall times and listeners/s are depressed. Rerun on a quiet machine for figures to keep.')
+
+
+def judge(scenario_name: str, scenario: dict, summaries: dict, tools: list, smoke: bool,
+          require_module: bool = False, skipped: dict | None = None) -> list:
+    """PASS/FAIL lines for the targets that apply to this scenario."""
+    verdicts = []
+    engine = summaries.get('engine')
+
+    def add(name: str, ok: bool | None, detail: str) -> None:
+        verdicts.append({'scenario': scenario_name, 'target': name,
+                         'result': 'SKIP' if ok is None else 'PASS' if ok else 'FAIL', 'detail': detail})
+
+    for tool in ('engine', 'module'):
+        if tool not in tools:
+            continue
+        summary = summaries.get(tool)
+        if summary is None:
+            optional = tool == 'module' and not require_module
+            add(f'{tool} results correct', None if optional else False,
+                f"not run: {(skipped or {}).get(tool, 'no result')}")
+        else:
+            add(f'{tool} results correct', summary['max_mismatches'] == 0,
+                f"{summary['max_mismatches']} mismatches over {scenario['n']} listeners")
+    for tool in ('nmap', 'sslyze'):
+        summary = summaries.get(tool)
+        if summary is not None and summary['max_mismatches']:
+            verdicts.append({'scenario': scenario_name, 'target': f'{tool} results correct', 'result': 'FLAG',
+                             'detail': f"{summary['max_mismatches']} mismatches (peer, not enforced)"})
+    if smoke or engine is None or not engine['listeners_per_s']:
+        return verdicts
+    rate = engine['listeners_per_s']
+    n, delay = scenario['n'], scenario['delay_ms']
+
+    def peer_rate(tool: str) -> tuple:
+        summary = summaries.get(tool)
+        if summary and summary['listeners_per_s'] and summary['max_mismatches'] == 0:
+            return summary['listeners_per_s'], 'this run'
+        anchor = ANCHOR_LISTENERS_PER_S.get((tool, n, delay))
+        return anchor, 'anchor figure'
+
+    if delay == 0 and n >= 500:
+        for tool, factor in (('nmap', TARGET_VS_NMAP), ('sslyze', TARGET_VS_SSLYZE)):
+            peer, source = peer_rate(tool)
+            if peer:
+                add(f'engine >= {factor}x {tool} listeners/s', rate >= factor * peer,
+                    f'{rate:.0f}/s vs {peer:.0f}/s ({source}): {rate / peer:.2f}x')
+            else:
+                add(f'engine >= {factor}x {tool} listeners/s', None, f'{tool} not measured, no anchor')
+        add(f'engine about {EXPECTED_THROUGHPUT:.0f} listeners/s (informative)', None, f'{rate:.0f}/s')
+        cpu = engine['client_cpu_ms_per_listener']
+        add(f'engine client CPU <= {TARGET_CPU_MS_PER_LISTENER} ms/listener', cpu is not None
+            and cpu <= TARGET_CPU_MS_PER_LISTENER, f'{fmt(cpu, ".2f")} ms/listener')
+        rss = engine['peak_rss_mib']
+        add(f'engine peak RSS <= {TARGET_PEAK_RSS_MIB:.0f} MiB at N={n}', rss is not None
+            and rss <= TARGET_PEAK_RSS_MIB, f'{fmt(rss, ".1f")} MiB')
+    elif delay >= 50 and n >= 200:
+        add(f'engine >= {TARGET_SLOW_LISTENERS_PER_S:.0f} listeners/s with {delay:.0f} ms replies',
+            rate >= TARGET_SLOW_LISTENERS_PER_S, f'{rate:.0f}/s')
+        for tool in ('nmap', 'sslyze'):
+            peer, source = peer_rate(tool)
+            if peer:
+                add(f'engine vs {tool} (informative)', None, f'{rate / peer:.1f}x ({source})')
+    return verdicts
+
+
+def environment_facts(bench: Bench, arguments: argparse.Namespace) -> dict:
+    cpu_model = 'unknown'
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8') as cpuinfo:
+            cpu_model = next((line.split(':', 1)[1].strip() for line in cpuinfo if line.startswith('model name')),
+                             'unknown')
+    except OSError:
+        pass
+    return {
+        'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+        'host': platform.node(), 'cpu': cpu_model, 'cores': os.cpu_count(),
+        'kernel': platform.release(), 'python': sys.version.split()[0], 'openssl': ssl.OPENSSL_VERSION,
+        'engine_python': version_of([arguments.engine_python, '--version']),
+        'fixture_python': version_of([arguments.fixture_python, '--version']),
+        'ansible': (bench.ansible, version_of([bench.ansible, '--version']) if bench.ansible else None),
+        'nmap': (bench.nmap, version_of([bench.nmap, '--version']) if bench.nmap else None),
+        'sslyze': (bench.sslyze, version_of([os.path.join(os.path.dirname(bench.sslyze), 'python'), '-c',
+                                             'import importlib.metadata as m; print("sslyze", m.version("sslyze"))'])
+                   if bench.sslyze else None),
+        'git': version_of(['git', '-C', COLLECTION_ROOT, 'rev-parse', '--short', 'HEAD']),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Driving a scenario
+# --------------------------------------------------------------------------------------------
+
+def run_scenario(bench: Bench, name: str, scenario: dict, tools: list, repeat: int) -> dict:
+    arguments = bench.arguments
+    skipped = {tool: reason for tool in tools if (reason := bench.available(tool))}
+    active_tools = [tool for tool in tools if tool not in skipped]
+    max_lifetime = min(4 * 3600, 120 + repeat * len(active_tools) * arguments.tool_timeout)
+    fixture_dir = os.path.join(bench.workdir, f'fixture-{name}')
+    os.makedirs(fixture_dir, exist_ok=True)
+    fixture = FixtureProcess(arguments.fixture_python, scenario['n'], scenario['delay_ms'], arguments.base_port,
+                             fixture_dir, max_lifetime, arguments.distinct_certs)
+    runs: dict = {tool: [] for tool in active_tools}
+    try:
+        fixture.wait_ready()
+        manifest = fixture.manifest
+        scenario = dict(scenario, working=sum(1 for listener in manifest['listeners']
+                                              if listener['kind'] == 'starttls'))
+        print(f"\n== {name}: {scenario['n']} listeners on {manifest['address']}:{manifest['base_port']}+, "
+              f"{scenario['delay_ms']:.0f} ms per reply, {repeat} repeat(s), tools: {', '.join(active_tools)}",
+              flush=True)
+        for repetition in range(1, repeat + 1):
+            for tool in active_tools:
+                before = fixture.stats()
+                busy_before = machine_busy_s()
+                result = bench.run(tool, manifest)
+                busy_after = machine_busy_s()
+                after = fixture.stats()
+                # What neither the client nor the fixture used: other work on the machine that
+                # competed for the cores during this run (noise to report, not to subtract).
+                result['other_cpu_s'] = max(0.0, (busy_after - busy_before) - (after['cpu_s'] - before['cpu_s'])
+                                            - (result.get('process_cpu_s') or result.get('cpu_s') or 0.0))
+                result['machine_share_other'] = result['other_cpu_s'] / max(
+                    1e-9, (os.cpu_count() or 1) * (result.get('process_wall_s') or result.get('wall_s') or 1e-9))
+                result['server_cpu_s'] = after['cpu_s'] - before['cpu_s']
+                result['server_handshakes'] = after['handshakes'] - before['handshakes']
+                result['server_connections'] = after['connections'] - before['connections']
+                result['repetition'] = repetition
+                runs[tool].append(result)
+                wall = result.get('wall_s')
+                print(f"   run {repetition} {tool:<12} wall {fmt(wall, '.2f')} s, "
+                      f"cpu {fmt(result.get('cpu_s'), '.2f')} s, "
+                      f"rss {fmt((result.get('peak_rss_kib') or 0) / 1024, '.0f')} MiB, "
+                      f"{result['server_connections']} connections, {result['server_handshakes']} handshakes, "
+                      f"{result['check']['mismatches']} wrong, others used "
+                      f"{100 * result['machine_share_other']:.0f}% of the machine", flush=True)
+        if arguments.profile:
+            bench.run_counter += 1
+            profile_result = bench.run_engine(manifest, profile=arguments.profile)
+            save_profile(bench, name, profile_result)
+    finally:
+        fixture_output = fixture.stop()
+    summaries = {tool: aggregate(scenario, tool, tool_runs) for tool, tool_runs in runs.items() if tool_runs}
+    print()
+    print_table(list(summaries.values()), skipped)
+    ratios = {}
+    engine = summaries.get('engine')
+    for peer in ('nmap', 'sslyze', 'module'):
+        if engine and peer in summaries and engine['listeners_per_s'] and summaries[peer]['listeners_per_s']:
+            ratios[f'engine/{peer}'] = engine['listeners_per_s'] / summaries[peer]['listeners_per_s']
+    if ratios:
+        print('ratios (listeners/s): ' + ', '.join(f'{key} {value:.2f}x' for key, value in ratios.items()))
+    verdicts = judge(name, scenario, summaries, tools, arguments.smoke, arguments.require_module, skipped)
+    return {'scenario': name, 'n': scenario['n'], 'delay_ms': scenario['delay_ms'], 'repeat': repeat,
+            'summaries': summaries, 'ratios': ratios, 'verdicts': verdicts, 'skipped': skipped,
+            'runs': runs, 'fixture_log_tail': fixture_output.strip().splitlines()[-3:]}
+
+
+def save_profile(bench: Bench, scenario_name: str, profile_result: dict) -> None:
+    results_dir = bench.arguments.results_dir
+    os.makedirs(results_dir, exist_ok=True)
+    stamp = time.strftime('%Y%m%dT%H%M%S')
+    if bench.arguments.profile == 'cprofile':
+        output_path = bench.raw_path('engine', '-out.json')
+        try:
+            with open(output_path, encoding='utf-8') as output_file:
+                text = json.load(output_file).get('profile_text', '')
+        except (OSError, ValueError):
+            text = ''
+        destination = os.path.join(results_dir, f'profile-{scenario_name}-{stamp}.txt')
+        with open(destination, 'w', encoding='utf-8') as profile_file:
+            profile_file.write(text)
+        if os.path.exists(output_path + '.prof'):
+            shutil.copy(output_path + '.prof', destination[:-4] + '.prof')
+    else:
+        raw = bench.raw_path('engine', '-pyspy.txt')
+        destination = os.path.join(results_dir, f'pyspy-{scenario_name}-{stamp}.txt')
+        if os.path.exists(raw):
+            shutil.copy(raw, destination)
+            with open(destination + '.top.txt', 'w', encoding='utf-8') as top_file:
+                top_file.write(collapsed_top(raw))
+    print(f'   profile ({bench.arguments.profile}) of one engine run written to {destination} '
+          f"(wall {fmt(profile_result.get('wall_s'), '.2f')} s with the profiler on)")
+
+
+def collapsed_top(path: str, limit: int = 40) -> str:
+    """Self and inclusive sample counts per function from py-spy's collapsed stacks."""
+    own: dict = {}
+    inclusive: dict = {}
+    total = 0
+    with open(path, encoding='utf-8', errors='replace') as collapsed:
+        for line in collapsed:
+            stack, _separator, count_text = line.rstrip('\n').rpartition(' ')
+            if not count_text.isdigit():
+                continue
+            count = int(count_text)
+            total += count
+            frames = stack.split(';')
+            own[frames[-1]] = own.get(frames[-1], 0) + count
+            for frame in set(frames):
+                inclusive[frame] = inclusive.get(frame, 0) + count
+    lines = [f'{total} samples', '', 'self %  function']
+    for frame, count in sorted(own.items(), key=lambda item: -item[1])[:limit]:
+        lines.append(f'{100 * count / max(total, 1):6.1f}  {frame}')
+    lines += ['', 'incl %  function']
+    for frame, count in sorted(inclusive.items(), key=lambda item: -item[1])[:limit]:
+        lines.append(f'{100 * count / max(total, 1):6.1f}  {frame}')
+    return '\n'.join(lines) + '\n'
+
+
+def parse_arguments(argv: list | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--scenario', choices=('all',) + tuple(SCENARIOS), default='all',
+                        help='all = throughput (N=500, 0 ms) then slow (N=200, 50 ms)')
+    parser.add_argument('--n', type=int, help='custom scenario: number of listeners')
+    parser.add_argument('--delay-ms', type=float, help='custom scenario: pause before every server reply')
+    parser.add_argument('--repeat', type=int, help='runs per tool; the median is reported (default 3, smoke 1)')
+    parser.add_argument('--tools', default=','.join(TOOLS), help='comma-separated subset of ' + ','.join(TOOLS))
+    parser.add_argument('--no-peers', action='store_true', help='engine and module only')
+    parser.add_argument('--smoke', action='store_true',
+                        help='CI mode: N=40, one run, engine + module (+ peers when installed), correctness only')
+    parser.add_argument('--enforce', action='store_true', help='exit 1 when a target FAILs')
+    parser.add_argument('--require-module', action='store_true',
+                        help='a module that cannot run (no ansible found) is a FAIL, not a SKIP')
+    parser.add_argument('--ansible', help='ansible executable (default: test venvs, PATH, bench venv)')
+    parser.add_argument('--sslyze', help='sslyze executable (default: bench venv from bench/setup.sh, PATH)')
+    parser.add_argument('--nmap', help='nmap executable (default: PATH)')
+    parser.add_argument('--engine-python', default=sys.executable, help='interpreter for the engine worker')
+    parser.add_argument('--fixture-python', default=sys.executable, help='interpreter for the fixture (3.11+)')
+    parser.add_argument('--engine-option', action='append', default=[], metavar='KEY=JSON',
+                        help='extra probe option for engine and module, e.g. concurrency=256 (repeatable)')
+    parser.add_argument('--base-port', type=int, default=20000)
+    parser.add_argument('--distinct-certs', type=int, default=16,
+                        help='distinct leaf certificates in the fixture, reused round-robin; a fleet of unique '
+                             'certificates (e.g. 400) shows the per-certificate cost of describing and verifying')
+    parser.add_argument('--tool-timeout', type=float, default=600.0, help='seconds before one tool run is killed')
+    parser.add_argument('--profile', choices=('cprofile', 'py-spy'),
+                        help='after the measured runs, profile one engine run into the results directory')
+    parser.add_argument('--results-dir', default=os.path.join(BENCH_DIR, 'results'))
+    parser.add_argument('--keep-raw', action='store_true', help='keep every tool output in the results directory')
+    parser.add_argument('--smtplib-threads', type=int,
+                        help='threads of the smtplib reference client (default 32, or 128 with --delay-ms)')
+    parser.add_argument('--engine-variant', action='append', default=[], metavar='LABEL:KEY=JSON[,KEY=JSON]',
+                        help='also measure the engine with other options, as tool engine:LABEL in the same '
+                             'runs, e.g. wide:per_host_limit=256,concurrency=256 (repeatable)')
+    parser.add_argument('--engine-worker', metavar='JOB', help=argparse.SUPPRESS)
+    parser.add_argument('--smtplib-worker', metavar='JOB', help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list | None = None) -> int:
+    arguments = parse_arguments(argv)
+    if arguments.engine_worker:
+        return engine_worker(arguments.engine_worker)
+    if arguments.smtplib_worker:
+        return smtplib_worker(arguments.smtplib_worker)
+
+    tools = [tool.strip() for tool in arguments.tools.split(',') if tool.strip()]
+    unknown = [tool for tool in tools if tool not in TOOLS]
+    if unknown:
+        print(f'unknown tools: {unknown}', file=sys.stderr)
+        return 2
+    arguments.variants = {}
+    for definition in arguments.engine_variant:
+        label, _separator, assignments = definition.partition(':')
+        if not label or not assignments:
+            print(f'--engine-variant wants LABEL:KEY=VALUE[,KEY=VALUE], not {definition!r}', file=sys.stderr)
+            return 2
+        arguments.variants[label] = parse_assignments(assignments.split(','))
+    variant_tools = [f'engine:{label}' for label in arguments.variants]
+    position = tools.index('engine') + 1 if 'engine' in tools else 0
+    tools[position:position] = variant_tools
+    if arguments.no_peers:
+        tools = [tool for tool in tools if tool in ('engine', 'module') or tool.startswith('engine:')]
+    if arguments.n is not None or arguments.delay_ms is not None:
+        scenarios = {'custom': {'n': arguments.n or 500, 'delay_ms': arguments.delay_ms or 0.0}}
+    elif arguments.smoke:
+        scenarios = {'smoke': SCENARIOS['smoke']}
+    elif arguments.scenario == 'all':
+        scenarios = {name: SCENARIOS[name] for name in ('throughput', 'slow')}
+    else:
+        scenarios = {arguments.scenario: SCENARIOS[arguments.scenario]}
+    repeat = arguments.repeat or (1 if arguments.smoke else 3)
+
+    workdir = tempfile.mkdtemp(prefix='mailsec-bench-')
+    bench = Bench(arguments, workdir)
+    if arguments.smoke:
+        # Peers only when they are already installed; the smoke run never installs anything.
+        tools = [tool for tool in tools if tool in ('engine', 'module') or tool.startswith('engine:')
+                 or (tool in ('nmap', 'sslyze') and bench.available(tool) is None)]
+    facts = environment_facts(bench, arguments)
+    print(f"mailsec.starttls listener probe bench, {facts['date']}, {facts['cpu']} x{facts['cores']}, "
+          f"python {facts['python']}, {facts['openssl']}", flush=True)
+    results = []
+    try:
+        for name, scenario in scenarios.items():
+            results.append(run_scenario(bench, name, scenario, tools, repeat))
+    except RuntimeError as error:
+        # The fixture could not start or stopped answering (ports taken by another run, say).
+        print(f'bench: {error}', file=sys.stderr)
+        return 2
+    finally:
+        if arguments.keep_raw:
+            shutil.copytree(workdir, os.path.join(arguments.results_dir, f'raw-{time.strftime("%Y%m%dT%H%M%S")}'),
+                            symlinks=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    verdicts = [verdict for result in results for verdict in result['verdicts']]
+    print('\nTargets:')
+    for verdict in verdicts:
+        print(f"  {verdict['result']:<4} [{verdict['scenario']}] {verdict['target']}: {verdict['detail']}")
+    failed = [verdict for verdict in verdicts if verdict['result'] == 'FAIL']
+
+    os.makedirs(arguments.results_dir, exist_ok=True)
+    stamp = time.strftime('%Y%m%dT%H%M%S')
+    label = 'smoke' if arguments.smoke else '-'.join(results_name for results_name in scenarios)
+    results_path = os.path.join(arguments.results_dir, f'bench-{label}-{stamp}.json')
+    with open(results_path, 'w', encoding='utf-8') as results_file:
+        json.dump({'environment': facts, 'arguments': {key: value for key, value in vars(arguments).items()
+                                                       if not key.endswith('_worker')},
+                   'scenarios': results, 'verdicts': verdicts}, results_file, indent=1, default=repr)
+    print(f'\nresults: {results_path}')
+    print(f"{'FAIL' if failed else 'PASS'}: {len(failed)} target(s) failed"
+          + ('' if arguments.enforce or not failed else ' (not enforced; use --enforce)'))
+    return 1 if failed and arguments.enforce else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# CI smoke step for the benchmark: the bench's own checks (fixture and result checkers), then a
+# small run (40 listeners, one repeat, engine + module, peers when installed) whose results must
+# all be correct. Takes about 15 s. Throughput targets are not judged here: CI machines are shared.
+set -euo pipefail
+
+bench_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$bench_dir/.."
+
+# The fixture needs Python 3.11+ (StreamWriter.start_tls); pytest comes from the test venv when
+# the system Python lacks it.
+pick_python() {
+    local candidate
+    for candidate in "${MAILSEC_BENCH_PYTHON:-}" python3 "${MAILSEC_CACHE:-$HOME/.cache/mailsec-starttls}"/venv-core-*/bin/python; do
+        [[ -n $candidate ]] || continue
+        if "$candidate" -c 'import sys, pytest; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; then
+            printf '%s\n' "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+python=$(pick_python) || { echo "bench smoke: no Python 3.11+ with pytest found" >&2; exit 1; }
+
+status=0
+"$python" -m pytest -q -p no:cacheprovider bench/test_bench.py || status=$?
+"$python" bench/bench_probe.py --smoke --enforce --require-module "$@" || status=$?
+exit "$status"

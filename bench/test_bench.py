@@ -1,0 +1,223 @@
+# Copyright: mailsec.starttls contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Checks of the bench itself: the fixture behaves as its manifest says, and the result checkers
+catch wrong answers (a benchmark that cannot tell a wrong result from a right one measures nothing).
+
+Run: python3 -m pytest bench/test_bench.py
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import signal
+import smtplib
+import ssl
+import subprocess
+import sys
+import time
+
+import pytest
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, BENCH_DIR)
+
+import bench_probe  # noqa: E402  (after the path change above)
+
+FIXTURE_PORT = 20900
+FIXTURE_N = 10
+
+
+@pytest.fixture(scope='module')
+def fixture_manifest(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp('fixture')
+    manifest_path = workdir / 'manifest.json'
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(BENCH_DIR, 'fixture.py'), '--n', str(FIXTURE_N), '--base-port',
+         str(FIXTURE_PORT), '--manifest', str(manifest_path), '--workdir', str(workdir / 'certs'),
+         '--distinct-certs', '3', '--max-lifetime', '120'],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        ready = process.stdout.readline()
+        assert ready.startswith('READY '), ready
+        manifest = json.loads(manifest_path.read_text())
+        yield manifest
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+        assert 'STOPPED signal' in process.stdout.read()
+
+
+def smtplib_probe(listener: dict) -> dict:
+    return bench_probe.smtplib_session(listener)
+
+
+def test_manifest_mix_and_no_key_material(fixture_manifest):
+    kinds = [listener['kind'] for listener in fixture_manifest['listeners']]
+    assert kinds.count('starttls') == 8 and kinds.count('no_starttls') == 1 and kinds.count('starttls_454') == 1
+    assert [listener['port'] for listener in fixture_manifest['listeners']] == list(
+        range(FIXTURE_PORT, FIXTURE_PORT + FIXTURE_N))
+    assert 'PRIVATE KEY' not in json.dumps(fixture_manifest)
+    assert len({listener['cert_sha256'] for listener in fixture_manifest['listeners']
+                if listener['kind'] == 'starttls'}) == 3
+
+
+def test_fixture_serves_what_the_manifest_says(fixture_manifest):
+    probes = [smtplib_probe(listener) for listener in fixture_manifest['listeners']]
+    assert bench_probe.check_probes(fixture_manifest, probes)['mismatches'] == 0
+    by_kind = {listener['kind']: probe for listener, probe in zip(fixture_manifest['listeners'], probes)}
+    assert by_kind['starttls_454']['starttls_reply']['code'] == 454
+    assert by_kind['no_starttls']['starttls_advertised'] is False
+
+
+def test_fixture_certificate_verifies_against_bench_ca(fixture_manifest):
+    listener = fixture_manifest['listeners'][0]
+    context = ssl.create_default_context(cafile=fixture_manifest['ca_file'])
+    context.check_hostname = False
+    with smtplib.SMTP(listener['address'], listener['port'], timeout=5) as client:
+        client.starttls(context=context)
+        der = client.sock.getpeercert(True)
+        client.ehlo()
+        assert not client.has_extn('starttls'), 'STARTTLS must not be offered again after TLS'
+    assert hashlib.sha256(der).hexdigest() == listener['cert_sha256']
+
+
+def test_fixture_delay_applies_to_every_reply(tmp_path):
+    manifest_path = tmp_path / 'manifest.json'
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(BENCH_DIR, 'fixture.py'), '--n', '1', '--base-port', str(FIXTURE_PORT + 50),
+         '--manifest', str(manifest_path), '--workdir', str(tmp_path / 'certs'), '--distinct-certs', '1',
+         '--delay-ms', '100', '--max-lifetime', '60'],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().startswith('READY ')
+        started = time.monotonic()
+        with smtplib.SMTP('127.0.70.1', FIXTURE_PORT + 50, timeout=5) as client:  # greeting
+            client.ehlo()
+            client.noop()
+        # greeting + EHLO + NOOP + QUIT replies, 100 ms each
+        assert time.monotonic() - started >= 0.4
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(10)
+
+
+def sample_manifest() -> dict:
+    listeners = []
+    for index, kind in enumerate(('starttls', 'no_starttls', 'starttls_454')):
+        listener = {'address': '127.0.70.1', 'port': 20000 + index, 'kind': kind,
+                    'starttls_advertised': kind != 'no_starttls', 'tls_established': kind == 'starttls'}
+        if kind == 'starttls':
+            listener.update(cert_sha256='ab' * 32, cert_sha1='cd' * 20, subject_cn='bench-00.mailsec.test')
+        listeners.append(listener)
+    return {'address': '127.0.70.1', 'listeners': listeners}
+
+
+def correct_probes() -> list:
+    def probe(port, advertised, code, established, sha256):
+        return {'target': {'address': '127.0.70.1', 'port': port}, 'starttls_advertised': advertised,
+                'starttls_reply': None if code is None else {'code': code, 'text': ''},
+                'tls': {'established': established}, 'certificate': sha256 and {'sha256': sha256}, 'error': None}
+    return [probe(20000, True, '220', True, ':'.join(['AB'] * 32)),
+            probe(20001, False, None, False, None),
+            probe(20002, True, '454', False, None)]
+
+
+def test_check_probes_accepts_right_answers():
+    assert bench_probe.check_probes(sample_manifest(), correct_probes())['mismatches'] == 0
+
+
+@pytest.mark.parametrize('mutate, expected_fragment', [
+    (lambda probes: probes[0]['certificate'].update(sha256='00' * 32), 'certificate sha256'),
+    (lambda probes: probes[0]['tls'].update(established=False), 'no TLS'),
+    (lambda probes: probes[1].update(starttls_advertised=True), 'starttls_advertised'),
+    (lambda probes: probes[2]['starttls_reply'].update(code='220'), 'STARTTLS reply'),
+    (lambda probes: probes[2]['tls'].update(established=True), 'TLS established on a broken listener'),
+    (lambda probes: probes.reverse(), 'out of order'),
+    (lambda probes: probes.pop(), 'expected 3 probes'),
+])
+def test_check_probes_flags_wrong_answers(mutate, expected_fragment):
+    probes = copy.deepcopy(correct_probes())
+    mutate(probes)
+    summary = bench_probe.check_probes(sample_manifest(), probes)
+    assert summary['mismatches'] >= 1
+    assert any(expected_fragment in example for example in summary['examples']), summary
+
+
+def test_check_probes_flags_missing_output():
+    assert bench_probe.check_probes(sample_manifest(), None)['mismatches'] == 1
+
+
+NMAP_XML = """<?xml version="1.0"?><nmaprun><host><ports>
+<port protocol="tcp" portid="20000"><script id="smtp-commands" output="bench, PIPELINING, STARTTLS"/>
+<script id="ssl-cert" output="..."><elem key="pem">{pem}</elem></script></port>
+<port protocol="tcp" portid="20001"><script id="smtp-commands" output="bench, PIPELINING"/></port>
+<port protocol="tcp" portid="20002"><script id="smtp-commands" output="bench, STARTTLS"/></port>
+</ports></host></nmaprun>"""
+
+
+def test_check_nmap(tmp_path, fixture_manifest):
+    listener = fixture_manifest['listeners'][0]
+    certificate_file = os.path.join(os.path.dirname(fixture_manifest['ca_file']), 'leaf-00.pem')
+    with open(certificate_file, encoding='ascii') as pem_file:
+        pem = pem_file.read()
+    manifest = sample_manifest()
+    manifest['listeners'][0]['cert_sha256'] = listener['cert_sha256']
+    xml_path = tmp_path / 'nmap.xml'
+    xml_path.write_text(NMAP_XML.format(pem=pem))
+    assert bench_probe.check_nmap(manifest, str(xml_path))['mismatches'] == 0
+    manifest['listeners'][0]['cert_sha256'] = '00' * 32
+    assert bench_probe.check_nmap(manifest, str(xml_path))['mismatches'] == 1
+    xml_path.write_text(NMAP_XML.format(pem=pem).replace('bench, STARTTLS"', 'bench"'))
+    manifest['listeners'][0]['cert_sha256'] = listener['cert_sha256']
+    assert bench_probe.check_nmap(manifest, str(xml_path))['mismatches'] == 1
+
+
+def test_check_sslyze(tmp_path, fixture_manifest):
+    certificate_file = os.path.join(os.path.dirname(fixture_manifest['ca_file']), 'leaf-00.pem')
+    with open(certificate_file, encoding='ascii') as pem_file:
+        pem = pem_file.read()
+    manifest = sample_manifest()
+    manifest['listeners'][0]['cert_sha256'] = fixture_manifest['listeners'][0]['cert_sha256']
+
+    def result(port, completed):
+        entry = {'server_location': {'port': port},
+                 'scan_status': 'COMPLETED' if completed else 'ERROR_NO_CONNECTIVITY'}
+        if completed:
+            entry['scan_result'] = {'certificate_info': {'result': {'certificate_deployments': [
+                {'received_certificate_chain': [{'as_pem': pem}]}]}}}
+        else:
+            entry['connectivity_error_trace'] = 'ServerRejectedOpportunisticTlsNegotiation: ...'
+        return entry
+    json_path = tmp_path / 'sslyze.json'
+    json_path.write_text(json.dumps({'server_scan_results': [result(20000, True), result(20001, False),
+                                                             result(20002, False)]}))
+    assert bench_probe.check_sslyze(manifest, str(json_path))['mismatches'] == 0
+    json_path.write_text(json.dumps({'server_scan_results': [result(20000, False), result(20001, True)]}))
+    assert bench_probe.check_sslyze(manifest, str(json_path))['mismatches'] == 3
+
+
+def test_port_spec():
+    assert bench_probe.port_spec([1, 2, 3, 5, 7, 8]) == '1-3,5,7-8'
+    assert bench_probe.port_spec([20000]) == '20000'
+
+
+def test_run_measured_reports_the_child_not_the_parent(tmp_path):
+    ballast = bytearray(200 * 1024 * 1024)
+    ballast[::4096] = b'\1' * len(ballast[::4096])
+    child = 'x = bytearray(30 * 1024 * 1024); x[::4096] = b"\\1" * len(x[::4096])'
+    measured = bench_probe.run_measured([sys.executable, '-c', child], str(tmp_path / 'out'), str(tmp_path / 'err'), 30)
+    assert measured.exit_code == 0
+    # The child touched ~30 MiB on top of an interpreter; the 200 MiB of this process must not show.
+    assert 30 * 1024 < measured.peak_rss_kib < 120 * 1024
+    assert measured.cpu_s > 0
+    del ballast
+
+
+def test_judge_fails_slow_engine():
+    summaries = {'engine': {'listeners_per_s': 40.0, 'max_mismatches': 0, 'client_cpu_ms_per_listener': 1.0,
+                            'peak_rss_mib': 40.0}}
+    verdicts = bench_probe.judge('slow', {'n': 200, 'delay_ms': 50.0}, summaries, ['engine'], smoke=False)
+    assert [verdict['result'] for verdict in verdicts if 'listeners/s' in verdict['target']] == ['FAIL']
