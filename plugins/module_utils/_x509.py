@@ -1199,9 +1199,10 @@ def public_key_der(der: bytes) -> bytes | None:
 def _ec_point_identity(encoded: bytes):
     """(x, parity of y) of an X9.62 point, so that compressed and uncompressed forms compare equal.
 
-    A point is fixed by x and the parity of y (the other root is p - y, of the other parity
-    since p is odd), so no curve arithmetic is needed. Not checked to lie on the curve: the key
-    side comes from a private key, and a certificate with an invalid point does not load anyway.
+    On a prime-field curve (the only kind TLS still uses) a point is fixed by x and the parity
+    of y, the other root being p - y, so no curve arithmetic is needed. Not checked to lie on
+    the curve: the key side comes from a private key, and OpenSSL refuses a certificate whose
+    point is off the curve when the MTA loads it.
     """
     form = encoded[:1]
     if form in (b'\x02', b'\x03'):

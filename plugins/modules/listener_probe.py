@@ -251,28 +251,8 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine imp
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.ssh import (
     HAS_PARAMIKO,
     PARAMIKO_IMPORT_ERROR,
-    JumpHost,
-    JumpHostError,
+    jump_connector,
 )
-from ansible_collections.mailsec.starttls.plugins.module_utils._probe.wire import ProbeError
-
-
-def jump_connector(module: AnsibleModule, spec: dict):
-    """The engine's connect function through the jump host, or one that reports why there is none."""
-    if not HAS_PARAMIKO:
-        module.fail_json(msg=missing_required_lib('paramiko'), exception=PARAMIKO_IMPORT_ERROR)
-    try:
-        jump = JumpHost(spec['host'], port=spec['port'], user=spec['user'],
-                        private_key_file=spec['private_key_file'], password=spec['password'],
-                        known_hosts_file=spec['known_hosts_file'],
-                        host_key_checking=spec['host_key_checking'], timeout=module.params['timeout'])
-    except JumpHostError as exc:
-        reason = str(exc)
-
-        def unreachable(address, port, until):
-            raise ProbeError(reason)
-        return unreachable, None
-    return jump.connect, jump
 
 
 def main() -> None:
@@ -306,7 +286,9 @@ def main() -> None:
     options = {key: module.params[key] for key in DEFAULT_OPTIONS}
     connect, jump = None, None
     if module.params['jump_host']:
-        connect, jump = jump_connector(module, module.params['jump_host'])
+        if not HAS_PARAMIKO:
+            module.fail_json(msg=missing_required_lib('paramiko'), exception=PARAMIKO_IMPORT_ERROR)
+        connect, jump = jump_connector(module.params['jump_host'], module.params['timeout'])
         options['vantage'] = options['vantage'] or f"jump:{module.params['jump_host']['host']}"
     try:
         probes = probe_many(module.params['targets'], options, connect=connect)

@@ -75,3 +75,21 @@ class JumpHost:
 
     def close(self) -> None:
         self.client.close()
+
+
+def jump_connector(spec: dict, timeout: float):
+    """(connect, jump) for the engine: through the jump host described by `spec` (the keys of the
+    `jump_host` option), or, when it cannot be used, a connect that says why for every target, so
+    that each probe carries the reason and no run fails for it. Close `jump` when done."""
+    try:
+        jump = JumpHost(spec['host'], port=spec.get('port') or 22, user=spec.get('user'),
+                        private_key_file=spec.get('private_key_file'), password=spec.get('password'),
+                        known_hosts_file=spec.get('known_hosts_file'),
+                        host_key_checking=spec.get('host_key_checking', True), timeout=timeout)
+    except JumpHostError as exc:
+        reason = str(exc)
+
+        def unreachable(address: str, port: int, until: float):
+            raise ProbeError(reason)
+        return unreachable, None
+    return jump.connect, jump
