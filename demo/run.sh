@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's first command: set this machine up, start the bundled demo mail host on loopback and
-# run the main job against it. `bash demo/run.sh stop` stops the demo host.
+# run the main job, the STARTTLS audit, against it. `bash demo/run.sh stop` stops the demo host.
 #
 # The demo host (tests/lab, profile demo) is real Postfix and Dovecot on 127.0.60.1, isolated from DNS
 # and the network: Postfix port 25 advertises STARTTLS without a certificate bound (the KB Q237327
@@ -35,7 +35,30 @@ collections=$MAILSEC_CACHE/demo-collections
 mkdir -p "$collections/ansible_collections/mailsec"
 ln -sfn "$MAILSEC_ROOT" "$collections/ansible_collections/mailsec/starttls"
 
-mailsec_log "demo: running the main job"
-ANSIBLE_COLLECTIONS_PATH=$collections ANSIBLE_NOCOLOR=${ANSIBLE_NOCOLOR:-0} \
-    ANSIBLE_PYTHON_INTERPRETER=$venv/bin/python \
-    "$venv/bin/ansible-playbook" -i demo/inventory.yml demo/main.yml -e "starttls_report_dir=$REPORT_DIR"
+mailsec_log "demo: running the audit (playbook mailsec.starttls.audit)"
+status=0
+ANSIBLE_COLLECTIONS_PATH=$collections ANSIBLE_PYTHON_INTERPRETER=$venv/bin/python \
+    "$venv/bin/ansible-playbook" -i demo/inventory.yml mailsec.starttls.audit \
+    -e "starttls_report_dir=$REPORT_DIR" -e "starttls_ca_file=$DEMO_ROOT/certs/lab-ca.crt" || status=$?
+
+if [[ ! -f $REPORT_DIR/starttls-report.md ]]; then
+    echo "demo: the audit wrote no report (exit $status)" >&2
+    exit 1
+fi
+echo
+"$venv/bin/python" - "$REPORT_DIR/starttls-report.json" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+summary = report['summary']
+print(f"STARTTLS audit: {summary['hosts']} hosts, {summary['listeners']} listeners, {summary['probes']} probes, "
+      f"{summary['findings']} findings ({', '.join(f'{n} {s}' for s, n in summary['by_severity'].items() if n)})")
+for finding in report['findings']:
+    if finding['severity'] in ('critical', 'high', 'medium'):
+        print(f"  {finding['severity']:8} {finding['id']:42} {finding['host']} {finding['summary']}")
+PY
+echo
+echo "Reports: $REPORT_DIR/starttls-report.{json,junit.xml,md,html}"
+if [[ $status == 2 ]]; then
+    echo "The audit failed the run (exit 2), as its default policy does for an unwaived critical or high finding."
+fi
+echo "Stop the demo mail host with: bash demo/run.sh stop"

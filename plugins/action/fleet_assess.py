@@ -1,0 +1,179 @@
+# -*- coding: utf-8 -*-
+# Copyright: mailsec.starttls contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The controller half of the audit: probe the fleet once, judge once, report once.
+
+Documentation: plugins/modules/fleet_assess.py. Everything runs on the controller; no module
+is sent anywhere.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from ansible.errors import AnsibleActionFail
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine import (
+    TargetError,
+    normalise_options,
+    parse_target,
+    probe_many,
+)
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe.ssh import jump_connector
+from ansible_collections.mailsec.starttls.plugins.module_utils._verdict import VerdictError
+from ansible_collections.mailsec.starttls.plugins.plugin_utils import _policy, _reports
+
+JUMP_HOST_SPEC = {
+    'name': {'type': 'str'},
+    'host': {'type': 'str', 'required': True},
+    'port': {'type': 'int', 'default': 22},
+    'user': {'type': 'str'},
+    'private_key_file': {'type': 'path'},
+    'password': {'type': 'str', 'no_log': True},
+    'known_hosts_file': {'type': 'path'},
+    'host_key_checking': {'type': 'bool', 'default': True},
+}
+
+ARGUMENT_SPEC = {
+    'hosts': {'type': 'list', 'elements': 'str'},
+    'host_evidence_var': {'type': 'str', 'default': 'starttls_host'},
+    'listeners_var': {'type': 'str', 'default': 'starttls_listeners'},
+    'controller_probe': {'type': 'bool', 'default': True},
+    'jump_hosts': {'type': 'list', 'elements': 'dict', 'default': [], 'options': JUMP_HOST_SPEC},
+    'probe_options': {'type': 'dict', 'default': {}},
+    'expiring_days': {'type': 'int', 'default': 30},
+    'starttls_not_offered_severity': {'type': 'str', 'default': 'medium',
+                                      'choices': ['critical', 'high', 'medium', 'low', 'info']},
+    'severity': {'type': 'dict', 'default': {}},
+    'waivers': {'type': 'list', 'elements': 'dict', 'default': []},
+    'fail_when': {'type': 'str'},
+    'fail': {'type': 'bool', 'default': True},
+    'report_dir': {'type': 'path'},
+    'report_formats': {'type': 'list', 'elements': 'str', 'default': list(_reports.FORMATS),
+                       'choices': list(_reports.FORMATS)},
+    'report_basename': {'type': 'str', 'default': _reports.DEFAULT_BASENAME},
+}
+
+WILDCARDS = ('0.0.0.0', '::', '*', None, '')
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == 'localhost'
+
+
+def _inventory_listener(host: str, spec) -> dict:
+    """A black-box listener from inventory: only what the network can tell about it."""
+    target = parse_target(spec)
+    return {'host': host, 'address': target['address'], 'port': target['port'], 'protocol': target['protocol'],
+            'sni': target['sni'], 'expected_names': target['expected_names'], 'mode': 'inventory'}
+
+
+class ActionModule(ActionBase):
+
+    _supports_check_mode = True
+    _supports_async = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        validation = ArgumentSpecValidator(ARGUMENT_SPEC).validate(self._task.args)
+        if validation.error_messages:
+            raise AnsibleActionFail(f'fleet_assess: {"; ".join(validation.error_messages)}')
+        args = validation.validated_parameters
+        task_vars = task_vars or {}
+        hostvars = task_vars.get('hostvars', {})
+        hosts = args['hosts'] or task_vars.get('ansible_play_hosts_all') or []
+        try:
+            _policy.check_policy(args['waivers'], args['fail_when'])
+            probe_options = normalise_options(dict(args['probe_options']))
+        except (_policy.PolicyError, TargetError) as exc:
+            raise AnsibleActionFail(str(exc))
+
+        listeners, host_results, host_addresses, warnings = [], [], {}, []
+        targets: dict = {}
+        for host in hosts:
+            variables = hostvars.get(host, {})
+            evidence = variables.get(args['host_evidence_var'])
+            reachable_via = variables.get('ansible_host') or host
+            host_addresses[host] = [reachable_via]
+            local = variables.get('ansible_connection') == 'local'
+            if isinstance(evidence, dict) and isinstance(evidence.get('listeners'), list) \
+                    and not evidence.get('failed') and not evidence.get('skipped'):
+                host_results.append(dict(evidence, host=host))
+                records = evidence['listeners']
+            else:
+                if isinstance(evidence, dict) and evidence.get('failed'):
+                    warnings.append(f'{host}: host inspection failed ({evidence.get("msg")}); judged from the network alone')
+                try:
+                    records = [_inventory_listener(host, spec) for spec in variables.get(args['listeners_var']) or []]
+                except TargetError as exc:
+                    raise AnsibleActionFail(f'{host}: {args["listeners_var"]}: {exc}')
+                listeners.extend(records)
+            for record in records:
+                if record.get('listening') is False or not record.get('port'):
+                    continue
+                address = record.get('address')
+                if address in WILDCARDS:
+                    address = reachable_via
+                elif _is_loopback(address) and not local:
+                    # Bound to the host's loopback: nothing but the host itself can reach it.
+                    continue
+                key = (address, record['port'], record.get('protocol'))
+                targets.setdefault(key, {'address': address, 'port': record['port'], 'protocol': record.get('protocol'),
+                                         'sni': record.get('sni'), 'expected_names': record.get('expected_names')})
+
+        probes = []
+        target_list = list(targets.values())
+        if args['controller_probe'] and target_list:
+            probes.extend(probe_many(target_list, dict(probe_options, vantage='controller')))
+        for jump in args['jump_hosts']:
+            probes.extend(self._probe_through(jump, target_list, probe_options))
+
+        judge_options = {'expiring_days': args['expiring_days'],
+                         'starttls_not_offered_severity': args['starttls_not_offered_severity'],
+                         'severity': args['severity'], 'host_addresses': host_addresses}
+        meta = {'hosts': len(hosts), 'vantages': (['controller'] if args['controller_probe'] else [])
+                + [f"jump:{jump['name'] or jump['host']}" for jump in args['jump_hosts']],
+                'check_mode': bool(self._task.check_mode)}
+        try:
+            report = _reports.audit(host_results + listeners, probes, judge_options, args['waivers'],
+                                    args['fail_when'], meta)
+        except (VerdictError, _policy.PolicyError, _reports.ReportError) as exc:
+            raise AnsibleActionFail(str(exc))
+        written = {}
+        if args['report_dir']:
+            try:
+                written = _reports.write_reports(report, args['report_dir'], args['report_formats'],
+                                                 args['report_basename'])
+            except _reports.ReportError as exc:
+                raise AnsibleActionFail(str(exc))
+
+        summary = report['summary']
+        result.update(changed=False, summary=summary, findings=report['findings'], reports=written,
+                      waivers_expired=report['waivers_expired'], probes=len(probes))
+        if warnings:
+            result['warnings'] = warnings
+        if summary['failed'] and args['fail']:
+            # Ansible prints a failed result whole: the findings are in the reports and would bury the message.
+            del result['findings']
+            result['failed'] = True
+            result['msg'] = f"STARTTLS audit failed: {summary['fail_reason']}" + (
+                f" (reports: {', '.join(written.values())})" if written else '')
+        else:
+            result['msg'] = (f"{summary['findings']} finding(s), {summary['unwaived']} unwaived, on "
+                             f"{summary['listeners']} listener(s) of {summary['hosts']} host(s)")
+        return result
+
+    @staticmethod
+    def _probe_through(jump: dict, targets: list, probe_options: dict) -> list:
+        connect, through = jump_connector(jump, probe_options['timeout'])
+        try:
+            return probe_many(targets, dict(probe_options, vantage=f"jump:{jump['name'] or jump['host']}"),
+                              connect=connect)
+        finally:
+            if through is not None:
+                through.close()

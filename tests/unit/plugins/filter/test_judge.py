@@ -1,0 +1,60 @@
+# -*- coding: utf-8 -*-
+# Copyright: mailsec.starttls contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The judgement filters as templates call them."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.mailsec.starttls.plugins.filter.judge import FilterModule
+from ansible_collections.mailsec.starttls.tests.unit.plugins.plugin_utils import scenarios as sc
+
+FILTERS = FilterModule().filters()
+
+
+def case(name):
+    return copy.deepcopy(sc.scenarios()[name])
+
+
+def test_the_filters_exist():
+    assert set(FILTERS) == {'findings', 'waive', 'report', 'report_junit', 'report_markdown', 'report_html'}
+
+
+def test_findings_filter_accepts_records_and_module_results():
+    kb = case('postfix-missing-file-454')
+    direct = FILTERS['findings'](kb['listeners'], kb['probes'], kb['options'])
+    wrapped = FILTERS['findings']([{'listeners': kb['listeners'], 'unmatched_sockets': []}],
+                                  [{'probes': kb['probes'], 'changed': False}], kb['options'])
+    assert [f['key'] for f in direct] == [f['key'] for f in wrapped]
+    assert {f['id'] for f in direct} == {'certificate-unreadable', 'starttls-advertised-without-certificate'}
+
+
+def test_waive_and_report_filters():
+    kb = case('postfix-missing-file-454')
+    found = FILTERS['findings'](kb['listeners'], kb['probes'], kb['options'])
+    waived = FILTERS['waive'](found, [{'query': "vantage=='controller'", 'reason': 'seen'}], '2026-11-28')
+    assert [f['waived'] for f in waived].count(True) == 1
+    report = FILTERS['report'](kb['listeners'], kb['probes'], kb['options'], [], "summary.findings > `10`",
+                               {'generated_at': 'fixed'})
+    assert report['summary']['failed'] is False and report['generated_at'] == 'fixed'
+    assert FILTERS['report_junit'](report).startswith('<?xml')
+    assert FILTERS['report_markdown'](report).startswith('# STARTTLS audit report')
+    assert FILTERS['report_html'](report).startswith('<!DOCTYPE html>')
+
+
+@pytest.mark.parametrize('call, message', [
+    (lambda: FILTERS['findings']('not a list'), 'listeners must be a list'),
+    (lambda: FILTERS['findings']([], [], {'colour': 1}), 'unknown judge option'),
+    (lambda: FILTERS['waive']([], [{'query': '[['}]), r'starttls_waivers\[0\]'),
+    (lambda: FILTERS['report']([], [], {}, [], 'summary.'), 'starttls_fail_when'),
+    (lambda: FILTERS['report']([], [], {}, [], None, 'meta'), 'meta must be a dictionary'),
+    (lambda: FILTERS['report_html']({'findings': []}), 'schema_version 1'),
+])
+def test_errors_are_filter_errors(call, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        call()

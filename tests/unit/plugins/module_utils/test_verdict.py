@@ -1,0 +1,412 @@
+# -*- coding: utf-8 -*-
+# Copyright: mailsec.starttls contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The judgement, situation by situation: each scenario names exactly the findings it must give; then
+the same on records the real probe engine made of loopback servers replaying real MTA behaviour."""
+
+from __future__ import annotations
+
+import collections
+import copy
+import json
+import socket
+import ssl
+import subprocess
+import threading
+
+import pytest
+
+from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine import probe_many
+from ansible_collections.mailsec.starttls.tests.unit.plugins.plugin_utils import scenarios as sc
+
+SCENARIOS = sc.scenarios()
+
+
+def run(name: str, **option_overrides) -> list:
+    case = copy.deepcopy(SCENARIOS[name])
+    options = dict(case['options'], **option_overrides)
+    return _verdict.judge(case['listeners'], case['probes'], options)
+
+
+def pairs(findings: list) -> list:
+    return sorted(((finding['id'], finding['vantage']) for finding in findings), key=repr)
+
+
+@pytest.mark.parametrize('name', sorted(SCENARIOS))
+def test_scenario_gives_exactly_the_expected_findings(name):
+    case = SCENARIOS[name]
+    findings = run(name)
+    assert collections.Counter(pairs(findings)) == collections.Counter(case['expect']), json.dumps(
+        [{key: finding[key] for key in ('id', 'vantage', 'summary')} for finding in findings], indent=1)
+    for finding in findings:
+        assert finding['id'] in _verdict.RULES
+        assert finding['severity'] in _verdict.SEVERITIES
+        assert finding['summary'] and '\n' not in finding['summary']
+        assert finding['fix'], finding['id']
+        assert finding['waived'] is False and finding['waiver'] is None
+        assert finding['key'] == _verdict.finding_key(finding['id'], {
+            'host': finding['host'], 'address': finding['listener']['address'],
+            'port': finding['listener']['port']}, finding['vantage'])
+        if 'fix_contains' in case and finding['id'].startswith('starttls-advertised'):
+            assert case['fix_contains'] in finding['fix']
+        if 'summary_contains' in case:
+            assert case['summary_contains'] in finding['summary']
+        for rule, severity in case.get('severity', {}).items():
+            if finding['id'] == rule:
+                assert finding['severity'] == severity
+        expected_severity = case.get('severities', {}).get((finding['id'], finding['vantage']))
+        if expected_severity:
+            assert finding['severity'] == expected_severity
+    # Findings are JSON: they travel through facts and reports unchanged.
+    assert json.loads(json.dumps(findings)) == findings
+
+
+def test_keys_are_unique_and_stable():
+    for name in SCENARIOS:
+        first, second = run(name), run(name)
+        keys = [finding['key'] for finding in first]
+        assert len(keys) == len(set(keys)), name
+        assert keys == [finding['key'] for finding in second], name
+
+
+def test_postfix_kb_state_evidence_and_fix():
+    findings = {(f['id'], f['vantage']): f for f in run('postfix-missing-file-454')}
+    network = findings[('starttls-advertised-without-certificate', 'controller')]
+    assert network['severity'] == 'critical'
+    assert network['evidence']['probe']['starttls_reply'] == {
+        'code': '454', 'text': '4.7.0 TLS not available due to local problem'}
+    assert network['evidence']['binding']['certificate'] == '/etc/postfix/missing.pem'
+    assert network['evidence']['store']['usable'] is False
+    assert "postconf -P '127.0.10.2:smtp/inet/smtpd_tls_security_level=none'" in network['fix']
+    assert 'smtpd_tls_chain_files=/etc/postfix/missing.key,/etc/postfix/missing.pem' in network['fix']
+    store_side = findings[('certificate-unreadable', None)]
+    assert store_side['vantage'] is None
+    assert store_side['evidence']['problem']['id'] == 'certificate-missing'
+    assert 'more' in store_side['evidence']  # the key-missing problem is kept with it
+    assert store_side['key'] == 'certificate-unreadable|mx1|127.0.10.2|25|-'
+
+
+def test_exim_self_made_certificate_is_caught_from_both_sides():
+    findings = {(f['id'], f['vantage']): f for f in run('exim-self-made-certificate')}
+    differs = findings[('presented-certificate-differs', 'host')]
+    assert differs['severity'] == 'high'  # the MTA serves a certificate nobody gave it
+    assert 'Exim Developers' in differs['summary']
+    assert 'tls_advertise_hosts = ${if and{{eq{$received_ip_address}{127.0.20.2}}{eq{$received_port}{25}}}{}{*}}' \
+        in differs['fix']
+    assert findings[('validation-failure', 'controller')]['evidence']['probe']['certificate']['self_signed'] is True
+    remote_only = pairs(run('exim-self-made-certificate-remote-only'))
+    assert ('tls-terminated-elsewhere', 'controller') in remote_only
+
+
+def test_opensmtpd_usable_store_does_not_excuse_a_failing_handshake():
+    finding = next(f for f in run('opensmtpd-valid-config-handshake-fails') if f['vantage'] == 'host')
+    assert 'usable on disk' in finding['summary']
+    assert 'listen on 127.0.40.1 port 25' in finding['fix']
+    assert finding['evidence']['store']['usable'] is True
+
+
+def test_dovecot_plaintext_bye_is_evidence():
+    finding = next(f for f in run('dovecot-ok-then-bye') if f['vantage'] == 'host')
+    assert finding['evidence']['probe']['tls']['server_plaintext'].startswith('* BYE [UNAVAILABLE]')
+    assert finding['evidence']['probe']['outcome'] == 'handshake-failed'
+    assert 'local 127.0.30.2 { ssl = no }' in finding['fix']
+
+
+def test_severity_options():
+    raised = run('starttls-not-offered-static', starttls_not_offered_severity='high')
+    assert [f['severity'] for f in raised] == ['high']
+    policy = run('postfix-missing-file-454', severity={'certificate-unreadable': 'low'})
+    assert {f['severity'] for f in policy if f['id'] == 'certificate-unreadable'} == {'low'}
+    drift = run('listener-drift', severity={'probe-failed': 'high'})
+    assert {f['severity'] for f in drift if f['id'] == 'probe-failed'} == {'high'}
+
+
+def test_expiring_window_and_now_are_options():
+    assert pairs(run('certificate-expiring-host-side', expiring_days=5)) == []
+    assert pairs(run('certificate-expiring-host-side', now='2026-12-09')) == [('certificate-expired', None)]
+    finding = run('certificate-expiring-host-side')[0]
+    assert 'expires in 9 days' in finding['summary']
+    assert finding['evidence']['served_to'] == ['host']
+
+
+@pytest.mark.parametrize('options, message', [
+    ({'expiring_days': 'soon'}, 'expiring_days'),
+    ({'expiring_days': -1}, 'negative'),
+    ({'now': 'yesterday'}, 'now'),
+    ({'severity': {'no-such-rule': 'high'}}, 'unknown finding ID'),
+    ({'severity': {'certificate-expired': 'fatal'}}, 'not one of'),
+    ({'starttls_not_offered_severity': 'urgent'}, 'not one of'),
+    ({'colour': 'red'}, 'unknown judge option'),
+])
+def test_bad_options_are_refused_with_a_clear_message(options, message):
+    with pytest.raises(_verdict.VerdictError, match=message):
+        _verdict.judge([], [], options)
+
+
+def test_a_bad_record_does_not_hide_the_others():
+    case = copy.deepcopy(SCENARIOS['postfix-missing-file-454'])
+    broken = sc.listener('postfix', '127.0.10.9', 25, 'smtp')
+    broken['binding'] = {'certificate': '/x.pem', 'store': {'usable': True, 'problems': ['not a dict'],
+                                                            'certificate': {'describe': {'not_after': 12}},
+                                                            'key': 'nonsense'}}
+    broken['offers_starttls'] = True
+    weird_probe = {'target': {'address': '127.0.10.9', 'port': 25, 'protocol': 'smtp'}, 'vantage': 'controller',
+                   'connected': True, 'tls_mode': 'starttls', 'starttls_advertised': True,
+                   'starttls_reply': {'code': 454, 'text': None}, 'tls': None, 'certificate': {'sha256': 5},
+                   'flags': None}
+    findings = _verdict.judge(case['listeners'] + [broken, 'not a record'], case['probes'] + [weird_probe, None],
+                              case['options'])
+    ids = pairs(findings)
+    for expected in SCENARIOS['postfix-missing-file-454']['expect']:
+        assert expected in ids
+    broken_findings = [f for f in findings if f['listener']['address'] == '127.0.10.9']
+    assert [f['id'] for f in broken_findings] == ['starttls-advertised-without-certificate']
+    assert broken_findings[0]['evidence']['probe']['starttls_reply']['code'] == '454'
+
+
+def test_judgement_error_is_a_finding(monkeypatch):
+    def explode(*_args):
+        raise RuntimeError('boom')
+
+    monkeypatch.setattr(_verdict, '_store_findings', explode)
+    findings = run('postfix-missing-file-454')
+    assert [f['id'] for f in findings] == ['judgement-error']
+    assert 'RuntimeError: boom' in findings[0]['summary']
+
+
+def test_hostile_text_is_bounded_and_made_visible():
+    hostile = '\x1b[31m<script>alert(1)</script>\x00' + 'A' * 5000
+    probe = sc.refused_454('127.0.60.2', 25, text=hostile)
+    findings = _verdict.judge([sc.blackbox('127.0.60.2', 25, 'smtp')], [probe], {'now': sc.NOW})
+    finding = findings[0]
+    assert '\x1b' not in finding['summary'] and '\\x1b' in finding['summary']
+    assert len(finding['summary']) <= 300
+    reply = finding['evidence']['probe']['starttls_reply']['text']
+    assert '\x00' not in reply and len(reply) < 1100
+
+
+def test_join_matches_vantages_wildcards_and_keeps_orphans():
+    case = SCENARIOS['wildcard-dedupe']
+    entries = _verdict.join(case['listeners'], case['probes'], case['options'])
+    assert len(entries) == 1 and len(entries[0]['probes']) == 2
+    finding = next(f for f in run('wildcard-dedupe') if f['vantage'] == 'controller')
+    assert finding['evidence']['also_seen'][0]['probe']['target'] == '127.0.60.9:25'
+    orphans = _verdict.join([], [sc.refused_454('127.0.60.10', 25)])
+    assert orphans[0]['listener']['mode'] == 'probe'
+
+
+def test_a_listeners_own_probe_is_the_host_vantage():
+    record = sc.with_probe(sc.listener('postfix', '127.0.10.2', 25, 'smtp'), sc.refused_454('127.0.10.2', 25, 'mx1.lab'))
+    entries = _verdict.join([record], [])
+    assert entries[0]['probes'][0]['vantage'] == 'host'
+    assert entries[0]['probes'][0]['vantage_label'] == 'mx1.lab'
+
+
+def test_ipv6_addresses_match_in_any_spelling():
+    record = sc.blackbox('2001:db8::25', 25, 'smtp')
+    probe = sc.refused_454('[2001:DB8:0:0::25]', 25)
+    entries = _verdict.join([record], [probe])
+    assert len(entries) == 1 and entries[0]['probes'] == [probe]
+    finding = _verdict.judge([record], [probe], {'now': sc.NOW})[0]
+    assert finding['key'] == 'starttls-advertised-without-certificate|partner|2001:db8::25|25|controller'
+
+
+def test_classify_probe_by_stage():
+    assert _verdict.classify_probe(sc.unreachable('127.0.0.1', 25)) == 'unreachable'
+    assert _verdict.classify_probe(sc.refused_454('127.0.0.1', 25)) == 'starttls-refused'
+    assert _verdict.classify_probe(sc.tls_ok('127.0.0.1', 25, 'smtp')) == 'tls'
+    assert _verdict.classify_probe(sc.not_advertised('127.0.0.1', 25)) == 'not-advertised'
+    dropped = sc.probe('127.0.0.1', 25, 'smtp', error={'stage': 'starttls', 'message': 'connection closed'})
+    assert _verdict.classify_probe(dropped) == 'starttls-dropped'
+    anonymous = sc.tls_ok('127.0.0.1', 25, 'smtp', certificate=None, flags=['no_certificate'])
+    anonymous['certificate'] = None
+    assert _verdict.classify_probe(anonymous) == 'no-certificate'
+    rejected = sc.probe('127.0.0.1', 25, 'smtp', starttls_advertised=None, flags=['ehlo_rejected'])
+    assert _verdict.classify_probe(rejected) == 'refused'
+
+
+def test_applicable_rules_follow_mode_and_evidence():
+    starttls_host = _verdict.applicable_rules(sc.listener('postfix', '127.0.10.1', 25, 'smtp'))
+    implicit_host = _verdict.applicable_rules(sc.listener('postfix', '127.0.10.1', 465, 'smtps'))
+    black_box = _verdict.applicable_rules(sc.blackbox('127.0.60.2', 25, 'smtp'))
+    assert 'starttls-advertised-without-certificate' in starttls_host
+    assert 'implicit-tls-without-certificate' not in starttls_host
+    assert 'implicit-tls-without-certificate' in implicit_host and 'starttls-stripped' not in implicit_host
+    assert 'private-key-exposed' in starttls_host and 'private-key-exposed' not in black_box
+    assert 'starttls-advertised-without-certificate' in black_box
+    assert 'judgement-error' not in starttls_host
+
+
+def test_fix_texts_speak_each_mtas_language():
+    base = {'address': '127.0.0.5', 'port': 25, 'protocol': 'smtp', 'service': '127.0.0.5:smtp',
+            'binding': {'certificate': '/c.pem', 'key': '/k.pem'}}
+    rule = 'starttls-advertised-without-certificate'
+    assert "postconf -P '127.0.0.5:smtp/inet/smtpd_tls_security_level=none'" in _verdict.fix_for(rule, dict(base, mta='postfix'))
+    second = _verdict.fix_for(rule, dict(base, mta='postfix', instance='postfix-b', defined_at='/etc/postfix-b/master.cf:14'))
+    assert "postconf -c /etc/postfix-b -P '127.0.0.5:smtp/inet/smtpd_tls_security_level=none'" in second
+    assert 'postfix -c /etc/postfix-b check && postfix -c /etc/postfix-b reload' in second
+    assert 'postconf -c' not in _verdict.fix_for(rule, dict(base, mta='postfix', defined_at='/etc/postfix/master.cf:14'))
+    assert 'tls_advertise_hosts' in _verdict.fix_for(rule, dict(base, mta='exim'))
+    assert 'local 127.0.0.5 { ssl = no }' in _verdict.fix_for(rule, dict(base, mta='dovecot'))
+    assert 'listen on 127.0.0.5 port 25 tls pki' in _verdict.fix_for(rule, dict(base, mta='opensmtpd'))
+    assert 'M=S' in _verdict.fix_for(rule, dict(base, mta='sendmail'))
+    assert 'report only' in _verdict.fix_for(rule, dict(base, mta='exchange'))
+    assert 'docs/findings.md' in _verdict.fix_for(rule, dict(base, mta=None))
+    for rule_id in _verdict.RULES:
+        for mta in ('postfix', 'exim', 'dovecot', 'opensmtpd', 'sendmail', 'exchange', None):
+            assert _verdict.fix_for(rule_id, dict(base, mta=mta)), (rule_id, mta)
+
+
+def test_time_parsing():
+    assert _verdict.parse_time('2026-11-28T00:00:00Z').isoformat() == '2026-11-28T00:00:00+00:00'
+    assert _verdict.parse_time('2026-11-28').day == 28
+    assert _verdict.parse_time('2026-11-28T01:02:03+02:00').utcoffset().total_seconds() == 7200
+    assert _verdict.parse_time('never') is None
+
+
+def test_a_host_probe_passed_twice_counts_once():
+    own = sc.refused_454('127.0.10.2', 25, 'mx1.lab', timings_ms={'connect': 0.2, 'total': 3.7})
+    record = sc.with_probe(sc.listener('postfix', '127.0.10.2', 25, 'smtp'), own)
+    findings = _verdict.judge([record], [copy.deepcopy(own)], {'now': sc.NOW})
+    assert pairs(findings) == [('starttls-advertised-without-certificate', 'host')]
+    assert findings[0]['evidence']['probe']['vantage_label'] == 'mx1.lab'
+
+
+def test_a_store_that_could_not_be_inspected_is_visible_not_guessed():
+    record = sc.listener('postfix', '127.0.10.2', 25, 'smtp', cert='/c.pem', key='/k.pem',
+                         store_record={'error': 'PermissionError: denied', 'stage': 'store_inspection'})
+    assert _verdict.usable_certificate(record) is None
+    findings = _verdict.judge([record], [], {'now': sc.NOW})
+    assert pairs(findings) == [('judgement-error', None)]
+    assert 'could not be inspected' in findings[0]['summary']
+
+
+# -- real probe records ---------------------------------------------------------------------
+# The probe engine against small loopback servers that replay what the real MTAs do
+# (research/MTA-BEHAVIOUR.md), so that the judgement is tested on the engine's own records.
+
+
+@pytest.fixture(scope='module')
+def exim_like_certificate(tmp_path_factory):
+    """A self-signed certificate shaped like Exim's self-made one (O=Exim Developers, short-lived)."""
+    directory = tmp_path_factory.mktemp('exim-auto')
+    cert, key = directory / 'cert.pem', directory / 'key.pem'
+    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', str(key), '-out', str(cert),
+                    '-days', '1', '-subj', '/C=UK/O=Exim Developers/CN=lab-host'], check=True, capture_output=True)
+    return str(cert), str(key)
+
+
+class Replay:
+    """Serves one scripted connection: ('send', bytes), ('expect', prefix), ('receive',) for raw bytes,
+    ('tls', (cert, key)), ('close',)."""
+
+    def __init__(self, script):
+        self.script = script
+        self.sock = socket.socket()
+        self.sock.bind(('127.0.0.1', 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        self.sock.settimeout(10)
+        try:
+            conn, _peer = self.sock.accept()
+        except OSError:
+            return
+        conn.settimeout(10)
+        stream = conn.makefile('rb')
+        try:
+            for step in self.script:
+                if step[0] == 'send':
+                    conn.sendall(step[1])
+                elif step[0] == 'expect':
+                    line = stream.readline()
+                    assert line.startswith(step[1].encode()), line
+                elif step[0] == 'receive':
+                    conn.recv(65536)
+                elif step[0] == 'tls':
+                    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                    context.load_cert_chain(*step[1])
+                    conn = context.wrap_socket(conn, server_side=True)
+                    stream = conn.makefile('rb')
+                elif step[0] == 'close':
+                    break
+        except (OSError, AssertionError, ssl.SSLError):
+            pass
+        finally:
+            conn.close()
+            self.sock.close()
+
+
+SMTP_OPEN = [('send', b'220 mail.lab.test ESMTP\r\n'), ('expect', 'EHLO'),
+             ('send', b'250-mail.lab.test\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 8BITMIME\r\n'), ('expect', 'STARTTLS')]
+
+
+def real_probe(script, protocol='smtp'):
+    server = Replay(script)
+    probe = probe_many([{'address': '127.0.0.1', 'port': server.port, 'protocol': protocol}],
+                       {'vantage': 'controller', 'ehlo_name': 'probe.test', 'timeout': 5, 'deadline': 15})[0]
+    server.thread.join(5)
+    return probe
+
+
+def test_real_probe_postfix_454_with_missing_file():
+    probe = real_probe(SMTP_OPEN + [('send', b'454 4.7.0 TLS not available due to local problem\r\n'), ('expect', 'QUIT')])
+    record = sc.listener('postfix', '127.0.0.1', probe['target']['port'], 'smtp', cert='/etc/postfix/missing.pem',
+                         key='/etc/postfix/missing.pem', store_record=sc.missing_store('/etc/postfix/missing.pem'))
+    findings = _verdict.judge([record], [probe], {'now': sc.NOW})
+    assert pairs(findings) == [('certificate-unreadable', None), ('starttls-advertised-without-certificate', 'controller')]
+    assert findings[1]['evidence']['probe']['outcome'] == 'starttls-refused'
+
+
+def test_real_probe_dovecot_ok_then_bye():
+    probe = real_probe([('send', b'* OK [CAPABILITY IMAP4rev1 STARTTLS] Dovecot ready.\r\n'), ('expect', 'a1 CAPABILITY'),
+                        ('send', b'* CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED\r\na1 OK Pre-login capabilities listed.\r\n'),
+                        ('expect', 'a2 STARTTLS'), ('send', b'a2 OK Begin TLS negotiation now.\r\n'),
+                        ('receive',),  # the ClientHello: Dovecot fails only then, and says so in plaintext
+                        ('send', b'* BYE [UNAVAILABLE] TLS initialization failed.\r\n'), ('close',)], 'imap')
+    findings = _verdict.judge([sc.blackbox('127.0.0.1', probe['target']['port'], 'imap')], [probe], {'now': sc.NOW})
+    assert pairs(findings) == [('starttls-advertised-without-certificate', 'controller')]
+    assert 'BYE [UNAVAILABLE]' in findings[0]['summary']
+
+
+def test_real_probe_opensmtpd_handshake_abort_with_usable_store():
+    probe = real_probe(SMTP_OPEN + [('send', b'220 2.0.0 Ready to start TLS\r\n'), ('close',)])
+    record = sc.listener('opensmtpd', '127.0.0.1', probe['target']['port'], 'smtp', cert='/etc/smtpd/lab.crt',
+                         key='/etc/smtpd/lab.key', store_record=sc.store(cert='/etc/smtpd/lab.crt', key='/etc/smtpd/lab.key'))
+    findings = _verdict.judge([record], [probe], {'now': sc.NOW})
+    assert pairs(findings) == [('starttls-advertised-without-certificate', 'controller')]
+    assert 'usable on disk' in findings[0]['summary'] and 'EVP lib' in findings[0]['fix']
+
+
+def test_real_probe_exim_self_made_certificate(exim_like_certificate):
+    probe = real_probe(SMTP_OPEN + [('send', b'220 TLS go ahead\r\n'), ('tls', exim_like_certificate), ('expect', 'EHLO'),
+                                    ('send', b'250-mail.lab.test\r\n250 8BITMIME\r\n'), ('expect', 'QUIT')])
+    assert probe['certificate']['self_signed'] is True and 'Exim Developers' in probe['certificate']['subject']
+    bound = sc.listener('exim', '127.0.0.2', 25, 'smtp', cert='/etc/exim4/lab.crt', key='/etc/exim4/lab.key',
+                        store_record=sc.store(cert='/etc/exim4/lab.crt', key='/etc/exim4/lab.key'))
+    unbound = sc.listener('exim', '127.0.0.1', probe['target']['port'], 'smtp', reader_user='Debian-exim')
+    findings = _verdict.judge([bound, unbound], [probe], {})
+    ids = {finding['id'] for finding in findings}
+    assert ids == {'presented-certificate-differs', 'tls-terminated-elsewhere', 'validation-failure', 'certificate-expiring'}
+    assert all(finding['vantage'] == 'controller' for finding in findings)
+
+
+def test_real_probe_implicit_tls_without_certificate():
+    probe = real_probe([('close',)], 'smtps')
+    record = sc.listener('postfix', '127.0.0.1', probe['target']['port'], 'smtps', service='127.0.0.1:submissions')
+    findings = _verdict.judge([record], [probe], {'now': sc.NOW})
+    assert pairs(findings) == [('implicit-tls-without-certificate', 'controller')]
+
+
+def test_real_probe_response_injection(exim_like_certificate):
+    probe = real_probe(SMTP_OPEN + [('send', b'220 2.0.0 Ready\r\n250 injected after the reply\r\n'),
+                                    ('tls', exim_like_certificate), ('expect', 'EHLO'),
+                                    ('send', b'250-mail.lab.test\r\n250 8BITMIME\r\n'), ('expect', 'QUIT')])
+    findings = _verdict.judge([sc.blackbox('127.0.0.1', probe['target']['port'], 'smtp')], [probe], {})
+    assert ('pre-tls-surplus', 'controller') in pairs(findings)
+    surplus = next(f for f in findings if f['id'] == 'pre-tls-surplus')
+    assert 'injected after the reply' in surplus['evidence']['pre_tls_surplus']
