@@ -66,6 +66,20 @@ def _use_cryptography() -> bool:
     return HAS_CRYPTOGRAPHY and _x509.use_cryptography()
 
 
+def _group_ids(names: tuple) -> frozenset:
+    found = set()
+    for name in names:
+        try:
+            found.add(grp.getgrnam(name).gr_gid)
+        except KeyError:
+            pass
+    return frozenset(found)
+
+
+# Groups whose whole purpose is to let daemons read private keys (Debian and Ubuntu).
+KEY_GROUPS_BY_ID = _group_ids(('ssl-cert',))
+
+
 class _Reader:
     """The user a daemon reads its files as: name, uid and every group it belongs to."""
 
@@ -631,15 +645,22 @@ class StoreInspector:
         return True, None
 
     def _exposure(self, facts: _FileFacts, reader) -> tuple:
-        """(exposed, why): readable by group or others, or owned by neither root nor the reader."""
+        """(exposed, why): readable by others, by a group that is not the reading daemon's own,
+        or owned by neither root nor the reader.
+
+        A group the reading user belongs to is how a daemon that drops root reads its key (Debian's
+        Exim: 0640 root:Debian-exim), and `ssl-cert` is Debian's group for exactly that purpose.
+        """
         file_stat = facts.stat
         reasons = []
         mode = stat.S_IMODE(file_stat.st_mode)
         if mode & 0o004:
             reasons.append('readable by everyone')
         acl = self._acl(os.path.realpath(facts.path), file_stat)
+        group_is_readers = file_stat.st_gid in KEY_GROUPS_BY_ID or (
+            reader is not None and file_stat.st_gid in reader.gids and reader.uid != 0)
         if acl is None:
-            if mode & 0o040:
+            if mode & 0o040 and not group_is_readers:
                 reasons.append(f'readable by group {_group_name(file_stat.st_gid)}')
         else:
             # With an ACL the mode's group bits are the mask; the owning group has its own entry.
@@ -647,7 +668,7 @@ class StoreInspector:
             for tag, perm, ident in acl:
                 if not perm & mask & _READ:
                     continue
-                if tag == _ACL_GROUP_OBJ:
+                if tag == _ACL_GROUP_OBJ and not group_is_readers:
                     reasons.append(f'readable by group {_group_name(file_stat.st_gid)}')
                 elif tag == _ACL_USER and ident != getattr(reader, 'uid', None):
                     reasons.append(f'ACL lets user {_user_name(ident)} read it')

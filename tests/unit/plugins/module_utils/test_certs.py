@@ -383,14 +383,19 @@ def test_directory_without_search_permission(backend, store):
 
 @needs_root
 @needs_nobody
-def test_group_membership_grants_read_and_is_still_exposure(backend, store):
+def test_the_reading_daemons_own_group_is_not_exposure(backend, store):
+    """Debian's Exim reads its key as Debian-exim through 0640 root:Debian-exim; that group is its own."""
     key = store / 'leaf-rsa.key'
     os.chown(key, 0, NOBODY.pw_gid)
     key.chmod(0o640)
     result = inspect(store, 'leaf-rsa.pem', 'leaf-rsa.key', ['intermediate-ca.pem'], reader_user='nobody')
     assert result['key']['readable'] is True
     assert result['usable'] is True
-    assert ids(result) == ['private-key-exposed']
+    assert ids(result) == [] and result['key']['exposed'] is False
+    # Read by root, the same group is somebody else's: exposure.
+    as_root = inspect(store, 'leaf-rsa.pem', 'leaf-rsa.key', ['intermediate-ca.pem'])
+    assert ids(as_root) == ['private-key-exposed']
+    assert 'readable by group' in as_root['problems'][0]['message']
 
 
 @needs_root
