@@ -69,8 +69,12 @@ def _is_loopback(address: str) -> bool:
 def _inventory_listener(host: str, spec) -> dict:
     """A black-box listener from inventory: only what the network can tell about it."""
     target = parse_target(spec)
-    return {'host': host, 'address': target['address'], 'port': target['port'], 'protocol': target['protocol'],
-            'sni': target['sni'], 'expected_names': target['expected_names'], 'mode': 'inventory'}
+    record = {'host': host, 'address': target['address'], 'port': target['port'], 'protocol': target['protocol'],
+              'sni': target['sni'], 'expected_names': target['expected_names'], 'mode': 'inventory'}
+    if isinstance(spec, dict):
+        # What the owner of a black box may know: the product (for the fixes) and certificate pins.
+        record.update({key: spec[key] for key in ('mta', 'expected_certificates') if spec.get(key)})
+    return record
 
 
 class ActionModule(ActionBase):
