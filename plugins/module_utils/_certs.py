@@ -21,9 +21,8 @@ import pwd
 import shutil
 import stat
 import struct
-import subprocess
 
-from ansible_collections.mailsec.starttls.plugins.module_utils import _x509
+from ansible_collections.mailsec.starttls.plugins.module_utils import _command, _x509
 
 try:
     from cryptography.hazmat.primitives import serialization as _serialization
@@ -515,16 +514,16 @@ class StoreInspector:
         try:
             # The key goes through a pipe, never a command line or a temporary file; an
             # empty passphrase keeps openssl from prompting for one.
-            completed = subprocess.run(
+            returncode, stdout, _stderr = _command.run(
                 [self._openssl, 'pkey', '-pubout', '-outform', 'DER', '-passin', 'pass:'],
-                input=pem_text.encode('latin-1'), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                timeout=OPENSSL_TIMEOUT_SECONDS, env=dict(os.environ, LC_ALL='C'), check=False)
-        except (OSError, subprocess.SubprocessError) as exc:
-            return None, None, f'openssl pkey could not run ({type(exc).__name__})'
-        if completed.returncode != 0 or not completed.stdout:
+                input_bytes=pem_text.encode('latin-1'), env=dict(os.environ, LC_ALL='C'),
+                timeout=OPENSSL_TIMEOUT_SECONDS)
+        except _command.CommandError as exc:
+            return None, None, f'openssl pkey could not run ({exc})'
+        if returncode != 0 or not stdout:
             # openssl's messages are not shown: they are not needed, and stay away from the key.
-            return None, False, f'openssl pkey could not load the key (exit {completed.returncode})'
-        return completed.stdout, False, None
+            return None, False, f'openssl pkey could not load the key (exit {returncode})'
+        return stdout, False, None
 
     def _describe(self, der: bytes, moment, expected_names) -> dict:
         names = tuple(expected_names) if expected_names else None

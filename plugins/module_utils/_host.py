@@ -224,7 +224,7 @@ def scan_sockets(ctx, processes: list | None = None) -> list | None:
                 fields = line.split()
                 if len(fields) < 10 or fields[3] != TCP_LISTEN:
                     continue
-                address_hex, _, port_hex = fields[1].partition(':')
+                address_hex, _sep, port_hex = fields[1].partition(':')
                 try:
                     address = decode_address(address_hex)
                     port = int(port_hex, 16)

@@ -26,10 +26,11 @@ import ipaddress
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import threading
 import warnings
+
+from ansible_collections.mailsec.starttls.plugins.module_utils import _command
 
 try:
     from cryptography import x509 as _cx509
@@ -1150,19 +1151,17 @@ def _verify_with_openssl(chain: tuple, ca_file, ca_path, moment) -> tuple:
             command += ['-untrusted', untrusted_file]
         command.append(leaf_file)
         try:
-            completed = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, timeout=30, check=False,
-                                       env=dict(os.environ, LC_ALL='C'))
-        except (OSError, subprocess.SubprocessError) as exc:
+            returncode, stdout, stderr = _command.run(command, env=dict(os.environ, LC_ALL='C'), timeout=30)
+        except _command.CommandError as exc:
             return None, f'openssl verify could not run: {exc}'
-    output = (completed.stdout + completed.stderr).decode('utf-8', 'replace')
-    if completed.returncode == 0 and ': OK' in output:
+    output = (stdout + stderr).decode('utf-8', 'replace')
+    if returncode == 0 and ': OK' in output:
         return True, None
     found = _OPENSSL_VERIFY_ERROR.search(output)
     if found:
         return False, f'{found.group(3).strip()} (depth {found.group(2)})'
     lines = [line.strip() for line in output.splitlines() if line.strip()]
-    return None, 'openssl verify failed: ' + (lines[0] if lines else f'exit {completed.returncode}')
+    return None, 'openssl verify failed: ' + (lines[0] if lines else f'exit {returncode}')
 
 
 def _der_to_pem(der: bytes) -> str:

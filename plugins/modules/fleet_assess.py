@@ -14,7 +14,7 @@ version_added: 0.1.0
 description:
   - The controller half of the STARTTLS audit, meant to run once per play (C(run_once)).
   - Reads each host's evidence from M(mailsec.starttls.mta_tls_info) (the registered variable named by
-    O(host_evidence_var)); for a host without it (black-box mode: a third-party MX, an Exchange server)
+    O(host_evidence_var)); for a host without it (black-box mode, for a third-party MX or an Exchange server)
     reads its listeners from the inventory variable named by O(listeners_var).
   - Probes every listener of every host once (deduplicated by address, port and protocol) from the
     controller and through each jump host, then judges listeners and probes together, applies the waivers,
@@ -23,7 +23,7 @@ description:
     the C(local) connection; otherwise only the host's own probe sees it.
   - Runs in check mode like in normal mode: it changes nothing on any host; the reports are its output.
 author:
-  - mailsec.starttls contributors
+  - mailsec.starttls contributors (@mailsec)
 attributes:
   action:
     support: full
@@ -34,6 +34,8 @@ attributes:
   diff_mode:
     support: none
   platform:
+    description: Target operating systems.
+    support: full
     platforms: posix
 extends_documentation_fragment:
   - mailsec.starttls.attributes

@@ -23,13 +23,15 @@ description:
     present, else the C(openssl) command.
   - Resolves no names unless a target is given as a name.
 author:
-  - mailsec.starttls contributors
+  - mailsec.starttls contributors (@mailsec)
 extends_documentation_fragment:
   - mailsec.starttls.attributes
   - mailsec.starttls.attributes.INFO_MODULE
   - mailsec.starttls.attributes.PROBE
 attributes:
   platform:
+    description: Target operating systems.
+    support: full
     platforms: posix
 options:
   targets:
@@ -50,7 +52,7 @@ options:
       - Probe through this SSH server instead of from where the module runs (SSH C(direct-tcpip)
         channels over one connection; the jump host needs no Python, only C(AllowTcpForwarding)).
       - Needs the C(paramiko) Python library where the module runs (normally the controller, with
-        C(delegate_to: localhost)).
+        C(delegate_to=localhost)).
       - When the jump host cannot be reached or refuses the login, every probe says so as a
         C(connect) error; the module does not fail.
       - O(vantage) defaults to V(jump:HOST).
@@ -221,7 +223,9 @@ probes:
       elements: str
       sample: []
     error:
-      description: What stopped the dialog and in which stage (V(connect), V(greeting), V(capabilities), V(starttls), V(handshake), V(post_tls)); null when nothing did.
+      description:
+        - What stopped the dialog and in which stage (V(connect), V(greeting), V(capabilities), V(starttls),
+          V(handshake), V(post_tls)); null when nothing did.
       type: dict
       sample: {"stage": "handshake", "message": "connection closed during the TLS handshake"}
     timings_ms:

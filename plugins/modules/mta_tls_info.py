@@ -24,12 +24,14 @@ description:
     without root it says what it could not see.
   - Private key material is inspected on the host and never returned.
 author:
-  - mailsec.starttls contributors
+  - mailsec.starttls contributors (@mailsec)
 extends_documentation_fragment:
   - mailsec.starttls.attributes
   - mailsec.starttls.attributes.INFO_MODULE
 attributes:
   platform:
+    description: Target operating systems.
+    support: full
     platforms: posix
 options:
   mtas:

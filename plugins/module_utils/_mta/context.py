@@ -15,8 +15,9 @@ import fnmatch
 import os
 import shutil
 import stat
-import subprocess
 import time
+
+from ansible_collections.mailsec.starttls.plugins.module_utils import _command
 
 # Configuration files larger than this are not MTA configuration; refuse instead of reading.
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
@@ -40,8 +41,9 @@ class HostContext:
                  tool_path: tuple | None = None, environ_allowed: bool = True):
         self.root = root or '/'
         self.use_tools = use_tools
-        self.proc_root = proc_root if proc_root is not None else ('/proc' if self.root == '/'
-                                                                 else self.path('/proc'))
+        if proc_root is None:
+            proc_root = '/proc' if self.root == '/' else self.path('/proc')
+        self.proc_root = proc_root
         self.tool_path = tuple(tool_path) if tool_path else TOOL_PATH
         self.environ_allowed = environ_allowed
         self.options: dict = {}
@@ -188,16 +190,12 @@ class HostContext:
         started = time.monotonic()
         result = {'rc': None, 'stdout': '', 'stderr': '', 'error': None, 'seconds': 0.0}
         try:
-            completed = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, env=run_env, timeout=timeout,
-                                       check=False)
-            result['rc'] = completed.returncode
-            result['stdout'] = completed.stdout[:MAX_COMMAND_OUTPUT].decode('utf-8', 'replace')
-            result['stderr'] = completed.stderr[:65536].decode('utf-8', 'replace')
-        except subprocess.TimeoutExpired:
-            result['error'] = f'timed out after {timeout:g} s'
-        except OSError as exc:
-            result['error'] = str(exc.strerror or exc)
+            returncode, stdout, stderr = _command.run(list(argv), env=run_env, timeout=timeout)
+            result['rc'] = returncode
+            result['stdout'] = stdout[:MAX_COMMAND_OUTPUT].decode('utf-8', 'replace')
+            result['stderr'] = stderr[:65536].decode('utf-8', 'replace')
+        except _command.CommandError as exc:
+            result['error'] = str(exc)
         result['seconds'] = round(time.monotonic() - started, 4)
         self.commands.append({'argv': list(argv), 'rc': result['rc'], 'error': result['error'],
                               'seconds': result['seconds']})

@@ -154,7 +154,7 @@ def _parse_text(ctx, text: str, label: str, directory: str, stack: list, root: d
 
 
 def _include(ctx, line: str, where: str, directory: str, stack: list, root: dict, depth: int) -> None:
-    command, _, argument = line.partition(' ')
+    command, _sep, argument = line.partition(' ')
     pattern = _unquote(argument)
     if command not in ('!include', '!include_try') or not pattern:
         ctx.warn(f'unknown directive {line[:60]!r}', where=where, mta='dovecot')

@@ -206,7 +206,7 @@ class EximConfig:
     def substitute(self, text: str) -> str:
         if not self.macros:
             return text
-        for _ in range(10):
+        for _round in range(10):
             changed = False
             for name in sorted(self.macros, key=len, reverse=True):
                 if name in text:
@@ -496,7 +496,7 @@ def parse_interface(item: str) -> tuple:
         return address, port
     if normalise_address(item):
         return item, None
-    head, _, tail = item.rpartition('.')
+    head, _sep, tail = item.rpartition('.')
     if head and tail.isdigit() and normalise_address(head):
         return head, tail
     return item, None
@@ -790,7 +790,7 @@ class EximAdapter(MtaAdapter):
         for name in names:
             sni_variables = dict(variables)
             sni_variables.update({variable: name for variable in SNI_VARIABLES})
-            certificate, unresolved, _ = evaluate(ctx, certificate_value, sni_variables)
+            certificate, unresolved, _unused = evaluate(ctx, certificate_value, sni_variables)
             key = evaluate(ctx, key_value, sni_variables)[0] if key_value else certificate
             entries.append({'name': name, 'certificate': (exim_list(certificate) or [None])[0],
                             'key': (exim_list(key) or [None])[0], 'chain': [],
@@ -814,7 +814,7 @@ def command_line_macros(argv: list) -> dict:
     macros = {}
     for argument in argv:
         if argument.startswith('-D') and len(argument) > 2:
-            name, _, value = argument[2:].partition('=')
+            name, _sep, value = argument[2:].partition('=')
             macros[name] = value
     return macros
 

@@ -343,4 +343,3 @@ def interface_by_name(ctx, interface: str) -> list:
             if address and address not in found:
                 found.append(address)
     return [item for item in found if item]
-

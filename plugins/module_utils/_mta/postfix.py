@@ -189,7 +189,7 @@ def parse_master_cf(ctx, path: str) -> list | None:
         service = {field: tokens[index][0] for index, field in enumerate(SERVICE_FIELDS)}
         service['line'] = number
         service['where'] = f'{path}:{number}'
-        service['args'] = [token for token, _ in tokens[8:]]
+        service['args'] = [token for token, _kind in tokens[8:]]
         overrides = {}
         arguments = tokens[8:]
         index = 0
@@ -488,7 +488,7 @@ class PostfixAdapter(MtaAdapter):
                              'itself answers EHLO first and offers STARTTLS per postscreen_tls_security_level '
                              'through tlsproxy')
 
-        wrapper_value, wrapper_where, _ = resolver.value('smtpd_tls_wrappermode')
+        wrapper_value, wrapper_where, _unresolved = resolver.value('smtpd_tls_wrappermode')
         wrapper = is_true(wrapper_value)
         hints = [service['name'], port]
         protocol = infer_protocol(port, implicit=wrapper, hints=hints)
@@ -513,7 +513,7 @@ class PostfixAdapter(MtaAdapter):
         return record
 
     def _starttls(self, ctx, record, resolver, wrapper: bool, wrapper_where: str) -> None:
-        level, level_where, _ = resolver.value('smtpd_tls_security_level')
+        level, level_where, _unresolved = resolver.value('smtpd_tls_security_level')
         level = level.strip().lower()
         if wrapper:
             record['tls_mode'] = 'implicit'
@@ -540,8 +540,8 @@ class PostfixAdapter(MtaAdapter):
                          instance=record['instance'])
                 return
         else:
-            enforce, enforce_where, _ = resolver.value('smtpd_enforce_tls')
-            use, use_where, _ = resolver.value('smtpd_use_tls')
+            enforce, enforce_where, _unresolved = resolver.value('smtpd_enforce_tls')
+            use, use_where, _unresolved = resolver.value('smtpd_use_tls')
             if is_true(enforce):
                 offers, reason = True, f'smtpd_enforce_tls = yes ({enforce_where}), no security level set'
             elif is_true(use):
@@ -552,7 +552,7 @@ class PostfixAdapter(MtaAdapter):
                 record['offers_starttls_reason'] = ('TLS off: smtpd_tls_security_level is empty and '
                                                     f'smtpd_use_tls = {use or "no"} ({use_where})')
                 return
-        discard, discard_where, _ = resolver.value('smtpd_discard_ehlo_keywords')
+        discard, discard_where, _unresolved = resolver.value('smtpd_discard_ehlo_keywords')
         if 'starttls' in [word.lower() for word in split_list(discard)]:
             # Not only hidden: Postfix 3.7 then answers a STARTTLS command with 502 (observed).
             record['tls_mode'] = 'none'
@@ -562,7 +562,7 @@ class PostfixAdapter(MtaAdapter):
             return
         record['offers_starttls'] = offers
         record['offers_starttls_reason'] = reason
-        maps, maps_where, _ = resolver.value('smtpd_discard_ehlo_keyword_address_maps')
+        maps, maps_where, _unresolved = resolver.value('smtpd_discard_ehlo_keyword_address_maps')
         if maps and table_mentions(ctx, maps, 'starttls'):
             record['offers_starttls'] = None
             record['offers_starttls_reason'] = (f'{reason}; smtpd_discard_ehlo_keyword_address_maps '
@@ -614,7 +614,7 @@ def binding_for(ctx, resolver: Resolver, instance_name: str) -> dict:
                     binding['source'] = f'unresolved: {" ".join(unresolved)} in {where} {cert_name}'
             binding['alternates'] = [{'certificate': pair[1], 'key': pair[2], 'chain': [],
                                       'parameter': pair[0]} for pair in pairs[1:] if pair[1].lower() != 'none']
-    sni_value, sni_where, _ = resolver.value('tls_server_sni_maps')
+    sni_value, sni_where, _unresolved = resolver.value('tls_server_sni_maps')
     if sni_value.strip():
         binding['sni'] = sni_entries(ctx, sni_value, sni_where, instance_name)
     return binding
@@ -624,7 +624,7 @@ def sni_entries(ctx, maps_value: str, where: str, instance_name: str) -> list:
     """Names and chain files from the source text of tls_server_sni_maps tables."""
     entries = []
     for table in split_list(maps_value):
-        kind, _, name = table.partition(':')
+        kind, _sep, name = table.partition(':')
         if kind not in TEXT_TABLE_TYPES or not name.startswith('/'):
             entries.append({'name': None, 'certificate': None, 'key': None, 'chain': [],
                             'source': f'unresolved: {table} ({where} tls_server_sni_maps) is not a file table'})
@@ -649,7 +649,7 @@ def sni_entries(ctx, maps_value: str, where: str, instance_name: str) -> list:
 
 def table_mentions(ctx, maps_value: str, word: str) -> bool:
     for table in split_list(maps_value):
-        kind, _, name = table.partition(':')
+        kind, _sep, name = table.partition(':')
         if kind == 'inline' or kind == 'static':
             if word in name.lower():
                 return True
@@ -663,8 +663,8 @@ def table_mentions(ctx, maps_value: str, word: str) -> bool:
 
 def listen_addresses(ctx, resolver: Resolver, instance_name: str) -> tuple:
     """Addresses for services without an address part, from inet_interfaces and inet_protocols."""
-    interfaces, interfaces_where, _ = resolver.value('inet_interfaces')
-    protocols, _protocols_where, _ = resolver.value('inet_protocols')
+    interfaces, interfaces_where, _unresolved = resolver.value('inet_interfaces')
+    protocols, _protocols_where, _unresolved = resolver.value('inet_protocols')
     families = set()
     for word in split_list(protocols.lower()):
         if word == 'all':
@@ -833,4 +833,3 @@ def cross_check_overrides(ctx, services: list, text: str) -> None:
     for (service_name, service_type, name), value in told.items():
         ctx.warn(f'postconf -P reports {service_name}/{service_type}/{name} = {value!r}, not found by the '
                  'master.cf parser', mta='postfix')
-

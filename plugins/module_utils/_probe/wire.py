@@ -192,6 +192,7 @@ class TlsLayer:
         self.received = 0
         self.first_bytes = b''
         self.established = False
+        self.peer_closed = False
 
     def _flush(self, until: float) -> None:
         pending = self.outgoing.read()
@@ -202,6 +203,7 @@ class TlsLayer:
         data = self.raw.recv(until)
         if not data:
             self.incoming.write_eof()
+            self.peer_closed = True
             return
         if len(self.first_bytes) < PLAINTEXT_SAMPLE:
             self.first_bytes += data[:PLAINTEXT_SAMPLE - len(self.first_bytes)]
@@ -219,7 +221,7 @@ class TlsLayer:
                 return
             except ssl.SSLWantReadError:
                 self._flush(until)
-                if self.incoming.eof:
+                if self.peer_closed:
                     raise ConnectionClosed('connection closed during the TLS handshake')
                 self._feed(until)
             except ssl.SSLError as exc:
@@ -228,7 +230,7 @@ class TlsLayer:
                     self._flush(until)
                 except ProbeError:
                     pass
-                if self.incoming.eof or isinstance(exc, ssl.SSLEOFError):
+                if self.peer_closed or isinstance(exc, ssl.SSLEOFError):
                     raise ConnectionClosed(f'connection closed during the TLS handshake ({describe_ssl_error(exc)})')
                 raise ProbeError(describe_ssl_error(exc))
 
@@ -250,7 +252,7 @@ class TlsLayer:
             try:
                 return self.obj.read(RECV_SIZE)
             except ssl.SSLWantReadError:
-                if self.incoming.eof:
+                if self.peer_closed:
                     return b''
                 self._feed(until)
             except ssl.SSLZeroReturnError:

@@ -134,7 +134,8 @@ def test_self_signed_is_judged_by_names_and_key_identifiers(backend):
     assert impostor['self_signed'] is True
     # The rule itself, on fields read from a certificate whose names and key identifiers agree.
     fields = _x509._parse_certificate(der('odd-names.pem'))
-    assert fields['subject_key_id'] == fields['authority_key_id'] is not None
+    assert fields['subject_key_id'] is not None
+    assert fields['subject_key_id'] == fields['authority_key_id']
     assert _x509._render(b'', fields, NOW, None)['self_signed'] is True
     for change, self_signed in (({'authority_key_id': b'other'}, False),
                                 ({'authority_key_id': None}, True),          # one identifier: names decide

@@ -160,4 +160,3 @@ class FakeHost:
 @pytest.fixture
 def host(tmp_path):
     return FakeHost(str(tmp_path / 'root'))
-

@@ -348,4 +348,4 @@ def test_unknown_port_name_is_a_warning(host):
 
 def test_logical_lines_numbers():
     text = 'a = 1\n  continued\n# comment\n\nb = 2\n'
-    assert [(number, line) for number, line, _ in logical_lines(text)] == [(1, 'a = 1 continued'), (5, 'b = 2')]
+    assert [(number, line) for number, line, _where in logical_lines(text)] == [(1, 'a = 1 continued'), (5, 'b = 2')]

@@ -163,7 +163,7 @@ def test_silent_server_is_cut_by_the_target_deadline(scripted):
 @pytest.mark.parametrize('payload, message', [
     (b'220-' + b'a' * 10000, 'longer than'),
     (b'HTTP/1.1 400 Bad Request\r\n', 'not an SMTP reply line'),
-    (b''.join(b'220-line\r\n' for _ in range(150)), 'lines'),
+    (b'220-line\r\n' * 150, 'lines'),
     (b'220-mail.test\r\n421 other code\r\n', 'changed'),
 ])
 def test_malformed_greetings(scripted, payload, message):
@@ -272,7 +272,7 @@ def test_refused_connection():
 
 def test_one_hanging_server_costs_no_other_result(scripted):
     hanging = scripted([('sleep', 5)])
-    good = [scripted(smtp_starttls_ok()) for _ in range(5)]
+    good = [scripted(smtp_starttls_ok()) for _server in range(5)]
     targets = [f'127.0.0.1:{server.port}/smtp' for server in good[:2]]
     targets += [f'127.0.0.1:{hanging.port}/smtp', 'garbage.invalid.:25', '127.0.0.1:1/smtp']
     targets += [f'127.0.0.1:{server.port}/smtp' for server in good[2:]]
