@@ -19,8 +19,9 @@ trap 'mailsec_log "setup FAILED at tests/setup.sh:$LINENO (exit $?)"' ERR
 export DEBIAN_FRONTEND=noninteractive
 
 # openssh-server: jump-host vantage tests; nmap: benchmark peer; shellcheck: ansible-test's shellcheck
-# sanity test; rsync and git: building the collection tree; openssl: test certificates.
-APT_PACKAGES=(ca-certificates git rsync openssl openssh-server nmap shellcheck python3-venv)
+# sanity test; rsync and git: building the collection tree; openssl: test certificates; chromium: the
+# HTML report rendered in a real browser (tests/integration/test_report_html.py).
+APT_PACKAGES=(ca-certificates git rsync openssl openssh-server nmap shellcheck python3-venv chromium fonts-dejavu-core)
 
 install_apt_packages() {
     if [[ ${MAILSEC_SKIP_APT:-0} == 1 ]]; then

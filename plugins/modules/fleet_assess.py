@@ -21,11 +21,12 @@ description:
     evaluates the failure rule and writes the reports (JSON, JUnit XML, Markdown, HTML).
   - A listener bound to a loopback address is probed from the controller only when the host is reached with
     the C(local) connection; otherwise only the host's own probe sees it.
-  - Runs in check mode like in normal mode: it changes nothing on any host; the reports are its output.
+  - Runs in check mode like in normal mode, because it changes nothing on any host; the reports are its output.
 author:
   - mailsec.starttls contributors (@mailsec)
 attributes:
   action:
+    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
     support: full
     details: All of it runs on the controller.
   check_mode:

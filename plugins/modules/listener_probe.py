@@ -39,11 +39,12 @@ options:
       - Listeners to probe, in the order the results come back.
       - Either a string V(address:port/protocol) (IPv6 in brackets, V([::1]:25/smtp); the port or the
         protocol may be left out when the other implies it) or a dictionary with the keys below.
-      - 'O(targets[].protocol) is one of V(smtp), V(submission), V(lmtp), V(smtps), V(imap), V(imaps),
+      - A dictionary has the keys C(address) (required), C(port), C(protocol), C(sni) and C(expected_names).
+      - 'C(protocol) is one of V(smtp), V(submission), V(lmtp), V(smtps), V(imap), V(imaps),
         V(pop3), V(pop3s), V(sieve); when left out it is inferred from a well-known port
         (25, 587, 24, 465, 143, 993, 110, 995, 4190).'
-      - O(targets[].sni) is sent as TLS server name indication (not for IP literals).
-      - O(targets[].expected_names) are the names the certificate must match (defaults to the SNI).
+      - C(sni) is sent as TLS server name indication (not for IP literals).
+      - C(expected_names) are the names the certificate must match (defaults to the SNI).
     type: list
     elements: raw
     required: true
