@@ -21,20 +21,11 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine imp
     parse_target,
     probe_many,
 )
-from ansible_collections.mailsec.starttls.plugins.module_utils._probe.ssh import jump_connector
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe.ssh import JUMP_HOST_ARGUMENT_SPEC, jump_connector
 from ansible_collections.mailsec.starttls.plugins.module_utils._verdict import VerdictError
 from ansible_collections.mailsec.starttls.plugins.plugin_utils import _policy, _reports
 
-JUMP_HOST_SPEC = {
-    'name': {'type': 'str'},
-    'host': {'type': 'str', 'required': True},
-    'port': {'type': 'int', 'default': 22},
-    'user': {'type': 'str'},
-    'private_key_file': {'type': 'path'},
-    'password': {'type': 'str', 'no_log': True},
-    'known_hosts_file': {'type': 'path'},
-    'host_key_checking': {'type': 'bool', 'default': True},
-}
+JUMP_HOST_SPEC = dict(JUMP_HOST_ARGUMENT_SPEC, name={'type': 'str'})
 
 ARGUMENT_SPEC = {
     'hosts': {'type': 'list', 'elements': 'str'},

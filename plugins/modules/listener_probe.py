@@ -255,6 +255,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine imp
 )
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.ssh import (
     HAS_PARAMIKO,
+    JUMP_HOST_ARGUMENT_SPEC,
     PARAMIKO_IMPORT_ERROR,
     jump_connector,
 )
@@ -276,15 +277,7 @@ def main() -> None:
             'vantage': {'type': 'str'},
             'try_starttls_when_not_advertised': {'type': 'bool', 'default': False},
             'test_command_injection': {'type': 'bool', 'default': False},
-            'jump_host': {'type': 'dict', 'options': {
-                'host': {'type': 'str', 'required': True},
-                'port': {'type': 'int', 'default': 22},
-                'user': {'type': 'str'},
-                'private_key_file': {'type': 'path'},
-                'password': {'type': 'str', 'no_log': True},
-                'known_hosts_file': {'type': 'path'},
-                'host_key_checking': {'type': 'bool', 'default': True},
-            }},
+            'jump_host': {'type': 'dict', 'options': JUMP_HOST_ARGUMENT_SPEC},
         },
         supports_check_mode=True,
     )

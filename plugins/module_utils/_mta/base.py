@@ -313,3 +313,39 @@ def classify_chain_files(ctx, files: list) -> list:
     for pair in pairs:
         pair['guessed'] = guessed
     return pairs
+
+
+def master_processes(ctx, mta: str) -> list:
+    """The running master (or daemon) processes of one MTA, as scanned from /proc."""
+    return [process for process in ctx.processes if process.get('mta') == mta and process.get('role') == 'master']
+
+
+def backslash_lines(text: str):
+    """(number of the first physical line, logical line): a trailing backslash continues a line
+    (Dovecot, OpenSMTPD)."""
+    buffer, first = '', None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.rstrip()
+        if first is None:
+            first = number
+        if line.endswith('\\'):
+            buffer += line[:-1] + ' '
+            continue
+        yield first, buffer + line
+        buffer, first = '', None
+    if buffer:
+        yield first, buffer
+
+
+def strip_hash_comment(line: str, quotes: str = '"') -> str:
+    """The line without a `#` comment that is not inside one of the quote characters."""
+    quote = None
+    for index, char in enumerate(line):
+        if quote:
+            if char == quote:
+                quote = None
+        elif char in quotes:
+            quote = char
+        elif char == '#':
+            return line[:index]
+    return line

@@ -18,13 +18,16 @@ import re
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import (
     REASON_IMPLICIT,
     MtaAdapter,
+    backslash_lines,
     infer_protocol,
     is_local_address,
+    master_processes,
     new_binding,
     new_instance,
     new_listener,
     normalise_address,
     setting,
+    strip_hash_comment,
 )
 
 DEFAULT_CONFIG = '/etc/dovecot/dovecot.conf'
@@ -72,36 +75,6 @@ def parse_config(ctx, path: str, text: str | None = None, label: str | None = No
     return root
 
 
-def _logical_lines(text: str):
-    buffer, first = '', None
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.rstrip()
-        if first is None:
-            first = number
-        if line.endswith('\\'):
-            buffer += line[:-1] + ' '
-            continue
-        yield first, buffer + line
-        buffer, first = '', None
-    if buffer:
-        yield first, buffer
-
-
-def _strip_comment(line: str) -> str:
-    quote = None
-    for index, char in enumerate(line):
-        if quote:
-            if char == '\\':
-                continue
-            if char == quote:
-                quote = None
-        elif char in '"\'':
-            quote = char
-        elif char == '#':
-            return line[:index]
-    return line
-
-
 def _unquote(value: str) -> str:
     value = value.strip()
     if len(value) >= 2 and value[0] == value[-1] and value[0] in '"\'':
@@ -110,14 +83,14 @@ def _unquote(value: str) -> str:
 
 
 def _parse_text(ctx, text: str, label: str, directory: str, stack: list, root: dict, depth: int) -> None:
-    for number, raw in _logical_lines(text):
+    for number, raw in backslash_lines(text):
         where = f'{label}:{number}'
         hidden = re.match(r'^\s*([A-Za-z0-9_/.-]+)\s*=\s*# hidden', raw)
         if hidden:
             # doveconf -n masks secrets (ssl_key); the file tree supplies the path later.
             stack[-1]['settings'][hidden.group(1)] = {'value': HIDDEN_MARK, 'where': where}
             continue
-        line = _strip_comment(raw).strip()
+        line = strip_hash_comment(raw, '"\'').strip()
         if not line:
             continue
         if line.startswith('!'):
@@ -314,8 +287,7 @@ class DovecotAdapter(MtaAdapter):
     name = 'dovecot'
 
     def detect(self, ctx) -> list:
-        masters = [process for process in ctx.processes
-                   if process.get('mta') == 'dovecot' and process.get('role') == 'master']
+        masters = master_processes(ctx, 'dovecot')
         paths, origins = [], {}
 
         def add(path: str, origin: str) -> None:

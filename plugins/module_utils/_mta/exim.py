@@ -23,6 +23,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import 
     MtaAdapter,
     infer_protocol,
     is_local_address,
+    master_processes,
     new_binding,
     new_instance,
     new_listener,
@@ -518,8 +519,7 @@ class EximAdapter(MtaAdapter):
     name = 'exim'
 
     def detect(self, ctx) -> list:
-        daemons = [process for process in ctx.processes
-                   if process.get('mta') == 'exim' and process.get('role') == 'master']
+        daemons = master_processes(ctx, 'exim')
         given = (ctx.options.get('binaries') or {}).get('exim')
         binary = given or next((path for path in BINARIES if ctx.exists(path)), None)
         # Only a binary this process can run: one seen through another mount namespace is not.

@@ -18,15 +18,17 @@ import socket
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import (
     REASON_IMPLICIT,
     MtaAdapter,
-    _read_proc,
+    backslash_lines,
     host_addresses,
     infer_protocol,
+    master_processes,
     new_binding,
     new_instance,
     new_listener,
     normalise_address,
     resolve_port,
     setting,
+    strip_hash_comment,
 )
 
 DEFAULT_CONFIGS = ('/etc/smtpd.conf', '/etc/mail/smtpd.conf', '/usr/local/etc/smtpd.conf')
@@ -43,43 +45,15 @@ def parse_config(ctx, path: str) -> dict:
     return config
 
 
-def _logical_lines(text: str):
-    buffer, first = '', None
-    for number, raw in enumerate(text.splitlines(), 1):
-        if first is None:
-            first = number
-        line = raw.rstrip()
-        if line.endswith('\\'):
-            buffer += line[:-1] + ' '
-            continue
-        yield first, buffer + line
-        buffer, first = '', None
-    if buffer:
-        yield first, buffer
-
-
-def _strip_comment(line: str) -> str:
-    quote = None
-    for index, char in enumerate(line):
-        if quote:
-            if char == quote:
-                quote = None
-        elif char == '"':
-            quote = char
-        elif char == '#':
-            return line[:index]
-    return line
-
-
 def _parse_file(ctx, path: str, config: dict, depth: int) -> None:
     text = ctx.read_text(path, mta='opensmtpd', required=depth == 0)
     if text is None:
         return
     config['readable'] = True
     config['files'].append(path)
-    for number, raw in _logical_lines(text):
+    for number, raw in backslash_lines(text):
         where = f'{path}:{number}'
-        line = _strip_comment(raw).strip()
+        line = strip_hash_comment(raw).strip()
         if not line:
             continue
         macro = re.match(r'^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$', line)
@@ -173,8 +147,7 @@ class OpenSmtpdAdapter(MtaAdapter):
     name = 'opensmtpd'
 
     def detect(self, ctx) -> list:
-        processes = [process for process in ctx.processes
-                     if process.get('mta') == 'opensmtpd' and process.get('role') == 'master']
+        processes = master_processes(ctx, 'opensmtpd')
         paths, origins, owners = [], {}, {}
 
         def add(path: str, origin: str, process: dict | None = None) -> None:

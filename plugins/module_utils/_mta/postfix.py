@@ -20,6 +20,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import 
     classify_chain_files,
     host_addresses,
     infer_protocol,
+    master_processes,
     new_binding,
     new_instance,
     new_listener,
@@ -358,8 +359,7 @@ class PostfixAdapter(MtaAdapter):
     name = 'postfix'
 
     def detect(self, ctx) -> list:
-        masters = [process for process in ctx.processes
-                   if process.get('mta') == 'postfix' and process.get('role') == 'master']
+        masters = master_processes(ctx, 'postfix')
         directories: list = []
         origins: dict = {}
 

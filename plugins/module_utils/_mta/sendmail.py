@@ -16,6 +16,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import 
     REASON_IMPLICIT,
     MtaAdapter,
     infer_protocol,
+    master_processes,
     new_binding,
     new_instance,
     new_listener,
@@ -87,8 +88,7 @@ class SendmailAdapter(MtaAdapter):
     name = 'sendmail'
 
     def detect(self, ctx) -> list:
-        processes = [process for process in ctx.processes
-                     if process.get('mta') == 'sendmail' and process.get('role') == 'master']
+        processes = master_processes(ctx, 'sendmail')
         paths = list((ctx.options.get('config_paths') or {}).get('sendmail') or [])
         if ctx.exists(DEFAULT_CONFIG) and DEFAULT_CONFIG not in paths:
             paths.append(DEFAULT_CONFIG)

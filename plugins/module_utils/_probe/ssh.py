@@ -27,6 +27,18 @@ except ImportError:  # pragma: no cover - depends on the environment
     PARAMIKO_IMPORT_ERROR = traceback.format_exc()
 
 
+# The `jump_host` option of listener_probe and each entry of fleet_assess's `jump_hosts`.
+JUMP_HOST_ARGUMENT_SPEC = {
+    'host': {'type': 'str', 'required': True},
+    'port': {'type': 'int', 'default': 22},
+    'user': {'type': 'str'},
+    'private_key_file': {'type': 'path'},
+    'password': {'type': 'str', 'no_log': True},
+    'known_hosts_file': {'type': 'path'},
+    'host_key_checking': {'type': 'bool', 'default': True},
+}
+
+
 class JumpHostError(Exception):
     """The jump host itself cannot be used (login, host key); no listener can be probed through it."""
 
