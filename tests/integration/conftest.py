@@ -89,16 +89,23 @@ def run_playbook(ansible_env, tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
-def lab():
+def lab_instance():
     """The real-MTA lab (tests/lab): started once per session, stopped at the end."""
     need_root()
     from mta_lab import Lab  # pylint: disable=import-error,import-outside-toplevel
     instance = Lab(os.environ.get('MAILSEC_LAB_ROOT', '/tmp/mailsec-lab-it'))
     instance.start()
     try:
-        yield instance.manifest()
+        yield instance
     finally:
         instance.stop()
+
+
+@pytest.fixture(scope='module')
+def lab(lab_instance):
+    """The lab's manifest as it is now: the harness's own tests stop and restart the lab (with new
+    certificates), so each test module reads it afresh; start() is a no-op on a healthy lab."""
+    return lab_instance.start()
 
 
 @pytest.fixture(scope='session')
