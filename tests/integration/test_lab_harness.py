@@ -315,7 +315,16 @@ def test_failed_start_names_the_daemon_and_leaves_nothing(lab):
         # Bound but not listening, without SO_REUSEADDR: the lab's pre-check does not see it,
         # Dovecot's bind() fails once the other daemons are already up.
         blocker = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        blocker.bind(victim)
+        # Connections that earlier tests made may leave the port in TIME_WAIT for up to a minute.
+        deadline = time.monotonic() + 75
+        while True:
+            try:
+                blocker.bind(victim)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
         try:
             with pytest.raises(mta_lab.LabError) as failure:
                 scratch.start()
