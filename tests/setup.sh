@@ -50,7 +50,9 @@ install_apt_packages() {
 
 run_lab_install() {
     local lab_install=$MAILSEC_ROOT/tests/lab/install.sh
-    if [[ -f $lab_install ]]; then
+    if [[ ${MAILSEC_SKIP_APT:-0} == 1 ]]; then
+        mailsec_log "lab: skipped (MAILSEC_SKIP_APT=1; the lab installs Debian packages)"
+    elif [[ -f $lab_install ]]; then
         mailsec_log "lab: bash tests/lab/install.sh"
         bash "$lab_install"
     else
