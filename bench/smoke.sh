@@ -25,4 +25,15 @@ python=$(pick_python) || { echo "bench smoke: no Python 3.11+ with pytest found"
 status=0
 "$python" -m pytest -q -p no:cacheprovider bench/test_bench.py || status=$?
 "$python" bench/bench_probe.py --smoke --enforce --require-module "$@" || status=$?
+
+# The audit over a fleet (5 aliases of the demo host, ping vs audit playbook) and the host
+# inspection cost (lab subset postfix,exim,dovecot): one run each, correctness and the result
+# checkers' self-tests only, each in its own network/PID/mount namespace, 15-30 s each. They start
+# real MTAs, so they need root, unshare and the lab (tests/lab/install.sh); elsewhere they SKIP.
+if [[ $(id -u) == 0 && -x /usr/sbin/postfix && -x /usr/sbin/dovecot ]] && command -v unshare >/dev/null; then
+    "$python" bench/bench_audit.py --smoke --enforce || status=$?
+    "$python" bench/bench_host_info.py --smoke --enforce || status=$?
+else
+    echo "bench smoke: SKIP bench_audit.py and bench_host_info.py (need root, unshare and tests/lab/install.sh)"
+fi
 exit "$status"
