@@ -865,8 +865,8 @@ def parse_arguments(argv: list | None) -> argparse.Namespace:
     parser.add_argument('--py-spy', action='store_true',
                         help='with --profile, also sample one audit run with py-spy (bench/setup.sh installs it)')
     parser.add_argument('--results-dir', default=os.path.join(BENCH_DIR, 'results'))
-    parser.add_argument('--keep-raw', action='store_true', help='keep every run output and report in the results '
-                                                               'directory')
+    parser.add_argument('--keep-raw', action='store_true',
+                        help='keep every run output and report in the results directory')
     parser.add_argument(IN_NAMESPACE_FLAG, dest='in_namespace', action='store_true', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -1006,7 +1006,7 @@ def main(argv: list | None = None) -> int:
     stamp = time.strftime('%Y%m%dT%H%M%S')
     results_path = os.path.join(arguments.results_dir, f"bench-audit{'-smoke' if arguments.smoke else ''}-{stamp}.json")
     with open(results_path, 'w', encoding='utf-8') as results_file:
-        json.dump({'environment': facts, 'arguments': {key: value for key, value in vars(arguments).items()},
+        json.dump({'environment': facts, 'arguments': dict(vars(arguments)),
                    'summaries': list(summaries.values()), 'ratios': ratios, 'best_forks': best,
                    'breakdowns': breakdowns, 'profile': profile, 'verdicts': verdicts,
                    'runs': [run for key_runs in runs.values() for run in key_runs]},

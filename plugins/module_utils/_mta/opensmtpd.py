@@ -16,6 +16,7 @@ import shlex
 import socket
 
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import (
+    _read_proc,
     REASON_IMPLICIT,
     MtaAdapter,
     backslash_lines,

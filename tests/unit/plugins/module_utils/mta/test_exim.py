@@ -127,7 +127,7 @@ def test_tls_advertise_hosts_variants(host):
         listener = result['listeners'][0]
         assert listener['offers_starttls'] is offers, (line, listener['offers_starttls_reason'])
         assert listener['tls_mode'] == mode, line
-    assert 'depends' in exim_host(host, 'local_interfaces = 127.0.20.7\ntls_advertise_hosts = 10.0.0.0/8\n')[
+    assert 'depends' in exim_host(host, 'local_interfaces = 127.0.20.7\ntls_advertise_hosts = 198.51.100.0/24\n')[
         'listeners'][0]['offers_starttls_reason']
 
 

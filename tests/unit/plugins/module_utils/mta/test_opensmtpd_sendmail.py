@@ -114,3 +114,12 @@ def test_sendmail_without_certificates_or_daemon_options(host):
     assert (listener['address'], listener['port']) == ('0.0.0.0', 25)
     assert listener['offers_starttls'] is False
     assert 'no ServerCertFile' in listener['offers_starttls_reason']
+
+
+def test_opensmtpd_listen_on_an_interface_name(host):
+    """`listen on eth0` takes the interface's addresses (here its IPv6 address from /proc/net/if_inet6)."""
+    host.files({'/etc/smtpd.conf': 'pki mail.lab.test cert "/etc/ssl/mail.crt"\n'
+                                   'pki mail.lab.test key "/etc/ssl/private/mail.key"\n'
+                                   'listen on eth0 family inet6 port 25 tls pki mail.lab.test\n'})
+    result = host.gather(mtas=['opensmtpd'], use_tools='never')
+    assert sorted(host.by_endpoint(result)) == ['[2001:db8::7]:25'], result['warnings']
