@@ -975,8 +975,7 @@ def main(argv: list | None = None) -> int:
     verdicts = []
 
     def add(target: str, ok: bool | None, detail: str) -> None:
-        verdicts.append({'target': target, 'result': 'SKIP' if ok is None else 'PASS' if ok else 'FAIL',
-                         'detail': detail})
+        verdicts.append(probe_bench.verdict(target, ok, detail))
 
     if checker_missed is not None:
         add('result checker catches wrong audits (self-test)', not checker_missed,
@@ -998,23 +997,11 @@ def main(argv: list | None = None) -> int:
         add(f'audit wall <= {TARGET_RATIO}x ping wall, -f {forks}' + ('' if judged else ' (informative)'),
             (ratio <= TARGET_RATIO) if judged else None, detail)
 
-    print('\nTargets:')
-    for verdict in verdicts:
-        print(f"  {verdict['result']:<4} {verdict['target']}: {verdict['detail']}")
-    failed = [verdict for verdict in verdicts if verdict['result'] == 'FAIL']
-    os.makedirs(arguments.results_dir, exist_ok=True)
-    stamp = time.strftime('%Y%m%dT%H%M%S')
-    results_path = os.path.join(arguments.results_dir, f"bench-audit{'-smoke' if arguments.smoke else ''}-{stamp}.json")
-    with open(results_path, 'w', encoding='utf-8') as results_file:
-        json.dump({'environment': facts, 'arguments': dict(vars(arguments)),
-                   'summaries': list(summaries.values()), 'ratios': ratios, 'best_forks': best,
-                   'breakdowns': breakdowns, 'profile': profile, 'verdicts': verdicts,
-                   'runs': [run for key_runs in runs.values() for run in key_runs]},
-                  results_file, indent=1, default=repr)
-    print(f'\nresults: {results_path}')
-    print(f"{'FAIL' if failed else 'PASS'}: {len(failed)} target(s) failed"
-          + ('' if arguments.enforce or not failed else ' (not enforced; use --enforce)'))
-    return 1 if failed and arguments.enforce else 0
+    return probe_bench.finish(verdicts, arguments, f"bench-audit{'-smoke' if arguments.smoke else ''}",
+                              {'environment': facts, 'arguments': dict(vars(arguments)),
+                               'summaries': list(summaries.values()), 'ratios': ratios, 'best_forks': best,
+                               'breakdowns': breakdowns, 'profile': profile,
+                               'runs': [run for key_runs in runs.values() for run in key_runs]})
 
 
 if __name__ == '__main__':

@@ -641,8 +641,7 @@ def main(argv: list | None = None) -> int:
     verdicts = []
 
     def add(target: str, ok: bool | None, detail: str) -> None:
-        verdicts.append({'target': target, 'result': 'SKIP' if ok is None else 'PASS' if ok else 'FAIL',
-                         'detail': detail})
+        verdicts.append(probe_bench.verdict(target, ok, detail))
 
     if checker_missed is not None:
         add('result checker catches wrong results (self-test)', not checker_missed,
@@ -665,22 +664,10 @@ def main(argv: list | None = None) -> int:
         f"{probe_bench.fmt(module.get('cpu_s'), '.3f')} s (AnsiballZ zip), "
         f"{probe_bench.fmt((summaries.get('exploded') or {}).get('cpu_s'), '.3f')} s unzipped with .pyc")
 
-    print('\nTargets:')
-    for verdict in verdicts:
-        print(f"  {verdict['result']:<4} {verdict['target']}: {verdict['detail']}")
-    failed = [verdict for verdict in verdicts if verdict['result'] == 'FAIL']
-    os.makedirs(arguments.results_dir, exist_ok=True)
-    stamp = time.strftime('%Y%m%dT%H%M%S')
-    results_path = os.path.join(arguments.results_dir,
-                                f"bench-hostinfo{'-smoke' if arguments.smoke else ''}-{stamp}.json")
-    with open(results_path, 'w', encoding='utf-8') as results_file:
-        json.dump({'environment': facts, 'lab': shape, 'arguments': vars(arguments), 'summaries': summaries,
-                   'phases': phase_summary, 'phase_runs': phases, 'imports': imports, 'verdicts': verdicts,
-                   'runs': runs}, results_file, indent=1, default=repr)
-    print(f'\nresults: {results_path}')
-    print(f"{'FAIL' if failed else 'PASS'}: {len(failed)} target(s) failed"
-          + ('' if arguments.enforce or not failed else ' (not enforced; use --enforce)'))
-    return 1 if failed and arguments.enforce else 0
+    return probe_bench.finish(verdicts, arguments, f"bench-hostinfo{'-smoke' if arguments.smoke else ''}",
+                              {'environment': facts, 'lab': shape, 'arguments': vars(arguments),
+                               'summaries': summaries, 'phases': phase_summary, 'phase_runs': phases,
+                               'imports': imports, 'runs': runs})
 
 
 if __name__ == '__main__':

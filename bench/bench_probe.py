@@ -827,6 +827,29 @@ def print_table(summaries: list, skipped: dict) -> None:
               f'other%); wall times and listeners/s are depressed. Rerun on a quiet machine for figures to keep.')
 
 
+def verdict(target: str, ok: bool | None, detail: str, **extra) -> dict:
+    """One target's outcome: PASS, FAIL, or SKIP when `ok` is None (informative only)."""
+    return dict(extra, target=target, result='SKIP' if ok is None else 'PASS' if ok else 'FAIL', detail=detail)
+
+
+def finish(verdicts: list, arguments, label: str, payload: dict) -> int:
+    """Print the targets, write the results JSON (payload plus the verdicts) and the closing line;
+    returns the exit code (1 only for a FAIL under --enforce). Shared by every bench script."""
+    print('\nTargets:')
+    for item in verdicts:
+        scenario = f"[{item['scenario']}] " if item.get('scenario') else ''
+        print(f"  {item['result']:<4} {scenario}{item['target']}: {item['detail']}")
+    failed = [item for item in verdicts if item['result'] == 'FAIL']
+    os.makedirs(arguments.results_dir, exist_ok=True)
+    results_path = os.path.join(arguments.results_dir, f"{label}-{time.strftime('%Y%m%dT%H%M%S')}.json")
+    with open(results_path, 'w', encoding='utf-8') as results_file:
+        json.dump(dict(payload, verdicts=verdicts), results_file, indent=1, default=repr)
+    print(f'\nresults: {results_path}')
+    print(f"{'FAIL' if failed else 'PASS'}: {len(failed)} target(s) failed"
+          + ('' if arguments.enforce or not failed else ' (not enforced; use --enforce)'))
+    return 1 if failed and arguments.enforce else 0
+
+
 def judge(scenario_name: str, scenario: dict, summaries: dict, tools: list, smoke: bool,
           require_module: bool = False, skipped: dict | None = None) -> list:
     """PASS/FAIL lines for the targets that apply to this scenario."""
@@ -834,8 +857,7 @@ def judge(scenario_name: str, scenario: dict, summaries: dict, tools: list, smok
     engine = summaries.get('engine')
 
     def add(name: str, ok: bool | None, detail: str) -> None:
-        verdicts.append({'scenario': scenario_name, 'target': name,
-                         'result': 'SKIP' if ok is None else 'PASS' if ok else 'FAIL', 'detail': detail})
+        verdicts.append(verdict(name, ok, detail, scenario=scenario_name))
 
     for tool in ('engine', 'module'):
         if tool not in tools:
@@ -1132,24 +1154,12 @@ def main(argv: list | None = None) -> int:
                             symlinks=True)
         shutil.rmtree(workdir, ignore_errors=True)
 
-    verdicts = [verdict for result in results for verdict in result['verdicts']]
-    print('\nTargets:')
-    for verdict in verdicts:
-        print(f"  {verdict['result']:<4} [{verdict['scenario']}] {verdict['target']}: {verdict['detail']}")
-    failed = [verdict for verdict in verdicts if verdict['result'] == 'FAIL']
-
-    os.makedirs(arguments.results_dir, exist_ok=True)
-    stamp = time.strftime('%Y%m%dT%H%M%S')
+    verdicts = [item for result in results for item in result['verdicts']]
     label = 'smoke' if arguments.smoke else '-'.join(results_name for results_name in scenarios)
-    results_path = os.path.join(arguments.results_dir, f'bench-{label}-{stamp}.json')
-    with open(results_path, 'w', encoding='utf-8') as results_file:
-        json.dump({'environment': facts, 'arguments': {key: value for key, value in vars(arguments).items()
+    return finish(verdicts, arguments, f'bench-{label}',
+                  {'environment': facts, 'arguments': {key: value for key, value in vars(arguments).items()
                                                        if not key.endswith('_worker')},
-                   'scenarios': results, 'verdicts': verdicts}, results_file, indent=1, default=repr)
-    print(f'\nresults: {results_path}')
-    print(f"{'FAIL' if failed else 'PASS'}: {len(failed)} target(s) failed"
-          + ('' if arguments.enforce or not failed else ' (not enforced; use --enforce)'))
-    return 1 if failed and arguments.enforce else 0
+                   'scenarios': results})
 
 
 if __name__ == '__main__':
