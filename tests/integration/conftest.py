@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -18,6 +19,51 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / 'tests' / 'lab'))
+
+CLONE_NEWNET = 0x40000000
+
+
+def enter_private_network() -> str | None:
+    """Moves this test process (and so every server and client it starts) into a network namespace
+    of its own, with only loopback up: the suite's servers can never clash with anything else on the
+    machine (the demo host on 127.0.60.1, another checkout's test run, a real MTA), and nothing the
+    tests start can reach beyond the machine. Returns why it could not, or None.
+
+    MAILSEC_SHARED_NETWORK=1 keeps the machine's network (to debug a lab from outside)."""
+    if os.environ.get('MAILSEC_SHARED_NETWORK') == '1':
+        return 'MAILSEC_SHARED_NETWORK=1'
+    if os.geteuid() != 0:
+        return 'not root'
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        return f'unshare(CLONE_NEWNET) failed: {os.strerror(ctypes.get_errno())}'
+    ip_command = shutil.which('ip') or '/usr/sbin/ip'
+    subprocess.run([ip_command, 'link', 'set', 'lo', 'up'], check=True)
+    return None
+
+
+PRIVATE_NETWORK_PROBLEM = enter_private_network()
+
+# One lab root per test run: two runs (two checkouts, CI beside a developer) never share a lab.
+# Under /tmp because Exim reads the lab's certificates as Debian-exim (every parent searchable).
+if os.geteuid() == 0 and not os.environ.get('MAILSEC_LAB_ROOT'):
+    os.environ['MAILSEC_LAB_ROOT'] = tempfile.mkdtemp(prefix='mailsec-lab-it-', dir='/tmp')
+    os.chmod(os.environ['MAILSEC_LAB_ROOT'], 0o755)
+    CREATED_LAB_ROOT: str | None = os.environ['MAILSEC_LAB_ROOT']
+else:
+    CREATED_LAB_ROOT = None
+
+
+def pytest_report_header(config):  # pylint: disable=unused-argument
+    where = 'the machine\'s network' if PRIVATE_NETWORK_PROBLEM else 'a private network namespace (loopback only)'
+    note = f' ({PRIVATE_NETWORK_PROBLEM})' if PRIVATE_NETWORK_PROBLEM else ''
+    return f'mailsec integration: servers run in {where}{note}; lab root {os.environ.get("MAILSEC_LAB_ROOT")}'
+
+
+def pytest_sessionfinish(session, exitstatus):  # pylint: disable=unused-argument
+    if CREATED_LAB_ROOT:
+        for root in (CREATED_LAB_ROOT, CREATED_LAB_ROOT + '-scratch'):
+            shutil.rmtree(root, ignore_errors=True)
 
 JUMP_ADDRESS = '127.0.80.1'
 JUMP_PORT = 2222
@@ -93,7 +139,7 @@ def lab_instance():
     """The real-MTA lab (tests/lab): started once per session, stopped at the end."""
     need_root()
     from mta_lab import Lab  # pylint: disable=import-error,import-outside-toplevel
-    instance = Lab(os.environ.get('MAILSEC_LAB_ROOT', '/tmp/mailsec-lab-it'))
+    instance = Lab(os.environ['MAILSEC_LAB_ROOT'])
     instance.start()
     try:
         yield instance
