@@ -70,6 +70,7 @@ inventory = {'all': {'hosts': {'simulated-mx': {
     'starttls_ca_file': fixture['ca_file']}}}}
 json.dump(inventory, open(sys.argv[2], 'w'))
 PY
+    rm -f "$REPORT_DIR"/starttls-report.*
     status=0
     ANSIBLE_COLLECTIONS_PATH=$collections ANSIBLE_PYTHON_INTERPRETER=$venv/bin/python \
         "$venv/bin/ansible-playbook" -i "$work/inventory.json" mailsec.starttls.audit \
