@@ -34,6 +34,7 @@ case ${1:-} in
             echo "demo: not set up yet: run 'bash demo/run.sh' first" >&2
             exit 1
         fi
+        # shellcheck disable=SC2016  # $PATH is for the shell that evaluates this line
         printf 'export PATH=%q:"$PATH"\n' "$venv/bin"
         printf 'export ANSIBLE_COLLECTIONS_PATH=%q\n' "$collections"
         printf 'export ANSIBLE_PYTHON_INTERPRETER=%q\n' "$venv/bin/python"

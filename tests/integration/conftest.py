@@ -65,6 +65,7 @@ def pytest_sessionfinish(session, exitstatus):  # pylint: disable=unused-argumen
         for root in (CREATED_LAB_ROOT, CREATED_LAB_ROOT + '-scratch'):
             shutil.rmtree(root, ignore_errors=True)
 
+
 JUMP_ADDRESS = '127.0.80.1'
 JUMP_PORT = 2222
 
