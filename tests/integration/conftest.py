@@ -46,9 +46,37 @@ PRIVATE_NETWORK_PROBLEM = enter_private_network()
 
 # One lab root per test run: two runs (two checkouts, CI beside a developer) never share a lab.
 # Under /tmp because Exim reads the lab's certificates as Debian-exim (every parent searchable).
+RUN_ROOT_PREFIX = '/tmp/mailsec-lab-it-'
+
+
+def reap_abandoned_lab_roots() -> None:
+    """Stops the daemons of test runs that were killed before their clean-up (their network is gone
+    with them, but the daemons would live on) and removes their roots."""
+    from mta_lab import Lab  # pylint: disable=import-error,import-outside-toplevel
+    # Each run's root has an owner file beside it (inside, the lab would refuse a non-empty root).
+    for owner_file in Path('/tmp').glob(f'{Path(RUN_ROOT_PREFIX).name}*.owner'):
+        try:
+            owner = int(owner_file.read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if owner != os.getpid() and Path(f'/proc/{owner}').exists():
+            continue
+        root = owner_file.with_suffix('')
+        for lab_root in (root, Path(f'{root}-scratch')):
+            if lab_root.exists():
+                try:
+                    Lab(lab_root).stop()
+                except Exception:  # pylint: disable=broad-exception-caught
+                    pass  # best effort: a root that cannot be stopped is left for inspection
+                shutil.rmtree(lab_root, ignore_errors=True)
+        owner_file.unlink(missing_ok=True)
+
+
 if os.geteuid() == 0 and not os.environ.get('MAILSEC_LAB_ROOT'):
-    os.environ['MAILSEC_LAB_ROOT'] = tempfile.mkdtemp(prefix='mailsec-lab-it-', dir='/tmp')
+    reap_abandoned_lab_roots()
+    os.environ['MAILSEC_LAB_ROOT'] = tempfile.mkdtemp(prefix=Path(RUN_ROOT_PREFIX).name, dir='/tmp')
     os.chmod(os.environ['MAILSEC_LAB_ROOT'], 0o755)
+    Path(os.environ['MAILSEC_LAB_ROOT'] + '.owner').write_text(f'{os.getpid()}\n')
     CREATED_LAB_ROOT: str | None = os.environ['MAILSEC_LAB_ROOT']
 else:
     CREATED_LAB_ROOT = None
@@ -64,6 +92,7 @@ def pytest_sessionfinish(session, exitstatus):  # pylint: disable=unused-argumen
     if CREATED_LAB_ROOT:
         for root in (CREATED_LAB_ROOT, CREATED_LAB_ROOT + '-scratch'):
             shutil.rmtree(root, ignore_errors=True)
+        Path(CREATED_LAB_ROOT + '.owner').unlink(missing_ok=True)
 
 
 JUMP_ADDRESS = '127.0.80.1'
