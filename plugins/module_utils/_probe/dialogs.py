@@ -19,6 +19,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.reader imp
     read_sieve_response,
     read_smtp_reply,
 )
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe.wire import ProbeError
 
 # Cisco ASA ESMTP inspection rewrites a keyword it does not allow to X's with the last letter kept
 # ('STARTTLS' -> 'XXXXXXXA') and `mask-banner` replaces the banner text with asterisks.
@@ -53,7 +54,15 @@ class Dialog:
         self.flags: list = []
 
     def send(self, line: str, until: float) -> None:
-        self.transport.send(line.encode('ascii') + b'\r\n', until)
+        # The options are checked before any connection (validate.py); this is the last line of
+        # defence: a line break inside a command would make it two commands (RFC 5321 2.3.8).
+        if '\r' in line or '\n' in line or '\x00' in line:
+            raise ProbeError('refusing to send a command that contains CR, LF or NUL')
+        try:
+            data = line.encode('ascii')
+        except UnicodeEncodeError:
+            raise ProbeError('refusing to send a command that is not ASCII')
+        self.transport.send(data + b'\r\n', until)
 
     def use(self, transport) -> None:
         self.transport = transport
