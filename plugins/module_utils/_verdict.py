@@ -440,6 +440,9 @@ def classify_probe(probe: dict) -> str:
         return 'not-advertised'
     reply = probe.get('starttls_reply')
     if not reply:
+        if (probe.get('error') or {}).get('stage') in ('connect', 'greeting', 'capabilities'):
+            # STARTTLS was never sent (a capability list cut at the reader's cap): nothing to judge.
+            return 'incomplete'
         return 'starttls-dropped'
     if str(reply.get('code')) not in STARTTLS_OK:
         return 'starttls-refused'

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.reader import (
+    ReplyCapReached,
     read_imap_response,
     read_pop3_multiline,
     read_pop3_status,
@@ -114,7 +115,14 @@ class SmtpDialog(Dialog):
 
     def capabilities(self, until: float):
         self.send(f'{self.hello} {self.ehlo_name}', until)
-        reply = read_smtp_reply(self.reader, until)
+        try:
+            reply = read_smtp_reply(self.reader, until)
+        except ReplyCapReached as exc:
+            # Keep the keywords read before the cap (a 100,000-line EHLO reply may list STARTTLS second).
+            if exc.partial['code'] == '250':
+                exc.capabilities = exc.partial['lines'][1:]
+                self.note_masking(exc.capabilities)
+            raise
         if reply['code'] != '250':
             self.flag('ehlo_rejected')
             return [], reply
@@ -149,12 +157,20 @@ class ImapDialog(Dialog):
     def capabilities(self, until: float):
         tag = self.tag()
         self.send(f'{tag} CAPABILITY', until)
-        reply = read_imap_response(self.reader, until, tag)
-        words: list = []
-        for line in reply['lines']:
+        try:
+            reply = read_imap_response(self.reader, until, tag)
+        except ReplyCapReached as exc:
+            exc.capabilities = self.words(exc.partial['lines'])
+            raise
+        return self.words(reply['lines']), reply
+
+    @staticmethod
+    def words(lines: list) -> list:
+        found: list = []
+        for line in lines:
             if line.upper().startswith('* CAPABILITY '):
-                words.extend(line.split()[2:])
-        return words, reply
+                found.extend(line.split()[2:])
+        return found
 
     def starttls_command(self) -> str:
         self.starttls_tag = self.tag()
@@ -180,7 +196,12 @@ class Pop3Dialog(Dialog):
 
     def capabilities(self, until: float):
         self.send('CAPA', until)
-        reply = read_pop3_multiline(self.reader, until)
+        try:
+            reply = read_pop3_multiline(self.reader, until)
+        except ReplyCapReached as exc:
+            exc.partial['code'] = '+OK'
+            exc.capabilities = exc.partial['lines']
+            raise
         return reply.get('body', []), reply
 
     def starttls_command(self) -> str:

@@ -24,7 +24,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._model import (
     new_probe,
 )
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.dialogs import DIALOGS, reply_summary
-from ansible_collections.mailsec.starttls.plugins.module_utils._probe.reader import LineReader
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe.reader import LineReader, MalformedReply
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe import validate
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.wire import (
     Deadline,
@@ -262,6 +262,9 @@ class TargetProbe:
             if self.dialog is not None:
                 for name in self.dialog.flags:
                     self.flag(name)
+                if self.dialog.reader.bare_lf:
+                    # Parsed all the same, but a line ended in LF without CR.
+                    self.flag('malformed_reply')
             if self.transport is not None:
                 self.transport.close()
             self.record['timings_ms']['total'] = _elapsed_ms(started)
@@ -301,7 +304,15 @@ class TargetProbe:
         record, dialog = self.record, self.dialog
         if not self._greet():
             return
-        capabilities, reply = self._timed('capabilities', dialog.capabilities, self.phase('capabilities'))
+        try:
+            capabilities, reply = self._timed('capabilities', dialog.capabilities, self.phase('capabilities'))
+        except MalformedReply as exc:
+            if exc.capabilities is not None:
+                # Stopped at a cap: what was read stays evidence; the dialog ends here (out of step).
+                record['capabilities'] = exc.capabilities
+                record['capabilities_reply'] = reply_summary(exc.partial)
+                record['starttls_advertised'] = dialog.advertises_starttls(exc.capabilities)
+            raise
         record['capabilities'] = capabilities
         record['capabilities_reply'] = reply_summary(reply)
         advertised = dialog.advertises_starttls(capabilities)
@@ -342,7 +353,12 @@ class TargetProbe:
         self._after_tls()
 
     def _after_tls(self) -> None:
-        capabilities, reply = self._timed('post_tls', self.dialog.capabilities_after_tls, self.phase('post_tls'))
+        try:
+            capabilities, reply = self._timed('post_tls', self.dialog.capabilities_after_tls, self.phase('post_tls'))
+        except MalformedReply as exc:
+            if exc.capabilities is not None:
+                self.record['capabilities_after_tls'] = exc.capabilities
+            raise
         self.record['capabilities_after_tls'] = capabilities
         if reply is not None and self.record.get('capabilities_reply') is None:
             self.record['capabilities_reply'] = reply_summary(reply)
