@@ -332,13 +332,16 @@ class TargetProbe:
         record['timings_ms']['starttls'] = _elapsed_ms(start)
         record['starttls_reply'] = reply_summary(reply)
         surplus = dialog.reader.surplus()
+        if reply['code'] not in dialog.starttls_ok:
+            # Refused: the session stays in plaintext, so whatever follows (the legitimate answer to
+            # the command pipelined by test_command_injection, whenever it arrives) is no injection.
+            # Only bytes after a positive reply and before the handshake are (NO STARTTLS, 2021).
+            self._goodbye()
+            return
         if surplus:
             # Bytes queued behind the STARTTLS reply would be taken as TLS-protected later.
             self.flag('response_injection')
             record['pre_tls_surplus'] = surplus[:200].decode('ascii', 'replace')
-        if reply['code'] not in dialog.starttls_ok:
-            self._goodbye()
-            return
         tls = self._handshake()
         dialog.use(tls)
         if self.options['test_command_injection']:
