@@ -248,14 +248,25 @@ def collect_inputs(listeners, probes, judge_options: dict | None = None) -> tupl
     flat_listeners = []
     for item in listeners or []:
         if isinstance(item, dict) and isinstance(item.get('listeners'), list) and 'address' not in item:
-            records = [record for record in item['listeners'] if isinstance(record, dict)]
+            records = list(item['listeners'])
+            bound_host = item.get('host') if isinstance(item.get('host'), str) and item.get('host') else None
+            if bound_host:
+                # A result that names its host (fleet_assess sets the inventory name): everything in it
+                # is evidence about that host alone, whatever its records say (docs/reports.md).
+                records = _verdict.screen_listeners(
+                    [dict(record, host=bound_host) if isinstance(record, dict) else record for record in records],
+                    host=bound_host)
             flat_listeners.extend(records)
-            host = item.get('host') or next((record.get('host') for record in records if record.get('host')), None)
-            for socket_record in item.get('unmatched_sockets') or []:
+            host = bound_host or next((record.get('host') for record in records
+                                       if isinstance(record, dict) and isinstance(record.get('host'), str)), None)
+            raw_sockets = item.get('unmatched_sockets')
+            for socket_record in raw_sockets if isinstance(raw_sockets, list) else []:
                 if isinstance(socket_record, dict):
-                    sockets.append(dict(socket_record, host=socket_record.get('host') or host))
+                    sockets.append(dict(socket_record, host=bound_host or socket_record.get('host') or host))
         else:
             flat_listeners.append(item)
+    # A record that cannot be read becomes a stand-in judged as one judgement-error (docs/findings.md).
+    flat_listeners = _verdict.screen_listeners(flat_listeners)
     flat_probes = []
     for item in probes or []:
         if isinstance(item, dict) and isinstance(item.get('probes'), list) and 'target' not in item:
@@ -267,6 +278,8 @@ def collect_inputs(listeners, probes, judge_options: dict | None = None) -> tupl
                     flat_probes.extend(result.get('probes') or [])
         else:
             flat_probes.append(item)
+    flat_probes, unreadable = _verdict.screen_probes(flat_probes)
+    flat_listeners.extend(unreadable)
     if sockets:
         options['unmatched_sockets'] = sockets
     return flat_listeners, flat_probes, options
