@@ -98,7 +98,9 @@ class ActionModule(ActionBase):
         hostvars = task_vars.get('hostvars', {})
         hosts = args['hosts'] or task_vars.get('ansible_play_hosts_all') or []
         try:
-            _policy.check_policy(args['waivers'], args['fail_when'])
+            # A syntax error fails at once; an expression beyond the evaluator's limits is named in the
+            # reports, which are still written, and fails the run there.
+            policy_problems = _policy.check_policy(args['waivers'], args['fail_when'], tolerate_limits=True)
             probe_options = normalise_options(dict(args['probe_options']))
             jump_hosts = [dict(check_jump_host(jump, f'jump_hosts[{index}]'), name=jump.get('name'))
                           for index, jump in enumerate(args['jump_hosts'])]
@@ -201,6 +203,7 @@ class ActionModule(ActionBase):
         summary = report['summary']
         result.update(changed=False, summary=summary, findings=report['findings'], reports=written,
                       waivers_expired=report['waivers_expired'], probes=len(probes))
+        warnings.extend(f'policy: {problem}' for problem in policy_problems)
         if warnings:
             result['warnings'] = warnings
         if summary['failed'] and args['fail']:

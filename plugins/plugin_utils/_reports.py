@@ -232,8 +232,17 @@ def build_report(findings: list, listeners: list, probes: list, meta: dict | Non
         'findings': findings,
     }
     failed, reason = _policy.evaluate_fail_when(report, fail_when)
+    unusable = [error['error'] for error in policy.get('unusable') or []]
+    if unusable:
+        # A waiver that cannot be evaluated waives nothing; what it was meant to accept is unknown,
+        # so the run fails and says which one (docs/policy.md).
+        failed = True
+        reason = '; '.join(([reason] if reason else []) + unusable)
     report['summary']['failed'] = bool(failed)
     report['summary']['fail_reason'] = reason
+    if isinstance(report['summary']['fail_when'], str):
+        report['summary']['fail_when'] = _policy.shorten(report['summary']['fail_when']) \
+            if len(report['summary']['fail_when']) > 4096 else report['summary']['fail_when']
     return report
 
 
@@ -291,7 +300,9 @@ def audit(listeners: list, probes: list, judge_options: dict | None = None, waiv
     before anything is judged; bad judge options raise _verdict.VerdictError.
 
     `listeners` and `probes` may be records or whole module results (see collect_inputs)."""
-    _policy.check_policy(waivers, fail_when)
+    # Syntax errors stop here; expressions beyond the evaluator's limits are judged to fail the run
+    # in the report itself, so that the reports are written and name them.
+    _policy.check_policy(waivers, fail_when, tolerate_limits=True)
     listeners, probes, judge_options = collect_inputs(listeners, probes, judge_options)
     findings = _verdict.judge(listeners, probes, judge_options)
     if today is None and judge_options and judge_options.get('now') is not None:
@@ -503,7 +514,8 @@ def render_markdown(report: dict) -> str:
         out.append('')
     errors = (report.get('policy') or {}).get('waiver_errors') or []
     for error in errors:
-        out.append(f'- Waiver {error["index"]} failed on {md_text(error.get("finding"))}: {md_text(error["error"])}')
+        where = f'failed on {md_text(error.get("finding"))}' if error.get('finding') else 'cannot be used'
+        out.append(f'- Waiver {error["index"]} {where}: {md_text(error["error"])}')
     return '\n'.join(out).rstrip('\n') + '\n'
 
 
@@ -739,7 +751,8 @@ def render_html(report: dict) -> str:
         out.append(f'<p class="result failed" data-waiver-expired="{h(waiver["index"])}">Waiver {h(waiver["index"])} '
                    f'expired on {h(waiver["expires"])}: it would have waived {h(waiver["matched"])} finding(s).</p>')
     for error in (report.get('policy') or {}).get('waiver_errors') or []:
-        out.append(f'<p class="muted">Waiver {h(error["index"])} failed on {h(error.get("finding"))}: {h(error["error"])}</p>')
+        where = f'failed on {h(error.get("finding"))}' if error.get('finding') else 'cannot be used'
+        out.append(f'<p class="muted">Waiver {h(error["index"])} {where}: {h(error["error"])}</p>')
     out.append('</section></main>')
     out.append(f'<footer>{GENERATOR}: a listener advertises STARTTLS if and only if a usable certificate and key are '
                'bound to its address and port.</footer></body></html>')

@@ -151,3 +151,28 @@ def test_bad_probe_options_fail_before_any_probe(probed, args, message):
         run_action(args, hostvars)
     assert message in str(caught.value)
     assert probed == []
+
+
+@pytest.mark.parametrize('args, named', [
+    ({'waivers': [{'query': '(' * 3000, 'reason': 'deep'}]}, 'starttls_waivers[0].query'),
+    ({'fail_when': 'ceil(`1e400`)'}, 'starttls_fail_when'),
+    ({'fail_when': '(' * 3000}, 'starttls_fail_when'),
+])
+def test_policy_beyond_the_limits_fails_naming_it_and_the_reports_are_written(probed, tmp_path, args, named):
+    hostvars = {'mx-a': {'ansible_host': '192.0.2.10', 'starttls_host': evidence(good_listener('mx-a', '192.0.2.10'))}}
+    result = run_action(dict(args, report_dir=str(tmp_path)), hostvars)
+    assert result['failed'] is True
+    assert named in result['msg']
+    assert len(result['msg']) < 1000
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        'starttls-report.html', 'starttls-report.json', 'starttls-report.junit.xml', 'starttls-report.md']
+    report = json.loads((tmp_path / 'starttls-report.json').read_text())
+    assert report['summary']['failed'] is True
+    assert named in report['summary']['fail_reason']
+
+
+def test_a_policy_syntax_error_still_fails_before_any_probe(probed, tmp_path):
+    hostvars = {'mx-a': {'ansible_host': '192.0.2.10', 'starttls_host': evidence(good_listener('mx-a', '192.0.2.10'))}}
+    with pytest.raises(AnsibleActionFail, match=r'starttls_waivers\[0\]\.query: invalid JMESPath'):
+        run_action({'waivers': [{'query': "id=='x' &&", 'reason': 'typo'}], 'report_dir': str(tmp_path)}, hostvars)
+    assert probed == []
