@@ -23,6 +23,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine imp
 )
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.ssh import JUMP_HOST_ARGUMENT_SPEC, jump_connector
 from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict
+from ansible_collections.mailsec.starttls.plugins.module_utils._text import visible
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.validate import jump_host as check_jump_host
 from ansible_collections.mailsec.starttls.plugins.module_utils._verdict import VerdictError
 from ansible_collections.mailsec.starttls.plugins.plugin_utils import _policy, _reports
@@ -205,7 +206,7 @@ class ActionModule(ActionBase):
                       waivers_expired=report['waivers_expired'], probes=len(probes))
         warnings.extend(f'policy: {problem}' for problem in policy_problems)
         if warnings:
-            result['warnings'] = warnings
+            result['warnings'] = [visible(warning) for warning in warnings]
         if summary['failed'] and args['fail']:
             # Ansible prints a failed result whole: the findings are in the reports and would bury the message.
             del result['findings']

@@ -25,6 +25,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._model import (
     LEGACY_TLS_VERSIONS,
     PROTOCOL_TLS_MODE,
 )
+from ansible_collections.mailsec.starttls.plugins.module_utils._text import visible
 
 SEVERITIES = ('critical', 'high', 'medium', 'low', 'info')
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
@@ -158,15 +159,12 @@ class VerdictError(ValueError):
 
 # -- small helpers -------------------------------------------------------------------------
 
-_CONTROL = re.compile(r'[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]')
-
-
 def clean_text(value, limit: int = TEXT_LIMIT):
-    """Text from a server, bounded; control characters (other than tab, CR and LF) made visible."""
+    """Text from a server, bounded; control characters (other than tab, CR and LF) and bidi
+    overrides made visible (_text.visible)."""
     if value is None:
         return None
-    text = value if isinstance(value, str) else str(value)
-    text = _CONTROL.sub(lambda match: f'\\x{ord(match.group()):02x}', text)
+    text = visible(value, keep_cr=True)
     if len(text) > limit:
         text = text[:limit] + f'... ({len(text) - limit} more characters)'
     return text

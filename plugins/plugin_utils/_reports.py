@@ -21,6 +21,7 @@ import tempfile
 import xml.etree.ElementTree as ET
 
 from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict
+from ansible_collections.mailsec.starttls.plugins.module_utils._text import visible, visible_deep
 from ansible_collections.mailsec.starttls.plugins.plugin_utils import _policy
 
 SCHEMA_VERSION = 1
@@ -232,6 +233,7 @@ def build_report(findings: list, listeners: list, probes: list, meta: dict | Non
         'findings': findings,
     }
     failed, reason = _policy.evaluate_fail_when(report, fail_when)
+    report = visible_deep(report)
     unusable = [error['error'] for error in policy.get('unusable') or []]
     if unusable:
         # A waiver that cannot be evaluated waives nothing; what it was meant to accept is unknown,
@@ -239,7 +241,7 @@ def build_report(findings: list, listeners: list, probes: list, meta: dict | Non
         failed = True
         reason = '; '.join(([reason] if reason else []) + unusable)
     report['summary']['failed'] = bool(failed)
-    report['summary']['fail_reason'] = reason
+    report['summary']['fail_reason'] = None if reason is None else visible(reason)
     if isinstance(report['summary']['fail_when'], str):
         report['summary']['fail_when'] = _policy.shorten(report['summary']['fail_when']) \
             if len(report['summary']['fail_when']) > 4096 else report['summary']['fail_when']
@@ -318,8 +320,9 @@ _XML_INVALID = re.compile('[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010
 
 
 def xml_text(value) -> str:
-    """Text that XML 1.0 can carry: characters it forbids become visible escapes."""
-    text = '' if value is None else str(value)
+    """Text that XML 1.0 can carry and a terminal or CI page can show: characters XML forbids,
+    terminal controls and bidi overrides become visible escapes."""
+    text = '' if value is None else visible(value)
     return _XML_INVALID.sub(lambda match: f'\\u{ord(match.group()):04x}', text)
 
 
@@ -332,7 +335,8 @@ def _code_spans(text: str) -> list:
 
 
 def _evidence_json(evidence, markup_safe: bool = False) -> str:
-    text = json.dumps(evidence, indent=2, sort_keys=True, ensure_ascii=True, default=str)
+    # ensure_ascii escapes C1 and bidi characters; DEL is ASCII and needs it said.
+    text = json.dumps(evidence, indent=2, sort_keys=True, ensure_ascii=True, default=str).replace('\x7f', '\\u007f')
     if markup_safe:
         # Still the same JSON, but with no character a Markdown renderer could take for HTML.
         text = text.replace('<', '\\u003c').replace('>', '\\u003e').replace('&', '\\u0026')
@@ -357,7 +361,7 @@ def _waiver_text(waiver: dict | None) -> str:
 # -- JSON ----------------------------------------------------------------------------------
 
 def render_json(report: dict) -> str:
-    return json.dumps(report, indent=2, ensure_ascii=True, default=str) + '\n'
+    return json.dumps(report, indent=2, ensure_ascii=True, default=str).replace('\x7f', '\\u007f') + '\n'
 
 
 # -- JUnit XML -----------------------------------------------------------------------------
@@ -522,7 +526,7 @@ def render_markdown(report: dict) -> str:
 # -- HTML ----------------------------------------------------------------------------------
 
 def h(value) -> str:
-    return html.escape('' if value is None else str(value), quote=True)
+    return html.escape('' if value is None else visible(value), quote=True)
 
 
 def html_fix(text: str) -> str:

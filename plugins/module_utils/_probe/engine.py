@@ -34,6 +34,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.wire impor
     observing_context,
 )
 from ansible_collections.mailsec.starttls.plugins.module_utils import _x509
+from ansible_collections.mailsec.starttls.plugins.module_utils._text import visible_deep
 
 DEFAULT_OPTIONS = {
     'ehlo_name': None,
@@ -268,6 +269,9 @@ class TargetProbe:
             if self.transport is not None:
                 self.transport.close()
             self.record['timings_ms']['total'] = _elapsed_ms(started)
+        # Server text (banners, replies, certificate names, surplus bytes) goes to terminals and
+        # reports: terminal controls and bidi overrides become visible escapes here, once.
+        self.record = visible_deep(self.record)
         return self.record
 
     def _timed(self, stage: str, func, *args):

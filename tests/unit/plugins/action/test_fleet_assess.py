@@ -176,3 +176,19 @@ def test_a_policy_syntax_error_still_fails_before_any_probe(probed, tmp_path):
     with pytest.raises(AnsibleActionFail, match=r'starttls_waivers\[0\]\.query: invalid JMESPath'):
         run_action({'waivers': [{'query': "id=='x' &&", 'reason': 'typo'}], 'report_dir': str(tmp_path)}, hostvars)
     assert probed == []
+
+
+def test_the_console_result_carries_no_raw_terminal_or_bidi_control(probed):
+    hostile = 'x\x1b[2J\u009b1m\x7f\u202eexe'
+    record = good_listener('mx-a', '192.0.2.10', defined_at=f'/etc/postfix/{hostile}:1',
+                           service=hostile)
+    record['probe'] = dict(new_probe('192.0.2.10', 25, 'smtp', None, 'host'), connected=True,
+                           greeting={'code': '220', 'lines': [hostile]}, starttls_advertised=True,
+                           starttls_reply={'code': '454', 'text': hostile})
+    hostvars = {'mx-a': {'ansible_host': '192.0.2.10', 'starttls_host': evidence(
+        record, good_listener('mx-a', f'198.51.100.{hostile}'))}}
+    result = run_action({'fail': True}, hostvars)
+    text = json.dumps(result, ensure_ascii=False)
+    for raw in ('\x1b', '\u009b', '\x7f', '\u202e'):
+        assert raw not in text
+    assert '\\u202e' in result['msg'] or any('\\u202e' in warning for warning in result['warnings'])

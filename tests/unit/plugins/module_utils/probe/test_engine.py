@@ -387,3 +387,18 @@ def test_bytes_after_a_positive_starttls_reply_are_injection_in_every_run(script
     for result in results:
         assert 'response_injection' in result['flags'], result
         assert result['pre_tls_surplus'].startswith('250 2.0.0 Ok')
+
+
+def test_terminal_and_bidi_controls_from_a_server_come_back_escaped(scripted):
+    import json  # pylint: disable=import-outside-toplevel
+    hostile = 'mx\x1b]0;pwned\x07 \x1b[2J\u009b31m\x7f\u202egnp.exe\u2067'.encode('utf-8')
+    server = scripted([('send', b'220 ' + hostile + b'\r\n'), ('expect', 'EHLO'),
+                       ('send', b'250-mail.test\r\n250-X-' + hostile + b'\r\n250 STARTTLS\r\n'),
+                       ('expect', 'STARTTLS'), ('send', b'454 4.7.0 ' + hostile + b'\r\n'), ('expect', 'QUIT')])
+    result = probe(server)
+    text = json.dumps(result, ensure_ascii=False)
+    for raw in ('\x1b', '\x07', '\u009b', '\x7f', '\u202e', '\u2067'):
+        assert raw not in text
+    assert result['greeting']['lines'] == ['mx\\x1b]0;pwned\\x07 \\x1b[2J\\x9b31m\\x7f\\u202egnp.exe\\u2067']
+    assert result['starttls_reply']['text'].endswith('\\u202egnp.exe\\u2067')
+    assert result['starttls_advertised'] is True
