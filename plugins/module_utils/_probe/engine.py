@@ -263,8 +263,8 @@ class TargetProbe:
             if self.dialog is not None:
                 for name in self.dialog.flags:
                     self.flag(name)
-                if self.dialog.reader.bare_lf:
-                    # Parsed all the same, but a line ended in LF without CR.
+                if self.dialog.reader.bad_line_ending:
+                    # Parsed all the same, but a line did not end in exactly one CRLF.
                     self.flag('malformed_reply')
             if self.transport is not None:
                 self.transport.close()

@@ -40,15 +40,16 @@ class ReplyCapReached(MalformedReply):
 class LineReader:
     """Reads CRLF terminated lines from a transport under hard caps.
 
-    A line ending in a bare LF is read as a line (servers and proxies that get it wrong are real)
-    but remembered in `bare_lf`: the probe flags the reply `malformed_reply` (RFC 5321 2.3.8,
-    RFC 3501 2.2: lines end in CRLF).
+    A line ending in a bare LF (or in several CRs, or with a CR inside it) is read as a line, its
+    trailing CRs removed (servers and proxies that get it wrong are real), but remembered in
+    `bad_line_ending`: the probe flags the reply `malformed_reply` (RFC 5321 2.3.8, RFC 3501 2.2:
+    lines end in CRLF and nowhere else).
     """
 
     def __init__(self, transport):
         self.transport = transport
         self.buffer = bytearray()
-        self.bare_lf = False
+        self.bad_line_ending = False
 
     def switch(self, transport) -> None:
         self.transport = transport
@@ -62,11 +63,11 @@ class LineReader:
                     raise MalformedReply(f'reply line longer than {MAX_LINE} bytes')
                 raw = bytes(self.buffer[:end])
                 del self.buffer[:end + 1]
-                if raw.endswith(b'\r'):
-                    raw = raw[:-1]
-                else:
-                    self.bare_lf = True
-                return raw.decode('utf-8', 'replace')
+                line = raw.rstrip(b'\r')
+                if len(raw) - len(line) != 1 or b'\r' in line:
+                    # A bare LF, CR CR LF, or a CR inside the line: readable, but not CRLF framing.
+                    self.bad_line_ending = True
+                return line.decode('utf-8', 'replace')
             if len(self.buffer) > MAX_LINE:
                 raise MalformedReply(f'reply line longer than {MAX_LINE} bytes')
             data = self.transport.recv(until)

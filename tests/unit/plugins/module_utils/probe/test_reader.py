@@ -88,6 +88,17 @@ def test_bare_lf_replies_are_parsed_but_flagged(scripted):
     assert 'malformed_reply' in result['flags']
 
 
+@pytest.mark.parametrize('wire, lines', [
+    (b'250-mail.test\r\r\n250 STARTTLS\r\n', ['mail.test', 'STARTTLS']),
+    (b'250-mail.test\r\n250 STARTTLS\r\r\r\n', ['mail.test', 'STARTTLS']),
+    (b'250-mail\r.test\r\n250 STARTTLS\r\n', ['mail\r.test', 'STARTTLS']),
+])
+def test_other_line_ending_faults_are_read_and_remembered(wire, lines):
+    line_reader = LineReader(ChunkTransport([wire]))
+    assert read_smtp_reply(line_reader, far())['lines'] == lines
+    assert line_reader.bad_line_ending is True
+
+
 def test_crlf_replies_are_not_flagged(scripted):
     server = scripted([('send', b'220 mail.test ESMTP\r\n'), ('expect', 'EHLO'),
                        ('send', b'250-mail.test\r\n250 8BITMIME\r\n'), ('expect', 'QUIT')])
@@ -143,7 +154,7 @@ def test_any_bytes_give_a_reply_or_a_probe_error(data, cuts, which):
         return
     assert isinstance(reply['lines'], list)
     assert len(reply['lines']) <= MAX_LINES
-    assert all('\n' not in line for line in reply['lines'])
+    assert all('\n' not in line and not line.endswith('\r') for line in reply['lines'])
 
 
 @settings(max_examples=200, deadline=None)
@@ -159,7 +170,7 @@ def test_well_formed_smtp_replies_read_back_whatever_the_segmentation(code, line
     reader = LineReader(ChunkTransport(split(wire, cuts)))
     reply = read_smtp_reply(reader, far())
     assert reply == {'code': str(code), 'lines': lines}
-    assert reader.bare_lf is bare
+    assert reader.bad_line_ending is bare
 
 
 @settings(max_examples=50, deadline=None)
