@@ -51,6 +51,8 @@ def test_waive_and_report_filters():
     (lambda: FILTERS['findings']('not a list'), 'listeners must be a list'),
     (lambda: FILTERS['findings']([], [], {'colour': 1}), 'unknown judge option'),
     (lambda: FILTERS['waive']([], [{'query': '[['}]), r'starttls_waivers\[0\]'),
+    (lambda: FILTERS['waive'](['not a finding'], []), r'findings\[0\] is a str'),
+    (lambda: FILTERS['waive']([], [{'query': '(' * 3000, 'reason': 'deep'}]), r'starttls_waivers\[0\]\.query.*recursion'),
     (lambda: FILTERS['report']([], [], {}, [], 'summary.'), 'starttls_fail_when'),
     (lambda: FILTERS['report']([], [], {}, [], None, 'meta'), 'meta must be a dictionary'),
     (lambda: FILTERS['report_html']({'findings': []}), 'schema_version 1'),
