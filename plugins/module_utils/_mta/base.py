@@ -320,21 +320,26 @@ def master_processes(ctx, mta: str) -> list:
     return [process for process in ctx.processes if process.get('mta') == mta and process.get('role') == 'master']
 
 
-def backslash_lines(text: str):
+def backslash_lines(text: str, max_length: int = 64 * 1024):
     """(number of the first physical line, logical line): a trailing backslash continues a line
-    (Dovecot, OpenSMTPD)."""
-    buffer, first = '', None
+    (Dovecot, OpenSMTPD). A logical line stops growing at `max_length` characters: the parts are
+    joined once, so a hostile file of continuation lines costs linear time."""
+    parts, first, size = [], None, 0
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.rstrip()
         if first is None:
             first = number
         if line.endswith('\\'):
-            buffer += line[:-1] + ' '
+            if size < max_length:
+                parts.append(line[:-1] + ' ')
+                size += len(line)
             continue
-        yield first, buffer + line
-        buffer, first = '', None
-    if buffer:
-        yield first, buffer
+        if size < max_length:
+            parts.append(line)
+        yield first, ''.join(parts)
+        parts, first, size = [], None, 0
+    if parts:
+        yield first, ''.join(parts)
 
 
 def strip_hash_comment(line: str, quotes: str = '"') -> str:

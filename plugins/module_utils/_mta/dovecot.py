@@ -15,6 +15,7 @@ import ipaddress
 import os
 import re
 
+from ansible_collections.mailsec.starttls.plugins.module_utils._files import excerpt
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import (
     REASON_IMPLICIT,
     MtaAdapter,
@@ -71,7 +72,9 @@ def parse_config(ctx, path: str, text: str | None = None, label: str | None = No
         text = ctx.read_text(path, mta='dovecot', required=True)
         if text is None:
             return None
-    _parse_text(ctx, text, label or path, os.path.dirname(path), [root], root, 0)
+    limits = ctx.parse_limits('dovecot')
+    limits.includes.enter(path)
+    _parse_text(ctx, text, label or path, os.path.dirname(path), [root], root, 0, limits)
     return root
 
 
@@ -82,7 +85,10 @@ def _unquote(value: str) -> str:
     return value
 
 
-def _parse_text(ctx, text: str, label: str, directory: str, stack: list, root: dict, depth: int) -> None:
+def _parse_text(ctx, text: str, label: str, directory: str, stack: list, root: dict, depth: int,
+                limits=None) -> None:
+    if limits is None:
+        limits = ctx.parse_limits('dovecot')
     for number, raw in backslash_lines(text):
         where = f'{label}:{number}'
         hidden = re.match(r'^\s*([A-Za-z0-9_/.-]+)\s*=\s*# hidden', raw)
@@ -94,7 +100,7 @@ def _parse_text(ctx, text: str, label: str, directory: str, stack: list, root: d
         if not line:
             continue
         if line.startswith('!'):
-            _include(ctx, line, where, directory, stack, root, depth)
+            _include(ctx, line, where, directory, stack, root, depth, limits)
             continue
         if line == '}':
             if len(stack) > 1:
@@ -117,20 +123,23 @@ def _parse_text(ctx, text: str, label: str, directory: str, stack: list, root: d
             key, value = match.group(1), match.group(2).strip()
             value = _unquote(value)
             if '$' in value and len(stack) == 1:
-                value = _expand_variables(value, root)
+                value = _expand_variables(value, root, limits.expansion, where)
             stack[-1]['settings'][key] = {'value': value, 'where': where}
             continue
-        ctx.warn(f'cannot parse dovecot line: {line[:80]!r}', where=where, mta='dovecot')
+        ctx.warn(f'cannot parse dovecot line: {excerpt(line)}', where=where, mta='dovecot')
     if depth == 0 and len(stack) > 1:
-        ctx.warn(f'section "{stack[-1]["type"]}" opened at {stack[-1]["where"]} is never closed',
+        ctx.warn(f'section "{excerpt(stack[-1]["type"], quoted=False)}" opened at {stack[-1]["where"]} is never closed',
                  where=label, mta='dovecot')
 
 
-def _include(ctx, line: str, where: str, directory: str, stack: list, root: dict, depth: int) -> None:
+def _include(ctx, line: str, where: str, directory: str, stack: list, root: dict, depth: int,
+             limits=None) -> None:
+    if limits is None:
+        limits = ctx.parse_limits('dovecot')
     command, _sep, argument = line.partition(' ')
     pattern = _unquote(argument)
     if command not in ('!include', '!include_try') or not pattern:
-        ctx.warn(f'unknown directive {line[:60]!r}', where=where, mta='dovecot')
+        ctx.warn(f'unknown directive {excerpt(line)}', where=where, mta='dovecot')
         return
     if depth >= MAX_INCLUDE_DEPTH:
         ctx.warn('includes nested too deep', where=where, mta='dovecot')
@@ -142,18 +151,32 @@ def _include(ctx, line: str, where: str, directory: str, stack: list, root: dict
         ctx.warn(f'!include {pattern}: no such file (dovecot would refuse to start)', where=where,
                  mta='dovecot')
     for path in paths:
-        text = ctx.read_text(path, mta='dovecot')
-        if text is not None:
-            _parse_text(ctx, text, path, os.path.dirname(path), stack, root, depth + 1)
+        if not limits.includes.enter(path, where):
+            continue
+        try:
+            text = ctx.read_text(path, mta='dovecot')
+            if text is not None:
+                limits.includes.charge(text)
+                _parse_text(ctx, text, path, os.path.dirname(path), stack, root, depth + 1, limits)
+        finally:
+            limits.includes.leave(path)
 
 
-def _expand_variables(value: str, root: dict) -> str:
+VARIABLE = re.compile(r'\$\{([A-Za-z0-9_]+)\}|\$([A-Za-z0-9_]+)')
+
+
+def _expand_variables(value: str, root: dict, budget=None, where: str | None = None) -> str:
     def replace(match):
         name = match.group(1) or match.group(2)
         entry = root['settings'].get(name)
         # Dovecot expands $setting against what the files set so far, not the built-in default.
         return entry['value'] if entry is not None else ''
-    return re.sub(r'\$\{([A-Za-z0-9_]+)\}|\$([A-Za-z0-9_]+)', replace, value)
+    if budget is not None:
+        # The size is known before the value is built: `a = $b $b` on every line doubles it.
+        size = len(value) + sum(len(replace(match)) - len(match.group(0)) for match in VARIABLE.finditer(value))
+        if not budget.allow(size, where, 'expanding $variables here'):
+            return value
+    return VARIABLE.sub(replace, value)
 
 
 # -- resolution ------------------------------------------------------------------------------
