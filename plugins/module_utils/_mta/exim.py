@@ -290,6 +290,8 @@ class EximConfig:
         return text
 
     def _option(self, line: str, where: str) -> None:
+        if not line.strip():
+            return  # a line that macros expanded to nothing (found by tests/fuzz)
         first = line.split(None, 1)[0]
         if first in NAMED_LISTS:
             return

@@ -379,3 +379,12 @@ def test_warnings_deduplicate_and_cap():
     assert ctx.warnings[0]['message'] == 'same'
     assert ctx.warnings[-1]['message'] == f'{5000 - context.MAX_WARNINGS + 1} more warnings not listed ' \
                                           f'(at most {context.MAX_WARNINGS} are kept)'
+
+
+def test_exim_line_that_macros_empty(host):
+    # Found by tests/fuzz: a line that macro substitution leaves empty raised IndexError, and the
+    # adapter guard then dropped every Exim listener.
+    host.write('/etc/exim/configure', 'EMPTY =\nEMPTY\n' + EXIM_LISTEN)
+    result = host.gather(mtas=['exim'], config_paths={'exim': ['/etc/exim/configure']})
+    assert endpoints(result) == ['127.0.20.1:25', '127.0.20.1:587']
+    assert 'failed' not in warnings_text(result)
