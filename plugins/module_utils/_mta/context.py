@@ -187,6 +187,7 @@ class HostContext:
         self._unseen_keys: set = set()
         self.suppressed_warnings: dict = {}
         self._text_cache: dict = {}
+        self._refusals: dict = {}
         self.config_bytes = 0
         self._run_cache: dict = {}
         self._which_cache: dict = {}
@@ -249,6 +250,9 @@ class HostContext:
         quoted: it is no configuration, and an include of a key must not put the key in a warning.
         """
         if host_path in self._text_cache:
+            if host_path in self._refusals:
+                # Each MTA that reaches a refused file is told, not only the first.
+                self.warn(self._refusals[host_path], mta=mta)
             return self._text_cache[host_path]
         real = self.resolve(host_path)
         text = None
@@ -259,7 +263,8 @@ class HostContext:
             self.config_bytes += len(data)
             refusal = key_material_reason(data)
             if refusal:
-                self.warn(f'{host_path} holds {refusal}: not parsed, nothing of it quoted', mta=mta)
+                self._refusals[host_path] = f'{host_path} holds {refusal}: not parsed, nothing of it quoted'
+                self.warn(self._refusals[host_path], mta=mta)
             else:
                 text = data.decode('utf-8', 'replace')
         except PermissionError:
@@ -268,7 +273,8 @@ class HostContext:
             if required:
                 self.warn(f'{host_path}: no such file', mta=mta)
         except RefusedFile as exc:
-            self.warn(f'{host_path}: {exc.strerror}', mta=mta)
+            self._refusals[host_path] = f'{host_path}: {exc.strerror}'
+            self.warn(self._refusals[host_path], mta=mta)
         except OSError as exc:
             self.warn(f'{host_path}: {exc.strerror or exc}', mta=mta)
         self._text_cache[host_path] = text
