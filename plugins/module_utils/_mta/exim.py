@@ -56,9 +56,9 @@ MAX_INCLUDE_DEPTH = 16
 RECEIVED_ADDRESS_VARIABLES = ('received_ip_address', 'interface_address')
 RECEIVED_PORT_VARIABLES = ('received_port', 'interface_port')
 SNI_VARIABLES = ('tls_in_sni', 'tls_sni')
-# Exim refuses macro names longer than 64 characters (EXIM_DRIVERNAME_MAX); more than this many
+# Exim refuses macro names longer than 63 characters ("macro name too long", Exim 4.96); more than this many
 # macros is no real configuration.
-MAX_MACRO_NAME = 64
+MAX_MACRO_NAME = 63
 MAX_MACROS = 2000
 MACRO_WORD = re.compile(r'(?<![A-Za-z0-9_])[A-Z][A-Za-z0-9_]*')
 
