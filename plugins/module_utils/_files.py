@@ -28,6 +28,9 @@ BASE64_LINE = re.compile(rb'^[ \t]*[A-Za-z0-9+/]{40,}={0,2}[ \t]*\r?$', re.M)
 # A run of base64 characters long enough to carry part of a key (one PEM line is 64).
 BASE64_RUN = re.compile(r'[A-Za-z0-9+/]{20,}={0,2}')
 EXCERPT_CHARS = 40
+# No string of a result is longer: a configuration value of megabytes (a hostile list of addresses)
+# would otherwise be copied into every listener's evidence.
+MAX_RESULT_STRING = 4096
 WITHHELD = '[withheld: looks like key material]'
 
 
@@ -129,9 +132,12 @@ def redact(message: str) -> str:
     return BASE64_RUN.sub(lambda match: '[withheld]' if _mixed(match.group(0)) else match.group(0), message)
 
 
-def safe_text(text: str) -> str:
+def safe_text(text: str, limit: int | None = None) -> str:
     """A string that JSON (and Ansible) accepts: file names that are not UTF-8 come from the OS
-    as lone surrogates (surrogateescape); they become visible escapes such as \\xff."""
+    as lone surrogates (surrogateescape); they become visible escapes such as \\xff. With `limit`,
+    a longer string is cut and says so."""
+    if limit is not None and len(text) > limit:
+        text = f'{text[:limit]}... [{len(text) - limit} more characters not shown]'
     try:
         text.encode('utf-8')
         return text
@@ -149,17 +155,17 @@ def safe_text(text: str) -> str:
     return ''.join(out)
 
 
-def json_safe(value):
-    """`value` with every string (dict keys included) made safe by `safe_text`; containers are
-    rebuilt only where something changed."""
+def json_safe(value, limit: int | None = MAX_RESULT_STRING):
+    """`value` with every string (dict keys included) made safe by `safe_text` and cut at `limit`;
+    containers are changed in place, and only where something changed."""
     if isinstance(value, str):
-        return safe_text(value)
+        return safe_text(value, limit)
     if isinstance(value, dict):
         changed = False
         rebuilt = {}
         for key, item in value.items():
-            safe_key = safe_text(key) if isinstance(key, str) else key
-            safe_item = json_safe(item)
+            safe_key = safe_text(key, limit) if isinstance(key, str) else key
+            safe_item = json_safe(item, limit)
             changed = changed or safe_key is not key or safe_item is not item
             rebuilt[safe_key] = safe_item
         if not changed:
@@ -169,10 +175,10 @@ def json_safe(value):
         return value
     if isinstance(value, list):
         for index, item in enumerate(value):
-            safe_item = json_safe(item)
+            safe_item = json_safe(item, limit)
             if safe_item is not item:
                 value[index] = safe_item
         return value
     if isinstance(value, tuple):
-        return tuple(json_safe(item) for item in value)
+        return tuple(json_safe(item, limit) for item in value)
     return value

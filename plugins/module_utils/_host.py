@@ -25,6 +25,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._files import jso
 from ansible_collections.mailsec.starttls.plugins.module_utils._model import PORT_PROTOCOL
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta import ADAPTERS, HostContext
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import (
+    MAX_LISTENERS,
     WILDCARD_ADDRESSES,
     is_local_address,
 )
@@ -43,7 +44,7 @@ DEFAULT_OPTIONS = {
 MAX_PROCESSES = 20000
 MAX_FD_LINKS = 100000
 # Listeners kept per MTA instance: a configuration that declares more is hostile or generated junk.
-MAX_LISTENERS_PER_INSTANCE = 1000
+MAX_LISTENERS_PER_INSTANCE = MAX_LISTENERS
 
 # comm names of the processes that hold an MTA's listening sockets.
 MASTER_COMMS = {

@@ -34,6 +34,11 @@ KNOWN_SERVICE_PORTS = {
     'pop3s': 995, 'sieve': 4190, 'managesieve': 4190,
 }
 
+# Hostile or generated configurations: the items of one address or port list that are used, and the
+# listener records one instance may produce (each further one costs time and memory for nothing).
+MAX_LIST_ITEMS = 256
+MAX_LISTENERS = 1000
+
 # Reasons a listener's STARTTLS state is what it is, phrased once.
 REASON_IMPLICIT = 'implicit TLS listener: TLS starts at connect, STARTTLS is not used'
 
@@ -354,3 +359,25 @@ def strip_hash_comment(line: str, quotes: str = '"') -> str:
         elif char == '#':
             return line[:index]
     return line
+
+
+def bounded_items(ctx, items, what: str, where: str | None = None, mta: str | None = None,
+                  limit: int = MAX_LIST_ITEMS) -> list:
+    """`items` without repeats (first occurrence kept, in constant time each) and at most `limit`
+    of them, with a warning when some are dropped."""
+    unique = list(dict.fromkeys(items))
+    if len(unique) > limit:
+        if ctx is not None:
+            ctx.warn(f'{what}: {len(unique)} entries, only the first {limit} are used', where=where, mta=mta)
+        unique = unique[:limit]
+    return unique
+
+
+def enough_listeners(ctx, records: list, mta: str, instance: str | None = None, limit: int = MAX_LISTENERS) -> bool:
+    """Whether an adapter has built `limit` records (for one instance, or derived from one wildcard
+    listener) and must stop (warned once)."""
+    if len(records) < limit:
+        return False
+    ctx.warn(f'more than {limit} listeners from one configuration or wildcard: the rest are not derived',
+             mta=mta, instance=instance)
+    return True

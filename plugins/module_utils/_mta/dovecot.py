@@ -11,15 +11,19 @@ the authority for values; the file tree only supplies where each value was writt
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
 
 from ansible_collections.mailsec.starttls.plugins.module_utils._files import excerpt
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import (
+    MAX_LIST_ITEMS,
     REASON_IMPLICIT,
     MtaAdapter,
     backslash_lines,
+    bounded_items,
+    enough_listeners,
     infer_protocol,
     is_local_address,
     master_processes,
@@ -233,15 +237,34 @@ def local_match_bits(name: str | None, address: str | None) -> int | None:
     """How specifically a `local` filter matches an address (prefix length), None if not."""
     if not name or address is None:
         return None
-    for item in re.split(r'[\s,]+', name):
-        try:
-            network = ipaddress.ip_network(item.strip('[]'), strict=False)
-            target = ipaddress.ip_address(address)
-        except ValueError:
-            continue
+    target = _address(address)
+    if target is None:
+        return None
+    for network in _local_networks(name):
         if target.version == network.version and target in network:
             return network.prefixlen
     return None
+
+
+@functools.lru_cache(maxsize=65536)
+def _address(text: str):
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+@functools.lru_cache(maxsize=65536)
+def _local_networks(name: str) -> tuple:
+    """The networks a `local` filter names, parsed once (a configuration may have thousands of
+    blocks, each matched against every listener)."""
+    networks = []
+    for item in re.split(r'[\s,]+', name):
+        try:
+            networks.append(ipaddress.ip_network(item.strip('[]'), strict=False))
+        except ValueError:
+            continue
+    return tuple(networks)
 
 
 def effective(scopes: list, key: str) -> tuple:
@@ -443,7 +466,9 @@ def build_listeners(ctx, tree: dict, instance: dict, hidden_keys: dict | None) -
                 addresses, address_where = listen_list(address_entry['value']), address_entry['where']
             else:
                 addresses, address_where = listen_list(listen_value), listen_where or 'default listen = *, ::'
-            for address in addresses:
+            for address in bounded_items(ctx, addresses, 'listen', address_where, 'dovecot'):
+                if enough_listeners(ctx, records, 'dovecot', instance['instance']):
+                    return records
                 records.extend(listener_records(ctx, tree, instance, service_name, listener_name, listener,
                                                 family, port, implicit, address, address_where,
                                                 protocols_where, hidden_keys))
@@ -471,6 +496,8 @@ def listener_records(ctx, tree, instance, service_name, listener_name, listener,
         for node in tree['children']:
             if node['type'] != 'local':
                 continue
+            if enough_listeners(ctx, records, 'dovecot', instance['instance'], MAX_LIST_ITEMS):
+                break
             for item in re.split(r'[\s,]+', node['name'] or ''):
                 specific = normalise_address(item)
                 if specific is None or (':' in specific) != (':' in address):

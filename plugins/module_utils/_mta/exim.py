@@ -22,6 +22,8 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._files import exc
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import (
     REASON_IMPLICIT,
     MtaAdapter,
+    bounded_items,
+    enough_listeners,
     infer_protocol,
     is_local_address,
     master_processes,
@@ -169,9 +171,12 @@ class EximConfig:
                     self.ctx.warn(f'macro {name} redefined without "=="', where=where, mta='exim')
                 if self.macro_where.get(name) == 'command line -D':
                     continue
-                if name not in self.macros and (len(name) > MAX_MACRO_NAME or len(self.macros) >= MAX_MACROS):
-                    self.ctx.warn(f'macro name longer than {MAX_MACRO_NAME} characters or more than {MAX_MACROS} '
-                                  'macros: definition ignored', where=where, mta='exim')
+                if name not in self.macros and len(name) > MAX_MACRO_NAME:
+                    self.ctx.warn(f'macro name longer than {MAX_MACRO_NAME} characters: definition ignored',
+                                  where=where, mta='exim')
+                    continue
+                if name not in self.macros and len(self.macros) >= MAX_MACROS:
+                    self.ctx.warn(f'more than {MAX_MACROS} macros: further definitions are ignored', mta='exim')
                     continue
                 self.macros[name] = self.substitute(value, where)
                 self.macro_where[name] = where
@@ -709,14 +714,16 @@ class EximAdapter(MtaAdapter):
                 interfaces_value, interfaces_where = override, f'{loaded["override_where"]} -oX'
         tls_ports_value, tls_ports_where = option_value(config, tool_values, 'tls_on_connect_ports')
         ipv6_off = (option_value(config, tool_values, 'disable_ipv6')[0] or 'false').lower() in ('true', 'yes')
-        default_ports = [resolve_port(ctx, item) for item in exim_list(ports_value or 'smtp')]
+        default_ports = [resolve_port(ctx, item) for item in
+                         bounded_items(ctx, exim_list(ports_value or 'smtp'), 'daemon_smtp_ports', ports_where, 'exim')]
         implicit_ports = {resolve_port(ctx, item) for item in exim_list(tls_ports_value)}
         if interfaces_value in (None, ''):
             items = [('0.0.0.0', None)] + ([] if ipv6_off else [('::', None)])
             interfaces_where = interfaces_where or 'default (local_interfaces unset: all interfaces)'
         else:
-            items = [parse_interface(item) for item in exim_list(interfaces_value)]
-        endpoints = []
+            items = [parse_interface(item) for item in
+                     bounded_items(ctx, exim_list(interfaces_value), 'local_interfaces', interfaces_where, 'exim')]
+        endpoints, seen = [], set()
         for address_text, port_text in items:
             address = normalise_address(address_text)
             if address is None:
@@ -731,10 +738,13 @@ class EximAdapter(MtaAdapter):
                     ctx.warn(f'unknown port in {ports_value!r}', where=ports_where, mta='exim',
                              instance=instance['instance'])
                     continue
-                if (address, port) not in endpoints:
+                if (address, port) not in seen:
+                    seen.add((address, port))
                     endpoints.append((address, port))
         records = []
         for address, port in endpoints:
+            if enough_listeners(ctx, records, 'exim', instance['instance']):
+                break
             record = self._listener(ctx, instance, config, tool_values, sources, address, port,
                                     port in implicit_ports, interfaces_where, ports_where, tls_ports_where)
             records.append(record)

@@ -18,9 +18,11 @@ import socket
 from ansible_collections.mailsec.starttls.plugins.module_utils._files import excerpt
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import (
     _read_proc,
+    MAX_LIST_ITEMS,
     REASON_IMPLICIT,
     MtaAdapter,
     backslash_lines,
+    enough_listeners,
     host_addresses,
     infer_protocol,
     master_processes,
@@ -91,6 +93,12 @@ def _parse_file(ctx, path: str, config: dict, depth: int, limits=None) -> None:
             finally:
                 limits.includes.leave(target)
         elif keyword == 'pki' and len(words) >= 4:
+            if words[1] not in config['pki'] and len(config['pki']) >= MAX_LIST_ITEMS:
+                if not config.get('pki_overflow'):
+                    config['pki_overflow'] = True
+                    ctx.warn(f'more than {MAX_LIST_ITEMS} pki names: this one and later ones are ignored', where=where,
+                             mta='opensmtpd')
+                continue
             entry = config['pki'].setdefault(words[1], {'cert': None, 'key': None, 'where': where})
             if words[2] in ('cert', 'key'):
                 entry[words[2]] = words[3]
@@ -218,6 +226,8 @@ class OpenSmtpdAdapter(MtaAdapter):
         instance['config_files'] = config['files'] or instance['config_files']
         records = []
         for listen in config['listen']:
+            if enough_listeners(ctx, records, 'opensmtpd', instance['instance']):
+                break
             options = parse_listen(listen['words'])
             if options['interface'] == 'socket':
                 continue

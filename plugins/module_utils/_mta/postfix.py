@@ -18,7 +18,9 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._files import exc
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import (
     REASON_IMPLICIT,
     MtaAdapter,
+    bounded_items,
     classify_chain_files,
+    enough_listeners,
     host_addresses,
     infer_protocol,
     master_processes,
@@ -479,6 +481,8 @@ class PostfixAdapter(MtaAdapter):
         for service in services:
             if service['type'] != 'inet':
                 continue
+            if enough_listeners(ctx, records, 'postfix', instance['instance']):
+                break
             host, port_text = split_host_port(service['name'])
             port = resolve_port(ctx, port_text)
             if port is None:
@@ -712,7 +716,7 @@ def listen_addresses(ctx, resolver: Resolver, instance_name: str) -> tuple:
         families.discard('ipv6')
     families = families or {'ipv4'}
     addresses = []
-    for word in split_list(interfaces):
+    for word in bounded_items(ctx, split_list(interfaces), 'inet_interfaces', interfaces_where, 'postfix'):
         lowered = word.lower()
         if lowered == 'all':
             addresses.extend(address for family, address in (('ipv4', '0.0.0.0'), ('ipv6', '::'))
@@ -730,10 +734,7 @@ def listen_addresses(ctx, resolver: Resolver, instance_name: str) -> tuple:
                 addresses.extend(resolved)
             else:
                 addresses.append(address)
-    unique = []
-    for address in addresses:
-        if address not in unique:
-            unique.append(address)
+    unique = list(dict.fromkeys(addresses))
     return unique, f'{interfaces_where} inet_interfaces'
 
 

@@ -16,6 +16,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._files import exc
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import (
     REASON_IMPLICIT,
     MtaAdapter,
+    enough_listeners,
     infer_protocol,
     master_processes,
     new_binding,
@@ -127,6 +128,8 @@ class SendmailAdapter(MtaAdapter):
         key = config['options'].get('ServerKeyFile')
         records = []
         for daemon in daemons:
+            if enough_listeners(ctx, records, 'sendmail', instance['instance']):
+                break
             fields = parse_daemon(daemon['value'])
             family = fields.get('family', 'inet').lower()
             if family not in ('inet', 'inet6'):

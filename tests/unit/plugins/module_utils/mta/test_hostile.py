@@ -388,3 +388,53 @@ def test_exim_line_that_macros_empty(host):
     result = host.gather(mtas=['exim'], config_paths={'exim': ['/etc/exim/configure']})
     assert endpoints(result) == ['127.0.20.1:25', '127.0.20.1:587']
     assert 'failed' not in warnings_text(result)
+
+
+def many(count: int, template: str) -> str:
+    return ''.join(template.format(index=index, a=index // 256 % 256, b=index % 256) for index in range(count))
+
+
+MANY_LISTENERS = {
+    'postfix-inet_interfaces': ({'/etc/postfix/main.cf': 'inet_interfaces = ' + many(20000, '10.9.{a}.{b}, ') +
+                                 '\nsmtpd_tls_security_level = may\n',
+                                 '/etc/postfix/master.cf': 'smtp inet n - y - - smtpd\n'}, {}),
+    'postfix-services': ({'/etc/postfix/main.cf': 'inet_interfaces = 127.0.0.1\n',
+                          '/etc/postfix/master.cf': many(20000, '{index} inet n - y - - smtpd\n')}, {}),
+    'exim-local_interfaces': ({'/etc/exim/configure': 'local_interfaces = ' + many(20000, '10.9.{a}.{b} : ') + '\n'},
+                              {'config_paths': {'exim': ['/etc/exim/configure']}}),
+    'dovecot-listen': ({'/etc/dovecot/dovecot.conf': 'protocols = imap\nlisten = ' + many(20000, '10.9.{a}.{b}, ') +
+                        '\n'}, {}),
+    'dovecot-local-blocks': ({'/etc/dovecot/dovecot.conf': 'protocols = imap\nlisten = *\n' +
+                              many(5000, 'local 127.0.{a}.{b} {{\n  ssl_cert = </c{index}\n}}\n')}, {}),
+    'opensmtpd-listen-and-pki': ({'/etc/smtpd.conf': many(10000, 'pki p{index} cert "/c{index}"\n') +
+                                  many(10000, 'listen on 127.0.0.1 port {index} tls\n')}, {}),
+    'sendmail-daemons': ({'/etc/mail/sendmail.cf': many(20000, 'O DaemonPortOptions=Port={index},Addr=127.0.0.1, '
+                                                                'Name=M{index}\n')}, {}),
+}
+
+
+@pytest.mark.parametrize('case', sorted(MANY_LISTENERS))
+def test_a_configuration_that_declares_thousands_of_listeners(host, case):
+    files, options = MANY_LISTENERS[case]
+    for path, text in files.items():
+        host.write(path, text, dedent=False)
+    mta = case.split('-', 1)[0]
+    outcome = gather_bounded(host, mtas=[mta], **options)
+    result = outcome['result']
+    assert 0 < len(result['listeners']) <= 1000
+    text = warnings_text(result)
+    assert 'are used' in text or 'not derived' in text or 'later ones are ignored' in text
+    assert len(outcome['json']) < 32 << 20
+    assert max(len(value) for value in _strings(result)) <= _files.MAX_RESULT_STRING + 64
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
