@@ -41,6 +41,8 @@ MAX_COMMAND_OUTPUT = 4 * 1024 * 1024
 # Warnings kept in the result; the rest are counted in one closing warning.
 MAX_WARNINGS = 200
 MAX_UNSEEN = 200
+# One warning's text: call sites may quote a configuration value, which can be long.
+MAX_WARNING_CHARS = 400
 # Includes of one MTA configuration: how many files may be included in all, how deep, how much text.
 MAX_INCLUDES = 512
 MAX_INCLUDE_DEPTH = 16
@@ -380,14 +382,14 @@ class HostContext:
             self.suppressed_warnings[mta] = self.suppressed_warnings.get(mta, 0) + 1
             return
         self._warning_keys.add(key)
-        self.warnings.append({'message': redact(message), 'where': where, 'mta': mta, 'instance': instance})
+        self.warnings.append({'message': _short(redact(message)), 'where': where, 'mta': mta, 'instance': instance})
 
     def cannot_see(self, what: str, mta: str | None = None) -> None:
         key = (what, mta)
         if key in self._unseen_keys or len(self.unseen) >= MAX_UNSEEN:
             return
         self._unseen_keys.add(key)
-        self.unseen.append({'what': redact(what), 'mta': mta})
+        self.unseen.append({'what': _short(redact(what)), 'mta': mta})
 
     def finish(self) -> None:
         """Close the gather: one warning per MTA that says how many warnings were not kept."""
@@ -395,3 +397,9 @@ class HostContext:
             self.warnings.append({'message': f'{count} more warnings not listed (at most {MAX_WARNINGS} are kept)',
                                   'where': None, 'mta': mta, 'instance': None})
         self.suppressed_warnings = {}
+
+
+def _short(message: str) -> str:
+    if len(message) <= MAX_WARNING_CHARS:
+        return message
+    return f'{message[:MAX_WARNING_CHARS]}... [{len(message) - MAX_WARNING_CHARS} more characters not shown]'

@@ -438,3 +438,10 @@ def _strings(value):
     elif isinstance(value, list):
         for item in value:
             yield from _strings(item)
+
+
+def test_a_warning_that_quotes_a_long_value_is_cut(host):
+    host.write('/etc/dovecot/dovecot.conf', DOVECOT_LISTEN + 'ssl = ' + 'x' * 100000 + '\n')
+    result = host.gather(mtas=['dovecot'])
+    message = next(item['message'] for item in result['warnings'] if item['message'].startswith('unknown ssl value'))
+    assert len(message) < context.MAX_WARNING_CHARS + 60 and message.endswith('more characters not shown]')
