@@ -405,9 +405,9 @@ MANY_LISTENERS = {
     'dovecot-listen': ({'/etc/dovecot/dovecot.conf': 'protocols = imap\nlisten = ' + many(20000, '10.9.{a}.{b}, ') +
                         '\n'}, {}),
     'dovecot-local-blocks': ({'/etc/dovecot/dovecot.conf': 'protocols = imap\nlisten = *\n' +
-                              many(5000, 'local 127.0.{a}.{b} {{\n  ssl_cert = </c{index}\n}}\n')}, {}),
-    'opensmtpd-listen-and-pki': ({'/etc/smtpd.conf': many(10000, 'pki p{index} cert "/c{index}"\n') +
-                                  many(10000, 'listen on 127.0.0.1 port {index} tls\n')}, {}),
+                              many(2000, 'local 127.0.{a}.{b} {{\n  ssl_cert = </c{index}\n}}\n')}, {}),
+    'opensmtpd-listen-and-pki': ({'/etc/smtpd.conf': many(3000, 'pki p{index} cert "/c{index}"\n') +
+                                  many(3000, 'listen on 127.0.0.1 port {index} tls\n')}, {}),
     'sendmail-daemons': ({'/etc/mail/sendmail.cf': many(20000, 'O DaemonPortOptions=Port={index},Addr=127.0.0.1,'
                                                                ' Name=M{index}\n')}, {}),
 }
