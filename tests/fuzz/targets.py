@@ -96,7 +96,8 @@ def check_config(mta: str, data: bytes, max_seconds: float = MAX_SECONDS) -> dic
     assert not failures, f'{mta}: adapter raised: {failures[0]}'
     encoded = json.dumps(result, ensure_ascii=False, default=str).encode('utf-8')
     assert len(encoded) <= MAX_RESULT_BYTES, f'{mta}: result of {len(encoded)} bytes'
-    assert len(result['warnings']) <= context.MAX_WARNINGS + 1, f'{mta}: {len(result["warnings"])} warnings'
+    most = context.MAX_WARNINGS + context.MAX_LIMIT_WARNINGS + 1
+    assert len(result['warnings']) <= most, f'{mta}: {len(result["warnings"])} warnings'
     assert elapsed <= max_seconds, f'{mta}: {elapsed:.1f} s'
     for listener in result['listeners']:
         assert listener['mta'] == mta and isinstance(listener['binding'], dict)

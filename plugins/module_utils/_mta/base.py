@@ -368,7 +368,8 @@ def bounded_items(ctx, items, what: str, where: str | None = None, mta: str | No
     unique = list(dict.fromkeys(items))
     if len(unique) > limit:
         if ctx is not None:
-            ctx.warn(f'{what}: {len(unique)} entries, only the first {limit} are used', where=where, mta=mta)
+            ctx.warn(f'{what}: {len(unique)} entries, only the first {limit} are used', where=where, mta=mta,
+                     limit=True)
         unique = unique[:limit]
     return unique
 
@@ -379,5 +380,5 @@ def enough_listeners(ctx, records: list, mta: str, instance: str | None = None, 
     if len(records) < limit:
         return False
     ctx.warn(f'more than {limit} listeners from one configuration or wildcard: the rest are not derived',
-             mta=mta, instance=instance)
+             mta=mta, instance=instance, limit=True)
     return True

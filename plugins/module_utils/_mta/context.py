@@ -41,6 +41,9 @@ MAX_COMMAND_OUTPUT = 4 * 1024 * 1024
 # Warnings kept in the result; the rest are counted in one closing warning.
 MAX_WARNINGS = 200
 MAX_UNSEEN = 200
+# Room kept beyond MAX_WARNINGS for warnings that a limit was reached or a file refused, so that
+# junk lines before them cannot hide them.
+MAX_LIMIT_WARNINGS = 50
 # One warning's text: call sites may quote a configuration value, which can be long.
 MAX_WARNING_CHARS = 400
 # Includes of one MTA configuration: how many files may be included in all, how deep, how much text.
@@ -82,18 +85,18 @@ class IncludeGuard:
         """Whether `path` may be parsed now (then call `leave(path)` after it); warns when not."""
         if path in self.stack:
             self.ctx.warn(f'include cycle: {path} includes itself (through {" -> ".join(self.stack[self.stack.index(path):])}); '
-                          'not read again', where=where, mta=self.mta)
+                          'not read again', where=where, mta=self.mta, limit=True)
             return False
         if len(self.stack) > self.max_depth:
             self.ctx.warn(f'includes nested deeper than {self.max_depth} levels; {path} not read', where=where,
-                          mta=self.mta)
+                          mta=self.mta, limit=True)
             return False
         if self.count >= self.max_includes or self.bytes >= self.max_bytes:
             if not self.exhausted:
                 self.exhausted = True
                 self.ctx.warn(f'more than {self.max_includes} includes or {self.max_bytes} bytes of included text in '
                               f'one {self.mta} configuration; {path} and later includes not read', where=where,
-                              mta=self.mta)
+                              mta=self.mta, limit=True)
             return False
         self.stack.append(path)
         if len(self.stack) > 1:
@@ -137,14 +140,14 @@ class ExpansionBudget:
         if size > self.max_chars:
             if self.ctx is not None:
                 self.ctx.warn(f'{what} would be {size} characters, more than {self.max_chars}: left unexpanded '
-                              '(nested macros or variables that grow without bound)', where=where, mta=self.mta)
+                              '(nested macros or variables that grow without bound)', where=where, mta=self.mta, limit=True)
             return False
         if self.total + size > self.max_total or self.steps > self.max_steps:
             self.exhausted = True
             if self.ctx is not None:
                 self.ctx.warn(f'expansions of this {self.mta} configuration exceed {self.max_total} characters or '
                               f'{self.max_steps} substitutions: the rest is left unexpanded', where=where,
-                              mta=self.mta)
+                              mta=self.mta, limit=True)
             return False
         self.total += size
         return True
@@ -254,7 +257,7 @@ class HostContext:
         if host_path in self._text_cache:
             if host_path in self._refusals:
                 # Each MTA that reaches a refused file is told, not only the first.
-                self.warn(self._refusals[host_path], mta=mta)
+                self.warn(self._refusals[host_path], mta=mta, limit=True)
             return self._text_cache[host_path]
         real = self.resolve(host_path)
         text = None
@@ -266,7 +269,7 @@ class HostContext:
             refusal = key_material_reason(data)
             if refusal:
                 self._refusals[host_path] = f'{host_path} holds {refusal}: not parsed, nothing of it quoted'
-                self.warn(self._refusals[host_path], mta=mta)
+                self.warn(self._refusals[host_path], mta=mta, limit=True)
             else:
                 text = data.decode('utf-8', 'replace')
         except PermissionError:
@@ -276,7 +279,7 @@ class HostContext:
                 self.warn(f'{host_path}: no such file', mta=mta)
         except RefusedFile as exc:
             self._refusals[host_path] = f'{host_path}: {exc.strerror}'
-            self.warn(self._refusals[host_path], mta=mta)
+            self.warn(self._refusals[host_path], mta=mta, limit=True)
         except OSError as exc:
             self.warn(f'{host_path}: {exc.strerror or exc}', mta=mta)
         self._text_cache[host_path] = text
@@ -370,15 +373,16 @@ class HostContext:
 
     # -- findings about the gather itself --------------------------------------------------
     def warn(self, message: str, where: str | None = None, mta: str | None = None,
-             instance: str | None = None) -> None:
+             instance: str | None = None, limit: bool = False) -> None:
         """Record a warning once; at most MAX_WARNINGS are kept (`finish` counts the rest).
 
-        Call sites quote file text only through `excerpt`; `redact` here is the last line of
-        defence against key material."""
+        `limit`: the warning says that a limit was reached or a file refused; MAX_LIMIT_WARNINGS more
+        of those are kept. Call sites quote file text only through `excerpt`; `redact` here is the
+        last line of defence against key material."""
         key = (message, where, mta, instance)
         if key in self._warning_keys:
             return
-        if len(self.warnings) >= MAX_WARNINGS:
+        if len(self.warnings) >= MAX_WARNINGS + (MAX_LIMIT_WARNINGS if limit else 0):
             self.suppressed_warnings[mta] = self.suppressed_warnings.get(mta, 0) + 1
             return
         self._warning_keys.add(key)

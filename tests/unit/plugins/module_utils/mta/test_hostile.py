@@ -361,7 +361,7 @@ def test_80k_junk_lines(host, mta):
         host.write('/etc/postfix/master.cf', junk_lines(80000, seed=81), dedent=False)
     outcome = gather_bounded(host, mtas=[mta], **options)
     result = outcome['result']
-    assert 20 <= len(result['warnings']) <= context.MAX_WARNINGS + 1
+    assert 20 <= len(result['warnings']) <= context.MAX_WARNINGS + context.MAX_LIMIT_WARNINGS + 1
     if len(result['warnings']) > context.MAX_WARNINGS:
         assert 'more warnings not listed' in result['warnings'][-1]['message']
     print(mta, round(outcome['seconds'], 2), len(outcome['json']))
@@ -379,6 +379,16 @@ def test_warnings_deduplicate_and_cap():
     assert ctx.warnings[0]['message'] == 'same'
     assert ctx.warnings[-1]['message'] == f'{5000 - context.MAX_WARNINGS + 1} more warnings not listed ' \
                                           f'(at most {context.MAX_WARNINGS} are kept)'
+
+
+def test_a_refused_key_after_hundreds_of_junk_lines_is_still_warned(host):
+    key_text, lines = fake_private_key()
+    host.write(KEY_PATH, key_text, dedent=False)
+    host.write('/etc/dovecot/dovecot.conf', DOVECOT_LISTEN + junk_lines(1000) + f'!include_try {KEY_PATH}\n',
+               dedent=False)
+    outcome = gather_bounded(host, mtas=['dovecot'])
+    assert_no_key(outcome, lines)
+    assert f'{KEY_PATH} holds PEM or private key material' in warnings_text(outcome['result'])
 
 
 def test_exim_line_that_macros_empty(host):
