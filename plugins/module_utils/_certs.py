@@ -22,7 +22,7 @@ import shutil
 import stat
 import struct
 
-from ansible_collections.mailsec.starttls.plugins.module_utils import _command, _x509
+from ansible_collections.mailsec.starttls.plugins.module_utils import _command, _files, _x509
 
 try:
     from cryptography.hazmat.primitives import serialization as _serialization
@@ -447,8 +447,11 @@ class StoreInspector:
             facts.read_error = f'{file_stat.st_size} bytes, more than {MAX_STORE_FILE_BYTES}'
             return facts
         try:
-            with open(path, 'rb') as handle:
-                content = handle.read(MAX_STORE_FILE_BYTES + 1)
+            # Never blocks on a FIFO swapped in since the stat, never reads past the cap.
+            content = _files.read_regular(path, MAX_STORE_FILE_BYTES)
+        except _files.RefusedFile as exc:
+            facts.read_error = exc.strerror
+            return facts
         except PermissionError:
             facts.read_error = f'cannot read it as {_user_name(os.geteuid())} (permission denied)'
             return facts

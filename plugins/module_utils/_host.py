@@ -21,9 +21,11 @@ import os
 import resource
 import time
 
+from ansible_collections.mailsec.starttls.plugins.module_utils._files import json_safe
 from ansible_collections.mailsec.starttls.plugins.module_utils._model import PORT_PROTOCOL
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta import ADAPTERS, HostContext
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import (
+    MAX_LISTENERS,
     WILDCARD_ADDRESSES,
     is_local_address,
 )
@@ -41,6 +43,8 @@ DEFAULT_OPTIONS = {
 # Bounds that keep a gather cheap on a busy host.
 MAX_PROCESSES = 20000
 MAX_FD_LINKS = 100000
+# Listeners kept per MTA instance: a configuration that declares more is hostile or generated junk.
+MAX_LISTENERS_PER_INSTANCE = MAX_LISTENERS
 
 # comm names of the processes that hold an MTA's listening sockets.
 MASTER_COMMS = {
@@ -456,6 +460,10 @@ def gather_host(options: dict | None = None, probe=None, store_inspector=None, c
                 ctx.warn(f'{name} listeners failed: {type(exc).__name__}: {exc}', mta=name,
                          instance=instance['instance'])
                 records = []
+            if len(records) > MAX_LISTENERS_PER_INSTANCE:
+                ctx.warn(f'{len(records)} listeners derived from one configuration; only the first '
+                         f'{MAX_LISTENERS_PER_INSTANCE} are kept', mta=name, instance=instance['instance'])
+                records = records[:MAX_LISTENERS_PER_INSTANCE]
             for record in records:
                 record['host'] = merged['host']
                 record['reader_user'] = record.get('reader_user') or instance.get('reading_user')
@@ -470,7 +478,9 @@ def gather_host(options: dict | None = None, probe=None, store_inspector=None, c
     if probe is not None:
         attach_probes(ctx, listeners, probe)
 
-    return {
+    ctx.finish()
+    # File names that are not UTF-8 (an include directory may hold any) must not fail the task.
+    return json_safe({
         'mtas': instances,
         'listeners': listeners,
         'unmatched_sockets': unmatched,
@@ -480,7 +490,7 @@ def gather_host(options: dict | None = None, probe=None, store_inspector=None, c
         'privileged': ctx.is_root,
         'cost': {'cpu_seconds': round(_cpu_seconds() - started_cpu, 4),
                  'wall_seconds': round(time.monotonic() - started_wall, 4)},
-    }
+    })
 
 
 def note_mount_namespaces(ctx, instances: list) -> None:

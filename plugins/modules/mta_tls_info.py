@@ -23,6 +23,12 @@ description:
   - Never changes anything. An odd configuration becomes a warning with its file and line, never a failure;
     without root it says what it could not see.
   - Private key material is inspected on the host and never returned.
+  - Configuration files are treated as hostile input (the module runs as root). Only regular files are read, each
+    with a size cap; a file that holds a private key, PEM armour or binary data is never parsed as configuration;
+    includes are checked for cycles and counted, macro and variable expansions are limited in size and count;
+    warnings quote at most a short excerpt, never a line that looks like key material, and at most 200 are kept;
+    file names that are not UTF-8 are returned escaped. The limits are listed in the collection's
+    C(docs/mta_tls_info.md).
 author:
   - mailsec.starttls contributors (@mailsec)
 extends_documentation_fragment:

@@ -15,11 +15,14 @@ import re
 import shlex
 import socket
 
+from ansible_collections.mailsec.starttls.plugins.module_utils._files import excerpt
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import (
     _read_proc,
+    MAX_LIST_ITEMS,
     REASON_IMPLICIT,
     MtaAdapter,
     backslash_lines,
+    enough_listeners,
     host_addresses,
     infer_protocol,
     master_processes,
@@ -42,14 +45,19 @@ KEY_MODE_NOTE = 'OpenSMTPD refuses to load a key file whose mode is looser than 
 
 def parse_config(ctx, path: str) -> dict:
     config = {'macros': {}, 'pki': {}, 'listen': [], 'files': [], 'readable': False}
-    _parse_file(ctx, path, config, 0)
+    limits = ctx.parse_limits('opensmtpd')
+    limits.includes.enter(path)
+    _parse_file(ctx, path, config, 0, limits)
     return config
 
 
-def _parse_file(ctx, path: str, config: dict, depth: int) -> None:
+def _parse_file(ctx, path: str, config: dict, depth: int, limits=None) -> None:
+    if limits is None:
+        limits = ctx.parse_limits('opensmtpd')
     text = ctx.read_text(path, mta='opensmtpd', required=depth == 0)
     if text is None:
         return
+    limits.includes.charge(text)
     config['readable'] = True
     config['files'].append(path)
     for number, raw in backslash_lines(text):
@@ -59,12 +67,15 @@ def _parse_file(ctx, path: str, config: dict, depth: int) -> None:
             continue
         macro = re.match(r'^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$', line)
         if macro:
-            config['macros'][macro.group(1)] = _unquote(_expand(macro.group(2).strip(), config['macros']))
+            expanded = _expand_bounded(macro.group(2).strip(), config['macros'], limits.expansion, where)
+            config['macros'][macro.group(1)] = _unquote(expanded)
             continue
         try:
-            words = shlex.split(_expand(line, config['macros']), posix=True)
+            words = shlex.split(_expand_bounded(line, config['macros'], limits.expansion, where), posix=True)
         except ValueError as exc:
             ctx.warn(f'cannot split smtpd.conf line: {exc}', where=where, mta='opensmtpd')
+            continue
+        if not words:
             continue
         keyword = words[0]
         if keyword == 'include' and len(words) > 1:
@@ -75,8 +86,19 @@ def _parse_file(ctx, path: str, config: dict, depth: int) -> None:
             if not ctx.exists(target):
                 ctx.warn(f'include {target}: no such file (smtpd would refuse the configuration)', where=where,
                          mta='opensmtpd')
-            _parse_file(ctx, target, config, depth + 1)
+            if not limits.includes.enter(target, where):
+                continue
+            try:
+                _parse_file(ctx, target, config, depth + 1, limits)
+            finally:
+                limits.includes.leave(target)
         elif keyword == 'pki' and len(words) >= 4:
+            if words[1] not in config['pki'] and len(config['pki']) >= MAX_LIST_ITEMS:
+                if not config.get('pki_overflow'):
+                    config['pki_overflow'] = True
+                    ctx.warn(f'more than {MAX_LIST_ITEMS} pki names: this one and later ones are ignored', where=where,
+                             mta='opensmtpd')
+                continue
             entry = config['pki'].setdefault(words[1], {'cert': None, 'key': None, 'where': where})
             if words[2] in ('cert', 'key'):
                 entry[words[2]] = words[3]
@@ -87,11 +109,26 @@ def _parse_file(ctx, path: str, config: dict, depth: int) -> None:
                          'mta', 'limit', 'expire', 'accept', 'reject', 'pki'):
             continue
         else:
-            ctx.warn(f'unknown smtpd.conf statement {keyword!r}', where=where, mta='opensmtpd')
+            ctx.warn(f'unknown smtpd.conf statement {excerpt(keyword)}', where=where, mta='opensmtpd')
+
+
+MACRO_REFERENCE = re.compile(r'\$([A-Za-z_][A-Za-z0-9_]*)')
 
 
 def _expand(text: str, macros: dict) -> str:
-    return re.sub(r'\$([A-Za-z_][A-Za-z0-9_]*)', lambda match: macros.get(match.group(1), match.group(0)), text)
+    return MACRO_REFERENCE.sub(lambda match: macros.get(match.group(1), match.group(0)), text)
+
+
+def _expand_bounded(text: str, macros: dict, budget, where: str) -> str:
+    """`_expand` within the expansion budget: the size is known before the text is built (each
+    macro defined as twice the previous would double it on every line); over it, left as it is."""
+    if '$' not in text:
+        return text
+    size = len(text) + sum(len(macros.get(match.group(1), match.group(0))) - len(match.group(0))
+                           for match in MACRO_REFERENCE.finditer(text))
+    if not budget.allow(size, where, 'macro expansion of this line'):
+        return text
+    return _expand(text, macros)
 
 
 def _unquote(value: str) -> str:
@@ -189,6 +226,8 @@ class OpenSmtpdAdapter(MtaAdapter):
         instance['config_files'] = config['files'] or instance['config_files']
         records = []
         for listen in config['listen']:
+            if enough_listeners(ctx, records, 'opensmtpd', instance['instance']):
+                break
             options = parse_listen(listen['words'])
             if options['interface'] == 'socket':
                 continue

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.mailsec.starttls.plugins.module_utils._files import excerpt
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import (
     REASON_IMPLICIT,
     MtaAdapter,
+    enough_listeners,
     infer_protocol,
     master_processes,
     new_binding,
@@ -24,6 +26,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import 
     resolve_port,
     setting,
 )
+from ansible_collections.mailsec.starttls.plugins.module_utils._mta.context import MAX_LOGICAL_LINE
 
 DEFAULT_CONFIG = '/etc/mail/sendmail.cf'
 EVIDENCE_OPTIONS = ('ServerCertFile', 'ServerKeyFile', 'CACertFile', 'CACertPath', 'TLSSrvOptions')
@@ -39,7 +42,9 @@ def parse_cf(ctx, path: str) -> dict | None:
         if raw.startswith('#') or not raw.strip():
             continue
         if raw[0] in ' \t' and lines:
-            lines[-1][1] += ' ' + raw.strip()
+            # Bounded: joining continuation lines one by one is quadratic in a hostile file.
+            if len(lines[-1][1]) < MAX_LOGICAL_LINE:
+                lines[-1][1] += ' ' + raw.strip()[:MAX_LOGICAL_LINE]
             continue
         lines.append([number, raw.rstrip()])
     for number, line in lines:
@@ -53,7 +58,7 @@ def parse_cf(ctx, path: str) -> dict | None:
             continue
         match = re.match(r'^O\s*([A-Za-z][A-Za-z0-9.]*)\s*(?:=\s*(.*))?$', line)
         if not match:
-            ctx.warn(f'cannot parse sendmail option line {line[:60]!r}', where=where, mta='sendmail')
+            ctx.warn(f'cannot parse sendmail option line {excerpt(line)}', where=where, mta='sendmail')
             continue
         name, value = match.group(1), expand_macros((match.group(2) or '').strip(), config['macros'])
         if name == 'DaemonPortOptions':
@@ -123,6 +128,8 @@ class SendmailAdapter(MtaAdapter):
         key = config['options'].get('ServerKeyFile')
         records = []
         for daemon in daemons:
+            if enough_listeners(ctx, records, 'sendmail', instance['instance']):
+                break
             fields = parse_daemon(daemon['value'])
             family = fields.get('family', 'inet').lower()
             if family not in ('inet', 'inet6'):
