@@ -111,6 +111,7 @@ def new_listener(mta: str, instance: str, service: str, address: str, port: int 
         'derived_from': None,
         'tls_settings': {},
         'notes': [],
+        'uncertain': [],
         'store': None,
         'probe': None,
     }
@@ -349,3 +350,21 @@ def strip_hash_comment(line: str, quotes: str = '"') -> str:
         elif char == '#':
             return line[:index]
     return line
+
+
+def mark_uncertain(record: dict, what: str, where: str | None, reason: str) -> dict:
+    """Say that host inspection could not tell `what` (offers_starttls, binding, address, ...)
+    for this listener, and why; the audit turns it into an `inspection-uncertain` finding.
+
+    A value that cannot be known is set to None here rather than guessed.
+    """
+    entry = {'what': what, 'where': where, 'reason': reason}
+    uncertain = record.setdefault('uncertain', [])
+    if entry not in uncertain:
+        uncertain.append(entry)
+    if what == 'offers_starttls':
+        record['offers_starttls'] = None
+        record['offers_starttls_reason'] = reason if not where else f'{reason} ({where})'
+    elif what == 'binding':
+        record['binding']['resolved'] = False
+    return record
