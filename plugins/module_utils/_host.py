@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import resource
 import time
 
@@ -26,7 +27,10 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._mta import ADAPT
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import (
     WILDCARD_ADDRESSES,
     is_local_address,
+    mark_uncertain,
+    normalise_address,
 )
+from ansible_collections.mailsec.starttls.plugins.module_utils._mta.sniff import check_template, templated_where
 
 DEFAULT_OPTIONS = {
     'root': '/',
@@ -332,6 +336,10 @@ def match_sockets(ctx, listeners: list, instances: list, sockets: list | None, o
         if listener.get('derived_from'):
             continue
         port, address = listener['port'], listener['address']
+        if normalise_address(str(address or '')) is None:
+            # An address host inspection could not establish (see `uncertain`): nothing to match.
+            listener['listening'] = None
+            continue
         namespace = namespace_of.get((listener['mta'], listener['instance']))
         if namespace:
             listener['notes'].append(f'runs in network namespace {namespace}: probe it from inside that namespace')
@@ -460,6 +468,7 @@ def gather_host(options: dict | None = None, probe=None, store_inspector=None, c
                 record['host'] = merged['host']
                 record['reader_user'] = record.get('reader_user') or instance.get('reading_user')
                 _check_local(ctx, record)
+            _check_sources(ctx, name, instance, records)
             listeners.extend(records)
 
     note_mount_namespaces(ctx, instances)
@@ -481,6 +490,39 @@ def gather_host(options: dict | None = None, probe=None, store_inspector=None, c
         'cost': {'cpu_seconds': round(_cpu_seconds() - started_cpu, 4),
                  'wall_seconds': round(time.monotonic() - started_wall, 4)},
     }
+
+
+def _check_sources(ctx, name: str, instance: dict, records: list) -> None:
+    """Templates among the files an instance was read from make its listeners uncertain; an
+    instance that yields no listener says why."""
+    files = [path for path in instance.get('config_files') or [] if isinstance(path, str)]
+    for record in records:
+        defined = str(record.get('defined_at') or '')
+        path = defined.rsplit(':', 1)[0] if re.search(r':\d+$', defined) else None
+        if path and path.startswith('/') and path not in files:
+            files.append(path)
+    for path in files:
+        text = ctx.read_text(path, mta=name)
+        if text is not None:
+            check_template(ctx, path, text, name)
+    templated = templated_where(ctx, files)
+    if templated:
+        for record in records:
+            mark_uncertain(record, 'configuration', templated[0],
+                           'the file is an unrendered template: the rendered file may say otherwise')
+    if records:
+        return
+    reason = instance.get('no_listener_reason')
+    if not reason:
+        readable = [path for path in files if ctx.read_text(path, mta=name) is not None]
+        if templated:
+            reason = f'it is an unrendered template ({templated[0]})'
+        elif not readable:
+            reason = 'its configuration could not be read' + (f' ({", ".join(files[:3])})' if files else '')
+        else:
+            reason = 'no listening service is defined in it, or none that this module understood (see the other warnings)'
+    ctx.warn(f'{name} instance {instance.get("instance")}: no listener found: {reason}', mta=name,
+             instance=instance.get('instance'))
 
 
 def note_mount_namespaces(ctx, instances: list) -> None:
