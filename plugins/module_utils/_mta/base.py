@@ -193,7 +193,7 @@ def resolve_port(ctx, text) -> int | None:
     if isinstance(text, int):
         return text
     text = str(text).strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         port = int(text)
         return port if 0 < port < 65536 else None
     name = text.lower()

@@ -52,6 +52,7 @@ DEFAULTS = {'daemon_smtp_ports': 'smtp', 'local_interfaces': None, 'tls_on_conne
             'exim_user': None, 'disable_ipv6': 'false'}
 NAMED_LISTS = ('domainlist', 'hostlist', 'addresslist', 'localpartlist')
 MAX_INCLUDE_DEPTH = 16
+MAX_FILES = 256
 RECEIVED_ADDRESS_VARIABLES = ('received_ip_address', 'interface_address')
 RECEIVED_PORT_VARIABLES = ('received_port', 'interface_port')
 SNI_VARIABLES = ('tls_in_sni', 'tls_sni')
@@ -114,7 +115,7 @@ class EximConfig:
                 continue
             buffer = None
             yield first, line
-        if buffer is not None:
+        if buffer:
             yield first, buffer
 
     def _active(self, state: dict) -> bool:
@@ -122,6 +123,14 @@ class EximConfig:
 
     def _parse_text(self, text: str, path: str, state: dict, depth: int) -> None:
         self.files.append(path)
+        stack = state.setdefault('stack', [])
+        stack.append(path)
+        try:
+            self._parse_lines(text, path, state, depth)
+        finally:
+            stack.pop()
+
+    def _parse_lines(self, text: str, path: str, state: dict, depth: int) -> None:
         for number, line in self._lines(text):
             if state['done']:
                 return
@@ -184,6 +193,14 @@ class EximConfig:
                 target = os.path.join(os.path.dirname(path), target)
             if depth >= MAX_INCLUDE_DEPTH:
                 self.ctx.warn('.include nested too deep', where=where, mta='exim')
+                return
+            if '\x00' in target:
+                self.ctx.warn('.include of a path with a NUL byte: not a file name', where=where, mta='exim')
+                return
+            # A file that includes itself (or its includer) would be read again and again.
+            if target in state.get('stack', ()) or len(self.files) >= MAX_FILES:
+                self.ctx.warn(f'.include {target[:200]}: an include cycle or too many includes; not read again',
+                              where=where, mta='exim')
                 return
             text = self.ctx.read_text(target, mta='exim')
             if text is None:

@@ -40,6 +40,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import 
 
 DEFAULT_CONFIGS = ('/etc/smtpd.conf', '/etc/mail/smtpd.conf', '/usr/local/etc/smtpd.conf')
 MAX_INCLUDE_DEPTH = 16
+MAX_FILES = 256
 # Keywords of `listen on` that take one argument (so the argument is not read as a keyword).
 # Top-level statements of smtpd.conf in 5.x/6.0 and 6.4+ (parsed or deliberately skipped).
 STATEMENTS = ('include', 'pki', 'listen', 'table', 'action', 'match', 'ca', 'filter', 'proc', 'proc-exec', 'queue',
@@ -50,7 +51,7 @@ KEY_MODE_NOTE = 'OpenSMTPD refuses to load a key file whose mode is looser than 
 
 def parse_config(ctx, path: str) -> dict:
     config = {'macros': {}, 'pki': {}, 'listen': [], 'files': [], 'readable': False, 'known': 0, 'unknown': 0,
-              'first_unknown': None}
+              'first_unknown': None, 'stack': []}
     _parse_file(ctx, path, config, 0)
     if config['readable'] and config['known'] == 0 and config['unknown']:
         text = ctx.read_text(path, mta='opensmtpd') or ''
@@ -64,6 +65,14 @@ def _parse_file(ctx, path: str, config: dict, depth: int) -> None:
         return
     config['readable'] = True
     config['files'].append(path)
+    config['stack'].append(path)
+    try:
+        _parse_lines(ctx, path, text, config, depth)
+    finally:
+        config['stack'].pop()
+
+
+def _parse_lines(ctx, path: str, text: str, config: dict, depth: int) -> None:
     for number, raw in backslash_lines(text):
         where = f'{path}:{number}'
         line = strip_hash_comment(raw).strip()
@@ -89,6 +98,13 @@ def _parse_file(ctx, path: str, config: dict, depth: int) -> None:
                 ctx.warn('include nested too deep', where=where, mta='opensmtpd')
                 continue
             target = words[1] if words[1].startswith('/') else os.path.join(os.path.dirname(path), words[1])
+            if '\x00' in target:
+                ctx.warn('include of a path with a NUL byte: not a file name', where=where, mta='opensmtpd')
+                continue
+            if target in config['stack'] or len(config['files']) >= MAX_FILES:
+                ctx.warn(f'include {target[:200]}: an include cycle or too many includes; not read again',
+                         where=where, mta='opensmtpd')
+                continue
             if not ctx.exists(target):
                 ctx.warn(f'include {target}: no such file (smtpd would refuse the configuration)', where=where,
                          mta='opensmtpd')

@@ -132,7 +132,7 @@ class _M4:
                 end = text.find('\n', index)
                 index = length if end < 0 else end
                 continue
-            if char.isalpha() or char == '_':
+            if char == '_' or (char.isascii() and char.isalpha()):
                 match = re.compile(r'[A-Za-z_][A-Za-z0-9_]*').match(text, index)
                 name = match.group(0)
                 after = match.end()
@@ -222,7 +222,7 @@ def m4_expand(value: str, macros: dict, depth: int = 0) -> str:
             out.append(value[index + 1:end - 1] if value[end - 1:end] == "'" else value[index + 1:end])
             index = end
             continue
-        if char.isalpha() or char == '_':
+        if char == '_' or (char.isascii() and char.isalpha()):
             match = re.compile(r'[A-Za-z_][A-Za-z0-9_]*').match(value, index)
             name = match.group(0)
             if name in macros:
@@ -308,6 +308,9 @@ def _mc_text(ctx, text: str, path: str, line_offset: int, state: dict) -> None:
             target = first
             if not target.startswith('/'):
                 target = os.path.join(os.path.dirname(path), target)
+            if '\x00' in target:
+                ctx.warn('include of a path with a NUL byte: not a file name', where=where, mta='sendmail')
+                continue
             included = ctx.read_text(target, mta='sendmail', required=name == 'include')
             if included is not None:
                 state['files'].append(target)
