@@ -662,13 +662,13 @@ def reading_identity(ctx, instance: dict) -> dict:
         if name in ('root', 0, '0'):
             if status is not None:
                 account = _lookup_account(passwd, group, uid=status['uid']) if passwd else None
-                identity.update(name=(account or {}).get('name') or ('root' if status['uid'] == 0 else
-                                                                      str(status['uid'])),
+                fallback_name = 'root' if status['uid'] == 0 else str(status['uid'])
+                identity.update(name=(account or {}).get('name') or fallback_name,
                                 uid=status['uid'], gids=sorted({status['gid']} | set(status['groups'])),
                                 source=f'live daemon pid {pid} ({ctx.proc_root}/{pid}/status)')
                 return identity
-            identity.update(uid=0, gids=[0], source='configuration: the daemon loads keys as root '
-                                                     f'({ctx.proc_root}/{pid}/status unreadable)')
+            identity.update(uid=0, gids=[0],
+                            source=f'configuration: the daemon loads keys as root ({ctx.proc_root}/{pid}/status unreadable)')
             return identity
         # The daemon drops to `name` before it reads keys (Exim): a child already running as that
         # user shows the real ids; else the name is looked up where the daemon looks it up.

@@ -31,13 +31,14 @@ FRAGMENTS = [
     'listen on', 'listen on lo', 'listen on 127.0.0.9 port', 'tls', 'smtps', 'secure', 'tls-require verify',
     'pki', 'pki x cert "/x.crt"', 'pki x certificate', 'hostname x', 'filter {', '}', '{', 'family inet6',
     'include "/etc/smtpd.conf"', 'macro = "127.0.0.1"', '$macro', 'DAEMON_OPTIONS(`Port=', "')", '`', "'", 'dnl',
-    "define(`confSERVER_CERT', `", "FEATURE(`no_default_msa')", "ifdef(`X', `", 'include(`/etc/mail/sendmail.mc', 
+    "define(`confSERVER_CERT', `", "FEATURE(`no_default_msa')", "ifdef(`X', `", 'include(`/etc/mail/sendmail.mc',
     'M=S', 'M=s', 'Addr=', 'Family=inet6', 'O DaemonPortOptions=Port=smtp', 'smtp inet n - n - - smtpd',
-    '127.0.0.9:2525 inet n - n - - smtpd', '-o smtpd_tls_security_level=none', '  -o smtpd_use_tls=', 
+    '127.0.0.9:2525 inet n - n - - smtpd', '-o smtpd_tls_security_level=none', '  -o smtpd_use_tls=',
     'smtpd_tls_cert_file = $x', 'inet_interfaces = [::1]', '${', 'local_interfaces = <; ::1 ; 127.0.0.2',
-    'daemon_smtp_ports = 25 : 465', 'tls_on_connect_ports =', 'tls_advertise_hosts = ${if eq{$received_port}{25}{*}{}}',
+    'daemon_smtp_ports = 25 : 465', 'tls_on_connect_ports =',
+    'tls_advertise_hosts = ${if eq{$received_port}{25}{*}{}}',
     '.include /etc/exim4/exim4.conf', '.ifdef X', '.endif', 'tls_certificate = ${tls_sni}', 'begin routers',
-    'service imap-login {', 'inet_listener imaps {', 'port = 993', 'ssl = yes', 'ssl_cert = </x.pem', 
+    'service imap-login {', 'inet_listener imaps {', 'port = 993', 'ssl = yes', 'ssl_cert = </x.pem',
     '!include /etc/dovecot/dovecot.conf', 'local 127.0.0.1 {', 'protocols = imap pop3', '{{ var }}', '<%= x %>',
     'PH_HOSTNAME', '@@CERT@@', 'pwcheck_method: saslauthd', '\\', '"', '#', '=', ':', ',', '\x00', '\ufeff', '\udcff',
 ]
@@ -48,7 +49,13 @@ config_text = st.one_of(
 )
 
 
-@settings(max_examples=int(os.environ.get("MAILSEC_PROPERTY_EXAMPLES", "40")), deadline=int(os.environ.get("MAILSEC_PROPERTY_DEADLINE_MS", "0")) or None, suppress_health_check=[HealthCheck.too_slow])
+# More examples for a deeper search: MAILSEC_PROPERTY_EXAMPLES=1500; MAILSEC_PROPERTY_DEADLINE_MS=1500
+# turns a slow input (an include blow-up, say) into a failure that names it.
+EXAMPLES = int(os.environ.get('MAILSEC_PROPERTY_EXAMPLES', '40'))
+DEADLINE_MS = int(os.environ.get('MAILSEC_PROPERTY_DEADLINE_MS', '0')) or None
+
+
+@settings(max_examples=EXAMPLES, deadline=DEADLINE_MS, suppress_health_check=[HealthCheck.too_slow])
 @given(mta=st.sampled_from(sorted(TARGETS)), text=config_text)
 def test_any_text_as_any_mta_configuration(mta, text):
     root = tempfile.mkdtemp(prefix='mailsec-any-text-')

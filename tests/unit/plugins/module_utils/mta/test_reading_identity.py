@@ -13,8 +13,8 @@ STATUS = 'Name:\t{comm}\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\nGid:\t{gid}\t{gid}\t{
 
 
 def status(host, pid: int, comm: str, uid: int, gid: int, groups=()) -> None:
-    host.write(f'/proc/{pid}/status', STATUS.format(comm=comm, uid=uid, gid=gid,
-                                                     groups=' '.join(str(item) for item in groups)), dedent=False)
+    text = STATUS.format(comm=comm, uid=uid, gid=gid, groups=' '.join(str(item) for item in groups))
+    host.write(f'/proc/{pid}/status', text, dedent=False)
 
 
 def exim_daemon(host) -> None:
