@@ -30,7 +30,12 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import 
     mark_uncertain,
     normalise_address,
 )
-from ansible_collections.mailsec.starttls.plugins.module_utils._mta.sniff import check_template, templated_where
+from ansible_collections.mailsec.starttls.plugins.module_utils._mta.sniff import (
+    OWN_FORMATS,
+    check_template,
+    foreign_format,
+    templated_where,
+)
 
 DEFAULT_OPTIONS = {
     'root': '/',
@@ -511,6 +516,14 @@ def _check_sources(ctx, name: str, instance: dict, records: list) -> None:
         text = ctx.read_text(path, mta=name)
         if text is not None:
             check_template(ctx, path, text, name)
+    main_text = ctx.read_text(files[0], mta=name) if files else None
+    foreign = foreign_format(main_text, name) if main_text else None
+    if foreign and records:
+        # The daemon refuses a file that is not its configuration: its listeners would not open.
+        ctx.warn(f'{files[0]} does not look like {OWN_FORMATS[name][1]}: it looks like {foreign}; '
+                 'no listener is reported from it', where=files[0], mta=name, instance=instance.get('instance'))
+        instance['no_listener_reason'] = f'{files[0]} looks like {foreign}, not like {OWN_FORMATS[name][1]}'
+        del records[:]
     templated = templated_where(ctx, files)
     if templated:
         for record in records:

@@ -73,10 +73,20 @@ def _parse_file(ctx, path: str, config: dict, depth: int) -> None:
 
 
 def _parse_lines(ctx, path: str, text: str, config: dict, depth: int) -> None:
+    in_pem = False
     for number, raw in backslash_lines(text):
         where = f'{path}:{number}'
         line = strip_hash_comment(raw).strip()
         if not line:
+            continue
+        # A PEM block (a key given as the configuration) is never quoted in a warning.
+        if line.startswith('-----BEGIN ') or in_pem:
+            if not in_pem:
+                config['unknown'] += 1
+                config['first_unknown'] = config['first_unknown'] or f'a PEM block at {where}'
+                ctx.warn('a PEM block (certificate or key) in smtpd.conf; its content is not shown', where=where,
+                         mta='opensmtpd')
+            in_pem = not line.startswith('-----END ')
             continue
         macro = re.match(r'^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$', line)
         if macro:

@@ -33,13 +33,15 @@ FORMAT_SIGNATURES = (
     ('a Cyrus SASL configuration (smtpd.conf of libsasl2)',
      re.compile(r'^\s*(?:pwcheck_method|mech_list|saslauthd_path|auxprop_plugin|sasldb_path|log_level|'
                 r'sql_\w+|ldapdb_\w+)\s*:', re.MULTILINE)),
-    ('a Postfix main.cf', re.compile(r'^\s*(?:smtpd_\w+|myhostname|mydestination|inet_interfaces|'
-                                     r'relayhost|mynetworks)\s*=', re.MULTILINE)),
+    ('a Postfix main.cf', re.compile(r'^\s*(?:smtpd?_\w+|myhostname|mydestination|inet_interfaces|compatibility_level|'
+                                     r'relayhost|mynetworks|\w+_maps|\w+_directory)\s*=', re.MULTILINE)),
     ('a Postfix master.cf', re.compile(r'^\S+\s+(?:inet|unix|fifo|pass)\s+[-ny]\s+[-ny]\s+[-ny]\s', re.MULTILINE)),
-    ('an Exim configuration', re.compile(r'^\s*(?:begin\s+(?:acl|routers|transports|authenticators)|'
-                                         r'daemon_smtp_ports|tls_advertise_hosts|primary_hostname)\b', re.MULTILINE)),
-    ('a Dovecot configuration', re.compile(r'^\s*(?:protocols|ssl_cert|ssl_key|service\s+\w+\s*\{|'
-                                           r'mail_location|ssl)\s*(?:=|\{)', re.MULTILINE)),
+    ('an Exim configuration', re.compile(r'^\s*(?:begin\s+(?:acl|routers|transports|authenticators|rewrite|retry)|'
+                                         r'daemon_smtp_ports|tls_advertise_hosts|primary_hostname|local_interfaces|'
+                                         r'tls_certificate|exim_user|\.include|\.ifn?def)\b', re.MULTILINE)),
+    ('a Dovecot configuration', re.compile(r'^\s*(?:(?:protocols|ssl_cert|ssl_key|ssl_server_cert_file|listen|'
+                                           r'mail_location|ssl)\s*=|(?:service|protocol|local|inet_listener)\s+\S+\s*\{|'
+                                           r'!include)', re.MULTILINE)),
     ('an OpenSMTPD smtpd.conf', re.compile(r'^\s*(?:listen\s+on|pki\s+\S+\s+(?:cert|key|certificate)|'
                                            r'action\s+"?\w|match\s+(?:from|for))\b', re.MULTILINE)),
     ('a sendmail.cf', re.compile(r'^(?:O\s*DaemonPortOptions|V\d+/\w+|R\$)', re.MULTILINE)),
@@ -50,6 +52,14 @@ FORMAT_SIGNATURES = (
 )
 
 MAX_MARKERS = 5
+# The signatures above that are each MTA's own, and how a warning names its configuration.
+OWN_FORMATS = {
+    'postfix': (('a Postfix main.cf', 'a Postfix master.cf'), 'a Postfix configuration'),
+    'exim': (('an Exim configuration',), 'an Exim configuration'),
+    'dovecot': (('a Dovecot configuration',), 'a Dovecot configuration'),
+    'opensmtpd': (('an OpenSMTPD smtpd.conf',), 'an OpenSMTPD smtpd.conf'),
+    'sendmail': (('a sendmail.cf', 'a sendmail.mc (m4 source)'), 'a sendmail.cf or sendmail.mc'),
+}
 
 
 def template_markers(text: str) -> list:
@@ -110,3 +120,17 @@ def templated_where(ctx, paths) -> list:
             found.append(f'{path}:{number} ({kind})')
             break
     return found
+
+
+def foreign_format(text: str, mta: str) -> str | None:
+    """What the text looks like when it shows no statement of `mta`'s own and the shape of
+    another kind of file (a Cyrus SASL smtpd.conf given as OpenSMTPD's, a PEM key given as a
+    configuration); else None."""
+    own, _label = OWN_FORMATS.get(mta, ((), ''))
+    for name, pattern in FORMAT_SIGNATURES:
+        if name in own and pattern.search(text):
+            return None
+    for name, pattern in FORMAT_SIGNATURES:
+        if name not in own and pattern.search(text):
+            return name
+    return None

@@ -69,3 +69,25 @@ def test_guess_format():
     assert 'Cyrus SASL' in guess_format('pwcheck_method: saslauthd\n')
     assert 'Postfix main.cf' in guess_format('myhostname = mx\n')
     assert guess_format('hello world\n') is None
+
+
+@pytest.mark.parametrize('mta, path, option', [
+    ('exim', '/etc/exim4/exim4.conf', '/etc/exim4/exim4.conf'),
+    ('dovecot', '/etc/dovecot/dovecot.conf', '/etc/dovecot/dovecot.conf'),
+    ('sendmail', '/etc/mail/sendmail.cf', '/etc/mail/sendmail.cf'),
+])
+def test_cyrus_sasl_file_given_as_another_mta_yields_no_listener(host, mta, path, option):
+    host.write(path, 'pwcheck_method: saslauthd\nmech_list: PLAIN LOGIN\n')
+    result = host.gather(mtas=[mta], config_paths={mta: [option]})
+    text = host.warnings_text(result)
+    assert result['listeners'] == []
+    assert f'{path} does not look like' in text and 'Cyrus SASL' in text
+    assert 'no listener found' in text
+
+
+def test_a_private_key_given_as_configuration_is_named_not_quoted(host):
+    host.write('/etc/smtpd.conf', '-----BEGIN PRIVATE KEY-----\nMIIBVQIBADANBgkq\n-----END PRIVATE KEY-----\n')
+    result = host.gather(mtas=['opensmtpd'])
+    text = host.warnings_text(result)
+    assert 'a PEM file' in text
+    assert 'MIIBVQ' not in text
