@@ -301,6 +301,10 @@ def _mc_text(ctx, text: str, path: str, line_offset: int, state: dict) -> None:
             if branch:
                 _mc_text(ctx, branch, path, line + line_offset - 1, state)
         elif name in ('include', 'sinclude') and arguments:
+            if re.search(r'(?:^|/)(?:cf\.m4|cfhead\.m4|proto\.m4)$|/cf/m4/', first):
+                # The m4 library itself (Debian's sendmail.mc includes cf.m4 first): its defaults are
+                # modelled above, not read.
+                continue
             if state['includes'] >= MC_MAX_INCLUDES:
                 ctx.warn('too many includes; the rest are not read', where=where, mta='sendmail')
                 continue

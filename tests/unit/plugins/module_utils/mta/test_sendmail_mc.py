@@ -133,3 +133,43 @@ def test_m4_helpers():
     assert m4_expand('LOOP', {'LOOP': 'LOOP'}).startswith('LOOP')
     assert is_mc_text("divert(-1)\nFEATURE(`x')\n")
     assert not is_mc_text('O DaemonPortOptions=Port=smtp\nV10/Berkeley\n')
+
+
+# The shape of a Debian sendmail.mc (written for this test): the m4 library included first, four
+# loopback daemons, and the TLS settings in a file of their own.
+DEBIAN_STYLE_MC = """
+    divert(-1)dnl
+    include(`/usr/share/sendmail/cf/m4/cf.m4')dnl
+    VERSIONID(`$Id: sendmail.mc test fixture $')
+    OSTYPE(`debian')dnl
+    DOMAIN(`debian-mta')dnl
+    undefine(`confHOST_STATUS_DIRECTORY')dnl
+    FEATURE(`no_default_msa')dnl
+    DAEMON_OPTIONS(`Family=inet6, Name=MTA-v6, Port=smtp, Addr=::1')dnl
+    DAEMON_OPTIONS(`Family=inet,  Name=MTA-v4, Port=smtp, Addr=127.0.0.1')dnl
+    DAEMON_OPTIONS(`Family=inet6, Name=MSP-v6, Port=submission, M=Ea, Addr=::1')dnl
+    DAEMON_OPTIONS(`Family=inet,  Name=MSP-v4, Port=submission, M=Ea, Addr=127.0.0.1')dnl
+    define(`confPRIVACY_FLAGS',dnl
+    `needmailhelo,needexpnhelo,needvrfyhelo,restrictqrun,restrictexpand,nobodyreturn,authwarnings')dnl
+    sinclude(`/etc/mail/m4/dialup.m4')dnl
+    include(`/etc/mail/tls/starttls.m4')dnl
+    MAILER_DEFINITIONS
+    MAILER(`local')dnl
+    MAILER(`smtp')dnl
+"""
+STARTTLS_M4 = """
+    define(`confCACERT_PATH', `/etc/mail/tls')dnl
+    define(`confCACERT', `/etc/mail/tls/sendmail-ca.crt')dnl
+    define(`confSERVER_CERT', `/etc/mail/tls/sendmail-server.crt')dnl
+    define(`confSERVER_KEY', `/etc/mail/tls/sendmail-common.key')dnl
+"""
+
+
+def test_debian_style_mc(host):
+    host.files({'/etc/mail/sendmail.mc': DEBIAN_STYLE_MC, '/etc/mail/tls/starttls.m4': STARTTLS_M4})
+    result = host.gather(mtas=['sendmail'], config_paths={'sendmail': ['/etc/mail/sendmail.mc']})
+    listeners = host.by_endpoint(result)
+    assert sorted(listeners) == ['127.0.0.1:25', '127.0.0.1:587', '[::1]:25', '[::1]:587']
+    assert {item['binding']['certificate'] for item in listeners.values()} == {'/etc/mail/tls/sendmail-server.crt'}
+    assert all(item['offers_starttls'] is True for item in listeners.values())
+    assert result['warnings'] == []
