@@ -278,6 +278,10 @@ class OpenSmtpdAdapter(MtaAdapter):
                     if unknown_reason:
                         record['probe_address'] = None
                         mark_uncertain(record, 'address', listen['where'], unknown_reason)
+                    if options['unknown']:
+                        mark_uncertain(record, 'configuration', listen['where'],
+                                       'listen option ' + ', '.join(repr(word[:40]) for word in options['unknown'][:3])
+                                       + ' not understood (smtpd refuses a line it cannot parse)')
                     records.append(record)
         return records
 
