@@ -148,7 +148,7 @@ listeners:
       V(offers_starttls), V(binding) or V(configuration); C(where) the file and line; C(reason) what was not
       understood); the audit turns a non-empty list into an C(inspection-uncertain) finding. An address that
       could not be established is V(unknown), with C(probe_address) null.
-    - C(reader_identity) is the identity the key is read as (C(uid), C(gids), C(source)): from the live daemon
+    - C(reader_identity) is the identity the key is read as (C(uid), C(gids), C(source)), taken from the live daemon
       first, the configuration's user when nothing runs; C(uid) null (with C(reason)) when neither could be read,
       and readability is then unknown, never false.
   returned: always
