@@ -152,7 +152,7 @@ def _unquote(value: str) -> str:
 def parse_listen(words: list) -> dict:
     """The options of one `listen on` line (5.x/6.0 and 6.4+ grammars)."""
     options = {'interface': words[0], 'family': None, 'port': None, 'mode': 'none', 'pki': [], 'hostname': None,
-               'proxy': False, 'unknown': []}
+               'proxy': False, 'auth': False, 'unknown': []}
     index = 1
     while index < len(words):
         word = words[index]
@@ -192,6 +192,7 @@ def parse_listen(words: list) -> dict:
             if word == 'senders' and index < len(words) and words[index] == 'masquerade':
                 index += 1
         elif word in ('auth', 'auth-optional'):
+            options['auth'] = True
             index += 1
             if index < len(words) and words[index].startswith('<'):
                 index += 1
@@ -278,6 +279,12 @@ class OpenSmtpdAdapter(MtaAdapter):
                     if unknown_reason:
                         record['probe_address'] = None
                         mark_uncertain(record, 'address', listen['where'], unknown_reason)
+                    if effective_mode == 'none' and (options['pki'] or options['auth']):
+                        # Every OpenSMTPD since 5.4: "invalid listen option: pki (auth) requires tls/smtps".
+                        what = 'pki' if options['pki'] else 'auth'
+                        mark_uncertain(record, 'configuration', listen['where'],
+                                       f'{what} without tls or smtps on a listen line: smtpd refuses this '
+                                       'configuration ("invalid listen option")')
                     if options['unknown']:
                         mark_uncertain(record, 'configuration', listen['where'],
                                        'listen option ' + ', '.join(repr(word[:40]) for word in options['unknown'][:3])
@@ -325,6 +332,9 @@ class OpenSmtpdAdapter(MtaAdapter):
                 record['binding'] = pki_binding(config, hostname,
                                                 f'{config["pki"][hostname]["where"]} pki {hostname} (default pki: '
                                                 f'named after {chosen_by})')
+                if mode != 'none':
+                    record['notes'].append('no pki on the listen line: OpenSMTPD up to 7.2 uses the pki named after '
+                                           'the hostname; 7.3 and later refuse tls or smtps without pki')
                 if mode == 'none':
                     # What `tls` on this line would serve: the instance holds a certificate for this name.
                     record['notes'].append(f'pki {hostname} matches {chosen_by}, but this listen line has no tls, '

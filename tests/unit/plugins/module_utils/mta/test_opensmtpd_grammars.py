@@ -109,3 +109,18 @@ def test_smtpd_conf_without_listen_says_why(host):
     host.write('/etc/smtpd.conf', 'table aliases file:/etc/aliases\naction "local" mbox\nmatch for local action "local"\n')
     result = host.gather(mtas=['opensmtpd'])
     assert 'no `listen on` line' in host.warnings_text(result)
+
+
+def test_pki_or_auth_without_tls_is_a_configuration_smtpd_refuses(host):
+    host.write('/etc/smtpd.conf', """
+        pki mx cert "/etc/ssl/mx.crt"
+        pki mx key "/etc/ssl/mx.key"
+        listen on 127.0.41.7 pki mx
+        listen on 127.0.41.8 auth
+        listen on 127.0.41.9 tls pki mx auth
+    """)
+    listeners = host.by_endpoint(host.gather(mtas=['opensmtpd']))
+    for key, what in (('127.0.41.7:25', 'pki'), ('127.0.41.8:25', 'auth')):
+        assert listeners[key]['uncertain'][0]['what'] == 'configuration'
+        assert listeners[key]['uncertain'][0]['reason'].startswith(f'{what} without tls or smtps')
+    assert listeners['127.0.41.9:25']['uncertain'] == []
