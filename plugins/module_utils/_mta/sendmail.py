@@ -264,7 +264,14 @@ def parse_mc(ctx, path: str) -> dict | None:
     else:
         config['daemons'].append({'value': 'Name=MTA', 'where': None,
                                   'default': f'default of the m4 configuration: no DAEMON_OPTIONS in {path}'})
-    if 'no_default_msa' not in state['features'] and '_NO_MSA_' not in state['macros']:
+    explicit_587 = any(parse_daemon(daemon['value']).get('port', '').strip().lower() in ('587', 'submission')
+                       for daemon in state['daemons'])
+    if explicit_587 and 'no_default_msa' not in state['features']:
+        # proto.m4 still writes its MSA daemon; it cannot bind 587 beside the explicit one (sendmail logs
+        # "Address already in use" and retries), so it serves nothing.
+        ctx.warn(f"{path}: a DAEMON_OPTIONS on port 587 without FEATURE(`no_default_msa'): the default MSA "
+                 'daemon on 587 is written too and cannot bind', where=path, mta='sendmail')
+    elif 'no_default_msa' not in state['features'] and '_NO_MSA_' not in state['macros']:
         config['daemons'].append({'value': 'Port=587, Name=MSA, M=E', 'where': None,
                                   'default': f"default MSA of the m4 configuration: no FEATURE(`no_default_msa') "
                                              f'in {path}'})

@@ -173,3 +173,11 @@ def test_debian_style_mc(host):
     assert {item['binding']['certificate'] for item in listeners.values()} == {'/etc/mail/tls/sendmail-server.crt'}
     assert all(item['offers_starttls'] is True for item in listeners.values())
     assert result['warnings'] == []
+
+
+def test_explicit_msa_without_no_default_msa_is_not_doubled(host):
+    host.write('/etc/mail/sendmail.mc', "DAEMON_OPTIONS(`Port=smtp, Name=MTA')dnl\n"
+                                        "DAEMON_OPTIONS(`Port=submission, Name=MSA, M=Ea')dnl\n")
+    result = host.gather(mtas=['sendmail'], config_paths={'sendmail': ['/etc/mail/sendmail.mc']})
+    assert sorted(host.by_endpoint(result)) == ['0.0.0.0:25', '0.0.0.0:587']
+    assert 'cannot bind' in host.warnings_text(result)
