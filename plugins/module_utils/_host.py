@@ -686,9 +686,10 @@ def reading_identity(ctx, instance: dict) -> dict:
         # The daemon drops to `name` before it reads keys (Exim): a child already running as that
         # user shows the real ids; else the name is looked up where the daemon looks it up.
         account = _lookup_account(passwd, group, name=str(name)) if passwd else None
-        for child in _children(ctx, pid):
+        # Only a child whose uid is the user's own: a local delivery runs as its recipient, not as it.
+        for child in _children(ctx, pid) if account is not None else []:
             child_status = _status_ids(ctx, child)
-            if child_status and child_status['uid'] != 0 and (account is None or child_status['uid'] == account['uid']):
+            if child_status and child_status['uid'] == account['uid']:
                 identity.update(uid=child_status['uid'],
                                 gids=sorted({child_status['gid']} | set(child_status['groups'])),
                                 source=f'live daemon child pid {child} ({ctx.proc_root}/{child}/status)')

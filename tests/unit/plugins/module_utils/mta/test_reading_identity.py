@@ -42,11 +42,16 @@ def test_user_from_the_daemons_own_passwd(host):
 
 def test_a_child_running_as_the_user_shows_the_real_ids(host):
     exim_daemon(host)
-    host.process(701, 'exim4', ['/usr/sbin/exim4', '-bd', '-q30m'], ppid=700)
-    status(host, 701, 'exim4', 160, 161, groups=[161, 170])
+    host.write('/proc/700/root/etc/passwd', 'root:x:0:0::/:/bin/sh\nexim-boxed:x:160:161::/:/sbin/nologin\n')
+    host.write('/proc/700/root/etc/group', '')
+    # A local delivery running as its recipient is not the reader; the receiving child is.
+    host.process(701, 'exim4', ['/usr/sbin/exim4', '-Mc', 'x'], ppid=700)
+    status(host, 701, 'exim4', 1001, 1001, groups=[1001])
+    host.process(702, 'exim4', ['/usr/sbin/exim4', '-bd', '-q30m'], ppid=700)
+    status(host, 702, 'exim4', 160, 161, groups=[161, 170])
     identity = gather_exim(host)['mtas'][0]['reading_identity']
     assert (identity['uid'], identity['gids']) == (160, [161, 170])
-    assert 'child pid 701' in identity['source']
+    assert 'child pid 702' in identity['source']
 
 
 def test_unknown_when_the_daemon_user_cannot_be_found(host):
