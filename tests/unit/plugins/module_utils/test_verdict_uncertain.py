@@ -31,8 +31,8 @@ def test_an_uncertain_listener_is_a_finding_with_its_reasons():
     assert finding['severity'] == 'medium'
     assert finding['vantage'] is None
     assert '/etc/exim4/exim4.conf:7' in finding['summary'] and 'binding' in finding['summary']
-    assert [item['where'] for item in finding['evidence']['uncertain']] == ['/etc/exim4/exim4.conf:7',
-                                                                           '/etc/exim4/exim4.conf:8']
+    wheres = [item['where'] for item in finding['evidence']['uncertain']]
+    assert wheres == ['/etc/exim4/exim4.conf:7', '/etc/exim4/exim4.conf:8']
     assert '/etc/exim4/exim4.conf:7' in finding['fix']
 
 
