@@ -116,6 +116,7 @@ def new_listener(mta: str, instance: str, service: str, address: str, port: int 
         'derived_from': None,
         'tls_settings': {},
         'notes': [],
+        'uncertain': [],
         'store': None,
         'probe': None,
     }
@@ -197,7 +198,7 @@ def resolve_port(ctx, text) -> int | None:
     if isinstance(text, int):
         return text
     text = str(text).strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         port = int(text)
         return port if 0 < port < 65536 else None
     name = text.lower()
@@ -382,3 +383,21 @@ def enough_listeners(ctx, records: list, mta: str, instance: str | None = None, 
     ctx.warn(f'more than {limit} listeners from one configuration or wildcard: the rest are not derived',
              mta=mta, instance=instance, limit=True)
     return True
+
+
+def mark_uncertain(record: dict, what: str, where: str | None, reason: str) -> dict:
+    """Say that host inspection could not tell `what` (offers_starttls, binding, address, ...)
+    for this listener, and why; the audit turns it into an `inspection-uncertain` finding.
+
+    A value that cannot be known is set to None here rather than guessed.
+    """
+    entry = {'what': what, 'where': where, 'reason': reason}
+    uncertain = record.setdefault('uncertain', [])
+    if entry not in uncertain:
+        uncertain.append(entry)
+    if what == 'offers_starttls':
+        record['offers_starttls'] = None
+        record['offers_starttls_reason'] = reason if not where else f'{reason} ({where})'
+    elif what == 'binding':
+        record['binding']['resolved'] = False
+    return record

@@ -26,6 +26,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import 
     enough_listeners,
     infer_protocol,
     is_local_address,
+    mark_uncertain,
     master_processes,
     new_binding,
     new_instance,
@@ -71,6 +72,8 @@ class EximConfig:
     """The main section of an Exim configuration: option -> {'value', 'where'}, with macros."""
 
     def __init__(self, ctx, path: str, macros: dict | None = None, assume_builtin: bool = True):
+        # {'version', 'tls'} of the binary that reads this file (exim -bV), when it could be run.
+        self.build = None
         self.ctx = ctx
         self.path = path
         self.options: dict = {}
@@ -152,6 +155,14 @@ class EximConfig:
 
     def _parse_text(self, text: str, path: str, state: dict, depth: int) -> None:
         self.files.append(path)
+        stack = state.setdefault('stack', [])
+        stack.append(path)
+        try:
+            self._parse_lines(text, path, state, depth)
+        finally:
+            stack.pop()
+
+    def _parse_lines(self, text: str, path: str, state: dict, depth: int) -> None:
         for number, line in self._lines(text):
             if state['done']:
                 return
@@ -222,6 +233,9 @@ class EximConfig:
                 target = os.path.join(os.path.dirname(path), target)
             if depth >= MAX_INCLUDE_DEPTH:
                 self.ctx.warn('.include nested too deep', where=where, mta='exim')
+                return
+            if '\x00' in target:
+                self.ctx.warn('.include of a path with a NUL byte: not a file name', where=where, mta='exim')
                 return
             if not self.includes.enter(target, where):
                 return
@@ -687,6 +701,15 @@ class EximAdapter(MtaAdapter):
             if result['error'] is None:
                 tool_values = parse_bp(result['stdout'])
                 instance['tools_used'].append('exim -bP')
+        version = None
+        if binary and ctx.tools_enabled():
+            argv_version = [binary] + (['-C', ctx.resolve(path)] if config.readable else []) + [
+                f'-D{name}={value}' for name, value in macros.items()] + ['-bV']
+            version = parse_bv(ctx.run(argv_version, mta='exim')['stdout'])
+            if version['version']:
+                instance['version'] = version['version']
+                instance['tools_used'].append('exim -bV')
+        config.build = version
         user, user_source = reading_user(config, tool_values, debian)
         instance['reading_user'] = user
         instance['reading_user_source'] = user_source
@@ -821,10 +844,11 @@ class EximAdapter(MtaAdapter):
             record['offers_starttls'] = False
             record['offers_starttls_reason'] = f'{REASON_IMPLICIT} (tls_on_connect_ports)'
             return
+        if where is None and not (tool_values and 'tls_advertise_hosts' in tool_values):
+            value, origin = self._default_advertise(record, getattr(config, 'build', None))
         expanded, unresolved, _used = evaluate(ctx, value, variables)
         if unresolved:
-            record['offers_starttls'] = None
-            record['offers_starttls_reason'] = f'tls_advertise_hosts ({origin}) {unresolved}'
+            mark_uncertain(record, 'offers_starttls', where, f'tls_advertise_hosts ({origin}) {unresolved}')
             return
         hosts = exim_list(expanded)
         if not hosts or all(item.startswith('!') for item in hosts):
@@ -839,6 +863,25 @@ class EximAdapter(MtaAdapter):
             record['offers_starttls_reason'] = (f'tls_advertise_hosts = {expanded!r} ({origin}): depends on the '
                                                 'client host')
             record['tls_settings']['tls_advertise_hosts']['advertised_to'] = hosts
+
+    @staticmethod
+    def _default_advertise(record, build) -> tuple:
+        """(value, origin) of an unset tls_advertise_hosts: the compiled-in default of the Exim that
+        runs. It became "*" in 4.87 (ChangeLog JH/18, bug 1709); before, unset (no STARTTLS). A build
+        without TLS support never offers STARTTLS."""
+        build = build or {}
+        version = build.get('version')
+        if version and build.get('tls') is False:
+            return '', f'default: this Exim {version} is built without TLS support (exim -bV)'
+        if version:
+            numbers = tuple(int(part) for part in re.findall(r'\d+', version)[:2])
+            if numbers and numbers < (4, 87):
+                return '', f'default of Exim {version} (exim -bV): unset before 4.87, no STARTTLS'
+            return '*', f'default of Exim {version} (exim -bV): "*" since 4.87'
+        record['notes'].append('tls_advertise_hosts is unset and the Exim version could not be established '
+                               '(files only): assumed the default of Exim 4.87 and later ("*", STARTTLS to all); '
+                               'Exim before 4.87, or one built without TLS, does not offer STARTTLS')
+        return '*', 'default, assumed: "*" since Exim 4.87, version not established'
 
     def _binding(self, ctx, record, config, tool_values, variables) -> None:
         certificate_value, certificate_where = option_value(config, tool_values, 'tls_certificate')
@@ -855,6 +898,8 @@ class EximAdapter(MtaAdapter):
             binding = new_binding(source=unresolved or key_unresolved, resolved=False)
             binding['expression'] = certificate_value
             record['binding'] = binding
+            mark_uncertain(record, 'binding', certificate_where, f'tls_certificate ({origin}): '
+                           f'{unresolved or key_unresolved}')
             return
         certificates = exim_list(certificate)
         keys = exim_list(key) if key else []
@@ -923,6 +968,16 @@ def parse_bp(text: str) -> dict:
         if values[name] == '<value not displayable>':
             del values[name]
     return values
+
+
+def parse_bv(text: str) -> dict:
+    """{'version': '4.96' or None, 'tls': True/False/None} from `exim -bV`."""
+    match = re.search(r'^Exim version (\d+\.\d+(?:\.\d+)?)', text or '', re.MULTILINE)
+    support = re.search(r'^Support for:(.*)$', text or '', re.MULTILINE)
+    tls = None
+    if support:
+        tls = bool(re.search(r'\b(?:OpenSSL|GnuTLS)\b', support.group(1)))
+    return {'version': match.group(1) if match else None, 'tls': tls if match else None}
 
 
 def reading_user(config: EximConfig, tool_values: dict | None, debian: bool) -> tuple:

@@ -23,6 +23,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import 
     enough_listeners,
     host_addresses,
     infer_protocol,
+    mark_uncertain,
     master_processes,
     new_binding,
     new_instance,
@@ -540,6 +541,19 @@ class PostfixAdapter(MtaAdapter):
             record['tls_settings']['listen_address'] = setting(address, where_address)
         self._starttls(ctx, record, resolver, wrapper, wrapper_where)
         record['binding'] = binding_for(ctx, resolver, instance['instance'])
+        switched_off = [name for name in TLS_SWITCHES if name in tls_service['overrides']]
+        if (record['tls_mode'] == 'none' and not wrapper and switched_off
+                and 'smtpd_discard_ehlo' not in str(record['offers_starttls_reason'])
+                and tls_on(Resolver(main, tool_values, None, directory))):
+            # TLS off for this service alone (a content-filter re-injection port, say): smtpd loads no
+            # certificate here, so none is bound; the instance's own is not held by this listener.
+            unused = record['binding'].get('certificate')
+            where = tls_service['overrides'][switched_off[0]]['where']
+            record['binding'] = new_binding(source=f'none: TLS is switched off for this service ({where} -o '
+                                                   f'{switched_off[0]}={tls_service["overrides"][switched_off[0]]["value"]})')
+            if unused:
+                record['notes'].append(f'the instance\'s certificate {unused} does not apply here: this service '
+                                       'switches TLS off')
         for name in EVIDENCE_PARAMETERS:
             raw, where, _known = resolver.raw(name)
             if where.startswith('default') and raw == DEFAULTS.get(name, raw):
@@ -575,8 +589,8 @@ class PostfixAdapter(MtaAdapter):
                 offers, reason = True, (f'smtpd_tls_security_level = {level} ({level_where}): not a server '
                                         'level, smtpd warns and uses encrypt')
             else:
-                record['offers_starttls'] = None
-                record['offers_starttls_reason'] = f'unknown smtpd_tls_security_level {level!r} ({level_where})'
+                mark_uncertain(record, 'offers_starttls', level_where,
+                               f'unknown smtpd_tls_security_level {level!r}')
                 ctx.warn(f'unknown smtpd_tls_security_level {level!r}', where=level_where, mta='postfix',
                          instance=record['instance'])
                 return
@@ -608,6 +622,19 @@ class PostfixAdapter(MtaAdapter):
             record['offers_starttls'] = None
             record['offers_starttls_reason'] = (f'{reason}; smtpd_discard_ehlo_keyword_address_maps '
                                                 f'({maps_where}) removes STARTTLS for some clients')
+
+
+def tls_on(resolver: Resolver) -> bool:
+    """Whether these parameters switch server TLS on (a security level above none, or the
+    pre-2.3 smtpd_use_tls / smtpd_enforce_tls when no level is set)."""
+    level = resolver.value('smtpd_tls_security_level')[0].strip().lower()
+    if level:
+        return level != 'none'
+    return is_true(resolver.value('smtpd_enforce_tls')[0]) or is_true(resolver.value('smtpd_use_tls')[0])
+
+
+# master.cf -o parameters that can switch TLS off for one service.
+TLS_SWITCHES = ('smtpd_tls_security_level', 'smtpd_use_tls', 'smtpd_enforce_tls')
 
 
 def binding_for(ctx, resolver: Resolver, instance_name: str) -> dict:
