@@ -37,7 +37,6 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import 
 
 DEFAULT_CONFIG = '/etc/dovecot/dovecot.conf'
 MAX_INCLUDE_DEPTH = 16
-MAX_INCLUDED_FILES = 512
 
 # protocol name in `protocols` -> (login service, listener family)
 PROTOCOL_SERVICES = {
@@ -154,12 +153,6 @@ def _include(ctx, line: str, where: str, directory: str, stack: list, root: dict
     if '\x00' in pattern:
         ctx.warn('!include of a path with a NUL byte: not a file name', where=where, mta='dovecot')
         return
-    # A file included twice by itself would be read 2**depth times: count every read.
-    count = ctx.memo.get('dovecot_includes', 0)
-    if count >= MAX_INCLUDED_FILES:
-        ctx.warn('too many !include files; the rest are not read', where=where, mta='dovecot')
-        return
-    ctx.memo['dovecot_includes'] = count + 1
     paths = ctx.glob(pattern)
     if not paths and command == '!include' and not any(char in pattern for char in '*?['):
         ctx.warn(f'!include {pattern}: no such file (dovecot would refuse to start)', where=where,
