@@ -75,6 +75,8 @@ options:
       - V(offered) - advertise STARTTLS with the certificate in O(certificate), or with the one already bound when
         it is usable.
       - V(withdrawn) - stop advertising STARTTLS on this listener only.
+      - With neither O(starttls) nor O(implicit_tls) nothing changes; the result names the listener and
+        RV(reload_command) (for a certificate renewed on disk that the MTA has not loaded yet).
     type: str
     choices: [offered, withdrawn]
   implicit_tls:
@@ -319,7 +321,7 @@ def main() -> None:
             'ca_file': {'type': 'path'},
             'ca_path': {'type': 'path'},
         },
-        required_one_of=[('starttls', 'implicit_tls'), ('address', 'service', 'port')],
+        required_one_of=[('address', 'service', 'port')],
         mutually_exclusive=[('starttls', 'implicit_tls')],
         required_if=[('implicit_tls', 'bound', ('certificate',))],
         supports_check_mode=True,
@@ -371,6 +373,11 @@ def main() -> None:
                              stage='arguments', **result)
 
     adapter = ADAPTERS[params['mta']]()
+    if not params['starttls'] and not params['implicit_tls']:
+        # Nothing declared: report the listener and how its instance reloads (a renewed certificate).
+        reload_command = getattr(adapter, 'reload_command', None)
+        result['reload_command'] = reload_command(ctx, instance) if reload_command else None
+        module.exit_json(**result)
     try:
         plan = adapter.plan_tls_change(ctx, instance, listener, desired, siblings)
     except _transaction.EditError as exc:
