@@ -723,6 +723,51 @@ class Lab:
         return subprocess.run(self._namespace_argv(daemon.mounts, argv), env=self._environment(), check=check,
                               **kwargs)
 
+    def renew_certificate(self, name: str) -> str:
+        """Issue a new certificate for NAME from its existing request and key (new serial, new dates)
+        and put it in place of the old file without reloading anything: the renewed-not-reloaded
+        situation. Returns the new certificate's SHA-256."""
+        certs, ca_dir = self.root / 'certs', self.root / 'certs' / 'ca'
+        csr, extfile = certs / f'{name}.csr', certs / f'{name}.ext'
+        if not csr.exists() or not extfile.exists():
+            raise LabError(f'certificate {name!r} was not issued by the lab CA in {self.root}')
+        now = dt.datetime.now(dt.timezone.utc)
+        stamp = '%Y%m%d%H%M%SZ'
+        staged = certs / f'.{name}.crt.renewing'
+        signing = self._openssl(
+            'ca', '-batch', '-config', str(ca_dir / 'openssl.cnf'), '-cert', str(self.cert_path('lab-ca')),
+            '-keyfile', str(self.key_path('lab-ca')), '-in', str(csr), '-out', str(staged),
+            '-startdate', (now - dt.timedelta(minutes=5)).strftime(stamp),
+            '-enddate', (now + dt.timedelta(days=400)).strftime(stamp), '-extfile', str(extfile),
+            '-extensions', 'leaf', '-notext')
+        self._finish([signing], f'renewing {name}')
+        staged.chmod(0o644)
+        os.replace(staged, self.cert_path(name))
+        return hashlib.sha256(ssl.PEM_cert_to_DER_cert(self.cert_path(name).read_text())).hexdigest()
+
+    def reload(self, instance: str) -> None:
+        """Reload one running instance the way its MTA does (Postfix and Dovecot with their own
+        command, Exim with SIGHUP); OpenSMTPD cannot reload its configuration."""
+        specs = {spec.instance: spec for spec in self.specs}
+        if instance not in specs:
+            raise LabError(f'unknown instance {instance!r}; known: {", ".join(specs)}')
+        daemon = self._daemon_layout(specs[instance])
+        if daemon.spec.mta == 'postfix':
+            argv = ['postfix', '-c', str(daemon.config_path), 'reload']
+        elif daemon.spec.mta == 'dovecot':
+            argv = ['dovecot', '-c', str(daemon.config_path), 'reload']
+        elif daemon.spec.mta == 'exim':
+            entry = next((item for item in self.manifest()['daemons'] if item['instance'] == instance), {})
+            if not entry.get('pid'):
+                raise LabError(f'{instance} is not running')
+            os.kill(entry['pid'], signal.SIGHUP)
+            return
+        else:
+            raise LabError(f'{instance}: OpenSMTPD has no configuration reload; restart the lab')
+        completed = subprocess.run(argv, capture_output=True, text=True, env=self._environment(), check=False)
+        if completed.returncode != 0:
+            raise LabError(f'{shlex.join(argv)}: {completed.stderr.strip()[-500:]}')
+
     # ---- preparation -------------------------------------------------------------------------
     def _preflight(self) -> None:
         if os.geteuid() != 0:
