@@ -25,6 +25,9 @@ BIND_RESOLVES = ('starttls-advertised-without-certificate', 'implicit-tls-withou
 WITHDRAW_RESOLVES = ('starttls-advertised-without-certificate',)
 OFFER_RESOLVES = ('starttls-not-offered',)
 RELOAD_RESOLVES = ('presented-certificate-differs',)
+# A supplied certificate replaces a bound one with these findings.
+REPLACE_RESOLVES = ('certificate-unreadable', 'certificate-key-mismatch', 'certificate-expired', 'certificate-expiring',
+                    'certificate-host-mismatch', 'validation-failure')
 
 
 class RemediationError(Exception):
@@ -253,9 +256,20 @@ def _choose(action, rules, record, records, host, certificates, policy, disable_
             action['reload'] = True
             action['resolves'] = list(RELOAD_RESOLVES)
             action['reason'] = 'the certificate on disk is valid and differs from the one served: reload'
-            action['module_args'] = None
+            # No state declared: mta_tls_config changes nothing and names the instance's reload.
+            action['module_args'] = _module_args(record)
         else:
             action['reason'] = 'the certificate on disk is not usable: reloading would not help'
+        return
+    supplied = _user_certificate(certificates, host, record)
+    if supplied is not None and policy != 'withdraw' and set(rules) & set(REPLACE_RESOLVES):
+        # The user names a certificate for a listener whose bound one is bad (expired, wrong names, ...).
+        certificate = supplied
+        if implicit:
+            bind('replace the bound certificate with the one supplied (starttls_certificates)', 'implicit_tls', 'bound')
+        else:
+            bind('replace the bound certificate with the one supplied (starttls_certificates)', 'starttls', 'offered')
+        action['resolves'] = [rule for rule in rules if rule in REPLACE_RESOLVES]
         return
     action['reason'] = 'no automatic change for these findings: guidance only'
 
