@@ -255,6 +255,6 @@ def test_dovecot_candidate_rejected_by_doveconf_leaves_the_file_byte_identical(a
             'starttls_remediate_policy': 'withdraw', 'starttls_remediate_allow_shared': True}, expect_rc=2)
         assert 'Dovecot rejects the candidate configuration' in failed['output']
         assert conf.read_bytes() == broken
-        assert not [name for name in os.listdir(conf.parent) if 'mailsec' in name]
+        assert not [name for name in os.listdir(conf.parent) if 'candidate' in name]
     finally:
         conf.write_bytes(original)
