@@ -127,6 +127,8 @@ options:
 notes:
   - Exim and OpenSMTPD listeners are not changed by this version; their findings carry the fix text.
   - A Dovecot C(local) block applies to every port of its address; the C(lmtp) service ignores it.
+  - An instance whose daemon runs in another network namespace (a container) is refused; its listeners are
+    not the host's.
   - Dovecot settings are written into the main configuration file (or an existing C(local) block there);
     a block in an included file is left for a manual change.
 seealso:
@@ -233,6 +235,7 @@ stage:
   sample: validate
 """
 
+import os
 import socket
 
 from ansible.module_utils.basic import AnsibleModule
@@ -285,6 +288,17 @@ def select_listener(listeners: list, address: str | None, port: int | None, serv
     if not found:
         return None, f'no listener matches; listeners of the instance: {listed}'
     return None, f'{len(found)} listeners match, narrow the selection: {listed}'
+
+
+def other_network_namespace(pid) -> str | None:
+    """The network namespace of a running daemon when it is not this process's own, else None."""
+    if not pid:
+        return None
+    try:
+        own, theirs = os.readlink('/proc/self/ns/net'), os.readlink(f'/proc/{int(pid)}/ns/net')
+    except (OSError, ValueError):
+        return None
+    return theirs if theirs != own else None
 
 
 def check_pair(inspector, certificate, key, chain, reader, names) -> tuple:
@@ -345,6 +359,11 @@ def main() -> None:
     instance, problem = select_instance(gathered['mtas'], params['instance'])
     if instance is None:
         module.fail_json(msg=f'{params["mta"]}: {problem}', stage='arguments', **result)
+    foreign = other_network_namespace(instance.get('pid'))
+    if foreign:
+        module.fail_json(msg=f'{params["mta"]} instance {instance["instance"]} runs in another network namespace '
+                             f'({foreign}, a container or a test lab): its listeners are not this host\'s; not edited',
+                         stage='arguments', **result)
     siblings = [item for item in gathered['listeners'] if item['instance'] == instance['instance']]
     listener, problem = select_listener(siblings, params['address'], params['port'], params['service'])
     if listener is None:
