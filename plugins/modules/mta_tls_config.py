@@ -18,7 +18,9 @@ description:
   - Postfix gets a C(master.cf) C(-o) override on that listener's service, written by C(postconf -c STAGED -P) on
     a staged copy of the instance's configuration directory; every instance is addressed by its own directory.
     Dovecot gets settings in a C(local ADDRESS) block (C(ssl = no), or C(ssl_cert = <FILE) and
-    C(ssl_key = <FILE)). Sendmail is never edited; the result gives the exact C(.mc) change and the rebuild.
+    C(ssl_key = <FILE)). Exim gets C(tls_advertise_hosts), or C(tls_certificate) and C(tls_privatekey), as an
+    expansion guarded on C($received_ip_address) and C($received_port) that keeps the old value for every other
+    listener. Sendmail is never edited; the result gives the exact C(.mc) change and the rebuild.
   - A change to something that other listeners share (a Postfix service without an address that listens on
     several, a Dovecot address with several ports) lists them in RV(affected_listeners) and is refused unless
     O(allow_shared=true).
@@ -27,7 +29,7 @@ description:
     expired, names when O(expected_names) is given); a bad pair is refused with the reason.
   - Every edit is a transaction, like M(ansible.builtin.lineinfile) with C(validate) and C(backup) - the
     candidate is written beside the original, validated by the MTA itself (C(postconf -n/-M/-P) on a staged
-    directory; C(doveconf -c CANDIDATE -n)), then renamed over the original after a backup. On any failure no
+    directory; C(doveconf -c CANDIDATE -n); C(exim -C CANDIDATE -bV) and C(-be) of the new expansion), then renamed over the original after a backup. On any failure no
     file has changed. Unrelated lines, comments and order are kept.
   - Never reloads the MTA; RV(reload_command) says how, and the M(mailsec.starttls.remediate) role runs it.
   - Values with newlines or other control characters, and characters that the configuration syntax would
@@ -52,7 +54,7 @@ options:
     description: The MTA whose listener is changed.
     type: str
     required: true
-    choices: [postfix, dovecot, sendmail]
+    choices: [postfix, exim, dovecot, sendmail]
   instance:
     description:
       - The instance as M(mailsec.starttls.mta_tls_info) names it (RV(mailsec.starttls.mta_tls_info#module:mtas[].instance)),
@@ -115,7 +117,7 @@ options:
     type: dict
     default: {}
   binaries:
-    description: Paths of the MTA tools when they are not on the C(PATH), keyed C(postconf), C(postfix), C(doveconf), C(dovecot).
+    description: Paths of the MTA tools when they are not on the C(PATH), keyed C(postconf), C(postfix), C(exim), C(doveconf), C(dovecot).
     type: dict
     default: {}
   ca_file:
@@ -125,7 +127,9 @@ options:
     description: Directory of hashed trust anchors for the certificate check instead of the system store.
     type: path
 notes:
-  - Exim and OpenSMTPD listeners are not changed by this version; their findings carry the fix text.
+  - OpenSMTPD listeners are not changed by this version; their findings carry the fix text.
+  - Exim is edited only in a single configuration file (not Debian's split configuration); its reload is a
+    C(SIGHUP) to the running daemon.
   - A Dovecot C(local) block applies to every port of its address; the C(lmtp) service ignores it.
   - An instance whose daemon runs in another network namespace (a container) is refused; its listeners are
     not the host's.
@@ -246,7 +250,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._host import gath
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta import ADAPTERS, HostContext
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import normalise_address
 
-EDITABLE = ('postfix', 'dovecot', 'sendmail')
+EDITABLE = ('postfix', 'exim', 'dovecot', 'sendmail')
 # What makes a pair unfit to bind; certificate-expiring and private-key-exposed are findings of their own.
 REFUSING_PROBLEMS = ('certificate-missing', 'certificate-unreadable', 'certificate-unparsable', 'key-missing',
                      'key-unreadable', 'certificate-key-mismatch', 'certificate-expired', 'key-encrypted')

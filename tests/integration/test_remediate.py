@@ -258,3 +258,24 @@ def test_dovecot_candidate_rejected_by_doveconf_leaves_the_file_byte_identical(a
         assert not [name for name in os.listdir(conf.parent) if 'candidate' in name]
     finally:
         conf.write_bytes(original)
+
+
+def test_exim_withdraws_on_one_listener_with_a_guarded_expansion(ansible_env, work, lab):
+    # exim-cert-missing: 127.0.20.2:25 advertises STARTTLS and answers 454 (the certificate file is gone).
+    conf = Path(f"{lab['root']}/exim-cert-missing/exim4.conf")
+    original = conf.read_text()
+    exim = f"{lab.get('pkgroot') or '/opt/mailsec-lab/root'}/usr/sbin/exim4"
+    assert ehlo('127.0.20.2') == (True, 454)
+    done = remediate(ansible_env, work, lab, {
+        'starttls_mtas': ['exim'], 'starttls_binaries': {'exim': exim},
+        'starttls_remediate_listeners': [{'mta': 'exim', 'address': '127.0.20.2', 'port': 25}]})
+    change = change_for(done['record'], '127.0.20.2', 25)
+    assert change['action'] == 'withdraw' and change['result']['changed'] is True
+    assert done['record']['verification']['ok'] is True, done['record']['verification']
+    assert done['record']['reloads'][0][:2] == ['kill', '-HUP']
+    text = conf.read_text()
+    assert ('tls_advertise_hosts = ${if and{{eq{$received_ip_address}{127.0.20.2}}{eq{$received_port}{25}}}{}{*}}'
+            in text)
+    assert [line for line in text.splitlines() if line not in original.splitlines()][0].startswith(
+        '# mailsec.starttls managed tls_advertise_hosts ')
+    assert ehlo('127.0.20.2')[0] is False

@@ -252,3 +252,66 @@ def test_sendmail_is_a_manual_change_never_an_edit():
     assert plan['changes'] == {} and plan['reload_command'] is None
     assert any("DAEMON_OPTIONS(`Port=25, Name=MTA, M=S')" in line for line in plan['manual'])
     assert any('/etc/mail/sendmail.mc' in line for line in plan['manual'])
+
+
+# -- Exim --------------------------------------------------------------------------------------
+
+EXIM = next((path for path in ('/usr/sbin/exim4', '/usr/sbin/exim', '/opt/mailsec-lab/root/usr/sbin/exim4')
+             if os.access(path, os.X_OK)), None)
+
+
+def test_exim_guard_keeps_the_old_value_for_every_other_listener():
+    from ansible_collections.mailsec.starttls.plugins.module_utils._mta.exim import guard_option
+    text = 'primary_hostname = x\ntls_advertise_hosts = *\n\nbegin acl\n'
+    once, action = guard_option(text, 'tls_advertise_hosts', '*', '192.0.2.2:25', '')
+    assert action and once.endswith('\nbegin acl\n') and once.startswith('primary_hostname = x\n# mailsec.starttls')
+    assert ('tls_advertise_hosts = ${if and{{eq{$received_ip_address}{192.0.2.2}}{eq{$received_port}{25}}}{}{*}}\n'
+            in once)
+    assert guard_option(once, 'tls_advertise_hosts', '*', '192.0.2.2:25', '') == (once, None)
+    twice, _action = guard_option(once, 'tls_advertise_hosts', '*', '192.0.2.3:587', '')
+    assert twice.count('tls_advertise_hosts = ') == 1 and '{192.0.2.3}' in twice and '{192.0.2.2}' in twice
+    assert twice.count('# mailsec.starttls managed') == 1
+    # An option that is not set yet goes at the end of the main section, before the first "begin".
+    added, _action = guard_option('primary_hostname = x\nbegin acl\n', 'tls_certificate', '', '192.0.2.2:25', '/c.pem')
+    assert added.index('tls_certificate = ') < added.index('begin acl')
+
+
+@pytest.fixture
+def exim_conf(tmp_path):
+    if not EXIM:
+        pytest.skip('exim is not installed')
+    spool = tmp_path / 'spool'
+    spool.mkdir()
+    path = tmp_path / 'exim4.conf'
+    path.write_text(f'primary_hostname = exim.test\nlocal_interfaces = <; 127.0.0.2.25 ; 127.0.0.3.25\n'
+                    f'spool_directory = {spool}\ntls_advertise_hosts = *\n\nbegin acl\n')
+    return path
+
+
+def test_exim_withdraw_is_validated_by_exim_and_lists_no_sibling(tmp_path, exim_conf):
+    fake_proc = tmp_path / 'proc'
+    (fake_proc / 'net').mkdir(parents=True, exist_ok=True)
+    ctx = HostContext(root='/', use_tools='always', proc_root=str(fake_proc))
+    ctx.options = {'binaries': {'exim': EXIM}}
+    result = gather_host({'mtas': ['exim'], 'config_paths': {'exim': [str(exim_conf)]}, 'scan_sockets': False,
+                          'use_tools': 'always', 'binaries': {'exim': EXIM}}, ctx=ctx)
+    listener = next(item for item in result['listeners'] if item['address'] == '127.0.0.2')
+    instance = result['mtas'][0]
+    plan = ADAPTERS['exim']().plan_tls_change(ctx, instance, listener, {'starttls': 'withdrawn'}, result['listeners'])
+    assert plan['affected'] == []
+    outcome = _transaction.apply(plan['changes'], plan['validate'])
+    assert outcome['changed'] and [run['argv'][3] for run in outcome['validation']] == ['-bV', '-be']
+    # The audit's own reading of the edited file: .2 no longer offers STARTTLS, .3 still does.
+    ctx = HostContext(root='/', use_tools='never', proc_root=str(fake_proc))
+    after = gather_host({'mtas': ['exim'], 'config_paths': {'exim': [str(exim_conf)]}, 'scan_sockets': False,
+                         'use_tools': 'never'}, ctx=ctx)
+    offers = {item['address']: item['offers_starttls'] for item in after['listeners']}
+    assert offers == {'127.0.0.2': False, '127.0.0.3': True}
+
+
+def test_exim_rejected_candidate_changes_nothing(tmp_path, exim_conf):
+    from ansible_collections.mailsec.starttls.plugins.module_utils._mta.exim import validate_exim
+    candidate = tmp_path / 'candidate.conf'
+    candidate.write_text(exim_conf.read_text())
+    with pytest.raises(_transaction.EditError, match='Exim rejects'):
+        validate_exim(EXIM, {str(exim_conf): str(candidate)}, ['${if and{{eq{a}{b}}{}{*}}'])
