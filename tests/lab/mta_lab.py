@@ -756,17 +756,35 @@ class Lab:
             argv = ['postfix', '-c', str(daemon.config_path), 'reload']
         elif daemon.spec.mta == 'dovecot':
             argv = ['dovecot', '-c', str(daemon.config_path), 'reload']
-        elif daemon.spec.mta == 'exim':
-            entry = next((item for item in self.manifest()['daemons'] if item['instance'] == instance), {})
-            if not entry.get('pid'):
-                raise LabError(f'{instance} is not running')
-            os.kill(entry['pid'], signal.SIGHUP)
-            return
         else:
-            raise LabError(f'{instance}: OpenSMTPD has no configuration reload; restart the lab')
+            # Exim re-executes itself on SIGHUP, and with -C it loses root and cannot bind port 25 again
+            # ("exim user lost privilege for using -C option"); OpenSMTPD has no reload. Restart instead.
+            self.restart(instance)
+            return
         completed = subprocess.run(argv, capture_output=True, text=True, env=self._environment(), check=False)
         if completed.returncode != 0:
             raise LabError(f'{shlex.join(argv)}: {completed.stderr.strip()[-500:]}')
+
+    def restart(self, instance: str) -> int:
+        """Stop one running daemon and start it again with its configuration as it is now; returns the new
+        pid and records it in the manifest."""
+        with self._locked():
+            manifest = self.manifest()
+            entry = next((item for item in manifest['daemons'] if item['instance'] == instance), None)
+            specs = {spec.instance: spec for spec in self.specs}
+            if entry is None or instance not in specs or not entry.get('pid'):
+                raise LabError(f'{instance} is not a running daemon of the lab at {self.root}')
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(entry['pgid'] or entry['pid'], signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            addresses = {(listener.address, listener.port) for listener in specs[instance].listeners}
+            while (process_alive(entry['pid']) or addresses & listening_now()) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            daemon = self._daemon_layout(specs[instance])
+            self._launch_and_wait([daemon])
+            entry.update(pid=daemon.pid, pgid=os.getpgid(daemon.pid), started=True)
+            self._write_manifest(manifest)
+            return daemon.pid
 
     # ---- preparation -------------------------------------------------------------------------
     def _preflight(self) -> None:
@@ -1528,8 +1546,9 @@ def main(argv: list[str] | None = None) -> int:
         description='Real mail servers on loopback for mailsec.starttls tests.',
         epilog='run: mta_lab.py run INSTANCE [--root DIR] -- COMMAND... runs COMMAND in the mount '
                'namespace that instance uses (the unpacked exim4 and smtpd exist only there)')
-    parser.add_argument('action', choices=('start', 'stop', 'status', 'run'))
-    parser.add_argument('instance', nargs='?', help='for run: the instance whose namespace to use')
+    parser.add_argument('action', choices=('start', 'stop', 'status', 'run', 'reload'))
+    parser.add_argument('instance', nargs='?', help='for run: the instance whose namespace to use; for reload: '
+                                                    'the instance to reload (Exim and OpenSMTPD: restart)')
     parser.add_argument('--root', default=str(DEFAULT_ROOT), help=f'lab directory (default {DEFAULT_ROOT})')
     parser.add_argument('--profile', default='full', choices=PROFILES)
     parser.add_argument('--only', help='comma-separated subset of: ' + ','.join(MTAS))
@@ -1567,6 +1586,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f'  {len(status["listeners"]) - len(bad)}/{len(status["listeners"])} listeners as expected'
                       + ''.join(f'\n  UNEXPECTED {item["id"]}: accepting={item["accepting"]}' for item in bad))
             return 0 if status.get('healthy') else (3 if not status['running'] else 1)
+        if args.action == 'reload':
+            if not args.instance:
+                parser.error('reload needs INSTANCE')
+            lab.reload(args.instance)
+            return 0
         if not args.instance or not command:
             parser.error('run needs INSTANCE -- COMMAND...')
         return lab.run_in_namespace(args.instance, command).returncode
