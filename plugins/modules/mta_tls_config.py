@@ -112,6 +112,12 @@ options:
     description: Keep a copy of each changed file (C(FILE.TIMESTAMP.mailsec~)), as RV(backups) lists.
     type: bool
     default: true
+  reload_command:
+    description:
+      - The command that reloads this instance, returned as RV(reload_command) instead of the MTA's own (for
+        example V([systemctl, reload, exim4]) where systemd runs the daemon). The module never runs it.
+    type: list
+    elements: str
   config_paths:
     description: Non-standard configuration paths per MTA (as in M(mailsec.starttls.mta_tls_info)).
     type: dict
@@ -216,7 +222,7 @@ validation:
   elements: dict
   sample: [{argv: [postconf, -c, <candidate>, -M], rc: 0, stderr: ""}]
 reload_command:
-  description: The MTA's own reload for this instance, for the caller to run after a change.
+  description: The MTA's own reload for this instance (or O(reload_command)), for the caller to run after a change.
   returned: always (null for Sendmail)
   type: list
   elements: str
@@ -334,6 +340,7 @@ def main() -> None:
             'expected_names': {'type': 'list', 'elements': 'str', 'default': []},
             'allow_shared': {'type': 'bool', 'default': False},
             'backup': {'type': 'bool', 'default': True},
+            'reload_command': {'type': 'list', 'elements': 'str'},
             'config_paths': {'type': 'dict', 'default': {}},
             'binaries': {'type': 'dict', 'default': {}},
             'ca_file': {'type': 'path'},
@@ -349,7 +356,7 @@ def main() -> None:
     try:
         for name in ('instance', 'address', 'service', 'certificate', 'private_key'):
             _transaction.refuse_unsafe(name, params[name])
-        for item in params['chain'] + params['expected_names']:
+        for item in params['chain'] + params['expected_names'] + (params['reload_command'] or []):
             _transaction.refuse_unsafe('chain/expected_names', item)
     except _transaction.EditError as exc:
         module.fail_json(msg=str(exc), stage=exc.stage, **result)
@@ -399,13 +406,14 @@ def main() -> None:
     if not params['starttls'] and not params['implicit_tls']:
         # Nothing declared: report the listener and how its instance reloads (a renewed certificate).
         reload_command = getattr(adapter, 'reload_command', None)
-        result['reload_command'] = reload_command(ctx, instance) if reload_command else None
+        result['reload_command'] = params['reload_command'] or (reload_command(ctx, instance) if reload_command else None)
         module.exit_json(**result)
     try:
         plan = adapter.plan_tls_change(ctx, instance, listener, desired, siblings)
     except _transaction.EditError as exc:
         module.fail_json(msg=str(exc), stage=exc.stage, **result)
-    result.update(actions=plan['actions'], affected_listeners=plan['affected'], reload_command=plan['reload_command'])
+    result.update(actions=plan['actions'], affected_listeners=plan['affected'],
+                  reload_command=params['reload_command'] or plan['reload_command'])
     if plan.get('manual'):
         result['manual'] = plan['manual']
         module.warn(f'{params["mta"]} is not edited by this module: the change to make by hand is in "manual"')
