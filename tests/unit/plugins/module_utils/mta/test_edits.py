@@ -315,3 +315,13 @@ def test_exim_rejected_candidate_changes_nothing(tmp_path, exim_conf):
     candidate.write_text(exim_conf.read_text())
     with pytest.raises(_transaction.EditError, match='Exim rejects'):
         validate_exim(EXIM, {str(exim_conf): str(candidate)}, ['${if and{{eq{a}{b}}{}{*}}'])
+
+
+def test_postfix_implicit_listener_is_commented_out_only_when_asked(tmp_path, postfix_dir):
+    (postfix_dir / 'master.cf').write_text(MASTER_CF + '127.0.0.1:smtps inet n - n - - smtpd\n'
+                                           '  -o smtpd_tls_wrappermode=yes\n')
+    plan = plan_for(tmp_path, 'postfix', [str(postfix_dir)], '127.0.0.1:smtps/127.0.0.1:465',
+                    {'implicit_tls': 'disabled'})
+    new_text = plan['changes'][str(postfix_dir / 'master.cf')]
+    assert '#127.0.0.1:smtps inet' in new_text and '127.0.0.1:submission inet n - n - - smtpd' in new_text
+    assert plan['actions'] == ['master.cf 127.0.0.1:smtps/inet: comment the service out (postconf -M#)']
