@@ -604,18 +604,23 @@ class PostfixAdapter(MtaAdapter):
             raise EditError('postconf is not installed: the edit is made with Postfix\'s own editor', stage='plan')
         resolver = Resolver(config['main'], config['tool_values'], service['overrides'], directory, service['name'])
         wanted = postfix_overrides(listener, desired, resolver)
-        current = {name: entry['value'] for name, entry in service['overrides'].items()}
-        settings = [(name, value) for name, value in wanted.items() if current.get(name) != value]
         comment_out = desired.get('implicit_tls') == 'disabled'
         key = f'{service["name"]}/inet'
-        actions = [f'master.cf {key}: -o {name}={value}' for name, value in settings]
+        if not comment_out and is_global_default(config['services'], service, wanted):
+            # The instance's one smtpd service, with no address of its own and no override of these
+            # parameters: main.cf is where its settings live, and where an administrator looks.
+            current = {name: entry['value'] for name, entry in config['main'].items()}
+            settings = [(name, value) for name, value in wanted.items() if current.get(name) != value]
+            actions = [f'main.cf: {name} = {value}' for name, value in settings]
+            arguments = [['-e'] + [f'{name}={value}' for name, value in settings]] if settings else []
+        else:
+            current = {name: entry['value'] for name, entry in service['overrides'].items()}
+            settings = [(name, value) for name, value in wanted.items() if current.get(name) != value]
+            actions = [f'master.cf {key}: -o {name}={value}' for name, value in settings]
+            arguments = [['-P'] + [f'{key}/{name}={value}' for name, value in settings]] if settings else []
         if comment_out:
             actions = [f'master.cf {key}: comment the service out (postconf -M#)']
-        arguments = []
-        if comment_out:
             arguments = [['-M#', key]]
-        elif settings:
-            arguments = [['-P'] + [f'{key}/{name}={value}' for name, value in settings]]
         changes = {}
         if arguments:
             changes = staged_postconf(postconf, real_dir, arguments)
@@ -937,6 +942,16 @@ def postfix_overrides(listener: dict, desired: dict, resolver: Resolver) -> dict
     if starttls == 'offered' and listener.get('offers_starttls') is not True:
         wanted['smtpd_tls_security_level'] = 'may'
     return wanted
+
+
+def is_global_default(services: list, service: dict, wanted: dict) -> bool:
+    """Whether this service is the instance's only smtpd listener service, bound to no address of its own
+    and overriding none of the wanted parameters: then main.cf is the place for them."""
+    listening = [item for item in services if item['type'] == 'inet'
+                 and os.path.basename(item['command']) in ('smtpd', 'postscreen')]
+    host, _port = split_host_port(service['name'])
+    return (listening == [service] and host is None and os.path.basename(service['command']) == 'smtpd'
+            and not any(name in service['overrides'] for name in wanted))
 
 
 def _stage(real_dir: str, sources: dict) -> str:

@@ -325,3 +325,16 @@ def test_postfix_implicit_listener_is_commented_out_only_when_asked(tmp_path, po
     new_text = plan['changes'][str(postfix_dir / 'master.cf')]
     assert '#127.0.0.1:smtps inet' in new_text and '127.0.0.1:submission inet n - n - - smtpd' in new_text
     assert plan['actions'] == ['master.cf 127.0.0.1:smtps/inet: comment the service out (postconf -M#)']
+
+
+def test_postfix_global_default_is_changed_in_main_cf(tmp_path, postfix_dir):
+    (postfix_dir / 'master.cf').write_text('# stock\nsmtp inet n - y - - smtpd\npickup unix n - y 60 1 pickup\n')
+    plan = plan_for(tmp_path, 'postfix', [str(postfix_dir)], 'smtp/127.0.0.1:25', {'starttls': 'withdrawn'})
+    assert plan['actions'] == ['main.cf: smtpd_tls_security_level = none']
+    assert plan['changes'][str(postfix_dir / 'master.cf')] == '# stock\nsmtp inet n - y - - smtpd\npickup unix n - y 60 1 pickup\n'
+    main = plan['changes'][str(postfix_dir / 'main.cf')]
+    assert 'smtpd_tls_security_level = none' in main and 'smtpd_tls_security_level = may' not in main
+    assert main.startswith('# site main.cf\n')
+    _transaction.apply(plan['changes'], plan['validate'])
+    again = plan_for(tmp_path, 'postfix', [str(postfix_dir)], 'smtp/127.0.0.1:25', {'starttls': 'withdrawn'})
+    assert again['actions'] == [] and _transaction.apply(again['changes'], again['validate'])['changed'] is False
