@@ -281,9 +281,19 @@ def _rules_by_listener(findings: list, host: str) -> dict:
     return rules
 
 
+def _worst_by_listener(findings: list, host: str) -> dict:
+    """Listener key -> rank of its worst severity (0 = critical)."""
+    worst: dict = {}
+    for finding in findings_of(findings, host):
+        rank = _verdict.SEVERITY_RANK.get(finding.get('severity'), len(_verdict.SEVERITIES))
+        key = _finding_key(finding)
+        worst[key] = min(rank, worst.get(key, rank))
+    return worst
+
+
 def outcome(actions: list, before: list, after: list, host: str) -> dict:
     """Whether the change did what it was for: every resolved rule gone from its listener, and no
-    listener of the host (the changed ones included) with a finding it did not have before."""
+    listener of a changed instance (the changed ones included) worse than before."""
     before_rules = _rules_by_listener(before, host)
     after_rules = _rules_by_listener(after, host)
     remaining, regressions = [], []
@@ -303,11 +313,15 @@ def outcome(actions: list, before: list, after: list, host: str) -> dict:
     for finding in findings_of(after, host) + findings_of(before, host):
         listener = finding.get('listener') or {}
         instance_of.setdefault(_finding_key(finding), (listener.get('mta'), listener.get('instance')))
+    # Worse: a listener that had no finding has one now, or its worst finding is more severe than before.
+    # A listener already failing may show its one defect through another rule from one probe to the next
+    # (Dovecot's BYE after a broken key arrives before or after the handshake starts): not worse.
+    before_worst, after_worst = _worst_by_listener(before, host), _worst_by_listener(after, host)
     for key, rules in sorted(after_rules.items(), key=lambda item: str(item[0])):
         if instance_of.get(key) not in touched:
             continue
         new = sorted(rules - before_rules.get(key, set()))
-        if new:
+        if new and (key not in before_worst or after_worst[key] < before_worst[key]):
             regressions.append({'listener': _verdict.endpoint(key[1], key[2]), 'rules': new})
     after_findings = findings_of(after, host)
     evidence = [{'id': finding.get('id'), 'vantage': finding.get('vantage'),

@@ -282,3 +282,30 @@ def test_exim_withdraws_on_one_listener_with_a_guarded_expansion(ansible_env, wo
     assert [line for line in text.splitlines() if line not in original.splitlines()][0].startswith(
         '# mailsec.starttls managed tls_advertise_hosts ')
     assert ehlo('127.0.20.2')[0] is False
+
+
+def test_findings_of_a_saved_audit_report_are_remediated(ansible_env, work, lab):
+    """The audit playbook writes its report; the remediation reads it (starttls_remediate_report)."""
+    report_dir = work / 'audit-reports'
+    audit = subprocess.run([ansible_bin('ansible-playbook'), '-i', inventory(work, lab), 'mailsec.starttls.audit',
+                            '-e', json.dumps({'starttls_report_dir': str(report_dir), 'starttls_fail': False,
+                                              'starttls_report_formats': ['json']})],
+                           env=ansible_env, capture_output=True, text=True, timeout=900, check=False)
+    assert audit.returncode == 0, audit.stdout[-4000:]
+    report = report_dir / 'starttls-report.json'
+    saved = json.loads(report.read_text())
+    assert any(item['id'] == 'certificate-key-mismatch' and item['listener']['address'] == '127.0.10.3'
+               for item in saved['findings'])
+    done = remediate(ansible_env, work, lab, {
+        'starttls_remediate_report': str(report),
+        'starttls_remediate_listeners': [{'instance': 'postfix-a', 'address': '127.0.10.3'}],
+        'starttls_certificates': [{'host': 'lab-*', 'address': '127.0.10.3',
+                                   'certificate': f"{lab['root']}/certs/postfix-a.crt",
+                                   'private_key': f"{lab['root']}/certs/postfix-a.key"}]})
+    record = done['record']
+    assert record['input'] == str(report)
+    change = change_for(record, '127.0.10.3', 25)
+    assert change['action'] == 'bind' and 'certificate-key-mismatch' in change['rules']
+    assert change['certificate']['source'] == 'starttls_certificates'
+    assert record['verification']['ok'] is True
+    assert ehlo('127.0.10.3') == (True, 220)

@@ -122,6 +122,16 @@ def test_outcome_needs_the_finding_gone_and_no_sibling_worse():
     assert remaining['evidence'][0]['id'] == 'starttls-advertised-without-certificate'
     worse = _remediation.outcome(actions, before, [finding('probe-failed', port=587)], HOST)
     assert worse['ok'] is False and worse['regressions'] == [{'listener': '192.0.2.25:587', 'rules': ['probe-failed']}]
+    # A failing sibling that shows its defect through one more rule of no higher severity is not worse.
+    failing = before + [finding('starttls-advertised-without-certificate', port=587, severity='critical')]
+    same = _remediation.outcome(actions, failing, [finding('starttls-advertised-without-certificate', port=587,
+                                                           severity='critical'),
+                                                   finding('pre-tls-surplus', port=587, severity='high')], HOST)
+    assert same['ok'] is True
+    worse_still = _remediation.outcome(actions, [finding('starttls-advertised-without-certificate'),
+                                                 finding('legacy-tls-protocol', port=587, severity='medium')],
+                                       [finding('pre-tls-surplus', port=587, severity='high')], HOST)
+    assert worse_still['ok'] is False
     # A listener of an instance that was not touched is not a sibling: its findings may come and go.
     unrelated = _remediation.outcome(actions, before, [finding('pre-tls-surplus', address='198.51.100.1',
                                                                instance='other')], HOST)
