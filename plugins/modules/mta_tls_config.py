@@ -29,7 +29,8 @@ description:
     expired, names when O(expected_names) is given); a bad pair is refused with the reason.
   - Every edit is a transaction, like M(ansible.builtin.lineinfile) with C(validate) and C(backup) - the
     candidate is written beside the original, validated by the MTA itself (C(postconf -n/-M/-P) on a staged
-    directory; C(doveconf -c CANDIDATE -n); C(exim -C CANDIDATE -bV) and C(-be) of the new expansion), then renamed over the original after a backup. On any failure no
+    directory; C(doveconf -c CANDIDATE -n); C(exim -C CANDIDATE -bV) and C(-be) of the new expansion), then
+    renamed over the original after a backup. On any failure no
     file has changed. Unrelated lines, comments and order are kept.
   - Never reloads the MTA; RV(reload_command) says how, and the M(mailsec.starttls.remediate) role runs it.
   - Values with newlines or other control characters, and characters that the configuration syntax would

@@ -323,15 +323,14 @@ def outcome(actions: list, before: list, after: list, host: str) -> dict:
         new = sorted(rules - before_rules.get(key, set()))
         if new and (key not in before_worst or after_worst[key] < before_worst[key]):
             regressions.append({'listener': _verdict.endpoint(key[1], key[2]), 'rules': new})
-    after_findings = findings_of(after, host)
-    evidence = [{'id': finding.get('id'), 'vantage': finding.get('vantage'),
-                 'listener': _verdict.endpoint((finding.get('listener') or {}).get('address'),
-                                               (finding.get('listener') or {}).get('port')),
-                 'summary': finding.get('summary'), 'probe': (finding.get('evidence') or {}).get('probe')}
-                for finding in after_findings
-                if any(item['listener'] == _verdict.endpoint((finding.get('listener') or {}).get('address'),
-                                                            (finding.get('listener') or {}).get('port'))
-                       and finding.get('id') in item['rules'] for item in remaining + regressions)]
+    failing = {(item['listener'], rule) for item in remaining + regressions for rule in item['rules']}
+    evidence = []
+    for finding in findings_of(after, host):
+        listener = finding.get('listener') or {}
+        label = _verdict.endpoint(listener.get('address'), listener.get('port'))
+        if (label, finding.get('id')) in failing:
+            evidence.append({'id': finding.get('id'), 'vantage': finding.get('vantage'), 'listener': label,
+                             'summary': finding.get('summary'), 'probe': (finding.get('evidence') or {}).get('probe')})
     ok = not remaining and not regressions
     parts = []
     if remaining:
@@ -344,9 +343,9 @@ def outcome(actions: list, before: list, after: list, host: str) -> dict:
 
 def _trim_result(result: dict) -> dict:
     """What a changes report keeps of one mta_tls_config result (no diff text, no certificate details)."""
-    kept = {key: result.get(key) for key in ('changed', 'failed', 'msg', 'stage', 'actions', 'files', 'backups',
-                                            'affected_listeners', 'reload_command', 'manual')
-            if result.get(key) not in (None, [], {})}
+    keys = ('changed', 'failed', 'msg', 'stage', 'actions', 'files', 'backups', 'affected_listeners', 'reload_command',
+            'manual')
+    kept = {key: result.get(key) for key in keys if result.get(key) not in (None, [], {})}
     check = result.get('certificate_check')
     if isinstance(check, dict):
         kept['certificate_check'] = {'usable': check.get('usable'),

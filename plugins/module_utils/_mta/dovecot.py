@@ -360,9 +360,7 @@ class DovecotAdapter(MtaAdapter):
         from_tool = build_listeners(ctx, tool_tree, instance, None)
         return merge_provenance(ctx, from_tool, from_files, instance)
 
-
     # -- remediation (mta_tls_config): a `local ADDRESS { }` block, validated by doveconf ------
-
     def plan_tls_change(self, ctx, instance: dict, listener: dict, desired: dict, others: list) -> dict:
         """Settings in the `local` block of the listener's address (Dovecot filters by local IP, so
         every listener of the instance on that address is affected, and listed).

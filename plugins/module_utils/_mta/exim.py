@@ -807,9 +807,7 @@ class EximAdapter(MtaAdapter):
                             'source': f'unresolved: tls_certificate ({origin}) depends on $tls_in_sni'})
         return entries
 
-
     # -- remediation (mta_tls_config): guarded expansions on the listener's address and port ---
-
     def plan_tls_change(self, ctx, instance: dict, listener: dict, desired: dict, others: list) -> dict:
         """`tls_advertise_hosts` (withdraw) or `tls_certificate`/`tls_privatekey` (bind) become an
         expansion that gives this address and port its own value and every other listener the value

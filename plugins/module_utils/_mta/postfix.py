@@ -576,9 +576,7 @@ class PostfixAdapter(MtaAdapter):
             record['offers_starttls_reason'] = (f'{reason}; smtpd_discard_ehlo_keyword_address_maps '
                                                 f'({maps_where}) removes STARTTLS for some clients')
 
-
     # -- remediation (mta_tls_config): edits through postconf on a staged copy, and reload ------
-
     def plan_tls_change(self, ctx, instance: dict, listener: dict, desired: dict, others: list) -> dict:
         """The master.cf `-o` overrides that give this listener the desired TLS state.
 

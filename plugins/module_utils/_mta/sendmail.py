@@ -204,4 +204,3 @@ class SendmailAdapter(MtaAdapter):
         return {'changes': {}, 'validate': None, 'actions': [], 'manual': steps,
                 'affected': others_on_daemon if desired.get('starttls') != 'withdrawn' else [],
                 'reload_command': None}
-
