@@ -94,7 +94,6 @@ options:
   private_key:
     description: Private key file of O(certificate). Its path is returned; its contents are never read into the result.
     type: path
-    no_log: false
   chain:
     description: Intermediate certificate files (Postfix writes them into C(smtpd_tls_chain_files)).
     type: list
@@ -144,8 +143,8 @@ notes:
     a block in an included file is left for a manual change.
 seealso:
   - module: mailsec.starttls.mta_tls_info
-  - role: mailsec.starttls.remediate
-    description: Chooses the change per finding, reloads, probes again and rolls back.
+    description: Reports the listeners, selected here the same way; the role mailsec.starttls.remediate chooses the
+      change per finding, reloads, probes again and rolls back.
 """
 
 EXAMPLES = r"""
