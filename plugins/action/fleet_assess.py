@@ -23,7 +23,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine imp
 )
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.ssh import JUMP_HOST_ARGUMENT_SPEC, jump_connector
 from ansible_collections.mailsec.starttls.plugins.module_utils._verdict import VerdictError
-from ansible_collections.mailsec.starttls.plugins.plugin_utils import _policy, _reports
+from ansible_collections.mailsec.starttls.plugins.plugin_utils import _dns_checks, _mail_dns, _policy, _reports
 
 JUMP_HOST_SPEC = dict(JUMP_HOST_ARGUMENT_SPEC, name={'type': 'str'})
 
@@ -45,6 +45,7 @@ ARGUMENT_SPEC = {
     'report_formats': {'type': 'list', 'elements': 'str', 'default': list(_reports.FORMATS),
                        'choices': list(_reports.FORMATS)},
     'report_basename': {'type': 'str', 'default': _reports.DEFAULT_BASENAME},
+    'dns_checks': {'type': 'dict', 'options': _dns_checks.DNS_CHECKS_SPEC},
 }
 
 WILDCARDS = ('0.0.0.0', '::', '*', None, '')
@@ -134,9 +135,19 @@ class ActionModule(ActionBase):
         meta = {'hosts': len(hosts), 'vantages': (['controller'] if args['controller_probe'] else [])
                 + [f"jump:{jump['name'] or jump['host']}" for jump in args['jump_hosts']],
                 'check_mode': bool(self._task.check_mode)}
+        dns_step = None
+        if args['dns_checks'] and args['dns_checks']['enabled']:
+            dns_options = dict(args['dns_checks'])
+            if not dns_options['state_file'] and args['report_dir']:
+                dns_options['state_file'] = f"{args['report_dir']}/{args['report_basename']}.mta-sts-state.json"
+            try:
+                dns_step = _dns_checks.DnsStep(dns_options, hosts, hostvars, host_results, host_addresses,
+                                               args['severity'])
+            except (_mail_dns.MailDnsError, ValueError) as exc:
+                raise AnsibleActionFail(f'dns_checks: {exc}')
         try:
             report = _reports.audit(host_results + listeners, probes, judge_options, args['waivers'],
-                                    args['fail_when'], meta)
+                                    args['fail_when'], meta, extra_findings=dns_step)
         except (VerdictError, _policy.PolicyError, _reports.ReportError) as exc:
             raise AnsibleActionFail(str(exc))
         written = {}
@@ -150,6 +161,8 @@ class ActionModule(ActionBase):
         summary = report['summary']
         result.update(changed=False, summary=summary, findings=report['findings'], reports=written,
                       waivers_expired=report['waivers_expired'], probes=len(probes))
+        if dns_step is not None:
+            result['dns'] = dns_step.result()
         if warnings:
             result['warnings'] = warnings
         if summary['failed'] and args['fail']:

@@ -22,7 +22,7 @@ import shutil
 import stat
 import struct
 
-from ansible_collections.mailsec.starttls.plugins.module_utils import _command, _x509
+from ansible_collections.mailsec.starttls.plugins.module_utils import _command, _tlsa, _x509
 
 try:
     from cryptography.hazmat.primitives import serialization as _serialization
@@ -406,6 +406,9 @@ class StoreInspector:
             elif entries:
                 not_known('certificate-key-mismatch', f'{where}: the certificate does not parse')
         key['matches_certificate'] = matches
+        # What a DANE TLSA record can pin: the bound chain and the key (digests only).
+        result['tlsa'] = {'chain': _tlsa.chain_digests([entry[2] for entry in entries]),
+                          'key': _tlsa.spki_digests(key_block['spki'] if key_block else None)}
 
         # Usable: exists, readable by the reader, parses, key there and matching, in date.
         result['usable'] = _usable([
@@ -505,6 +508,12 @@ class StoreInspector:
         if spki is not None:
             facts['type'] = _x509.public_key_summary(spki)[0]
         return facts
+
+    def load_public_key(self, pem_text: str) -> tuple:
+        """(SubjectPublicKeyInfo DER, encrypted, error) of a PEM private key (for _tlsa.next_keys)."""
+        if _use_cryptography():
+            return _public_key_with_cryptography(pem_text)
+        return self._public_key_with_openssl(pem_text)
 
     def _public_key_with_openssl(self, pem_text: str) -> tuple:
         if self._openssl is None:

@@ -31,6 +31,8 @@ SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 
 # Where a finding can come from: the host's configuration and files, the wire, or both.
 HOST, NETWORK, BOTH = 'host', 'network', 'both'
+# The domain's DNS promise (DANE, MTA-STS): judged by the opt-in DNS checks (plugin_utils/_dane.py).
+DNS = 'dns'
 STARTTLS, IMPLICIT = ('starttls',), ('implicit',)
 ANY_TLS = ('starttls', 'implicit')
 
@@ -103,6 +105,24 @@ RULES = {
     'judgement-error': {
         'severity': 'medium', 'modes': ANY_TLS, 'evidence': BOTH,
         'title': 'A record could not be judged'},
+    'tlsa-invalid': {
+        'severity': 'critical', 'modes': STARTTLS, 'evidence': DNS,
+        'title': 'The DANE TLSA records do not match the certificate served or bound'},
+    'dnssec-invalid': {
+        'severity': 'medium', 'modes': STARTTLS, 'evidence': DNS,
+        'title': 'The DNS answer behind DANE or MTA-STS is not DNSSEC-validated'},
+    'dane-next-key-unpublished': {
+        'severity': 'high', 'modes': STARTTLS, 'evidence': DNS,
+        'title': 'The key staged for the next renewal is not pinned by a TLSA record'},
+    'sts-policy-invalid': {
+        'severity': 'high', 'modes': STARTTLS, 'evidence': DNS,
+        'title': 'The MTA-STS policy is invalid or does not cover the MX hosts'},
+    'sts-webpki-invalid': {
+        'severity': 'high', 'modes': STARTTLS, 'evidence': DNS,
+        'title': 'The MTA-STS policy host does not present a valid certificate'},
+    'mta-sts-enforce-without-tls': {
+        'severity': 'critical', 'modes': STARTTLS, 'evidence': DNS,
+        'title': 'An MX under an enforced MTA-STS policy offers no usable TLS'},
 }
 RULE_IDS = tuple(RULES)
 
@@ -1427,7 +1447,7 @@ def applicable_rules(listener: dict) -> list:
     wire_mode = protocol_mode(listener)
     rules = []
     for rule, spec in RULES.items():
-        if rule == 'judgement-error':
+        if rule == 'judgement-error' or spec['evidence'] == DNS:
             continue
         if wire_mode not in spec['modes']:
             continue
