@@ -132,6 +132,7 @@ def _new_result(cert_path, key_path, reader_name) -> dict:
             'matches_certificate': None,
         },
         'chain': {'complete': None, 'error': None},
+        'tlsa': {'chain': [], 'key': _tlsa.spki_digests(None)},
         'usable': None,
         'problems': [],
         'unknown': [],

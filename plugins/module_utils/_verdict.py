@@ -795,6 +795,11 @@ def fix_for(rule: str, listener: dict, detail: dict | None = None) -> str:
                 'greylisting that refuses the prober), or remove the vantage point for it; then probe again.')
     if rule == 'judgement-error':
         return 'Report this with the listener and probe records attached; the other listeners were judged.'
+    if RULES.get(rule, {}).get('evidence') == DNS:
+        # The DNS checks (plugin_utils/_dane.py) write the specific fix; this is the general one.
+        return ('Make the DNS promise and the listener agree: publish TLSA records for the key served and the '
+                'next one, sign the zone, keep the MTA-STS policy in step with the MX records, and serve '
+                f'STARTTLS with a valid certificate ({reload_text} after a change). See docs/dane-mta-sts.md.')
     return ''
 
 

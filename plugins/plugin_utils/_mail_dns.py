@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import re
 import socket
 import ssl
 
@@ -148,10 +149,10 @@ def parse_tags(text: str) -> dict:
 
 
 def txt_text(record: str) -> str:
-    """A TXT record's presentation ('"a" "b"') as one string."""
-    parts = []
-    for chunk in record.split('" "'):
-        parts.append(chunk.strip().strip('"'))
+    """A TXT record's presentation ('"a" "b"') as one string (RFC 7208 3.3 style joining)."""
+    parts = re.findall(r'"((?:[^"\\]|\\.)*)"', record)
+    if not parts:
+        return record
     return ''.join(parts).replace('\\"', '"')
 
 
