@@ -45,8 +45,11 @@ quietly() {
 
 # openssh-server: jump-host vantage tests; nmap: benchmark peer; shellcheck: ansible-test's shellcheck
 # sanity test; rsync and git: building the collection tree; openssl: test certificates; chromium: the
-# HTML report rendered in a real browser (tests/integration/test_report_html.py).
-APT_PACKAGES=(ca-certificates git rsync openssl openssh-server nmap shellcheck python3-venv chromium fonts-dejavu-core)
+# HTML report rendered in a real browser (tests/integration/test_report_html.py); knot, knot-dnsutils,
+# unbound, nginx-light: the DNSSEC-signed zones, validating resolver and MTA-STS policy host of
+# tests/lab/dns_lab.py (tests/integration/test_dane_mta_sts.py; the image's policy-rc.d keeps them stopped).
+APT_PACKAGES=(ca-certificates git rsync openssl openssh-server nmap shellcheck python3-venv chromium fonts-dejavu-core
+    knot knot-dnsutils unbound nginx-light)
 
 install_apt_packages() {
     if [[ ${MAILSEC_SKIP_APT:-0} == 1 ]]; then
