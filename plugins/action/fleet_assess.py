@@ -10,6 +10,7 @@ is sent anywhere.
 from __future__ import annotations
 
 import ipaddress
+import json
 
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
@@ -158,6 +159,11 @@ class ActionModule(ActionBase):
             except _reports.ReportError as exc:
                 raise AnsibleActionFail(str(exc))
 
+        if dns_step is not None and args['report_dir']:
+            # The DNS answers and the TLSA lines to publish, beside the reports (docs/dane-mta-sts.md).
+            path = f"{args['report_dir']}/{args['report_basename']}.dns.json"
+            _reports.atomic_write(path, json.dumps(dns_step.result(), indent=2, sort_keys=True, default=str) + '\n')
+            written['dns'] = path
         summary = report['summary']
         result.update(changed=False, summary=summary, findings=report['findings'], reports=written,
                       waivers_expired=report['waivers_expired'], probes=len(probes))
