@@ -262,3 +262,17 @@ def test_new_rules_are_in_the_catalogue_but_not_applicable_by_default():
     # Site policy may change their severity too.
     outcome = judge(mx_host([rec(3, 1, 1, OLD)]), [listener()], [probe()], severity={'tlsa-invalid': 'low'})
     assert {finding['severity'] for finding in outcome['findings']} == {'low'}
+
+
+def test_tlsa_records_filter_prints_current_and_next_keys():
+    from ansible_collections.mailsec.starttls.plugins.filter.tlsa import tlsa_records
+    result = {'listeners': [dict(listener(), store={'tlsa': {'key': NEW}}),
+                            dict(listener(), port=587, store={'tlsa': {'key': OLD}})],
+              'next_keys': [dict(NEXT, path='/k/next.key', source='user')]}
+    lines = tlsa_records(result, 'mx1.example.test', ttl=3600)
+    assert lines == ['; current key: /etc/letsencrypt/live/mx1/privkey.pem',
+                     f'_25._tcp.mx1.example.test. 3600 IN TLSA 3 1 1 {NEW["spki_sha256"].upper()}',
+                     '; next key: /k/next.key (user)',
+                     f'_25._tcp.mx1.example.test. 3600 IN TLSA 3 1 1 {NEXT["spki_sha256"].upper()}']
+    assert len(tlsa_records(result, 'mx1.example.test', next_keys=False)) == 2
+    assert tlsa_records({'tlsa_publish': ['x']}) == ['x']
