@@ -276,3 +276,25 @@ def test_tlsa_records_filter_prints_current_and_next_keys():
                      f'_25._tcp.mx1.example.test. 3600 IN TLSA 3 1 1 {NEXT["spki_sha256"].upper()}']
     assert len(tlsa_records(result, 'mx1.example.test', next_keys=False)) == 2
     assert tlsa_records({'tlsa_publish': ['x']}) == ['x']
+
+
+def test_dns_findings_go_through_the_report_pipeline_and_schema():
+    import json
+    from pathlib import Path
+    from ansible_collections.mailsec.starttls.plugins.plugin_utils import _reports
+    from ansible_collections.mailsec.starttls.tests.unit.plugins.plugin_utils import schema_check
+    dns = gathered(mx_host([rec(3, 1, 1, OLD)], secure=False), sts_domain(ENFORCE, webpki=False))
+
+    def hook(listeners, probes, findings):
+        return _dane.merge(findings, _dane.judge(dns, listeners, probes, {})['findings'])
+
+    report = _reports.audit([listener()], [probe()], {'now': '2026-06-01T00:00:00Z'},
+                            [{'query': "id == 'sts-webpki-invalid'", 'reason': 'policy host moves', 'expires': '2099-01-01'}],
+                            None, {}, extra_findings=hook)
+    found = {finding['id']: finding for finding in report['findings']}
+    assert {'tlsa-invalid', 'dnssec-invalid', 'sts-webpki-invalid'} <= set(found)
+    assert found['sts-webpki-invalid']['waived'] is True
+    schema = json.loads((Path(__file__).resolve().parents[4] / 'docs' / 'report.schema.json').read_text())
+    assert schema_check.validate(report, schema) == []
+    # The stand-in listeners of DNS names appear in the report with their findings.
+    assert any(item['host'] == 'mta-sts.example.test' for item in report['listeners'])
