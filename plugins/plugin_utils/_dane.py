@@ -327,8 +327,8 @@ def judge_sts(domain: dict, mx_hosts: dict, entries: list, findings: _Findings, 
                      f'_mta-sts.{name}: id {tags.get("id")!r} is not 1 to 32 letters and digits (RFC 8461 3.1)',
                      {'dns': sts_dns}, STS_POLICY_FIX, severity='high')
     policy = domain.get('policy') or {}
-    fetch_ev = {key: policy.get(key) for key in ('url', 'address', 'dns', 'status', 'content_type', 'stage',
-                                                   'error', 'webpki', 'ca_file', 'sha256')}
+    fetch_keys = ('url', 'address', 'dns', 'status', 'content_type', 'stage', 'error', 'webpki', 'ca_file', 'sha256')
+    fetch_ev = {key: policy.get(key) for key in fetch_keys}
     if policy.get('webpki') is False or (policy.get('stage') == 'tls'):
         findings.add('sts-webpki-invalid', policy_host, None,
                      f'mta-sts.{name}: the policy host\'s certificate does not validate: '
@@ -449,4 +449,3 @@ def publish_lines(gathered_mx: list) -> list:
             if line not in lines:
                 lines.append(line)
     return lines
-
