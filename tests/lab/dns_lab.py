@@ -175,7 +175,7 @@ class DnsLab:
         if self.sites:
             config = self._nginx_config()
             self._spawn('nginx', [BINARIES['nginx'], '-p', str(self.root / 'nginx'), '-c', str(config)])
-            self._wait_port('nginx', lambda: (self.root / 'nginx' / 'nginx.pid').exists(), deadline)
+            self._wait_port('nginx', (self.root / 'nginx' / 'nginx.pid').exists, deadline)
             time.sleep(0.3)
         return {'resolver': RESOLVER, 'authoritative': AUTHORITATIVE, 'trust_anchors': anchors}
 

@@ -35,7 +35,8 @@ def mx_host(records, secure=True, bogus=False, status=None):
             'tlsa': answer('_25._tcp.mx1.example.test.', 'TLSA', records, secure, status, bogus)}
 
 
-def listener(disk=NEW, mta='postfix'):
+def listener(disk=None, mta='postfix'):
+    disk = disk or NEW
     return {'host': 'mx1', 'address': '127.0.70.1', 'port': 25, 'protocol': 'smtp', 'mta': mta, 'mode': 'host',
             'offers_starttls': True, 'defined_at': '/etc/postfix/master.cf:12',
             'binding': {'certificate': '/etc/letsencrypt/live/mx1/fullchain.pem', 'key': '/etc/letsencrypt/live/mx1/privkey.pem'},
@@ -44,7 +45,8 @@ def listener(disk=NEW, mta='postfix'):
                                                             'spki_sha512': disk['spki_sha512']}}}}
 
 
-def probe(served=NEW, vantage='controller', advertised=True, reply='220', sans=('mx1.example.test',), verified=True):
+def probe(served=None, vantage='controller', advertised=True, reply='220', sans=('mx1.example.test',), verified=True):
+    served = served or NEW
     record = {'vantage': vantage, 'target': {'address': '127.0.70.1', 'port': 25, 'protocol': 'smtp'},
               'connected': True, 'greeting': {'code': '220', 'lines': ['mx1 ESMTP']}, 'starttls_advertised': advertised,
               'capabilities': ['STARTTLS'] if advertised else []}
