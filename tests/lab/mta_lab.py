@@ -391,6 +391,13 @@ def opensmtpd_instances() -> list[InstanceSpec]:
             listener('implicit-tls-no-cert', o + '7', 465, None,
                      implicit(False, notes='smtps without pki: OpenSMTPD starts; TCP reset (ca-failure)'), 'smtps'),
         ], {'pki': {'opensmtpd': ('opensmtpd', 'opensmtpd'), 'mismatch': ('opensmtpd', 'unrelated-key')}}),
+        # A pki named after the listener's hostname (every lab listen line says `hostname smtpd.lab.test`)
+        # on a listener without `tls`: the certificate is held, and would be served with `tls`, but is not used.
+        InstanceSpec('opensmtpd', 'opensmtpd-held', frozenset({'full'}), True, [
+            listener('tls-off-cert-present', o + '8', 25, 'opensmtpd',
+                     refused('503', False, 'pki named after the hostname, listener without tls: not advertised, '
+                             '503 5.5.1 Invalid command'), ''),
+        ], {'pki': {'smtpd.lab.test': ('opensmtpd', 'opensmtpd')}}),
         InstanceSpec('opensmtpd', 'opensmtpd-cert-missing', frozenset({'full'}), False, [
             listener('cert-missing', o + '2', 25, ABSENT_PREFIX + 'opensmtpd',
                      never_starts('smtpd: load_pki_tree: failed to load certificate file'), 'tls pki opensmtpd'),

@@ -11,14 +11,19 @@ the authority for values; the file tree only supplies where each value was writt
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
 
+from ansible_collections.mailsec.starttls.plugins.module_utils._files import excerpt
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import (
+    MAX_LIST_ITEMS,
     REASON_IMPLICIT,
     MtaAdapter,
     backslash_lines,
+    bounded_items,
+    enough_listeners,
     infer_protocol,
     is_local_address,
     master_processes,
@@ -32,6 +37,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import 
 
 DEFAULT_CONFIG = '/etc/dovecot/dovecot.conf'
 MAX_INCLUDE_DEPTH = 16
+MAX_INCLUDED_FILES = 512
 
 # protocol name in `protocols` -> (login service, listener family)
 PROTOCOL_SERVICES = {
@@ -71,7 +77,9 @@ def parse_config(ctx, path: str, text: str | None = None, label: str | None = No
         text = ctx.read_text(path, mta='dovecot', required=True)
         if text is None:
             return None
-    _parse_text(ctx, text, label or path, os.path.dirname(path), [root], root, 0)
+    limits = ctx.parse_limits('dovecot')
+    limits.includes.enter(path)
+    _parse_text(ctx, text, label or path, os.path.dirname(path), [root], root, 0, limits)
     return root
 
 
@@ -82,7 +90,10 @@ def _unquote(value: str) -> str:
     return value
 
 
-def _parse_text(ctx, text: str, label: str, directory: str, stack: list, root: dict, depth: int) -> None:
+def _parse_text(ctx, text: str, label: str, directory: str, stack: list, root: dict, depth: int,
+                limits=None) -> None:
+    if limits is None:
+        limits = ctx.parse_limits('dovecot')
     for number, raw in backslash_lines(text):
         where = f'{label}:{number}'
         hidden = re.match(r'^\s*([A-Za-z0-9_/.-]+)\s*=\s*# hidden', raw)
@@ -94,7 +105,7 @@ def _parse_text(ctx, text: str, label: str, directory: str, stack: list, root: d
         if not line:
             continue
         if line.startswith('!'):
-            _include(ctx, line, where, directory, stack, root, depth)
+            _include(ctx, line, where, directory, stack, root, depth, limits)
             continue
         if line == '}':
             if len(stack) > 1:
@@ -117,43 +128,69 @@ def _parse_text(ctx, text: str, label: str, directory: str, stack: list, root: d
             key, value = match.group(1), match.group(2).strip()
             value = _unquote(value)
             if '$' in value and len(stack) == 1:
-                value = _expand_variables(value, root)
+                value = _expand_variables(value, root, limits.expansion, where)
             stack[-1]['settings'][key] = {'value': value, 'where': where}
             continue
-        ctx.warn(f'cannot parse dovecot line: {line[:80]!r}', where=where, mta='dovecot')
+        ctx.warn(f'cannot parse dovecot line: {excerpt(line)}', where=where, mta='dovecot')
     if depth == 0 and len(stack) > 1:
-        ctx.warn(f'section "{stack[-1]["type"]}" opened at {stack[-1]["where"]} is never closed',
+        ctx.warn(f'section "{excerpt(stack[-1]["type"], quoted=False)}" opened at {stack[-1]["where"]} is never closed',
                  where=label, mta='dovecot')
 
 
-def _include(ctx, line: str, where: str, directory: str, stack: list, root: dict, depth: int) -> None:
+def _include(ctx, line: str, where: str, directory: str, stack: list, root: dict, depth: int,
+             limits=None) -> None:
+    if limits is None:
+        limits = ctx.parse_limits('dovecot')
     command, _sep, argument = line.partition(' ')
     pattern = _unquote(argument)
     if command not in ('!include', '!include_try') or not pattern:
-        ctx.warn(f'unknown directive {line[:60]!r}', where=where, mta='dovecot')
+        ctx.warn(f'unknown directive {excerpt(line)}', where=where, mta='dovecot')
         return
     if depth >= MAX_INCLUDE_DEPTH:
         ctx.warn('includes nested too deep', where=where, mta='dovecot')
         return
     if not pattern.startswith('/'):
         pattern = os.path.join(directory, pattern)
+    if '\x00' in pattern:
+        ctx.warn('!include of a path with a NUL byte: not a file name', where=where, mta='dovecot')
+        return
+    # A file included twice by itself would be read 2**depth times: count every read.
+    count = ctx.memo.get('dovecot_includes', 0)
+    if count >= MAX_INCLUDED_FILES:
+        ctx.warn('too many !include files; the rest are not read', where=where, mta='dovecot')
+        return
+    ctx.memo['dovecot_includes'] = count + 1
     paths = ctx.glob(pattern)
     if not paths and command == '!include' and not any(char in pattern for char in '*?['):
         ctx.warn(f'!include {pattern}: no such file (dovecot would refuse to start)', where=where,
                  mta='dovecot')
     for path in paths:
-        text = ctx.read_text(path, mta='dovecot')
-        if text is not None:
-            _parse_text(ctx, text, path, os.path.dirname(path), stack, root, depth + 1)
+        if not limits.includes.enter(path, where):
+            continue
+        try:
+            text = ctx.read_text(path, mta='dovecot')
+            if text is not None:
+                limits.includes.charge(text)
+                _parse_text(ctx, text, path, os.path.dirname(path), stack, root, depth + 1, limits)
+        finally:
+            limits.includes.leave(path)
 
 
-def _expand_variables(value: str, root: dict) -> str:
+VARIABLE = re.compile(r'\$\{([A-Za-z0-9_]+)\}|\$([A-Za-z0-9_]+)')
+
+
+def _expand_variables(value: str, root: dict, budget=None, where: str | None = None) -> str:
     def replace(match):
         name = match.group(1) or match.group(2)
         entry = root['settings'].get(name)
         # Dovecot expands $setting against what the files set so far, not the built-in default.
         return entry['value'] if entry is not None else ''
-    return re.sub(r'\$\{([A-Za-z0-9_]+)\}|\$([A-Za-z0-9_]+)', replace, value)
+    if budget is not None:
+        # The size is known before the value is built: `a = $b $b` on every line doubles it.
+        size = len(value) + sum(len(replace(match)) - len(match.group(0)) for match in VARIABLE.finditer(value))
+        if not budget.allow(size, where, 'expanding $variables here'):
+            return value
+    return VARIABLE.sub(replace, value)
 
 
 # -- resolution ------------------------------------------------------------------------------
@@ -210,15 +247,34 @@ def local_match_bits(name: str | None, address: str | None) -> int | None:
     """How specifically a `local` filter matches an address (prefix length), None if not."""
     if not name or address is None:
         return None
-    for item in re.split(r'[\s,]+', name):
-        try:
-            network = ipaddress.ip_network(item.strip('[]'), strict=False)
-            target = ipaddress.ip_address(address)
-        except ValueError:
-            continue
+    target = _address(address)
+    if target is None:
+        return None
+    for network in _local_networks(name):
         if target.version == network.version and target in network:
             return network.prefixlen
     return None
+
+
+@functools.lru_cache(maxsize=65536)
+def _address(text: str):
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+@functools.lru_cache(maxsize=65536)
+def _local_networks(name: str) -> tuple:
+    """The networks a `local` filter names, parsed once (a configuration may have thousands of
+    blocks, each matched against every listener)."""
+    networks = []
+    for item in re.split(r'[\s,]+', name):
+        try:
+            networks.append(ipaddress.ip_network(item.strip('[]'), strict=False))
+        except ValueError:
+            continue
+    return tuple(networks)
 
 
 def effective(scopes: list, key: str) -> tuple:
@@ -420,7 +476,9 @@ def build_listeners(ctx, tree: dict, instance: dict, hidden_keys: dict | None) -
                 addresses, address_where = listen_list(address_entry['value']), address_entry['where']
             else:
                 addresses, address_where = listen_list(listen_value), listen_where or 'default listen = *, ::'
-            for address in addresses:
+            for address in bounded_items(ctx, addresses, 'listen', address_where, 'dovecot'):
+                if enough_listeners(ctx, records, 'dovecot', instance['instance']):
+                    return records
                 records.extend(listener_records(ctx, tree, instance, service_name, listener_name, listener,
                                                 family, port, implicit, address, address_where,
                                                 protocols_where, hidden_keys))
@@ -448,6 +506,8 @@ def listener_records(ctx, tree, instance, service_name, listener_name, listener,
         for node in tree['children']:
             if node['type'] != 'local':
                 continue
+            if enough_listeners(ctx, records, 'dovecot', instance['instance'], MAX_LIST_ITEMS):
+                break
             for item in re.split(r'[\s,]+', node['name'] or ''):
                 specific = normalise_address(item)
                 if specific is None or (':' in specific) != (':' in address):
