@@ -47,6 +47,9 @@ DEFAULT_OPTIONS = {
     'host': None,
     'scan_sockets': True,
     'extra_mail_ports': [],
+    # 'own': only MTAs in this process's network namespace (what the host's addresses reach);
+    # 'all': also those of other namespaces (containers, test labs), each listener noted as such.
+    'network_namespaces': 'own',
 }
 
 # Bounds that keep a gather cheap on a busy host.
@@ -445,6 +448,8 @@ def gather_host(options: dict | None = None, probe=None, store_inspector=None, c
         ctx = HostContext(root=merged['root'], use_tools=merged['use_tools'])
     ctx.options = merged
     ctx.processes = scan_processes(ctx)
+    if merged['network_namespaces'] == 'own':
+        ctx.processes = _in_own_network(ctx, ctx.processes)
     own_mounts = own_namespace(ctx, 'mnt')
     ctx.foreign_roots = [f'{ctx.proc_root}/{process["pid"]}/root' for process in ctx.processes
                          if own_mounts and process.get('mnt_ns') and process['mnt_ns'] != own_mounts]
@@ -511,6 +516,28 @@ def gather_host(options: dict | None = None, probe=None, store_inspector=None, c
         'cost': {'cpu_seconds': round(_cpu_seconds() - started_cpu, 4),
                  'wall_seconds': round(time.monotonic() - started_wall, 4)},
     })
+
+
+def _in_own_network(ctx, processes: list) -> list:
+    """The processes of this network namespace. An MTA in another one (a container, a sandboxed
+    service, a test lab) listens on addresses the host's own do not reach: reporting its listeners as
+    the host's would join them with the probes of other sockets. It is named in a warning instead."""
+    own = own_namespace(ctx, 'net')
+    if own is None:
+        return processes
+    kept, skipped = [], {}
+    for process in processes:
+        namespace = process.get('net_ns')
+        if namespace and namespace != own:
+            if process.get('role') == 'master' and process.get('mta'):
+                skipped.setdefault((process['mta'], namespace), []).append(process['pid'])
+            continue
+        kept.append(process)
+    for (mta, namespace), pids in sorted(skipped.items()):
+        ctx.warn(f'{mta} master process(es) {", ".join(str(pid) for pid in pids[:5])} run in another network '
+                 f'namespace ({namespace}: a container, a sandboxed service or a test lab): not inspected here; '
+                 'audit that namespace as a host of its own, or set network_namespaces=all', mta=mta)
+    return kept
 
 
 def _check_sources(ctx, name: str, instance: dict, records: list) -> None:

@@ -68,6 +68,16 @@ options:
     description: Match the listeners with the sockets open on the host (C(/proc/net/tcp), C(/proc/net/tcp6)).
     type: bool
     default: true
+  network_namespaces:
+    description:
+      - V(own) inspects the MTAs of the module's own network namespace, the ones the host's addresses reach;
+        an MTA whose processes run in another network namespace (a container, a sandboxed service) is named in
+        a warning and not inspected, so that its listeners are never joined with probes of other sockets.
+      - V(all) inspects those too; their listeners carry C(net_namespace) and a note, and their sockets are
+        read through the master's C(/proc/PID/net).
+    type: str
+    choices: [own, all]
+    default: own
   extra_mail_ports:
     description: Ports besides the well-known mail ports whose unclaimed listening sockets are reported.
     type: list
@@ -268,6 +278,7 @@ def main() -> None:
             'binaries': {'type': 'dict', 'default': {}},
             'use_tools': {'type': 'str', 'choices': ['auto', 'never', 'always'], 'default': 'auto'},
             'scan_sockets': {'type': 'bool', 'default': True},
+            'network_namespaces': {'type': 'str', 'choices': ['own', 'all'], 'default': 'own'},
             'extra_mail_ports': {'type': 'list', 'elements': 'int', 'default': []},
             'host': {'type': 'str'},
             'expiring_days': {'type': 'int', 'default': 30},
@@ -298,6 +309,7 @@ def main() -> None:
     gathered = gather_host(
         {'mtas': params['mtas'], 'config_paths': params['config_paths'], 'binaries': params['binaries'],
          'use_tools': params['use_tools'], 'scan_sockets': params['scan_sockets'],
+         'network_namespaces': params['network_namespaces'],
          'extra_mail_ports': params['extra_mail_ports'], 'host': params['host'] or socket.gethostname()},
         probe=probe, store_inspector=Inspector())
     for warning in gathered['warnings']:

@@ -489,6 +489,33 @@ class SendmailAdapter(MtaAdapter):
             records.append(record)
         return records
 
+    # -- remediation (mta_tls_config): never edited, the exact manual change instead -------------
+
+    def plan_tls_change(self, ctx, instance: dict, listener: dict, desired: dict, others: list) -> dict:
+        """sendmail.cf is generated from the .mc file by m4; editing the .cf is undone by the next
+        build and editing the .mc half-way is worse. The plan is the change to make by hand."""
+        mc_path = instance['config_path'][:-3] + '.mc' if instance['config_path'].endswith('.cf') else 'sendmail.mc'
+        name = listener.get('service') or 'MTA'
+        address = listener.get('address')
+        port = listener.get('port')
+        daemon = f"Port={port}, Name={name}" + (f", Addr={address}" if address not in ('0.0.0.0', '::', None) else '')
+        if desired.get('starttls') == 'withdrawn':
+            steps = [f"In {mc_path}, give this daemon the M=S modifier (no STARTTLS on it alone):",
+                     f"  DAEMON_OPTIONS(`{daemon}, M=S')"]
+        else:
+            certificate = desired.get('certificate') or (listener.get('binding') or {}).get('certificate') or 'CERT'
+            key = desired.get('private_key') or (listener.get('binding') or {}).get('key') or 'KEY'
+            steps = [f"In {mc_path} (sendmail has one server certificate for all its daemons):",
+                     f"  define(`confSERVER_CERT', `{certificate}')dnl",
+                     f"  define(`confSERVER_KEY', `{key}')dnl",
+                     f"and remove M=S from DAEMON_OPTIONS(`{daemon}, ...') if it is there."]
+        steps.append(f"Then rebuild and reload: cd {mc_path.rsplit('/', 1)[0] or '.'} && make (or "
+                     f"m4 {mc_path} > {instance['config_path']}), then: systemctl reload sendmail")
+        others_on_daemon = [other['id'] for other in others if other['id'] != listener['id']]
+        return {'changes': {}, 'validate': None, 'actions': [], 'manual': steps,
+                'affected': others_on_daemon if desired.get('starttls') != 'withdrawn' else [],
+                'reload_command': None}
+
 
 def sibling(path: str, suffix: str) -> str | None:
     """sendmail.mc -> sendmail.cf and back."""

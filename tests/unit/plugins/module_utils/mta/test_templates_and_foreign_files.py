@@ -89,5 +89,5 @@ def test_a_private_key_given_as_configuration_is_named_not_quoted(host):
     host.write('/etc/smtpd.conf', '-----BEGIN PRIVATE KEY-----\nMIIBVQIBADANBgkq\n-----END PRIVATE KEY-----\n')
     result = host.gather(mtas=['opensmtpd'])
     text = host.warnings_text(result)
-    assert 'a PEM file' in text
+    assert 'holds PEM or private key material' in text and 'nothing of it quoted' in text
     assert 'MIIBVQ' not in text
