@@ -10,6 +10,7 @@ is sent anywhere.
 from __future__ import annotations
 
 import ipaddress
+import json
 
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
@@ -26,7 +27,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict
 from ansible_collections.mailsec.starttls.plugins.module_utils._text import visible
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.validate import jump_host as check_jump_host
 from ansible_collections.mailsec.starttls.plugins.module_utils._verdict import VerdictError
-from ansible_collections.mailsec.starttls.plugins.plugin_utils import _policy, _reports
+from ansible_collections.mailsec.starttls.plugins.plugin_utils import _dns_checks, _mail_dns, _policy, _reports
 
 JUMP_HOST_SPEC = dict(JUMP_HOST_ARGUMENT_SPEC, name={'type': 'str'})
 
@@ -49,6 +50,7 @@ ARGUMENT_SPEC = {
     'report_formats': {'type': 'list', 'elements': 'str', 'default': list(_reports.FORMATS),
                        'choices': list(_reports.FORMATS)},
     'report_basename': {'type': 'str', 'default': _reports.DEFAULT_BASENAME},
+    'dns_checks': {'type': 'dict', 'options': _dns_checks.DNS_CHECKS_SPEC},
 }
 
 WILDCARDS = ('0.0.0.0', '::', '*', None, '')
@@ -188,9 +190,19 @@ class ActionModule(ActionBase):
         meta = {'hosts': len(hosts), 'vantages': (['controller'] if args['controller_probe'] else [])
                 + [f"jump:{jump['name'] or jump['host']}" for jump in jump_hosts],
                 'check_mode': bool(self._task.check_mode)}
+        dns_step = None
+        if args['dns_checks'] and args['dns_checks']['enabled']:
+            dns_options = dict(args['dns_checks'])
+            if not dns_options['state_file'] and args['report_dir']:
+                dns_options['state_file'] = f"{args['report_dir']}/{args['report_basename']}.mta-sts-state.json"
+            try:
+                dns_step = _dns_checks.DnsStep(dns_options, hosts, hostvars, host_results, host_addresses,
+                                               args['severity'])
+            except (_mail_dns.MailDnsError, ValueError) as exc:
+                raise AnsibleActionFail(f'dns_checks: {exc}')
         try:
             report = _reports.audit(host_results + listeners, probes, judge_options, args['waivers'],
-                                    args['fail_when'], meta)
+                                    args['fail_when'], meta, extra_findings=dns_step)
         except (VerdictError, _policy.PolicyError, _reports.ReportError) as exc:
             raise AnsibleActionFail(str(exc))
         written = {}
@@ -201,10 +213,17 @@ class ActionModule(ActionBase):
             except _reports.ReportError as exc:
                 raise AnsibleActionFail(str(exc))
 
+        if dns_step is not None and args['report_dir']:
+            # The DNS answers and the TLSA lines to publish, beside the reports (docs/dane-mta-sts.md).
+            path = f"{args['report_dir']}/{args['report_basename']}.dns.json"
+            _reports.atomic_write(path, json.dumps(dns_step.result(), indent=2, sort_keys=True, default=str) + '\n')
+            written['dns'] = path
         summary = report['summary']
         result.update(changed=False, summary=summary, findings=report['findings'], reports=written,
                       waivers_expired=report['waivers_expired'], probes=len(probes))
         warnings.extend(f'policy: {problem}' for problem in policy_problems)
+        if dns_step is not None:
+            result['dns'] = dns_step.result()
         if warnings:
             result['warnings'] = [visible(warning) for warning in warnings]
         if summary['failed'] and args['fail']:

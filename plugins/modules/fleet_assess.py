@@ -129,6 +129,59 @@ options:
     description: File name of the reports without the suffix.
     type: str
     default: starttls-report
+  dns_checks:
+    description:
+      - Opt-in. Read what the mail domains publish (MX, DANE TLSA, MTA-STS TXT and policy, TLS-RPT) through the
+        resolvers named here (or the controller's), and judge it against every listener of each MX, the certificate
+        and key bound on disk and the keys staged for renewal (C(next_keys) of M(mailsec.starttls.mta_tls_info)).
+        See docs/dane-mta-sts.md. Needs dnspython on the controller.
+      - With O(report_dir), the answers and the TLSA lines to publish are written to C(REPORT_BASENAME.dns.json).
+    type: dict
+    version_added: 0.2.0
+    suboptions:
+      enabled:
+        description: Run the checks (a way to keep the options and switch them off).
+        type: bool
+        default: true
+      domains:
+        description: Mail domains; their MX names are checked too.
+        type: list
+        elements: str
+        default: []
+      mx_names:
+        description:
+          - MX names whose TLSA records are checked besides those of O(dns_checks.domains). With neither, the hosts'
+            inventory names and C(ansible_host) values that are DNS names.
+        type: list
+        elements: str
+        default: []
+      resolvers:
+        description:
+          - Resolvers to ask (V(192.0.2.53), V(192.0.2.53:5353), V([2001:db8::53]:53)); nothing else is asked. Empty for
+            the controller's /etc/resolv.conf. A validating resolver gives the DNSSEC status (its AD bit).
+        type: list
+        elements: str
+        default: []
+      ca_file:
+        description: Trust anchors for the MTA-STS policy hosts' certificates instead of the system store.
+        type: path
+      port:
+        description: The SMTP port of the TLSA records (C(_PORT._tcp.MX)).
+        type: int
+        default: 25
+      https_port:
+        description: Port of the MTA-STS policy hosts (443 but in tests).
+        type: int
+        default: 443
+      timeout:
+        description: Seconds per DNS query and per policy fetch.
+        type: float
+        default: 5.0
+      state_file:
+        description:
+          - Where the MTA-STS policy digests and ids are kept between audits (a policy changed under the same id is
+            a finding). Default C(REPORT_DIR/REPORT_BASENAME.mta-sts-state.json) when O(report_dir) is set.
+        type: path
 seealso:
   - module: mailsec.starttls.mta_tls_info
   - module: mailsec.starttls.listener_probe
@@ -178,6 +231,15 @@ waivers_expired:
   type: list
   elements: dict
   sample: []
+dns:
+  description:
+    - With O(dns_checks); the resolvers asked, each domain's answers and fetched policy (without its body), each MX's
+      TLSA answer and listeners, the MTA-STS state, C(tlsa_publish) (zone lines for the current and next keys) and
+      C(asked) (every question put to a resolver).
+  returned: when O(dns_checks) is set and enabled
+  type: dict
+  sample: {resolvers: ["192.0.2.53:53"], queries: 14, tlsa_publish: ["; mx1: key bound on disk",
+           "_25._tcp.mx1.example.org. IN TLSA 3 1 1 8C1F3E9A6B0D4E2F7A5C3B1D9E8F7A6B5C4D3E2F1A0B9C8D7E6F5A4B3C2D1E0F"]}
 probes:
   description: How many probes were made from the controller and the jump hosts.
   returned: always

@@ -33,7 +33,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.wire impor
     TlsLayer,
     observing_context,
 )
-from ansible_collections.mailsec.starttls.plugins.module_utils import _x509
+from ansible_collections.mailsec.starttls.plugins.module_utils import _tlsa, _x509
 from ansible_collections.mailsec.starttls.plugins.module_utils._text import visible_deep
 
 DEFAULT_OPTIONS = {
@@ -215,6 +215,8 @@ class CertificateDescriber:
         record = _x509.describe_der(chain[0], expected_names=expected_names or None)
         verified, verify_error = _x509.verify_chain(chain, ca_file=self.ca_file, ca_path=self.ca_path)
         record.update({'chain_length': len(chain), 'verified': verified, 'verify_error': verify_error})
+        # What a DANE TLSA record can pin, for every certificate served (docs/dane-mta-sts.md).
+        record['tlsa_chain'] = _tlsa.chain_digests(chain)
         with self.lock:
             self.cache[key] = record
         return dict(record)
@@ -347,6 +349,12 @@ class TargetProbe:
             self.flag('response_injection')
             record['pre_tls_surplus'] = surplus[:200].decode('ascii', 'replace')
         tls = self._handshake()
+        if tls.pre_tls_plaintext:
+            # Plaintext lines between the positive reply and the server's first TLS record: the same
+            # injection, arrived after the reader had looked (the handshake went on without them).
+            self.flag('response_injection')
+            late = tls.pre_tls_plaintext.decode('ascii', 'replace')
+            record['pre_tls_surplus'] = ((record['pre_tls_surplus'] or '') + late)[:200]
         dialog.use(tls)
         if self.options['test_command_injection']:
             self._check_injection(tls)
@@ -377,7 +385,8 @@ class TargetProbe:
         target, record = self.target, self.record
         until = self.phase('handshake')
         sni = target['sni'] if target['sni'] and not is_ip(target['sni']) else None
-        tls = TlsLayer(self.transport, self.context, sni)
+        # After STARTTLS, plaintext lines before the first TLS record are surplus (response injection).
+        tls = TlsLayer(self.transport, self.context, sni, hold_plaintext=record['tls_mode'] == 'starttls')
         record['tls'] = {'established': False, 'version': None, 'cipher': None, 'error': None,
                          'sni': sni}
         start = time.monotonic()
