@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's first command: set this machine up, start the bundled demo mail host on loopback and
-# run the main job, the STARTTLS audit, against it. `bash demo/run.sh stop` stops the demo host.
+# run the main job, the STARTTLS audit, against it. `bash demo/run.sh stop` stops the demo host;
+# `eval "$(bash demo/run.sh env)"` puts its ansible-core and this collection into your shell.
 #
 # The demo host (tests/lab, profile demo) is real Postfix and Dovecot on 127.0.60.1, isolated from DNS
 # and the network: Postfix port 25 advertises STARTTLS without a certificate bound (the KB Q237327
@@ -16,13 +17,35 @@ cd "$MAILSEC_ROOT"
 DEMO_ROOT=${MAILSEC_DEMO_ROOT:-/tmp/mailsec-demo}
 REPORT_DIR=${MAILSEC_DEMO_REPORTS:-$MAILSEC_ROOT/reports}
 
-if [[ ${1:-} == stop ]]; then
-    python3 tests/lab/mta_lab.py stop --root "$DEMO_ROOT"
-    exit 0
-fi
-
 # ansible finds the collection under a path that ends in ansible_collections/mailsec/starttls.
 collections=$MAILSEC_CACHE/demo-collections
+
+case ${1:-} in
+    '') ;;
+    stop)
+        python3 tests/lab/mta_lab.py stop --root "$DEMO_ROOT"
+        exit 0
+        ;;
+    env)
+        # Shell settings that put the demo's ansible-core and this checkout's collection first:
+        # eval "$(bash demo/run.sh env)"
+        venv=$(mailsec_venv_dir "$MAILSEC_PRIMARY_ENV")
+        if [[ ! -x $venv/bin/ansible-playbook || ! -e $collections/ansible_collections/mailsec/starttls ]]; then
+            echo "demo: not set up yet: run 'bash demo/run.sh' first" >&2
+            exit 1
+        fi
+        # shellcheck disable=SC2016  # $PATH is for the shell that evaluates this line
+        printf 'export PATH=%q:"$PATH"\n' "$venv/bin"
+        printf 'export ANSIBLE_COLLECTIONS_PATH=%q\n' "$collections"
+        printf 'export ANSIBLE_PYTHON_INTERPRETER=%q\n' "$venv/bin/python"
+        exit 0
+        ;;
+    *)
+        echo "usage: bash demo/run.sh [stop|env]" >&2
+        exit 2
+        ;;
+esac
+
 mkdir -p "$collections/ansible_collections/mailsec"
 ln -sfn "$MAILSEC_ROOT" "$collections/ansible_collections/mailsec/starttls"
 
@@ -48,6 +71,7 @@ inventory = {'all': {'hosts': {'simulated-mx': {
     'starttls_ca_file': fixture['ca_file']}}}}
 json.dump(inventory, open(sys.argv[2], 'w'))
 PY
+    rm -f "$REPORT_DIR"/starttls-report.*
     status=0
     ANSIBLE_COLLECTIONS_PATH=$collections ANSIBLE_PYTHON_INTERPRETER=$venv/bin/python \
         "$venv/bin/ansible-playbook" -i "$work/inventory.json" mailsec.starttls.audit \
@@ -63,6 +87,8 @@ mailsec_log "demo: starting the demo mail host in $DEMO_ROOT"
 python3 tests/lab/mta_lab.py start --profile demo --root "$DEMO_ROOT" >/dev/null
 
 mailsec_log "demo: running the audit (playbook mailsec.starttls.audit)"
+# Reports of an earlier run must never pass for this run's.
+rm -f "$REPORT_DIR"/starttls-report.*
 status=0
 ANSIBLE_COLLECTIONS_PATH=$collections ANSIBLE_PYTHON_INTERPRETER=$venv/bin/python \
     "$venv/bin/ansible-playbook" -i demo/inventory.yml mailsec.starttls.audit \
@@ -73,6 +99,7 @@ if [[ ! -f $REPORT_DIR/starttls-report.md ]]; then
     exit 1
 fi
 echo
+# The demo exists to show the KB Q237327 finding: without it, something is wrong, and the demo fails.
 "$venv/bin/python" - "$REPORT_DIR/starttls-report.json" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))
@@ -82,6 +109,8 @@ print(f"STARTTLS audit: {summary['hosts']} hosts, {summary['listeners']} listene
 for finding in report['findings']:
     if finding['severity'] in ('critical', 'high', 'medium'):
         print(f"  {finding['severity']:8} {finding['id']:42} {finding['host']} {finding['summary']}")
+if not any(finding['id'] == 'starttls-advertised-without-certificate' for finding in report['findings']):
+    sys.exit('demo: FAILED: the audit did not report the KB Q237327 listener (127.0.60.1:25)')
 PY
 echo
 echo "Reports: $REPORT_DIR/starttls-report.{json,junit.xml,md,html}"

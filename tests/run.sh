@@ -13,6 +13,10 @@
 #   integration   pytest tests/integration, ansible-core 2.19, real servers via tests/lab
 # and closes with a summary whose last line is "stages: N passed, N failed[, N skipped]".
 #
+# It first runs tests/setup.sh (idempotent; MAILSEC_SKIP_SETUP=1 skips it). The integration tests run
+# in a network namespace of their own (tests/integration/conftest.py), so they never clash with the
+# demo host or anything else listening on the machine.
+#
 # Options: --only GROUP[,GROUP]  (sanity, units, lint, integration; lint = ansible-lint + changelog)
 #          --quick               skip the second ansible-core line (sanity-2.21, units-2.21)
 # Environment: MAILSEC_CACHE, MAILSEC_SANITY_ARGS (extra ansible-test sanity arguments, e.g.
@@ -66,7 +70,16 @@ if ! flock -n 8; then
 fi
 
 # ------------------------------------------------------------------------------------------------
-# Environments made by tests/setup.sh
+# Environments made by tests/setup.sh: run it first (idempotent, a few seconds on a prepared machine),
+# so that this command works on a new machine too, before or after `bash demo/run.sh`.
+
+if [[ ${MAILSEC_SKIP_SETUP:-0} != 1 ]]; then
+    if ! bash "$MAILSEC_ROOT/tests/setup.sh"; then
+        printf 'tests/setup.sh failed: the machine is not ready for the tests (see its messages above)\n' >&2
+        printf 'stages: 0 passed, 1 failed\n'
+        exit 1
+    fi
+fi
 
 env_problem=""
 for name in "${MAILSEC_ENV_NAMES[@]}"; do

@@ -7,6 +7,9 @@
 #     ${MAILSEC_CACHE:-$HOME/.cache/mailsec-starttls}; reused while their requirement files are unchanged.
 #  3. ansible-test's pip bootstrap cache, seeded with tests/lib/get_pip_offline.py (no internet here).
 #
+# Output: one progress line per step; what apt-get and pip say goes to $MAILSEC_CACHE/setup.log, whose
+# path and last lines are printed when a step fails.
+#
 # Environment: MAILSEC_CACHE (where environments live), MAILSEC_PYTHON_X_Y, e.g. MAILSEC_PYTHON_3_13
 # (interpreter overrides), MAILSEC_SKIP_APT=1 (skip step 1, for machines already set up by hand).
 set -Eeuo pipefail
@@ -15,8 +18,30 @@ set -Eeuo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 started=$SECONDS
-trap 'mailsec_log "setup FAILED at tests/setup.sh:$LINENO (exit $?)"' ERR
+mkdir -p "$MAILSEC_CACHE"
+# One setup at a time on a machine: the demo, the tests of two checkouts and CI share the environments.
+exec 9>"$MAILSEC_CACHE/setup.lock"
+if ! flock -n 9; then
+    mailsec_log "waiting for another tests/setup.sh to finish..."
+    flock 9
+fi
+SETUP_LOG=$MAILSEC_CACHE/setup.log
+: >"$SETUP_LOG"
+setup_failed() {
+    local status=$1 line=$2
+    mailsec_log "setup FAILED at tests/setup.sh:$line (exit $status)"
+    mailsec_log "last lines of $SETUP_LOG:"
+    tail -n 25 "$SETUP_LOG" | sed 's/^/    /' >&2
+    mailsec_log "the whole log: $SETUP_LOG"
+}
+trap 'setup_failed $? $LINENO' ERR
 export DEBIAN_FRONTEND=noninteractive
+
+# Runs a command with its output in the setup log only.
+quietly() {
+    printf '\n==== %s ====\n' "$*" >>"$SETUP_LOG"
+    "$@" >>"$SETUP_LOG" 2>&1
+}
 
 # openssh-server: jump-host vantage tests; nmap: benchmark peer; shellcheck: ansible-test's shellcheck
 # sanity test; rsync and git: building the collection tree; openssl: test certificates; chromium: the
@@ -32,17 +57,16 @@ install_apt_packages() {
         mailsec_log "apt: not root, cannot install: ${APT_PACKAGES[*]}"
         return 1
     fi
-    # apt-get update always runs first: on a new machine the package lists may be missing or stale.
-    mailsec_log "apt: update"
-    # A failed update is only fatal when something must be installed (the install then fails).
-    apt-get update -qq || mailsec_log "apt: update failed; continuing with the package lists present"
     local missing=() package
     for package in "${APT_PACKAGES[@]}"; do
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
     done
     if ((${#missing[@]})); then
+        # apt-get update first: on a new machine the package lists may be missing or stale.
+        mailsec_log "apt: update"
+        quietly apt-get update
         mailsec_log "apt: installing ${missing[*]}"
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        quietly apt-get install -y --no-install-recommends "${missing[@]}"
     else
         mailsec_log "apt: all present (${APT_PACKAGES[*]})"
     fi
@@ -54,7 +78,7 @@ run_lab_install() {
         mailsec_log "lab: skipped (MAILSEC_SKIP_APT=1; the lab installs Debian packages)"
     elif [[ -f $lab_install ]]; then
         mailsec_log "lab: bash tests/lab/install.sh"
-        bash "$lab_install"
+        MAILSEC_LAB_INSTALL_LOG=${MAILSEC_LAB_INSTALL_LOG:-$MAILSEC_CACHE/lab-install.log} bash "$lab_install"
     else
         mailsec_log "lab: tests/lab/install.sh not present yet, skipped"
     fi
@@ -75,12 +99,6 @@ link_target_pythons() {
     mailsec_log "pythons: ${found[*]} linked in $MAILSEC_PYTHONS_DIR"
 }
 
-# This machine's pip configuration names local package mirrors that may not exist; pip warns once per
-# package about each. Harmless, and it buries real errors, so those lines are dropped.
-without_local_index_noise() {
-    grep -v "is ignored: it is neither a file nor a directory" || true
-}
-
 build_env() {
     local name=$1 python_version=${MAILSEC_ENV_PYTHON[$1]} interpreter venv
     venv=$(mailsec_venv_dir "$name")
@@ -94,7 +112,7 @@ build_env() {
     fi
     mailsec_log "env $name: building with $interpreter in $venv"
     rm -rf "$venv"
-    "$interpreter" -m venv "$venv"
+    quietly "$interpreter" -m venv "$venv"
     local pip=("$venv/bin/python" -m pip --disable-pip-version-check --quiet)
     local install_args=() file
     while IFS= read -r file; do
@@ -106,9 +124,9 @@ build_env() {
         fi
     done < <(mailsec_env_requirement_files "$name")
     # pip 25.0 is the last release line that installs on every Python we use (3.8 included).
-    "${pip[@]}" install --upgrade 'pip==25.0.1' 2>&1 | without_local_index_noise
-    "${pip[@]}" install "${install_args[@]}" 2>&1 | without_local_index_noise
-    "$venv/bin/python" -m pip check >/dev/null
+    quietly "${pip[@]}" install --upgrade 'pip==25.0.1'
+    quietly "${pip[@]}" install "${install_args[@]}"
+    quietly "$venv/bin/python" -m pip check
     "$venv/bin/python" -m pip freeze --all >"$venv/.mailsec-freeze.txt"
     mailsec_env_stamp "$name" "$interpreter" >"$venv/.mailsec-stamp"
     mailsec_log "env $name: ready ($(grep -m1 -E '^(ansible-core|pytest)==' "$venv/.mailsec-freeze.txt"))"

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -18,6 +19,81 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / 'tests' / 'lab'))
+
+CLONE_NEWNET = 0x40000000
+
+
+def enter_private_network() -> str | None:
+    """Moves this test process (and so every server and client it starts) into a network namespace
+    of its own, with only loopback up: the suite's servers can never clash with anything else on the
+    machine (the demo host on 127.0.60.1, another checkout's test run, a real MTA), and nothing the
+    tests start can reach beyond the machine. Returns why it could not, or None.
+
+    MAILSEC_SHARED_NETWORK=1 keeps the machine's network (to debug a lab from outside)."""
+    if os.environ.get('MAILSEC_SHARED_NETWORK') == '1':
+        return 'MAILSEC_SHARED_NETWORK=1'
+    if os.geteuid() != 0:
+        return 'not root'
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        return f'unshare(CLONE_NEWNET) failed: {os.strerror(ctypes.get_errno())}'
+    ip_command = shutil.which('ip') or '/usr/sbin/ip'
+    subprocess.run([ip_command, 'link', 'set', 'lo', 'up'], check=True)
+    return None
+
+
+PRIVATE_NETWORK_PROBLEM = enter_private_network()
+
+# One lab root per test run: two runs (two checkouts, CI beside a developer) never share a lab.
+# Under /tmp because Exim reads the lab's certificates as Debian-exim (every parent searchable).
+RUN_ROOT_PREFIX = '/tmp/mailsec-lab-it-'
+
+
+def reap_abandoned_lab_roots() -> None:
+    """Stops the daemons of test runs that were killed before their clean-up (their network is gone
+    with them, but the daemons would live on) and removes their roots."""
+    from mta_lab import Lab  # pylint: disable=import-error,import-outside-toplevel
+    # Each run's root has an owner file beside it (inside, the lab would refuse a non-empty root).
+    for owner_file in Path('/tmp').glob(f'{Path(RUN_ROOT_PREFIX).name}*.owner'):
+        try:
+            owner = int(owner_file.read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if owner != os.getpid() and Path(f'/proc/{owner}').exists():
+            continue
+        root = owner_file.with_suffix('')
+        for lab_root in (root, Path(f'{root}-scratch')):
+            if lab_root.exists():
+                try:
+                    Lab(lab_root).stop()
+                except Exception:  # pylint: disable=broad-exception-caught
+                    pass  # best effort: a root that cannot be stopped is left for inspection
+                shutil.rmtree(lab_root, ignore_errors=True)
+        owner_file.unlink(missing_ok=True)
+
+
+if os.geteuid() == 0 and not os.environ.get('MAILSEC_LAB_ROOT'):
+    reap_abandoned_lab_roots()
+    os.environ['MAILSEC_LAB_ROOT'] = tempfile.mkdtemp(prefix=Path(RUN_ROOT_PREFIX).name, dir='/tmp')
+    os.chmod(os.environ['MAILSEC_LAB_ROOT'], 0o755)
+    Path(os.environ['MAILSEC_LAB_ROOT'] + '.owner').write_text(f'{os.getpid()}\n')
+    CREATED_LAB_ROOT: str | None = os.environ['MAILSEC_LAB_ROOT']
+else:
+    CREATED_LAB_ROOT = None
+
+
+def pytest_report_header(config):  # pylint: disable=unused-argument
+    where = 'the machine\'s network' if PRIVATE_NETWORK_PROBLEM else 'a private network namespace (loopback only)'
+    note = f' ({PRIVATE_NETWORK_PROBLEM})' if PRIVATE_NETWORK_PROBLEM else ''
+    return f'mailsec integration: servers run in {where}{note}; lab root {os.environ.get("MAILSEC_LAB_ROOT")}'
+
+
+def pytest_sessionfinish(session, exitstatus):  # pylint: disable=unused-argument
+    if CREATED_LAB_ROOT:
+        for root in (CREATED_LAB_ROOT, CREATED_LAB_ROOT + '-scratch'):
+            shutil.rmtree(root, ignore_errors=True)
+        Path(CREATED_LAB_ROOT + '.owner').unlink(missing_ok=True)
+
 
 JUMP_ADDRESS = '127.0.80.1'
 JUMP_PORT = 2222
@@ -93,7 +169,7 @@ def lab_instance():
     """The real-MTA lab (tests/lab): started once per session, stopped at the end."""
     need_root()
     from mta_lab import Lab  # pylint: disable=import-error,import-outside-toplevel
-    instance = Lab(os.environ.get('MAILSEC_LAB_ROOT', '/tmp/mailsec-lab-it'))
+    instance = Lab(os.environ['MAILSEC_LAB_ROOT'])
     instance.start()
     try:
         yield instance

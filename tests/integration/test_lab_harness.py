@@ -190,6 +190,21 @@ def planned_addresses(manifest: dict, running_only: bool = True) -> set[tuple[st
 # Tests
 # ---------------------------------------------------------------------------------------------
 
+def test_suite_runs_in_a_network_of_its_own(dns_sink):  # pylint: disable=unused-argument
+    """The suite's servers live in a network namespace the suite created (conftest.py), so nothing
+    else on the machine (the demo host on 127.0.60.1, another test run) can hold their addresses."""
+    # The process that started pytest stayed in the network it was started in.
+    assert os.readlink('/proc/self/ns/net') != os.readlink(f'/proc/{os.getppid()}/ns/net')
+    with open('/proc/net/dev', encoding='ascii') as devices:
+        interfaces = {line.split(':')[0].strip() for line in devices.readlines()[2:]}
+    assert interfaces == {'lo'}
+    # While this suite runs, a demo host may hold 127.0.60.1:25 in the machine's namespace; here the
+    # address is free unless this suite's own lab holds it.
+    lab_roots = [root for root in (LAB_ROOT, SCRATCH_ROOT) if mta_lab.lab_processes(root)]
+    if not lab_roots:
+        assert ('127.0.60.1', 25) not in mta_lab.listening_now()
+
+
 def test_manifest_lists_every_planned_listener_and_daemon(lab):
     manifest = lab.manifest()
     assert [item['id'] for item in manifest['listeners']] == mta_lab.planned_listener_ids('full')

@@ -44,9 +44,12 @@ def inspected(lab, run_playbook):
             config_paths.setdefault(daemon['mta'], []).append(daemon['config_file'])
     outcome = run_playbook(INFO_PLAY, {'config_paths': config_paths}, args=('--check',))
     result = outcome['result']
+    # The module inspects the whole host: MTAs that run beside the lab (the demo host in the machine's
+    # network namespace, say) are found too. Only the lab's own listeners are compared here.
     by_endpoint = {}
     for listener in result['listeners']:
-        by_endpoint.setdefault((listener['address'], listener['port']), []).append(listener)
+        if str(listener.get('defined_at') or '').startswith(lab['root'].rstrip('/') + '/'):
+            by_endpoint.setdefault((listener['address'], listener['port']), []).append(listener)
     return lab, result, by_endpoint
 
 
