@@ -10,6 +10,7 @@ is sent anywhere.
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
@@ -17,6 +18,7 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine import (
     TargetError,
+    is_ip,
     normalise_options,
     parse_target,
     probe_many,
@@ -72,6 +74,23 @@ def _inventory_listener(host: str, spec) -> dict:
     return record
 
 
+def _probe_key(probe: dict) -> tuple:
+    """The key of the target a probe was made for: the name it was given as, else its address."""
+    target = probe['target']
+    return (target.get('name') or target['address'], target['port'], target['protocol'])
+
+
+def resolved_addresses(address: str) -> list:
+    """An inventory address and, when it is a name, every address the system resolver gives for it
+    (a host whose ansible_host is a name owns the addresses of that name). IP literals: no lookup."""
+    if not address or is_ip(address.split('%', 1)[0]):
+        return [address]
+    try:
+        return [address] + [info[4][0] for info in socket.getaddrinfo(address, None, 0, socket.SOCK_STREAM)]
+    except (socket.gaierror, UnicodeError, OSError):
+        return [address]
+
+
 def bind_evidence(host: str, evidence: dict) -> dict:
     """A host's inspection result bound to its inventory name: the host's own `host` fields are
     overwritten (a managed host is not trusted to say whose evidence it sends, docs/reports.md)."""
@@ -114,14 +133,16 @@ class ActionModule(ActionBase):
         for host in hosts:
             variables = hostvars.get(host, {})
             evidence = variables.get(args['host_evidence_var'])
-            reachable_via = variables.get('ansible_host') or host
             local = variables.get('ansible_connection') == 'local'
+            # A local connection is this machine: without ansible_host its name is no address to look up.
+            reachable_via = variables.get('ansible_host') or ('127.0.0.1' if local else host)
             declared = variables.get(args['addresses_var']) or []
             if isinstance(declared, str):
                 declared = [declared]
             if not isinstance(declared, list):
                 raise AnsibleActionFail(f'{host}: {args["addresses_var"]} must be a list of addresses')
-            host_addresses[host] = [reachable_via] + [str(address) for address in declared]
+            host_addresses[host] = [resolved for address in [reachable_via] + [str(address) for address in declared]
+                                    for resolved in resolved_addresses(address)]
             owned = {_verdict.canonical_address(address) for address in host_addresses[host]}
             from_host = False
             if isinstance(evidence, dict) and isinstance(evidence.get('listeners'), list) \
@@ -170,17 +191,17 @@ class ActionModule(ActionBase):
                     owners.append(host)
 
         probes = []
-        target_keys = list(targets)
-        target_list = [targets[key] for key in target_keys]
+        target_list = list(targets.values())
         batches = []
         if args['controller_probe'] and target_list:
             batches.append(probe_many(target_list, dict(probe_options, vantage='controller')))
         for jump in jump_hosts:
             batches.append(self._probe_through(jump, target_list, probe_options))
         for batch in batches:
-            for key, probe in zip(target_keys, batch):
+            for probe in batch:
                 # Evidence about the host it was made for, and no other (one copy per host sharing it).
-                probes.extend(dict(probe, host=owner) for owner in target_hosts[key])
+                # A target given as a name comes back once per address it resolved to.
+                probes.extend(dict(probe, host=owner) for owner in target_hosts[_probe_key(probe)])
 
         judge_options = {'expiring_days': args['expiring_days'],
                          'starttls_not_offered_severity': args['starttls_not_offered_severity'],

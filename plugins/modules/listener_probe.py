@@ -21,7 +21,11 @@ description:
     with the stage it happened in; the module fails only for arguments it cannot use.
   - Runs with the Python standard library alone; uses C(cryptography) for chain verification when it is
     present, else the C(openssl) command.
-  - Resolves no names unless a target is given as a name.
+  - A target given as a host name is resolved with the system resolver (C(getaddrinfo): the hosts file,
+    then DNS as C(nsswitch.conf) says) and every address it has is probed as a listener of its own, in the
+    resolver's order; each result names the address in RV(probes[].target.address) and the name in
+    RV(probes[].target.name). Through O(jump_host) the jump host resolves the name. IP literals are never
+    looked up, forward or reverse.
 author:
   - mailsec.starttls contributors (@mailsec)
 extends_documentation_fragment:
@@ -36,7 +40,7 @@ attributes:
 options:
   targets:
     description:
-      - Listeners to probe, in the order the results come back.
+      - Listeners to probe, in the order the results come back (a name gives one result per address).
       - Either a string V(address:port/protocol) (IPv6 in brackets, V([::1]:25/smtp); the port or the
         protocol may be left out when the other implies it) or a dictionary with the keys below.
       - A dictionary has the keys C(address) (required), C(port), C(protocol), C(sni) and C(expected_names).
@@ -133,9 +137,11 @@ probes:
   elements: dict
   contains:
     target:
-      description: The listener as probed.
+      description:
+        - The listener as probed. C(address) is the address connected to; C(name) is the host name the target
+          was given as (one probe per address the name resolved to), null for an IP literal.
       type: dict
-      sample: {"address": "127.0.60.1", "port": 25, "protocol": "smtp", "sni": null}
+      sample: {"address": "127.0.60.1", "port": 25, "protocol": "smtp", "sni": null, "name": null}
     vantage:
       description: Where the probe came from.
       type: str

@@ -234,7 +234,7 @@ class TargetProbe:
         self.describer = describer
         self.connect = connect
         self.record = new_probe(target['address'], target['port'], target['protocol'], target['sni'],
-                                options['vantage'])
+                                options['vantage'], target.get('name'))
         self.stage = 'connect'
         self.deadline = Deadline(options['deadline'])
         self.transport = None
@@ -284,6 +284,8 @@ class TargetProbe:
     def _dialog(self) -> None:
         target, record = self.target, self.record
         until = self.phase('connect')
+        if target.get('resolve_error'):
+            raise ProbeError(target['resolve_error'])
         self.transport = self._timed('connect', self.connect, target['address'], target['port'], until)
         record['connected'] = True
         record['peer_address'] = self.transport.peer()
@@ -442,13 +444,56 @@ def _interleave(indexes_by_host: dict) -> list:
     return order
 
 
+def _resolver_addresses(name: str, port: int) -> list:
+    """Every address the system resolver (getaddrinfo: /etc/hosts, then DNS as nsswitch.conf says)
+    gives for `name`, in the resolver's order, each once."""
+    addresses = []
+    for _family, _type, _proto, _canon, sockaddr in socket.getaddrinfo(name, port, 0, socket.SOCK_STREAM):
+        address = sockaddr[0]
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
+
+
+def resolve_targets(parsed: list, resolver=None) -> list:
+    """The targets with every name replaced by one target per address it resolves to (an MX name with
+    several A/AAAA records is several listeners); each keeps the name in `name`. IP literals are never
+    looked up. A name that does not resolve stays one target that fails in stage connect."""
+    resolver = resolver or _resolver_addresses
+    expanded = []
+    for target in parsed:
+        address = target['address']
+        if is_ip(address.split('%', 1)[0]):
+            expanded.append(dict(target, name=None))
+            continue
+        try:
+            addresses = resolver(address, target['port'])
+        except (socket.gaierror, UnicodeError, OSError) as exc:
+            message = getattr(exc, 'strerror', None) or str(exc)
+            expanded.append(dict(target, name=address, resolve_error=f'cannot resolve {address}: {message}'))
+            continue
+        if not addresses:
+            expanded.append(dict(target, name=address, resolve_error=f'cannot resolve {address}: no address'))
+        for resolved in addresses:
+            expanded.append(dict(target, address=resolved, name=address))
+    return expanded
+
+
 def probe_many(targets: list, options: dict | None = None, connect=None) -> list:
     """Probe every target; results come back in the order of `targets`.
 
-    Raises TargetError only for arguments that cannot be probed as given.
+    A target given as a name is resolved here with the system resolver when the probe connects from
+    this machine (`connect` left out), and gives one result per address, in the resolver's order, each
+    with `target.name` set. Through a jump host (`connect` given), the jump host resolves the name
+    and there is one result. Raises TargetError only for arguments that cannot be probed as given.
     """
     options = normalise_options(options)
     parsed = parse_targets(targets)
+    if connect is None:
+        parsed = resolve_targets(parsed)
+    else:
+        parsed = [dict(target, name=None if is_ip(target['address'].split('%', 1)[0]) else target['address'])
+                  for target in parsed]
     connect = connect or TcpTransport.connect
     context = observing_context()
     describer = CertificateDescriber(options['ca_file'], options['ca_path'])

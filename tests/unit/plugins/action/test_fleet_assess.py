@@ -192,3 +192,36 @@ def test_the_console_result_carries_no_raw_terminal_or_bidi_control(probed):
     for raw in ('\x1b', '\u009b', '\x7f', '\u202e'):
         assert raw not in text
     assert '\\u202e' in result['msg'] or any('\\u202e' in warning for warning in result['warnings'])
+
+
+def test_a_host_reached_by_name_owns_the_addresses_of_that_name(probed, tmp_path):
+    # ansible_host is a name (localhost: every hosts file answers it, no DNS query): the listener bound
+    # to an address of that name is the host's own and probed; the wildcard is probed at the name.
+    hostvars = {'mx-by-name': {'ansible_host': 'localhost',
+                               'starttls_host': evidence(good_listener('mx-by-name', '127.0.0.1', 25),
+                                                         good_listener('mx-by-name', '0.0.0.0', 587, 'submission'))}}
+    result = run_action({'report_dir': str(tmp_path), 'fail': False}, hostvars)
+    probed_targets = {(target['address'], target['port']) for batch in probed for target in batch}
+    assert probed_targets == {('127.0.0.1', 25), ('localhost', 587)}
+    assert not any('not probed' in warning for warning in result.get('warnings', []))
+
+
+def test_probes_of_a_name_come_back_per_address_and_are_bound_to_their_host(monkeypatch, tmp_path):
+    def per_address(targets, options=None, connect=None):
+        results = []
+        for target in targets:
+            for address in ('127.0.0.1', '127.0.91.2'):
+                record = new_probe(address, target['port'], target['protocol'], None, options['vantage'],
+                                   target['address'])
+                record.update({'connected': True, 'capabilities': [], 'starttls_advertised': False,
+                               'greeting': {'code': '220', 'lines': ['mx ESMTP']}})
+                results.append(record)
+        return results
+
+    monkeypatch.setattr(fleet_assess, 'probe_many', per_address)
+    hostvars = {'partner': {'starttls_host_inspection': False, 'starttls_listeners': ['mx.partner.test:25/smtp']}}
+    result = run_action({'report_dir': str(tmp_path), 'fail': False}, hostvars)
+    assert result['probes'] == 2
+    report = json.loads((tmp_path / 'starttls-report.json').read_text())
+    not_offered = [finding for finding in report['findings'] if finding['id'] == 'starttls-not-offered']
+    assert not_offered and all(finding['host'] == 'partner' for finding in not_offered)
