@@ -286,6 +286,7 @@ def main() -> None:
             'vantage': {'type': 'str'},
             'try_starttls_when_not_advertised': {'type': 'bool', 'default': False},
             'test_command_injection': {'type': 'bool', 'default': False},
+            'source_address': {'type': 'str'},
             'jump_host': {'type': 'dict', 'options': JUMP_HOST_ARGUMENT_SPEC},
         },
         supports_check_mode=True,

@@ -49,6 +49,7 @@ DEFAULT_OPTIONS = {
     'vantage': None,
     'try_starttls_when_not_advertised': False,
     'test_command_injection': False,
+    'source_address': None,
 }
 
 # How long to wait, after the handshake, for a reply to the command we pipelined behind STARTTLS.
@@ -84,6 +85,8 @@ def normalise_options(options: dict | None) -> dict:
         merged[key] = validate.flag(merged[key], key)
     for key in ('ca_file', 'ca_path', 'vantage'):
         merged[key] = validate.text(merged[key], key)
+    if merged['source_address'] is not None and not validate.is_ip(merged['source_address']):
+        raise TargetError(f'source_address must be an IP address of this machine, not {merged["source_address"]!r}')
     if not merged['vantage']:
         merged['vantage'] = socket.gethostname()
     return merged
@@ -494,6 +497,11 @@ def probe_many(targets: list, options: dict | None = None, connect=None) -> list
     else:
         parsed = [dict(target, name=None if is_ip(target['address'].split('%', 1)[0]) else target['address'])
                   for target in parsed]
+    if connect is None and options['source_address']:
+        source = options['source_address']
+
+        def connect(address, port, until):
+            return TcpTransport.connect(address, port, until, source=source)
     connect = connect or TcpTransport.connect
     context = observing_context()
     describer = CertificateDescriber(options['ca_file'], options['ca_path'])

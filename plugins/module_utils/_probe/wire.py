@@ -64,7 +64,8 @@ class TcpTransport:
         self.sock = sock
 
     @classmethod
-    def connect(cls, address: str, port: int, until: float, resolve: bool = False) -> 'TcpTransport':
+    def connect(cls, address: str, port: int, until: float, resolve: bool = False,
+                source: str | None = None) -> 'TcpTransport':
         flags = 0 if resolve else socket.AI_NUMERICHOST
         try:
             infos = socket.getaddrinfo(address, port, 0, socket.SOCK_STREAM, 0, flags)
@@ -72,8 +73,15 @@ class TcpTransport:
             raise ProbeError(f'cannot resolve {address}: {exc.strerror}')
         last = None
         for family, socktype, proto, _name, sockaddr in infos:
+            if source and (':' in source) != (family == socket.AF_INET6):
+                last = ProbeError(f'source address {source} cannot reach {sockaddr[0]} (other address family)')
+                continue
             sock = socket.socket(family, socktype, proto)
             try:
+                if source:
+                    # A vantage with an address of its own (a firewall rule or a relay that tells
+                    # clients apart by source address).
+                    sock.bind((source, 0))
                 sock.settimeout(remaining(until))
                 sock.connect(sockaddr)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
