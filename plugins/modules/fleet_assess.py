@@ -26,7 +26,10 @@ description:
     addresses the inventory says it owns - C(ansible_host) (or the inventory name) and the addresses in the
     variable named by O(addresses_var) - plus, for the C(local) connection, loopback addresses. A listener
     the host reports on any other address is judged from the host's evidence alone and named in a warning.
-    Listeners listed in the inventory (O(listeners_var)) are probed as given.
+    Listeners listed in the inventory (O(listeners_var)) are probed as given, and where the address map
+    (O(address_map_var)) says each vantage reaches them.
+  - A target given as a name, and an C(ansible_host) that is a name, are resolved with the system resolver
+    on the controller; every address of the name is probed and the host owns them all.
   - A record that cannot be read (a list as C(port), a string as C(binding), an unknown C(protocol)) becomes
     one C(judgement-error) finding for its host; the other records and hosts are judged as usual.
   - Runs in check mode like in normal mode, because it changes nothing on any host; the reports are its output.
@@ -70,6 +73,20 @@ options:
         probed for a host; addresses its own records name are not trusted.
     type: str
     default: starttls_addresses
+  address_map_var:
+    description:
+      - Name of the per-host inventory variable that maps the host's listeners to where each vantage reaches
+        them (NAT, a port forward, a load balancer, a proxy in front of the MTA); see C(docs/address-maps.md).
+      - A list of entries. C(listener) picks the listener as the host binds it (V(10.0.0.5:25), V(*:25) for
+        any address, or a dictionary with C(address), C(port) and C(service)); C(default) is where every
+        vantage reaches it (V(203.0.113.25:25), V(:2525) for another port of the same address, V(own) for
+        its own address and port, V(none) for no vantage); C(vantages) overrides that per vantage name
+        (V(controller), V(jump:NAME)).
+      - The probes of one listener from every vantage are judged together, as that listener, and their
+        evidence says which listener they were C(reached_for). A listener that no vantage can reach is named
+        in a warning. Inventory addresses are trusted; the host's own records never choose where to probe.
+    type: str
+    default: starttls_address_map
   controller_probe:
     description: Probe every listener from the controller (vantage V(controller)).
     type: bool

@@ -225,3 +225,56 @@ def test_probes_of_a_name_come_back_per_address_and_are_bound_to_their_host(monk
     report = json.loads((tmp_path / 'starttls-report.json').read_text())
     not_offered = [finding for finding in report['findings'] if finding['id'] == 'starttls-not-offered']
     assert not_offered and all(finding['host'] == 'partner' for finding in not_offered)
+
+
+def test_address_map_sends_each_vantage_where_its_clients_reach_the_listener(probed, tmp_path, monkeypatch):
+    connects = []
+
+    def no_jump(spec, timeout):
+        connects.append(spec['host'])
+        return (lambda *args: None), None
+
+    monkeypatch.setattr(fleet_assess, 'jump_connector', no_jump)
+    hostvars = {'mx-nat': {
+        'ansible_host': '10.0.0.5',
+        'starttls_host': evidence(good_listener('mx-nat', '10.0.0.5', 25), good_listener('mx-nat', '0.0.0.0', 587, 'submission'),
+                                  good_listener('mx-nat', '10.0.0.5', 143, 'imap')),
+        'starttls_address_map': [
+            {'listener': '10.0.0.5:25', 'default': '203.0.113.25:25', 'vantages': {'jump:inside': 'own'}},
+            {'listener': '*:587', 'default': ':2587'},
+            {'listener': {'port': 143}, 'default': 'none'},
+        ]}}
+    result = run_action({'report_dir': str(tmp_path), 'fail': False,
+                         'jump_hosts': [{'host': '192.0.2.99', 'name': 'inside'}]}, hostvars)
+    controller, inside = probed
+    assert {(t['address'], t['port']) for t in controller} == {('203.0.113.25', 25), ('10.0.0.5', 2587)}
+    assert {(t['address'], t['port']) for t in inside} == {('10.0.0.5', 25), ('10.0.0.5', 2587)}
+    assert any('10.0.0.5:143 is reached from no vantage' in warning for warning in result['warnings'])
+    report = json.loads((tmp_path / 'starttls-report.json').read_text())
+    by_listener = {(item['address'], item['port']): item for item in report['listeners'] if item['host'] == 'mx-nat'}
+    # Probes at 203.0.113.25:25 and :2587 are judged as the listeners the host binds, from both vantages.
+    assert {(p['vantage'], p['target']) for p in by_listener[('10.0.0.5', 25)]['probes']} == {
+        ('controller', '203.0.113.25:25'), ('jump:inside', '10.0.0.5:25')}
+    assert {(p['vantage'], p['target']) for p in by_listener[('0.0.0.0', 587)]['probes']} == {
+        ('controller', '10.0.0.5:2587'), ('jump:inside', '10.0.0.5:2587')}
+    assert not [item for item in report['listeners'] if item['host'] == 'mx-nat' and item['port'] in (2587,)]
+    kb = [f for f in report['findings'] if f['id'] == 'starttls-advertised-without-certificate'
+          and f['listener']['port'] == 25]
+    assert {f['evidence']['probe'].get('reached_for') for f in kb} == {'10.0.0.5:25', None}
+
+
+@pytest.mark.parametrize('address_map, message', [
+    ({'listener': '10.0.0.5:25'}, 'must be a list'),
+    ([{'default': '203.0.113.25:25'}], 'with a listener key'),
+    ([{'listener': '10.0.0.5:25', 'reach': 'x'}], 'unknown key'),
+    ([{'listener': '10.0.0.5:25', 'default': '203.0.113.25:99999'}], 'out of range'),
+    ([{'listener': '10.0.0.5:25', 'default': 'bad\nname:25'}], 'control character'),
+    ([{'listener': '10.0.0.5:25', 'vantages': ['controller']}], 'vantages must map'),
+])
+def test_an_unusable_address_map_fails_before_any_probe_naming_the_host(probed, address_map, message):
+    hostvars = {'mx': {'ansible_host': '10.0.0.5', 'starttls_host': evidence(good_listener('mx', '10.0.0.5')),
+                       'starttls_address_map': address_map}}
+    with pytest.raises(AnsibleActionFail, match=message) as failure:
+        run_action({}, hostvars)
+    assert 'mx' in str(failure.value)
+    assert probed == []
