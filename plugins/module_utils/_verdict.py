@@ -1041,7 +1041,10 @@ def join(listeners: list, probes: list, options: dict | None = None) -> list:
             continue
         target = probe.get('target') or {}
         port = _as_port(target.get('port'))
-        addresses = {canonical_address(target.get('address')), canonical_address(probe.get('peer_address'))}
+        # A target given as a name: every address it resolved to is evidence about the listener listed by
+        # that name (the probe says which address it came from).
+        addresses = {canonical_address(target.get('address')), canonical_address(probe.get('peer_address')),
+                     canonical_address(target.get('name'))}
         mapped = probe.get('mapped_from')
         if isinstance(mapped, dict) and probe.get('host') is not None:
             # Reached at another address or port (NAT, port forward, load balancer: the address map):
