@@ -9,9 +9,11 @@ is sent anywhere.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
@@ -30,6 +32,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._text import visi
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.validate import address as validate_address
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.validate import jump_host as check_jump_host
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.validate import port as validate_port
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe.validate import text as check_text
 from ansible_collections.mailsec.starttls.plugins.module_utils._verdict import VerdictError
 from ansible_collections.mailsec.starttls.plugins.plugin_utils import _policy, _reports
 
@@ -55,6 +58,9 @@ ARGUMENT_SPEC = {
     'report_formats': {'type': 'list', 'elements': 'str', 'default': list(_reports.FORMATS),
                        'choices': list(_reports.FORMATS)},
     'report_basename': {'type': 'str', 'default': _reports.DEFAULT_BASENAME},
+    'vantages': {'type': 'list', 'elements': 'str', 'default': []},
+    'vantage_probes': {'type': 'list', 'elements': 'raw', 'default': []},
+    'plan_only': {'type': 'bool', 'default': False},
 }
 
 WILDCARDS = ('0.0.0.0', '::', '*', None, '')
@@ -166,6 +172,50 @@ def map_entry_for(entries: list, record: dict):
 
 
 
+def _vantage_name(entry: dict):
+    """The inventory host a delegated listener_probe result (or its async_status) came from."""
+    item = entry.get('item')
+    while isinstance(item, dict):
+        item = item.get('item')
+    return item if isinstance(item, str) else None
+
+
+def delegated_batches(names: list, results: list, plan: dict, warnings: list) -> list:
+    """[(vantage, probes)] from the results of listener_probe delegated to inventory hosts (the
+    registered loop results of the task and of its async_status). A vantage that gave no result
+    costs only its own probes and is named in a warning. Its probes are bound to it: the vantage
+    label is ours, and only probes of targets it was given are kept."""
+    batches, answered, problems = [], set(), {}
+    for entry in results or []:
+        if not isinstance(entry, dict):
+            continue
+        name = _vantage_name(entry)
+        if name not in names:
+            continue
+        vantage = f'inventory:{name}'
+        if isinstance(entry.get('probes'), list):
+            kept = []
+            for probe in entry['probes']:
+                if isinstance(probe, dict) and isinstance(probe.get('target'), dict) \
+                        and _verdict.record_problem({'host': name, 'address': probe['target'].get('address'),
+                                                     'port': probe['target'].get('port'), 'protocol': 'smtp'}) is None:
+                    try:
+                        key = _probe_key(probe)
+                    except (KeyError, TypeError):
+                        continue
+                    if key in plan[vantage]:
+                        kept.append(dict(probe, vantage=vantage))
+            batches.append((vantage, kept))
+            answered.add(name)
+        elif entry.get('unreachable') or entry.get('failed'):
+            problems[name] = str(entry.get('msg') or 'unreachable')[:200]
+    for name in names:
+        if name not in answered and plan[f'inventory:{name}']:
+            warnings.append(f'vantage inventory:{name} gave no probes '
+                            f'({problems.get(name, "it did not run")}); judged from the other vantages')
+    return batches
+
+
 def _probe_key(probe: dict) -> tuple:
     """The key of the target a probe was made for: the name it was given as, else its address."""
     target = probe['target']
@@ -220,8 +270,13 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(str(exc))
 
         listeners, host_results, host_addresses, warnings = [], [], {}, []
+        try:
+            inventory_vantages = [check_text(name, 'vantages', 255, allow_none=False) for name in args['vantages']]
+        except TargetError as exc:
+            raise AnsibleActionFail(str(exc))
         vantages = (['controller'] if args['controller_probe'] else []) \
-            + [f"jump:{jump['name'] or jump['host']}" for jump in jump_hosts]
+            + [f"jump:{jump['name'] or jump['host']}" for jump in jump_hosts] \
+            + [f'inventory:{name}' for name in inventory_vantages]
         # Per vantage: the targets it probes, and for each target the hosts (and the listener as the
         # host binds it, when an address map sends the vantage elsewhere) the probe is evidence about.
         plan: dict = {vantage: {} for vantage in vantages}
@@ -300,20 +355,37 @@ class ActionModule(ActionBase):
                                     f'is reached from no vantage ({args["address_map_var"]} gives none of '
                                     f'{", ".join(vantages) or "no vantage configured"} an address for it)')
 
+        if args['plan_only']:
+            # The first half for vantages named in the inventory: what each must probe. The role runs
+            # listener_probe there by delegation and calls again with the results (vantage_probes).
+            result.update(changed=False, plan={name: list(plan[f'inventory:{name}'].values())
+                                               for name in inventory_vantages})
+            if warnings:
+                result['warnings'] = [visible(warning) for warning in warnings]
+            return result
+
         probes = []
-        batches = []
+        jobs = []
         if args['controller_probe'] and plan['controller']:
-            batches.append(('controller', probe_many(list(plan['controller'].values()),
-                                                     dict(probe_options, vantage='controller'))))
+            jobs.append(('controller', lambda: probe_many(list(plan['controller'].values()),
+                                                          dict(probe_options, vantage='controller'))))
         for jump in jump_hosts:
             vantage = f"jump:{jump['name'] or jump['host']}"
             if plan[vantage]:
-                batches.append((vantage, self._probe_through(jump, list(plan[vantage].values()), probe_options)))
+                jobs.append((vantage, functools.partial(self._probe_through, jump, list(plan[vantage].values()),
+                                                        probe_options)))
+        # The controller and every jump host probe at the same time; each keeps its own limits.
+        batches = []
+        if jobs:
+            with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+                futures = [(vantage, pool.submit(job)) for vantage, job in jobs]
+                batches = [(vantage, future.result()) for vantage, future in futures]
+        batches.extend(delegated_batches(inventory_vantages, args['vantage_probes'], plan, warnings))
         for vantage, batch in batches:
             for probe in batch:
                 # Evidence about the host it was made for, and no other (one copy per host sharing it).
                 # A target given as a name comes back once per address it resolved to.
-                for owner, mapped in owners_of[vantage][_probe_key(probe)]:
+                for owner, mapped in owners_of[vantage].get(_probe_key(probe), []):
                     copy = dict(probe, host=owner)
                     mapped_from = json.loads(mapped)
                     if mapped_from is not None:

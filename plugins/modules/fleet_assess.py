@@ -144,6 +144,30 @@ options:
     description: File name of the reports without the suffix.
     type: str
     default: starttls-report
+  vantages:
+    description:
+      - Inventory hosts that probe as vantages of their own (vantage V(inventory:NAME)). With O(plan_only) the
+        module returns what each must probe (RV(plan)); the audit role then runs
+        M(mailsec.starttls.listener_probe) on each by delegation, all at once, and passes the registered
+        results back in O(vantage_probes).
+      - A vantage host named here with no result in O(vantage_probes) (unreachable, failed, timed out) costs
+        only its own probes and is named in a warning.
+    type: list
+    elements: str
+    default: []
+  vantage_probes:
+    description:
+      - The registered loop results of M(mailsec.starttls.listener_probe) delegated to the hosts in O(vantages)
+        (and of their C(async_status)); each result's C(item) is the vantage's inventory name.
+      - Probes are bound to the vantage that returned them (its label is overwritten) and only probes of
+        targets it was given are kept.
+    type: list
+    elements: raw
+    default: []
+  plan_only:
+    description: Only work out what each host in O(vantages) must probe and return it in RV(plan); no probe, no judgement.
+    type: bool
+    default: false
 seealso:
   - module: mailsec.starttls.mta_tls_info
   - module: mailsec.starttls.listener_probe
@@ -161,9 +185,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+plan:
+  description: With O(plan_only), per host in O(vantages), the targets it must probe (the target dictionaries of listener_probe).
+  returned: when O(plan_only) is true
+  type: dict
+  sample: {"outside-probe": [{"address": "203.0.113.25", "port": 25, "protocol": "smtp", "sni": null, "expected_names": []}]}
 summary:
   description: The report summary (see docs/reports.md).
-  returned: always
+  returned: unless O(plan_only) is true
   type: dict
   sample: {hosts: 1, listeners: 4, probes: 8, findings: 2, by_severity: {critical: 1, high: 0, medium: 1, low: 0, info: 0},
            unwaived: 2, waived: 0, failed: true, fail_reason: "1 unwaived critical finding"}
@@ -184,18 +213,18 @@ findings:
       waived: false
 reports:
   description: Paths of the reports written, by format.
-  returned: always
+  returned: unless O(plan_only) is true
   type: dict
   sample: {json: /srv/audit/starttls-report.json, html: /srv/audit/starttls-report.html}
 waivers_expired:
   description: Waivers whose date has passed; they no longer apply.
-  returned: always
+  returned: unless O(plan_only) is true
   type: list
   elements: dict
   sample: []
 probes:
   description: How many probes were made from the controller and the jump hosts.
-  returned: always
+  returned: unless O(plan_only) is true
   type: int
   sample: 8
 """

@@ -147,3 +147,53 @@ def test_a_listener_no_vantage_can_reach_says_so(audited_through_middleboxes):
     listener = next(item for item in report['listeners'] if item['host'] == 'lab-host'
                     and (item['address'], item['port']) == UNREACHABLE)
     assert {probe['vantage'] for probe in listener['probes']} <= {'host'}
+
+
+@pytest.fixture(scope='module')
+def audited_with_inventory_vantages(lab, relays, ansible_env, tmp_path_factory):  # pylint: disable=unused-argument
+    """Two vantage hosts from the inventory (local connection) and one that cannot be reached; the
+    controller does not probe at all: the vantages alone reach the listeners, through the relays."""
+    work = tmp_path_factory.mktemp('vantage-audit')
+    inventory_path = work / 'inventory.json'
+    write_inventory(inventory_path, lab)
+    inventory = json.loads(inventory_path.read_text())
+    hosts = inventory['all']['hosts']
+    del hosts['partner-mx']
+    hosts['lab-host']['starttls_address_map'] = [
+        {'listener': '127.0.10.1:25', 'default': '127.0.90.2:25'},          # masked for everyone
+        {'listener': '127.0.20.1:25', 'default': '127.0.90.1:2525',         # the port forward
+         'vantages': {'inventory:inside-probe': 'own'}},                   # ... except from inside
+    ]
+    for name in ('outside-probe', 'inside-probe'):
+        hosts[name] = {'ansible_connection': 'local', 'starttls_host_inspection': False}
+    hosts['gone-probe'] = {'ansible_connection': 'ssh', 'ansible_host': '127.0.0.9', 'ansible_port': 9,
+                           'starttls_host_inspection': False}
+    inventory_path.write_text(json.dumps(inventory))
+    completed = run_audit(ansible_env, str(inventory_path), work / 'reports', args=('--check',), extra={
+        'starttls_target': 'lab-host', 'starttls_controller_probe': False,
+        'starttls_vantages': ['outside-probe', 'inside-probe', 'gone-probe'],
+        'starttls_vantage_ca_file': f"{lab['root']}/certs/lab-ca.crt"})
+    report_path = work / 'reports' / 'starttls-report.json'
+    assert report_path.exists(), completed.stdout[-5000:] + completed.stderr[-3000:]
+    return {'completed': completed, 'report': json.loads(report_path.read_text())}
+
+
+INVENTORY_VANTAGES = {'inventory:outside-probe', 'inventory:inside-probe'}
+
+
+def test_inventory_vantages_probe_by_delegation_and_are_judged_with_the_host(audited_with_inventory_vantages):
+    report = audited_with_inventory_vantages['report']
+    assert vantages_of(findings_at(report, '127.0.10.1', 25, 'middlebox-masking')) == INVENTORY_VANTAGES
+    listener = next(item for item in report['listeners'] if item['host'] == 'lab-host'
+                    and (item['address'], item['port']) == ('127.0.20.1', 25))
+    targets = {probe['vantage']: probe['target'] for probe in listener['probes']}
+    assert targets['inventory:outside-probe'] == '127.0.90.1:2525'
+    assert targets['inventory:inside-probe'] == '127.0.20.1:25'
+    assert 'controller' not in {probe['vantage'] for item in report['listeners'] for probe in item['probes']}
+
+
+def test_an_unreachable_vantage_costs_only_its_own_probes(audited_with_inventory_vantages):
+    completed, report = audited_with_inventory_vantages['completed'], audited_with_inventory_vantages['report']
+    assert 'vantage inventory:gone-probe gave no probes' in completed.stdout + completed.stderr
+    seen = {probe['vantage'] for item in report['listeners'] for probe in item['probes']}
+    assert INVENTORY_VANTAGES <= seen and 'inventory:gone-probe' not in seen
