@@ -278,3 +278,38 @@ def test_an_unusable_address_map_fails_before_any_probe_naming_the_host(probed, 
         run_action({}, hostvars)
     assert 'mx' in str(failure.value)
     assert probed == []
+
+
+def test_delegated_vantages_are_planned_then_bound_to_their_name(probed, tmp_path):
+    hostvars = {'mx': {'ansible_host': '192.0.2.10', 'starttls_host': evidence(good_listener('mx', '192.0.2.10')),
+                       'starttls_address_map': [{'listener': '192.0.2.10:25', 'default': '203.0.113.25:25'}]},
+                'outside': {}, 'partner': {}, 'gone': {}}
+    args = {'hosts': ['mx'], 'vantages': ['outside', 'partner', 'gone'], 'controller_probe': False}
+    planned = run_action(dict(args, plan_only=True), hostvars)
+    assert probed == []
+    assert {name: [(t['address'], t['port']) for t in targets] for name, targets in planned['plan'].items()} == {
+        'outside': [('203.0.113.25', 25)], 'partner': [('203.0.113.25', 25)], 'gone': [('203.0.113.25', 25)]}
+
+    def answer(name, address, port, label):
+        record = new_probe(address, port, 'smtp', None, label)
+        record.update({'connected': True, 'greeting': {'code': '220', 'lines': ['mx ESMTP']},
+                       'capabilities': [], 'starttls_advertised': False})
+        return {'item': name, 'probes': [record]}
+
+    delegated = [
+        # The launch of an async job has no probes; its async_status result carries the item it polled.
+        {'item': 'outside', 'ansible_job_id': 'j1', 'started': 1},
+        {'item': {'item': 'outside', 'ansible_job_id': 'j1'}, 'probes': answer('outside', '203.0.113.25', 25, 'x')['probes']},
+        # A vantage that says it is someone else, and probes of a target it was not given: bound and dropped.
+        answer('partner', '203.0.113.25', 25, 'controller'),
+        {'item': 'partner', 'probes': answer('partner', '198.51.100.1', 25, 'x')['probes']},
+        {'item': 'gone', 'unreachable': True, 'msg': 'Failed to connect to the host via ssh'},
+    ]
+    result = run_action(dict(args, report_dir=str(tmp_path), fail=False, vantage_probes=delegated), hostvars)
+    report = json.loads((tmp_path / 'starttls-report.json').read_text())
+    listener = next(item for item in report['listeners'] if item['host'] == 'mx')
+    assert {(probe['vantage'], probe['target']) for probe in listener['probes']} == {
+        ('inventory:outside', '203.0.113.25:25'), ('inventory:partner', '203.0.113.25:25')}
+    assert not [item for item in report['listeners'] if item['address'] == '198.51.100.1']
+    assert any('inventory:gone gave no probes (Failed to connect' in warning for warning in result['warnings'])
+    assert report['meta']['vantages'] == ['inventory:outside', 'inventory:partner', 'inventory:gone']
