@@ -460,7 +460,7 @@ class ActionModule(ActionBase):
         connect, through = jump_connector(jump, probe_options['timeout'])
         try:
             return probe_many(targets, dict(probe_options, vantage=f"jump:{jump['name'] or jump['host']}"),
-                              connect=connect)
+                              connect=connect, max_parallel=through.max_channels if through is not None else None)
         finally:
             if through is not None:
                 through.close()

@@ -83,6 +83,14 @@ options:
       known_hosts_file:
         description: Known hosts file to trust in addition to the user's.
         type: path
+      max_channels:
+        description:
+          - Channels open at once over the one SSH connection; probes beyond it wait for a free channel.
+          - The default follows OpenSSH's C(MaxSessions) default. OpenSSH counts only sessions against
+            C(MaxSessions), not forwarded channels, but other SSH servers and bastions cap channels per
+            connection; raise it where the jump host allows more.
+        type: int
+        default: 10
       host_key_checking:
         description:
           - Refuse a jump host whose key is not known. Setting it to V(false) accepts any key, which lets
@@ -308,7 +316,8 @@ def main() -> None:
         connect, jump = jump_connector(jump_spec, checked['timeout'])
         options['vantage'] = options['vantage'] or f"jump:{jump_spec['host']}"
     try:
-        probes = probe_many(targets, options, connect=connect)
+        probes = probe_many(targets, options, connect=connect,
+                            max_parallel=jump.max_channels if jump is not None else None)
     except TargetError as exc:
         module.fail_json(msg=str(exc))
     finally:

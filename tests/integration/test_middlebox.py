@@ -197,3 +197,19 @@ def test_an_unreachable_vantage_costs_only_its_own_probes(audited_with_inventory
     assert 'vantage inventory:gone-probe gave no probes' in completed.stdout + completed.stderr
     seen = {probe['vantage'] for item in report['listeners'] for probe in item['probes']}
     assert INVENTORY_VANTAGES <= seen and 'inventory:gone-probe' not in seen
+
+
+def test_probes_through_one_jump_host_keep_to_its_channel_limit(lab, sshd):
+    from ansible_collections.mailsec.starttls.plugins.module_utils._probe import engine, ssh  # pylint: disable=import-outside-toplevel
+    targets = [f"{item['address']}:{item['port']}/{item['protocol']}" for item in lab['listeners']
+               if item['expect']['starts']] * 3
+    connect, jump = ssh.jump_connector(dict(sshd, max_channels=3), 5)
+    assert jump is not None
+    try:
+        probes = engine.probe_many(targets, {'timeout': 5, 'per_host_limit': 64, 'vantage': 'jump:bastion'},
+                                   connect=connect, max_parallel=jump.max_channels)
+    finally:
+        jump.close()
+    assert 0 < jump.peak_channels <= 3
+    assert jump.open_now == 0  # every channel given back
+    assert sum(1 for probe in probes if probe['connected']) == len(targets)

@@ -482,13 +482,14 @@ def resolve_targets(parsed: list, resolver=None) -> list:
     return expanded
 
 
-def probe_many(targets: list, options: dict | None = None, connect=None) -> list:
+def probe_many(targets: list, options: dict | None = None, connect=None, max_parallel: int | None = None) -> list:
     """Probe every target; results come back in the order of `targets`.
 
     A target given as a name is resolved here with the system resolver when the probe connects from
     this machine (`connect` left out), and gives one result per address, in the resolver's order, each
     with `target.name` set. Through a jump host (`connect` given), the jump host resolves the name
-    and there is one result. Raises TargetError only for arguments that cannot be probed as given.
+    and there is one result. `max_parallel` caps the probes in flight (a jump host's channel limit).
+    Raises TargetError only for arguments that cannot be probed as given.
     """
     options = normalise_options(options)
     parsed = parse_targets(targets)
@@ -525,7 +526,9 @@ def probe_many(targets: list, options: dict | None = None, connect=None) -> list
                     first['flags'].append('inconsistent')
         results[index] = first
 
-    workers = max(1, min(options['concurrency'], len(parsed)))
+    # Through a jump host, never more probes at once than it has channels (its MaxSessions): a probe
+    # waiting for a channel would spend its own deadline waiting.
+    workers = max(1, min(options['concurrency'], len(parsed), max_parallel or options['concurrency']))
     order = _interleave(by_host)
     if workers == 1:
         for index in order:

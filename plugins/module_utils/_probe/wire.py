@@ -148,9 +148,10 @@ class TcpTransport:
 class ChannelTransport:
     """A paramiko direct-tcpip channel through a jump host (the jump host needs no Python)."""
 
-    def __init__(self, channel, peer: str | None = None):
+    def __init__(self, channel, peer: str | None = None, on_close=None):
         self.channel = channel
         self._peer = peer
+        self._on_close = on_close
 
     def peer(self) -> str | None:
         return self._peer
@@ -186,6 +187,10 @@ class ChannelTransport:
             self.channel.close()
         except Exception:  # paramiko raises various errors on an already broken channel
             pass
+        if self._on_close is not None:
+            # Once: the jump host's channel count goes down when the probe is done with it.
+            on_close, self._on_close = self._on_close, None
+            on_close()
 
 
 class TlsLayer:

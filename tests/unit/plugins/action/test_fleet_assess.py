@@ -37,7 +37,7 @@ def probed(monkeypatch):
     """probe_many replaced: every target 'answers' STARTTLS with 454 (the KB Q237327 case)."""
     calls = []
 
-    def fake_probe_many(targets, options=None, connect=None):
+    def fake_probe_many(targets, options=None, connect=None, max_parallel=None):
         calls.append([dict(target) for target in targets])
         results = []
         for target in targets:
@@ -207,7 +207,7 @@ def test_a_host_reached_by_name_owns_the_addresses_of_that_name(probed, tmp_path
 
 
 def test_probes_of_a_name_come_back_per_address_and_are_bound_to_their_host(monkeypatch, tmp_path):
-    def per_address(targets, options=None, connect=None):
+    def per_address(targets, options=None, connect=None, max_parallel=None):
         results = []
         for target in targets:
             for address in ('127.0.0.1', '127.0.91.2'):
