@@ -205,8 +205,9 @@ def main(argv: list | None = None) -> int:
                             f"wrong: jump {jump['wrong']}, direct {summary['direct']['wrong']}; "
                             f"errors seen: {sorted({e for item in runs['jump'] for e in item['errors']})[:3]}"),
     ]
-    return bench_probe.finish(verdicts, arguments, 'jump', {'summary': summary, 'runs': runs, 'where': where,
-                                                           'n': arguments.n, 'max_sessions': arguments.max_sessions})
+    payload = {'summary': summary, 'runs': runs, 'where': where, 'n': arguments.n,
+               'max_sessions': arguments.max_sessions}
+    return bench_probe.finish(verdicts, arguments, 'jump', payload)
 
 
 if __name__ == '__main__':

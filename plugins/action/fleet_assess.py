@@ -171,7 +171,6 @@ def map_entry_for(entries: list, record: dict):
     return None
 
 
-
 def _vantage_name(entry: dict):
     """The inventory host a delegated listener_probe result (or its async_status) came from."""
     item = entry.get('item')
