@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from middlebox import Middlebox  # pylint: disable=import-error
-from test_audit_role import ids_at, run_audit, write_inventory
+from test_audit_role import run_audit, write_inventory
 
 # Source address of the controller's probes; the stripping relay strips STARTTLS for it alone.
 CONTROLLER_SOURCE = '127.0.0.7'
