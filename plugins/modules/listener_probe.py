@@ -21,7 +21,7 @@ description:
     with the stage it happened in; the module fails only for arguments it cannot use.
   - Runs with the Python standard library alone; uses C(cryptography) for chain verification when it is
     present, else the C(openssl) command.
-  - A target given as a host name is resolved with the system resolver (C(getaddrinfo): the hosts file,
+  - A target given as a host name is resolved with the system resolver (C(getaddrinfo); the hosts file,
     then DNS as C(nsswitch.conf) says) and every address it has is probed as a listener of its own, in the
     resolver's order; each result names the address in RV(probes[].target.address) and the name in
     RV(probes[].target.name). Through O(jump_host) the jump host resolves the name. IP literals are never

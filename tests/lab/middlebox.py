@@ -268,7 +268,7 @@ def _endpoint(text: str) -> tuple:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--listen', required=True, help='address:port to listen on')
     parser.add_argument('--upstream', required=True, help='address:port of the real MTA')
     parser.add_argument('--mode', choices=MODES, default='transparent')
