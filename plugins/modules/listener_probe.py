@@ -23,8 +23,8 @@ description:
     present, else the C(openssl) command.
   - A target given as a host name is resolved with the system resolver (C(getaddrinfo); the hosts file,
     then DNS as C(nsswitch.conf) says) and every address it has is probed as a listener of its own, in the
-    resolver's order; each result names the address in RV(probes[].target.address) and the name in
-    RV(probes[].target.name). Through O(jump_host) the jump host resolves the name. IP literals are never
+    resolver's order; each result names the address in C(target.address) of RV(probes) and the name in
+    C(target.name). Through O(jump_host) the jump host resolves the name. IP literals are never
     looked up, forward or reverse.
 author:
   - mailsec.starttls contributors (@mailsec)
