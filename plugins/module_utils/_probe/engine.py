@@ -352,6 +352,12 @@ class TargetProbe:
             self.flag('response_injection')
             record['pre_tls_surplus'] = surplus[:200].decode('ascii', 'replace')
         tls = self._handshake()
+        if tls.pre_tls_plaintext:
+            # Plaintext lines between the positive reply and the server's first TLS record: the same
+            # injection, arrived after the reader had looked (the handshake went on without them).
+            self.flag('response_injection')
+            late = tls.pre_tls_plaintext.decode('ascii', 'replace')
+            record['pre_tls_surplus'] = ((record['pre_tls_surplus'] or '') + late)[:200]
         dialog.use(tls)
         if self.options['test_command_injection']:
             self._check_injection(tls)
@@ -382,7 +388,8 @@ class TargetProbe:
         target, record = self.target, self.record
         until = self.phase('handshake')
         sni = target['sni'] if target['sni'] and not is_ip(target['sni']) else None
-        tls = TlsLayer(self.transport, self.context, sni)
+        # After STARTTLS, plaintext lines before the first TLS record are surplus (response injection).
+        tls = TlsLayer(self.transport, self.context, sni, hold_plaintext=record['tls_mode'] == 'starttls')
         record['tls'] = {'established': False, 'version': None, 'cipher': None, 'error': None,
                          'sni': sni}
         start = time.monotonic()

@@ -452,3 +452,31 @@ def test_a_name_that_does_not_resolve_is_one_connect_error(monkeypatch):
                                     'name': 'nowhere.lab.test'}
     assert results[0]['error'] == {'stage': 'connect',
                                    'message': 'cannot resolve nowhere.lab.test: Name or service not known'}
+
+
+@pytest.mark.parametrize('delay', [0.0, 0.05, 0.3])
+def test_plaintext_after_a_positive_reply_is_injection_however_late_it_comes(scripted, delay):
+    # The surplus arrives after the reader looked (delay) and before the server's TLS records: it is
+    # held back from the handshake, which completes, and flagged all the same.
+    server = scripted([('send', b'220 mail.test ESMTP\r\n'), ('expect', 'EHLO'), ('send', POSTFIX_EHLO),
+                       ('expect', 'STARTTLS'), ('send', b'220 2.0.0 Ready to start TLS\r\n'), ('sleep', delay),
+                       ('send', b'250 late injected line\r\n'), ('tls',), ('expect', 'EHLO'), ('send', POSTFIX_EHLO_TLS),
+                       ('expect', 'QUIT')])
+    result = probe(server)
+    assert result['tls']['established'] is True, result['error']
+    assert 'response_injection' in result['flags']
+    assert '250 late injected line' in result['pre_tls_surplus']
+    assert result['capabilities_after_tls'] == ['PIPELINING', 'AUTH PLAIN', '8BITMIME']
+
+
+def test_a_server_that_never_starts_tls_fails_the_handshake_quickly(scripted):
+    server = scripted([('send', b'220 mail.test ESMTP\r\n'), ('expect', 'EHLO'), ('send', POSTFIX_EHLO),
+                       ('expect', 'STARTTLS'), ('send', b'220 2.0.0 Ready to start TLS\r\n'), ('sleep', 0.1),
+                       ('send', b'500 5.5.2 Error: command not recognized\r\n'), ('sleep', 6)])
+    started = time.monotonic()
+    result = probe(server, timeout=8)
+    assert time.monotonic() - started < 5
+    assert result['tls']['established'] is False
+    assert result['error']['stage'] == 'handshake'
+    assert 'command not recognized' in result['tls']['server_plaintext']
+    assert 'response_injection' not in result['flags']
