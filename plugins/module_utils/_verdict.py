@@ -627,6 +627,11 @@ def probe_evidence(probe: dict) -> dict:
         'target': endpoint(target.get('address'), target.get('port')),
         'outcome': classify_probe(probe),
     }
+    if isinstance(target.get('name'), str):
+        evidence['name'] = clean_text(target['name'], 255)
+    mapped = probe.get('mapped_from')
+    if isinstance(mapped, dict):
+        evidence['reached_for'] = endpoint(clean_text(mapped.get('address'), 255), _as_port(mapped.get('port')))
     if probe.get('vantage_label'):
         evidence['vantage_label'] = clean_text(probe['vantage_label'], 255)
     if target.get('sni'):
@@ -1070,7 +1075,16 @@ def join(listeners: list, probes: list, options: dict | None = None) -> list:
             continue
         target = probe.get('target') or {}
         port = _as_port(target.get('port'))
-        addresses = {canonical_address(target.get('address')), canonical_address(probe.get('peer_address'))}
+        # A target given as a name: every address it resolved to is evidence about the listener listed by
+        # that name (the probe says which address it came from).
+        addresses = {canonical_address(target.get('address')), canonical_address(probe.get('peer_address')),
+                     canonical_address(target.get('name'))}
+        mapped = probe.get('mapped_from')
+        if isinstance(mapped, dict) and probe.get('host') is not None:
+            # Reached at another address or port (NAT, port forward, load balancer: the address map):
+            # the listener is the one the host binds, for the host the controller probed it for.
+            port = _as_port(mapped.get('port'))
+            addresses = {canonical_address(mapped.get('address'))}
         addresses.discard(None)
         exact: list = []
         for address in sorted(addresses):

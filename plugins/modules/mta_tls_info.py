@@ -114,14 +114,14 @@ options:
     type: list
     elements: str
     default: []
-    version_added: 0.2.0
+    version_added: 0.1.0
   next_key_layouts:
     description:
       - Also find the next key of every bound certificate kept by certbot (C(live/NAME), C(archive/NAME),
         C(renewal/NAME.conf) with C(reuse_key)) or acme.sh (C(DOMAIN.conf) with C(Le_ForceNewDomainKey)).
     type: bool
     default: false
-    version_added: 0.2.0
+    version_added: 0.1.0
 seealso:
   - module: mailsec.starttls.listener_probe
 """

@@ -73,7 +73,8 @@ class TcpTransport:
         self.sock = sock
 
     @classmethod
-    def connect(cls, address: str, port: int, until: float, resolve: bool = False) -> 'TcpTransport':
+    def connect(cls, address: str, port: int, until: float, resolve: bool = False,
+                source: str | None = None) -> 'TcpTransport':
         flags = 0 if resolve else socket.AI_NUMERICHOST
         try:
             infos = socket.getaddrinfo(address, port, 0, socket.SOCK_STREAM, 0, flags)
@@ -81,8 +82,15 @@ class TcpTransport:
             raise ProbeError(f'cannot resolve {address}: {exc.strerror}')
         last = None
         for family, socktype, proto, _name, sockaddr in infos:
+            if source and (':' in source) != (family == socket.AF_INET6):
+                last = ProbeError(f'source address {source} cannot reach {sockaddr[0]} (other address family)')
+                continue
             sock = socket.socket(family, socktype, proto)
             try:
+                if source:
+                    # A vantage with an address of its own (a firewall rule or a relay that tells
+                    # clients apart by source address).
+                    sock.bind((source, 0))
                 sock.settimeout(remaining(until))
                 sock.connect(sockaddr)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -149,9 +157,10 @@ class TcpTransport:
 class ChannelTransport:
     """A paramiko direct-tcpip channel through a jump host (the jump host needs no Python)."""
 
-    def __init__(self, channel, peer: str | None = None):
+    def __init__(self, channel, peer: str | None = None, on_close=None):
         self.channel = channel
         self._peer = peer
+        self._on_close = on_close
 
     def peer(self) -> str | None:
         return self._peer
@@ -187,6 +196,10 @@ class ChannelTransport:
             self.channel.close()
         except Exception:  # paramiko raises various errors on an already broken channel
             pass
+        if self._on_close is not None:
+            # Once: the jump host's channel count goes down when the probe is done with it.
+            on_close, self._on_close = self._on_close, None
+            on_close()
 
 
 class TlsLayer:
