@@ -381,6 +381,7 @@ class ActionModule(ActionBase):
                 futures = [(vantage, pool.submit(job)) for vantage, job in jobs]
                 batches = [(vantage, future.result()) for vantage, future in futures]
         batches.extend(delegated_batches(inventory_vantages, args['vantage_probes'], plan, warnings))
+        probes_made = sum(len(batch) for _vantage, batch in batches)
         for vantage, batch in batches:
             for probe in batch:
                 # Evidence about the host it was made for, and no other (one copy per host sharing it).
@@ -428,7 +429,7 @@ class ActionModule(ActionBase):
             written['dns'] = path
         summary = report['summary']
         result.update(changed=False, summary=summary, findings=report['findings'], reports=written,
-                      waivers_expired=report['waivers_expired'], probes=len(probes))
+                      waivers_expired=report['waivers_expired'], probes=probes_made)
         warnings.extend(f'policy: {problem}' for problem in policy_problems)
         if dns_step is not None:
             result['dns'] = dns_step.result()

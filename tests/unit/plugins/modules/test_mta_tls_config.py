@@ -52,7 +52,12 @@ def arguments(directory, **extra) -> dict:
                                          ('address', '127.0.0.1\r'), ('private_key', '/k\x00')])
 def test_control_characters_are_refused_before_anything_is_read(capsys, name, value):
     result = run_module(capsys, {'mta': 'postfix', 'port': 25, 'starttls': 'offered', name: value})
-    assert result['failed'] is True and result['stage'] == 'arguments'
+    assert result['failed'] is True
+    if 'stage' not in result:
+        # ansible-core 2.21 itself refuses a NUL in a path argument, before the module's own check.
+        assert '\x00' in value and result['msg']
+        return
+    assert result['stage'] == 'arguments'
     assert 'control characters' in result['msg']
 
 
