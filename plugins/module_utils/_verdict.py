@@ -1417,7 +1417,49 @@ def judge(listeners: list, probes: list, options: dict | None = None) -> list:
             collector.add('judgement-error', entry['listener'], None,
                           f'{listener_label(entry["listener"])}: could not be judged: {type(exc).__name__}: {exc}',
                           {'error': clean_text(f'{type(exc).__name__}: {exc}')})
-    return collector.findings
+    return merge_sightings(collector.findings)
+
+
+def fault_key(rule: str, listener: dict) -> str:
+    """The identity of a fault: one rule on one listener of one host, whoever saw it."""
+    host, address, port = listener_identity(listener)
+    return f'{rule}|{host}|{address}|{port}'
+
+
+def merge_sightings(findings: list) -> list:
+    """One finding per fault (host, listener, rule): the sightings of every vantage and of the
+    configuration folded into the first one, in the order they were made.
+
+    The merged finding keeps the first sighting's `vantage`, `summary`, `evidence` and `fix`, takes
+    the worst severity of all sightings, and lists them all in `sightings` ({vantage, severity,
+    summary, key}, plus `evidence` from the second on) and `vantages`. Its `key` is the fault key, which
+    does not depend on who saw it, so that reports of different runs can be compared.
+    """
+    merged: list = []
+    by_fault: dict = {}
+    for finding in findings:
+        key = fault_key(finding['id'], dict(finding.get('listener') or {}, host=finding.get('host')))
+        # The sighting keeps its own key (id|host|address|port|vantage): waivers written for it still match.
+        sighting = {'vantage': finding.get('vantage'), 'severity': finding.get('severity'),
+                    'summary': finding.get('summary'), 'key': finding.get('key')}
+        first = by_fault.get(key)
+        if first is None:
+            finding['key'] = key
+            finding['sightings'] = [sighting]
+            finding['vantages'] = [finding.get('vantage')]
+            by_fault[key] = finding
+            merged.append(finding)
+            continue
+        sighting['evidence'] = finding.get('evidence')
+        first['sightings'].append(sighting)
+        first['vantages'].append(finding.get('vantage'))
+        if SEVERITY_RANK.get(finding.get('severity'), 9) < SEVERITY_RANK.get(first.get('severity'), 9):
+            first['severity'] = finding.get('severity')
+    for finding in merged:
+        if len(finding['sightings']) > 1:
+            others = ', '.join(str(vantage) if vantage else 'the configuration' for vantage in finding['vantages'][1:])
+            finding['summary'] = one_line(f'{finding["summary"]}; also seen from {others}', 500)
+    return merged
 
 
 def applicable_rules(listener: dict) -> list:

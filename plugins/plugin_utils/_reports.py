@@ -83,6 +83,16 @@ def _sort_key_finding(finding: dict) -> tuple:
             str(finding.get('vantage') or ''))
 
 
+def _with_sightings(finding: dict) -> dict:
+    """A finding made elsewhere (a filter pipeline, an older report) as one sighting of itself."""
+    if not isinstance(finding.get('sightings'), list) or not finding['sightings']:
+        finding['sightings'] = [{'vantage': finding.get('vantage'), 'severity': finding.get('severity'),
+                                 'summary': finding.get('summary'), 'key': finding.get('key')}]
+    if not isinstance(finding.get('vantages'), list):
+        finding['vantages'] = [sighting.get('vantage') for sighting in finding['sightings'] if isinstance(sighting, dict)]
+    return finding
+
+
 def _probe_summary(probe: dict) -> dict:
     target = probe.get('target') or {}
     reply = probe.get('starttls_reply') or {}
@@ -155,7 +165,7 @@ def build_report(findings: list, listeners: list, probes: list, meta: dict | Non
     `fail_when` the failure expression (default `_policy.DEFAULT_FAIL_WHEN`)."""
     meta = dict(meta or {})
     policy = policy or {}
-    findings = sorted((_plain(finding) for finding in findings or []), key=_sort_key_finding)
+    findings = sorted((_with_sightings(_plain(finding)) for finding in findings or []), key=_sort_key_finding)
     entries = _verdict.join(listeners or [], probes or [], judge_options)
     by_listener: dict = {}
     for finding in findings:
@@ -319,6 +329,22 @@ def _endpoint(item: dict) -> str:
     return f'{_verdict.endpoint(item.get("address"), item.get("port"))}/{item.get("protocol") or "?"}'
 
 
+def seen_from(finding: dict) -> str:
+    """Who saw a finding: its vantages in order, the configuration (vantage null) by that name."""
+    vantages = finding.get('vantages') or [finding.get('vantage')]
+    return ', '.join(str(vantage) if vantage else 'host configuration' for vantage in vantages)
+
+
+def all_evidence(finding: dict):
+    """The evidence of every sighting of a finding (its own evidence when it has one sighting)."""
+    sightings = finding.get('sightings') or []
+    if len(sightings) < 2:
+        return finding.get('evidence')
+    return {'sightings': [{'vantage': sighting.get('vantage') or 'host configuration', 'summary': sighting.get('summary'),
+                           'evidence': finding.get('evidence') if index == 0 else sighting.get('evidence')}
+                          for index, sighting in enumerate(sightings)]}
+
+
 def _waiver_text(waiver: dict | None) -> str:
     if not waiver:
         return ''
@@ -368,9 +394,9 @@ def render_junit(report: dict) -> str:
                 lines = []
                 for finding in open_hits:
                     lines.append(f'[{finding.get("severity")}] {finding.get("summary")}')
-                    lines.append(f'vantage: {finding.get("vantage") or "host configuration"}')
+                    lines.append(f'seen from: {seen_from(finding)}')
                     lines.append(f'fix: {finding.get("fix")}')
-                    lines.append('evidence: ' + _evidence_json(finding.get('evidence')))
+                    lines.append('evidence: ' + _evidence_json(all_evidence(finding)))
                     lines.append('')
                 failure = ET.SubElement(case, 'failure', {
                     'type': xml_text(worst), 'message': xml_text(open_hits[0].get('summary'))})
@@ -468,11 +494,11 @@ def render_markdown(report: dict) -> str:
         for finding in findings:
             state = f' ({md_text(_waiver_text(finding.get("waiver")))})' if finding.get('waived') else ''
             out.append(f'- **{md_text(finding["severity"])}** {md_code(finding["id"])} from '
-                       f'{md_text(finding.get("vantage") or "host configuration")}{state}: {md_text(finding["summary"])}')
+                       f'{md_text(seen_from(finding))}{state}: {md_text(finding["summary"])}')
             out.append(f'  - Fix: {md_fix(finding.get("fix") or "")}')
             out.append('  - Evidence:')
             out.append('')
-            out.append('\n'.join('    ' + line for line in md_block(_evidence_json(finding.get('evidence'), markup_safe=True), 'json').splitlines()))
+            out.append('\n'.join('    ' + line for line in md_block(_evidence_json(all_evidence(finding), markup_safe=True), 'json').splitlines()))
             out.append('')
     if not any_findings:
         out.append('No findings.')
@@ -669,7 +695,7 @@ def render_html(report: dict) -> str:
             out.append(f'<tr data-finding-row="{h(finding["key"])}"><td><span class="sev sev-{h(finding["severity"])}">'
                        f'{h(finding["severity"])}</span>{state}</td><td><code>{h(finding["id"])}</code></td>'
                        f'<td>{h(finding.get("host"))}</td><td><a href="#{h(anchor)}">{h(_endpoint(finding.get("listener") or {}))}'
-                       f'</a></td><td>{h(finding.get("vantage") or "host configuration")}</td><td>{h(finding["summary"])}</td></tr>')
+                       f'</a></td><td>{h(seen_from(finding))}</td><td>{h(finding["summary"])}</td></tr>')
         out.append('</table>')
     else:
         out.append('<p class="muted">No findings.</p>')
@@ -701,12 +727,12 @@ def render_html(report: dict) -> str:
                        f'data-severity="{h(finding["severity"])}" data-waived="{str(waived).lower()}">')
             out.append(f'<h4><span class="sev sev-{h(finding["severity"])}">{h(finding["severity"])}</span> '
                        f'<code>{h(finding["id"])}</code> <span class="muted">from '
-                       f'{h(finding.get("vantage") or "host configuration")}</span>'
+                       f'{h(seen_from(finding))}</span>'
                        + (f' <span class="sev sev-waived">{h(_waiver_text(finding.get("waiver")))}</span>' if waived else '')
                        + '</h4>')
             out.append(f'<p class="summary">{h(finding["summary"])}</p>')
             out.append(f'<p class="fix"><strong>Fix:</strong> {html_fix(finding.get("fix") or "")}</p>')
-            out.append(f'<details><summary>Evidence</summary><pre>{h(_evidence_json(finding.get("evidence")))}</pre></details>')
+            out.append(f'<details><summary>Evidence</summary><pre>{h(_evidence_json(all_evidence(finding)))}</pre></details>')
             out.append('</div>')
         out.append('</article>')
     out.append('</section>')
