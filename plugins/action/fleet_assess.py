@@ -10,6 +10,7 @@ is sent anywhere.
 from __future__ import annotations
 
 import ipaddress
+import os
 
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
@@ -23,7 +24,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine imp
 )
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.ssh import JUMP_HOST_ARGUMENT_SPEC, jump_connector
 from ansible_collections.mailsec.starttls.plugins.module_utils._verdict import VerdictError
-from ansible_collections.mailsec.starttls.plugins.plugin_utils import _policy, _reports
+from ansible_collections.mailsec.starttls.plugins.plugin_utils import _changes, _merge, _policy, _reports
 
 JUMP_HOST_SPEC = dict(JUMP_HOST_ARGUMENT_SPEC, name={'type': 'str'})
 
@@ -45,6 +46,10 @@ ARGUMENT_SPEC = {
     'report_formats': {'type': 'list', 'elements': 'str', 'default': list(_reports.FORMATS),
                        'choices': list(_reports.FORMATS)},
     'report_basename': {'type': 'str', 'default': _reports.DEFAULT_BASENAME},
+    'previous_report': {'type': 'path'},
+    'compare_previous': {'type': 'bool', 'default': True},
+    'partial': {'type': 'bool', 'default': False},
+    'partial_name': {'type': 'str'},
 }
 
 WILDCARDS = ('0.0.0.0', '::', '*', None, '')
@@ -134,25 +139,44 @@ class ActionModule(ActionBase):
         meta = {'hosts': len(hosts), 'vantages': (['controller'] if args['controller_probe'] else [])
                 + [f"jump:{jump['name'] or jump['host']}" for jump in args['jump_hosts']],
                 'check_mode': bool(self._task.check_mode)}
+        previous = None
+        try:
+            if args['partial']:
+                # A slice or batch: the merge compares the fleet with the previous report, once.
+                meta['partial'] = {'name': args['partial_name'] or _merge.partial_name(hosts), 'hosts': sorted(hosts)}
+            elif args['compare_previous']:
+                previous = _changes.load_previous(
+                    args['previous_report'] or (os.path.join(args['report_dir'], args['report_basename'] + '.json')
+                                                if args['report_dir'] else None),
+                    required=bool(args['previous_report']))
+        except (_changes.PreviousReportError, _merge.MergeError) as exc:
+            raise AnsibleActionFail(str(exc))
         try:
             report = _reports.audit(host_results + listeners, probes, judge_options, args['waivers'],
-                                    args['fail_when'], meta)
+                                    args['fail_when'], meta, previous=previous, assessed_hosts=hosts)
         except (VerdictError, _policy.PolicyError, _reports.ReportError) as exc:
             raise AnsibleActionFail(str(exc))
         written = {}
         if args['report_dir']:
             try:
-                written = _reports.write_reports(report, args['report_dir'], args['report_formats'],
-                                                 args['report_basename'])
-            except _reports.ReportError as exc:
+                if args['partial']:
+                    written = {'json': _merge.write_partial(report, args['report_dir'], args['report_basename'])}
+                else:
+                    written = _reports.write_reports(report, args['report_dir'], args['report_formats'],
+                                                     args['report_basename'])
+            except (_reports.ReportError, _merge.MergeError) as exc:
                 raise AnsibleActionFail(str(exc))
 
         summary = report['summary']
         result.update(changed=False, summary=summary, findings=report['findings'], reports=written,
-                      waivers_expired=report['waivers_expired'], probes=len(probes))
+                      waivers_expired=report['waivers_expired'], probes=len(probes), changes=report['changes'])
         if warnings:
             result['warnings'] = warnings
-        if summary['failed'] and args['fail']:
+        if args['partial']:
+            # The merge applies the failure rule to the whole fleet; one slice does not decide it.
+            result['msg'] = (f"partial report {meta['partial']['name']}: {summary['findings']} finding(s) on "
+                             f"{summary['hosts']} host(s); merge with mailsec.starttls.report_merge")
+        elif summary['failed'] and args['fail']:
             # Ansible prints a failed result whole: the findings are in the reports and would bury the message.
             del result['findings']
             result['failed'] = True

@@ -21,7 +21,7 @@ import tempfile
 import xml.etree.ElementTree as ET
 
 from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict
-from ansible_collections.mailsec.starttls.plugins.plugin_utils import _policy
+from ansible_collections.mailsec.starttls.plugins.plugin_utils import _changes, _policy
 
 SCHEMA_VERSION = 1
 GENERATOR = 'mailsec.starttls'
@@ -159,12 +159,13 @@ def _listener_entry(entry: dict, findings: list) -> dict:
 
 
 def build_report(findings: list, listeners: list, probes: list, meta: dict | None = None, *,
-                 fail_when: str | None = None, policy: dict | None = None, judge_options: dict | None = None) -> dict:
+                 fail_when: str | None = None, policy: dict | None = None, judge_options: dict | None = None,
+                 previous: dict | None = None, assessed_hosts=None) -> dict:
     """The report (schema_version 1). `findings` as returned by `_verdict.judge` (waivers applied
     or not), `policy` the result of `_policy.apply_waivers` when waivers were applied,
-    `fail_when` the failure expression (default `_policy.DEFAULT_FAIL_WHEN`)."""
-    meta = dict(meta or {})
-    policy = policy or {}
+    `fail_when` the failure expression (default `_policy.DEFAULT_FAIL_WHEN`), `previous` the
+    previous report to compare with (`_changes`), `assessed_hosts` the hosts this run looked at
+    (default: the hosts of its listeners)."""
     findings = sorted((_with_sightings(_plain(finding)) for finding in findings or []), key=_sort_key_finding)
     entries = _verdict.join(listeners or [], probes or [], judge_options)
     by_listener: dict = {}
@@ -187,6 +188,33 @@ def build_report(findings: list, listeners: list, probes: list, meta: dict | Non
                         'mta': first['listener'].get('mta'), 'mode': 'probe'}
             listener_entries.append(_listener_entry({'listener': stand_in, 'probes': []}, orphaned))
             seen_keys.add(key)
+    return assemble_report(findings, listener_entries, meta, fail_when=fail_when, policy=policy, previous=previous,
+                           assessed_hosts=assessed_hosts)
+
+
+def _listener_status(findings: list) -> tuple:
+    unwaived = [finding for finding in findings if not finding.get('waived')]
+    if not findings:
+        return 'clean', None
+    return ('findings' if unwaived else 'waived'), _verdict.worst_severity(unwaived)
+
+
+def assemble_report(findings: list, listener_entries: list, meta: dict | None = None, *,
+                    fail_when: str | None = None, policy: dict | None = None, previous: dict | None = None,
+                    assessed_hosts=None) -> dict:
+    """The report from judged findings (waivers applied) and report listener entries, as
+    build_report makes them or as partial reports carry them (report_merge): hosts, summary,
+    changes since `previous`, and the failure rule."""
+    meta = dict(meta or {})
+    policy = policy or {}
+    findings = sorted(findings, key=_sort_key_finding)
+    by_listener: dict = {}
+    for finding in findings:
+        by_listener.setdefault(_finding_listener_key(finding), []).append(finding)
+    for item in listener_entries:
+        own = by_listener.get(item['key'], [])
+        item['findings'] = [finding['key'] for finding in own]
+        item['status'], item['worst'] = _listener_status(own)
     listener_entries.sort(key=lambda item: (str(item['host']), str(item['address']), str(item['port'])))
 
     hosts: dict = {}
@@ -241,6 +269,9 @@ def build_report(findings: list, listeners: list, probes: list, meta: dict | Non
         'listeners': listener_entries,
         'findings': findings,
     }
+    if assessed_hosts is None:
+        assessed_hosts = [host['host'] for host in host_entries]
+    _changes.compare(report, previous, assessed_hosts)
     failed, reason = _policy.evaluate_fail_when(report, fail_when)
     report['summary']['failed'] = bool(failed)
     report['summary']['fail_reason'] = reason
@@ -283,7 +314,7 @@ def collect_inputs(listeners, probes, judge_options: dict | None = None) -> tupl
 
 
 def audit(listeners: list, probes: list, judge_options: dict | None = None, waivers=None, fail_when=None,
-          meta: dict | None = None, today=None) -> dict:
+          meta: dict | None = None, today=None, previous: dict | None = None, assessed_hosts=None) -> dict:
     """The whole controller-side pipeline: judge, waive, report. Policy errors raise PolicyError
     before anything is judged; bad judge options raise _verdict.VerdictError.
 
@@ -295,7 +326,7 @@ def audit(listeners: list, probes: list, judge_options: dict | None = None, waiv
         today = _verdict.parse_time(judge_options['now'])
     policy = _policy.apply_waivers(findings, waivers, today)
     return build_report(policy['findings'], listeners, probes, meta, fail_when=fail_when, policy=policy,
-                        judge_options=judge_options)
+                        judge_options=judge_options, previous=previous, assessed_hosts=assessed_hosts)
 
 
 # -- shared text helpers -------------------------------------------------------------------
@@ -395,6 +426,8 @@ def render_junit(report: dict) -> str:
                 for finding in open_hits:
                     lines.append(f'[{finding.get("severity")}] {finding.get("summary")}')
                     lines.append(f'seen from: {seen_from(finding)}')
+                    if finding.get('first_seen'):
+                        lines.append(f'first seen: {finding["first_seen"]}' + (' (new)' if finding.get('change') == 'new' else ''))
                     lines.append(f'fix: {finding.get("fix")}')
                     lines.append('evidence: ' + _evidence_json(all_evidence(finding)))
                     lines.append('')
@@ -459,6 +492,37 @@ def md_block(text: str, language: str = '') -> str:
     return f'{fence}{language}\n{text}\n{fence}'
 
 
+CHANGE_LIST_LIMIT = 50
+
+
+def _first_seen_text(finding: dict) -> str:
+    if finding.get('change') == 'new':
+        return 'new'
+    if finding.get('change') == 'persisting':
+        return f'since {str(finding.get("first_seen") or "?")[:10]}'
+    return ''
+
+
+def _md_changes(report: dict) -> list:
+    """The change since the previous report, first thing after the result."""
+    changes = report.get('changes') or {}
+    out = ['## What changed', '', md_text(_changes.headline(changes))]
+    if changes.get('previous') is None:
+        return out
+    new = [finding for finding in report.get('findings') or [] if finding.get('change') == 'new']
+    for title, items in (('New', new), ('Resolved', changes.get('resolved_findings') or [])):
+        if not items:
+            continue
+        out += ['', f'{title}:', '']
+        for item in items[:CHANGE_LIST_LIMIT]:
+            out.append(f'- **{md_text(item.get("severity"))}** {md_code(item.get("id"))} on {md_text(item.get("host"))} '
+                       f'{md_text(_endpoint(item.get("listener") or {}))}'
+                       + (f' (first seen {md_text(str(item.get("first_seen"))[:10])})' if title == 'Resolved' else ''))
+        if len(items) > CHANGE_LIST_LIMIT:
+            out.append(f'- and {len(items) - CHANGE_LIST_LIMIT} more (see the JSON report)')
+    return out
+
+
 def render_markdown(report: dict) -> str:
     summary = report['summary']
     out = ['# STARTTLS audit report', '',
@@ -468,6 +532,7 @@ def render_markdown(report: dict) -> str:
         out.append(f'**Result: FAILED.** {md_text(summary.get("fail_reason"))}')
     else:
         out.append('**Result: passed.**')
+    out += [''] + _md_changes(report)
     out += ['', f'Failure rule: {md_code(summary.get("fail_when"))}', '', '## Summary', '',
             '| hosts | listeners | probes | findings | waived | ' + ' | '.join(SEVERITIES) + ' |',
             '|' + '---|' * (5 + len(SEVERITIES)),
@@ -493,6 +558,8 @@ def render_markdown(report: dict) -> str:
         out += [f'### {md_text(item.get("host"))}: {md_text(_endpoint(item))}' + (f' ({md_text(what)})' if what else ''), '']
         for finding in findings:
             state = f' ({md_text(_waiver_text(finding.get("waiver")))})' if finding.get('waived') else ''
+            if _first_seen_text(finding):
+                state += f' ({md_text(_first_seen_text(finding))})'
             out.append(f'- **{md_text(finding["severity"])}** {md_code(finding["id"])} from '
                        f'{md_text(seen_from(finding))}{state}: {md_text(finding["summary"])}')
             out.append(f'  - Fix: {md_fix(finding.get("fix") or "")}')
@@ -548,7 +615,8 @@ h3{font-size:15px;margin:0}
 .cards b{display:block;font-size:20px}
 .sev{display:inline-block;padding:1px 7px;border-radius:10px;color:#fff;font-size:12px;font-weight:600}
 .sev-critical{background:#8b0000}.sev-high{background:#d9480f}.sev-medium{background:#b07d00}
-.sev-low{background:#4a7fb0}.sev-info{background:#6b7785}.sev-waived{background:#8a96a3}
+.sev-low{background:#4a7fb0}.sev-info{background:#6b7785}.sev-waived{background:#8a96a3}.sev-new{background:#2f6fdf}
+.change{font-weight:600;margin:8px 0}
 table{border-collapse:collapse;width:100%;margin:8px 0}
 th,td{border:1px solid var(--line);padding:4px 8px;text-align:left;vertical-align:top;overflow-wrap:break-word}
 th{background:var(--bg)}
@@ -635,6 +703,32 @@ def _html_probe_rows(item: dict) -> str:
     return ''.join(rows)
 
 
+def _html_changes(report: dict) -> str:
+    """The change since the previous report, right under the result."""
+    changes = report.get('changes') or {}
+    if changes.get('previous') is None:
+        return f'<div id="changes" data-previous="none"><p class="change">{h(_changes.headline(changes))}</p></div>'
+    out = [f'<div id="changes" data-previous="{h(changes["previous"].get("generated_at"))}" data-new="{changes["new"]}" '
+           f'data-resolved="{changes["resolved"]}" data-persisting="{changes["persisting"]}">',
+           f'<p class="change">{h(_changes.headline(changes))}</p>']
+    new = [finding for finding in report.get('findings') or [] if finding.get('change') == 'new']
+    for title, items, kind in (('New', new, 'new'), ('Resolved', changes.get('resolved_findings') or [], 'resolved')):
+        if not items:
+            continue
+        out.append(f'<details class="changes-{kind}"{" open" if len(items) <= 20 else ""}><summary>{title}: {len(items)}</summary>'
+                   '<table><tr><th>severity</th><th>finding</th><th>host</th><th>listener</th><th>first seen</th></tr>')
+        for item in items[:CHANGE_LIST_LIMIT * 4]:
+            out.append(f'<tr data-change="{kind}"><td><span class="sev sev-{h(item.get("severity"))}">{h(item.get("severity"))}</span></td>'
+                       f'<td><code>{h(item.get("id"))}</code></td><td>{h(item.get("host"))}</td>'
+                       f'<td>{h(_endpoint(item.get("listener") or {}))}</td><td>{h(str(item.get("first_seen") or "")[:10])}</td></tr>')
+        out.append('</table>')
+        if len(items) > CHANGE_LIST_LIMIT * 4:
+            out.append(f'<p class="muted">and {len(items) - CHANGE_LIST_LIMIT * 4} more (see the JSON report)</p>')
+        out.append('</details>')
+    out.append('</div>')
+    return ''.join(out)
+
+
 def render_html(report: dict) -> str:
     summary = report['summary']
     findings_by_key = {finding['key']: finding for finding in report.get('findings') or []}
@@ -655,6 +749,7 @@ def render_html(report: dict) -> str:
            f'<p class="result {"failed" if failed else "passed"}" data-result="{"failed" if failed else "passed"}">'
            + (f'FAILED: {h(summary.get("fail_reason"))}' if failed else 'Passed: no finding meets the failure rule.')
            + '</p>',
+           _html_changes(report),
            f'<p class="muted">Failure rule: <code>{h(summary.get("fail_when"))}</code></p>',
            '<ul class="cards">',
            f'<li data-metric="hosts">hosts<b>{summary["hosts"]}</b></li>',
@@ -692,6 +787,8 @@ def render_html(report: dict) -> str:
         for finding in report['findings']:
             anchor = anchors.get(_finding_listener_key(finding), '')
             state = ' <span class="sev sev-waived">waived</span>' if finding.get('waived') else ''
+            if finding.get('change') == 'new':
+                state += ' <span class="sev sev-new" data-change="new">new</span>'
             out.append(f'<tr data-finding-row="{h(finding["key"])}"><td><span class="sev sev-{h(finding["severity"])}">'
                        f'{h(finding["severity"])}</span>{state}</td><td><code>{h(finding["id"])}</code></td>'
                        f'<td>{h(finding.get("host"))}</td><td><a href="#{h(anchor)}">{h(_endpoint(finding.get("listener") or {}))}'
