@@ -882,7 +882,13 @@ def join(listeners: list, probes: list, options: dict | None = None) -> list:
 
     # Indexes, so that matching stays linear in the number of probes on a large fleet.
     exact_index: dict = {}
-    wildcard_index: dict = {}
+    # Wildcard listeners by (host, port), and hosts by address: a probe finds the wildcard
+    # listeners of the hosts that own its address without looking at every host's.
+    wildcard_by_host: dict = {}
+    hosts_by_address: dict = {}
+    for host, addresses in host_addresses.items():
+        for address in addresses:
+            hosts_by_address.setdefault(address, []).append(host)
     for entry in entries:
         listener = entry['listener']
         port = _as_port(listener.get('port'))
@@ -890,7 +896,8 @@ def join(listeners: list, probes: list, options: dict | None = None) -> list:
         for address in own_addresses - {None}:
             exact_index.setdefault((address, port), []).append(entry)
         if canonical_address(listener.get('address')) in WILDCARDS:
-            wildcard_index.setdefault(port, []).append(entry)
+            wildcard_by_host.setdefault((listener.get('host'), port), []).append(entry)
+    order = {id(entry): position for position, entry in enumerate(entries)}
 
     orphans: dict = {}
     for probe in probes or []:
@@ -905,13 +912,13 @@ def join(listeners: list, probes: list, options: dict | None = None) -> list:
             for entry in exact_index.get((address, port), []):
                 if not any(entry is other for other in exact):
                     exact.append(entry)
-        wildcard = [entry for entry in wildcard_index.get(port, [])
-                    if addresses & host_addresses.get(entry['listener'].get('host'), set())]
+        owners = {host for address in addresses for host in hosts_by_address.get(address, ())}
+        wildcard = sorted((entry for host in owners for entry in wildcard_by_host.get((host, port), [])),
+                          key=lambda entry: order[id(entry)])
         if probe.get('host') is not None:
             # The role knows which inventory host it probed: loopback addresses repeat across hosts.
             exact = [entry for entry in exact if entry['listener'].get('host') == probe['host']] or exact
-            wildcard = [entry for entry in wildcard_index.get(port, []) if entry['listener'].get('host') == probe['host']] \
-                or wildcard
+            wildcard = list(wildcard_by_host.get((probe['host'], port), [])) or wildcard
         candidates = exact or wildcard
         if len(candidates) > 1:
             same_protocol = [entry for entry in candidates

@@ -48,7 +48,7 @@ def write_partial(report: dict, directory: str, basename: str = _reports.DEFAULT
     path = partial_path(directory, basename, name)
     try:
         os.makedirs(directory, exist_ok=True)
-        _reports.atomic_write(path, _reports.render_json(report))
+        _reports.atomic_write(path, _reports.iter_json(report))
     except OSError as exc:
         raise MergeError(f'cannot write partial report {path}: {exc.strerror or exc}')
     return path

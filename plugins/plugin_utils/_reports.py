@@ -30,6 +30,8 @@ FORMATS = ('json', 'junit', 'markdown', 'html')
 FILE_SUFFIXES = {'json': '.json', 'junit': '.junit.xml', 'markdown': '.md', 'html': '.html'}
 DEFAULT_BASENAME = 'starttls-report'
 CHART_HOST_LIMIT = 40
+# Above this many listeners the HTML report is the fleet page (_report_html_fleet).
+HTML_FLEET_LISTENERS = 1000
 SEVERITY_COLOURS = {'critical': '#8b0000', 'high': '#d9480f', 'medium': '#e8a400', 'low': '#4a7fb0',
                     'info': '#7d8b99', 'waived': '#c9d1d9'}
 
@@ -114,6 +116,9 @@ def _probe_summary(probe: dict) -> dict:
     }
 
 
+_RULE_ORDER = {rule: position for position, rule in enumerate(_verdict.RULE_IDS)}
+
+
 def _listener_entry(entry: dict, findings: list) -> dict:
     listener = entry['listener']
     store = _verdict.store_of(listener)
@@ -151,7 +156,7 @@ def _listener_entry(entry: dict, findings: list) -> dict:
         },
         'probes': [_probe_summary(probe) for probe in entry['probes']],
         'rules': sorted(set(_verdict.applicable_rules(listener)) | {finding['id'] for finding in findings},
-                        key=lambda rule: _verdict.RULE_IDS.index(rule) if rule in _verdict.RULE_IDS else 99),
+                        key=lambda rule: _RULE_ORDER.get(rule, 99)),
         'findings': [finding['key'] for finding in findings],
         'status': status,
         'worst': _verdict.worst_severity(unwaived),
@@ -391,6 +396,21 @@ def _waiver_text(waiver: dict | None) -> str:
 
 def render_json(report: dict) -> str:
     return json.dumps(report, indent=2, ensure_ascii=True, default=str) + '\n'
+
+
+def iter_json(report: dict):
+    """The JSON report in pieces, for writing without holding the whole text in memory."""
+    encoder = json.JSONEncoder(indent=2, ensure_ascii=True, default=str)
+    buffered: list = []
+    size = 0
+    for piece in encoder.iterencode(report):
+        buffered.append(piece)
+        size += len(piece)
+        if size >= 1 << 16:
+            yield ''.join(buffered)
+            buffered, size = [], 0
+    buffered.append('\n')
+    yield ''.join(buffered)
 
 
 # -- JUnit XML -----------------------------------------------------------------------------
@@ -730,6 +750,10 @@ def _html_changes(report: dict) -> str:
 
 
 def render_html(report: dict) -> str:
+    if len(report.get('listeners') or []) > HTML_FLEET_LISTENERS:
+        # Imported here: that module imports this one.
+        from ansible_collections.mailsec.starttls.plugins.plugin_utils import _report_html_fleet  # pylint: disable=import-outside-toplevel
+        return _report_html_fleet.render(report)
     summary = report['summary']
     findings_by_key = {finding['key']: finding for finding in report.get('findings') or []}
     failed = bool(summary.get('failed'))
@@ -861,14 +885,19 @@ def render_html(report: dict) -> str:
 RENDERERS = {'json': render_json, 'junit': render_junit, 'markdown': render_markdown, 'html': render_html}
 
 
-def atomic_write(path: str, text: str, mode: int = 0o644) -> None:
+def atomic_write(path: str, text, mode: int = 0o644) -> None:
     """Write through a temporary file in the same directory and rename it over `path`, so that a
-    reader (a CI job, a browser) never sees half a report."""
+    reader (a CI job, a browser) never sees half a report. `text` is a string or an iterable of
+    strings (written as they come: the JSON report is streamed)."""
     directory = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=directory)
     try:
         with os.fdopen(handle, 'w', encoding='utf-8', newline='\n') as stream:
-            stream.write(text)
+            if isinstance(text, str):
+                stream.write(text)
+            else:
+                for piece in text:
+                    stream.write(piece)
             stream.flush()
             os.fsync(stream.fileno())
         os.chmod(temporary, mode)
@@ -899,7 +928,7 @@ def write_reports(report: dict, directory: str, formats=FORMATS, basename: str =
     for name in formats:
         path = os.path.join(directory, basename + FILE_SUFFIXES[name])
         try:
-            atomic_write(path, RENDERERS[name](report))
+            atomic_write(path, iter_json(report) if name == 'json' else RENDERERS[name](report))
         except OSError as exc:
             raise ReportError(f'cannot write {path}: {exc.strerror or exc}')
         written[name] = path
