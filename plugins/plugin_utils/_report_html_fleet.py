@@ -65,7 +65,7 @@ SCRIPT = """
     var existing = document.getElementById('ev-' + index);
     if (existing) { existing.remove(); button.textContent = 'evidence'; return; }
     if (evidence === null) { evidence = JSON.parse(document.getElementById('evidence-data').textContent); }
-    var item = evidence[index];
+    var item = evidence.items[index];
     var row = document.createElement('tr');
     row.id = 'ev-' + index;
     row.className = 'evidence';
@@ -73,7 +73,7 @@ SCRIPT = """
     cell.colSpan = 7;
     var fix = document.createElement('p');
     fix.className = 'fix';
-    fix.textContent = 'Fix: ' + item.fix;
+    fix.textContent = 'Fix: ' + evidence.fixes[item.fix];
     var pre = document.createElement('pre');
     pre.textContent = JSON.stringify(item.evidence, null, 2);
     cell.appendChild(fix);
@@ -195,7 +195,8 @@ def render(report: dict) -> str:
                f'{len(findings)} shown</span></form>')
     if not findings:
         out.append('<p class="muted">No findings.</p>')
-    data = []
+    data: list = []
+    fixes: dict = {}  # one fix text serves many findings of a rule and MTA: each is in the page once
     for rule in order:
         indexes = by_rule[rule]
         title = (_verdict.RULES.get(rule) or {}).get('title') or ''
@@ -208,8 +209,8 @@ def render(report: dict) -> str:
         for index in indexes:
             finding = findings[index]
             waived = bool(finding.get('waived'))
-            data.append({'fix': finding.get('fix') or '', 'evidence': _reports.all_evidence(finding),
-                         'key': finding.get('key'), 'waiver': finding.get('waiver')})
+            data.append({'fix': fixes.setdefault(finding.get('fix') or '', len(fixes)),
+                         'evidence': _reports.all_evidence(finding), 'key': finding.get('key')})
             position = len(data) - 1
             state = ' <span class="sev sev-waived">waived</span>' if waived else ''
             out.append(f'<tr data-i="{position}" data-key="{h(finding.get("key"))}" data-sev="{h(finding.get("severity"))}" '
@@ -221,7 +222,7 @@ def render(report: dict) -> str:
                        f'<td><button type="button" data-i="{position}">evidence</button></td></tr>')
         out.append('</table></section>')
     out.append('</section>')
-    out.append(f'<script type="application/json" id="evidence-data">{_json_data(data)}</script>')
+    out.append(f'<script type="application/json" id="evidence-data">{_json_data({"fixes": list(fixes), "items": data})}</script>')
 
     waivers = (report.get('policy') or {}).get('waivers') or []
     out.append('<section id="waivers"><h2>Waivers</h2>')
