@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import copy
 import hashlib
 import json
 import os
@@ -258,7 +257,8 @@ def run(arguments: argparse.Namespace) -> int:
         'findings': summary['findings'], 'unwaived': summary['unwaived'], 'failed': summary['failed'],
         'by_severity': summary['by_severity'], 'phases_s': {key: round(value, 2) for key, value in phases.items()},
         'phases_cpu_s': {key: round(value, 2) for key, value in cpu.items()},
-        'controller_s': round(total, 2), 'controller_cpu_s': round(sum(cpu.values()), 2), 'peak_rss_mib': round(peak, 1), 'inputs_rss_mib': round(rss_inputs, 1),
+        'controller_s': round(total, 2), 'controller_cpu_s': round(sum(cpu.values()), 2),
+        'peak_rss_mib': round(peak, 1), 'inputs_rss_mib': round(rss_inputs, 1),
         'sizes_bytes': {name: file_size(path) for name, path in written.items()}, 'reports': written,
         'load_average': os.getloadavg(),
     }

@@ -91,8 +91,8 @@ def test_merged_slices_equal_one_run(tmp_path):
     merged = _merge.merge([_merge.load_partial(path) for path in paths], WAIVERS)
     assert comparable(merged) == comparable(whole)
     assert merged['summary']['failed'] is True and merged['meta']['hosts'] == len(hosts)
-    assert [source['hosts_used'] for source in merged['meta']['merged_from']] == [len(part) for part in
-                                                                                 sorted(slices, key=_merge.partial_name)]
+    in_file_order = sorted(slices, key=_merge.partial_name)
+    assert [source['hosts_used'] for source in merged['meta']['merged_from']] == [len(part) for part in in_file_order]
     assert schema_check.validate(merged, SCHEMA) == []
     for renderer in _reports.RENDERERS.values():
         assert renderer(merged)
