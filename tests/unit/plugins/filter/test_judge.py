@@ -45,6 +45,10 @@ def test_waive_and_report_filters():
     report = FILTERS['report'](kb['listeners'], kb['probes'], kb['options'], [], "summary.findings > `10`",
                                {'generated_at': 'fixed'})
     assert report['summary']['failed'] is False and report['generated_at'] == 'fixed'
+    again = FILTERS['report'](kb['listeners'], kb['probes'], kb['options'], [], None, {'generated_at': 'later'},
+                              report)
+    assert again['changes']['persisting'] == len(again['findings']) and again['changes']['new'] == 0
+    assert all(finding['first_seen'] == 'fixed' for finding in again['findings'])
     assert FILTERS['report_junit'](report).startswith('<?xml')
     assert FILTERS['report_markdown'](report).startswith('# STARTTLS audit report')
     assert FILTERS['report_html'](report).startswith('<!DOCTYPE html>')
@@ -56,6 +60,7 @@ def test_waive_and_report_filters():
     (lambda: FILTERS['waive']([], [{'query': '[['}]), r'starttls_waivers\[0\]'),
     (lambda: FILTERS['report']([], [], {}, [], 'summary.'), 'starttls_fail_when'),
     (lambda: FILTERS['report']([], [], {}, [], None, 'meta'), 'meta must be a dictionary'),
+    (lambda: FILTERS['report']([], [], {}, [], None, None, 'previous'), 'previous must be a report'),
     (lambda: FILTERS['report_html']({'findings': []}), 'schema_version 1'),
 ])
 def test_errors_are_filter_errors(call, message):
