@@ -93,7 +93,7 @@ class ActionModule(ActionBase):
         except (_policy.PolicyError, TargetError) as exc:
             raise AnsibleActionFail(str(exc))
 
-        listeners, host_results, host_addresses, warnings = [], [], {}, []
+        listeners, host_results, host_addresses, warnings, unassessed = [], [], {}, [], []
         targets: dict = {}
         for host in hosts:
             variables = hostvars.get(host, {})
@@ -113,6 +113,10 @@ class ActionModule(ActionBase):
                 except TargetError as exc:
                     raise AnsibleActionFail(f'{host}: {args["listeners_var"]}: {exc}')
                 listeners.extend(records)
+                if not records:
+                    # Unreachable, or its inspection failed, and no listeners listed: nothing was judged, so
+                    # its findings of the previous report are not resolved, only not assessed.
+                    unassessed.append(host)
             for record in records:
                 if record.get('listening') is False or not record.get('port'):
                     continue
@@ -139,11 +143,16 @@ class ActionModule(ActionBase):
         meta = {'hosts': len(hosts), 'vantages': (['controller'] if args['controller_probe'] else [])
                 + [f"jump:{jump['name'] or jump['host']}" for jump in args['jump_hosts']],
                 'check_mode': bool(self._task.check_mode)}
+        if unassessed:
+            meta['unassessed'] = sorted(unassessed)
+            warnings.append(f'{len(unassessed)} host(s) without evidence or listeners were not assessed: '
+                            f'{", ".join(sorted(unassessed)[:10])}' + (' ...' if len(unassessed) > 10 else ''))
+        assessed = [host for host in hosts if host not in set(unassessed)]
         previous = None
         try:
             if args['partial']:
                 # A slice or batch: the merge compares the fleet with the previous report, once.
-                meta['partial'] = {'name': args['partial_name'] or _merge.partial_name(hosts), 'hosts': sorted(hosts)}
+                meta['partial'] = {'name': args['partial_name'] or _merge.partial_name(hosts), 'hosts': sorted(assessed)}
             elif args['compare_previous']:
                 previous = _changes.load_previous(
                     args['previous_report'] or (os.path.join(args['report_dir'], args['report_basename'] + '.json')
@@ -153,7 +162,7 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(str(exc))
         try:
             report = _reports.audit(host_results + listeners, probes, judge_options, args['waivers'],
-                                    args['fail_when'], meta, previous=previous, assessed_hosts=hosts)
+                                    args['fail_when'], meta, previous=previous, assessed_hosts=assessed)
         except (VerdictError, _policy.PolicyError, _reports.ReportError) as exc:
             raise AnsibleActionFail(str(exc))
         written = {}

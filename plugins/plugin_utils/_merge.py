@@ -96,6 +96,7 @@ def merge(partials: list, waivers=None, fail_when=None, meta: dict | None = None
         for host in partial['meta']['partial']['hosts']:
             owner[str(host)] = index
     findings, listeners, vantages, sources = [], [], [], []
+    unassessed: set = set()
     check_mode = False
     for index, partial in enumerate(partials):
         mine = {host for host, owning in owner.items() if owning == index}
@@ -108,12 +109,17 @@ def merge(partials: list, waivers=None, fail_when=None, meta: dict | None = None
             if vantage not in vantages:
                 vantages.append(vantage)
         check_mode = check_mode or bool(partial_meta.get('check_mode'))
+        unassessed.update(str(host) for host in partial_meta.get('unassessed') or [])
         sources.append({'name': partial_meta['partial'].get('name'), 'generated_at': partial.get('generated_at'),
                         'path': partial.get('source'), 'hosts': len(partial_meta['partial']['hosts']),
                         'hosts_used': len(mine)})
     policy = _policy.apply_waivers(findings, waivers, today)
     merged_meta = dict(meta or {})
-    merged_meta.update(hosts=len(owner), vantages=vantages, check_mode=check_mode, merged_from=sources)
+    unassessed -= set(owner)
+    merged_meta.update(hosts=len(owner) + len(unassessed), vantages=vantages, check_mode=check_mode,
+                       merged_from=sources)
+    if unassessed:
+        merged_meta['unassessed'] = sorted(unassessed)
     versions = {(partial.get('generator') or {}).get('version') for partial in partials} - {None}
     if 'collection_version' not in merged_meta and len(versions) == 1:
         merged_meta['collection_version'] = versions.pop()

@@ -118,6 +118,20 @@ def test_the_newest_partial_speaks_for_a_host(tmp_path):
         'batch-1': 0, 'batch-1-again': 1}
 
 
+def test_hosts_a_slice_could_not_assess_keep_their_earlier_findings(tmp_path):
+    fleet = scenario_fleet()
+    before = run_at(fleet, ['postfix-missing-file-454', 'legacy-tls'], '2026-11-27T06:00:00Z')
+    # legacy-tls was unreachable in its slice: the slice names it unassessed, not assessed.
+    report = _reports.audit(*combined(fleet, ['postfix-missing-file-454']),
+                            meta={'partial': {'name': 'a', 'hosts': ['postfix-missing-file-454']},
+                                  'unassessed': ['legacy-tls']})
+    _merge.write_partial(report, str(tmp_path))
+    merged = _merge.merge([_merge.load_partial(path) for path in _merge.find_partials(str(tmp_path))], previous=before)
+    assert merged['meta']['unassessed'] == ['legacy-tls'] and merged['meta']['hosts'] == 2
+    assert merged['changes']['resolved'] == 0
+    assert merged['changes']['not_assessed'] == len([f for f in before['findings'] if f['host'] == 'legacy-tls']) > 0
+
+
 def test_partial_names_are_checked_and_archives_move_the_partials(tmp_path):
     with pytest.raises(_merge.MergeError, match='partial report name'):
         _merge.partial_path(str(tmp_path), 'starttls-report', '../escape')
