@@ -23,6 +23,9 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine imp
     probe_many,
 )
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.ssh import JUMP_HOST_ARGUMENT_SPEC, jump_connector
+from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict
+from ansible_collections.mailsec.starttls.plugins.module_utils._text import visible
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe.validate import jump_host as check_jump_host
 from ansible_collections.mailsec.starttls.plugins.module_utils._verdict import VerdictError
 from ansible_collections.mailsec.starttls.plugins.plugin_utils import _changes, _merge, _policy, _reports
 
@@ -32,6 +35,7 @@ ARGUMENT_SPEC = {
     'hosts': {'type': 'list', 'elements': 'str'},
     'host_evidence_var': {'type': 'str', 'default': 'starttls_host'},
     'listeners_var': {'type': 'str', 'default': 'starttls_listeners'},
+    'addresses_var': {'type': 'str', 'default': 'starttls_addresses'},
     'controller_probe': {'type': 'bool', 'default': True},
     'jump_hosts': {'type': 'list', 'elements': 'dict', 'default': [], 'options': JUMP_HOST_SPEC},
     'probe_options': {'type': 'dict', 'default': {}},
@@ -73,6 +77,18 @@ def _inventory_listener(host: str, spec) -> dict:
     return record
 
 
+def bind_evidence(host: str, evidence: dict) -> dict:
+    """A host's inspection result bound to its inventory name: the host's own `host` fields are
+    overwritten (a managed host is not trusted to say whose evidence it sends, docs/reports.md)."""
+    bound = dict(evidence, host=host)
+    bound['listeners'] = [dict(record, host=host) if isinstance(record, dict) else record
+                          for record in evidence['listeners']]
+    sockets = evidence.get('unmatched_sockets')
+    bound['unmatched_sockets'] = [dict(item, host=host) for item in sockets if isinstance(item, dict)] \
+        if isinstance(sockets, list) else []
+    return bound
+
+
 class ActionModule(ActionBase):
 
     _supports_check_mode = True
@@ -88,23 +104,37 @@ class ActionModule(ActionBase):
         hostvars = task_vars.get('hostvars', {})
         hosts = args['hosts'] or task_vars.get('ansible_play_hosts_all') or []
         try:
-            _policy.check_policy(args['waivers'], args['fail_when'])
+            # A syntax error fails at once; an expression beyond the evaluator's limits is named in the
+            # reports, which are still written, and fails the run there.
+            policy_problems = _policy.check_policy(args['waivers'], args['fail_when'], tolerate_limits=True)
             probe_options = normalise_options(dict(args['probe_options']))
+            jump_hosts = [dict(check_jump_host(jump, f'jump_hosts[{index}]'), name=jump.get('name'))
+                          for index, jump in enumerate(args['jump_hosts'])]
         except (_policy.PolicyError, TargetError) as exc:
             raise AnsibleActionFail(str(exc))
 
         listeners, host_results, host_addresses, warnings, unassessed = [], [], {}, [], []
         targets: dict = {}
+        target_hosts: dict = {}
         for host in hosts:
             variables = hostvars.get(host, {})
             evidence = variables.get(args['host_evidence_var'])
             reachable_via = variables.get('ansible_host') or host
-            host_addresses[host] = [reachable_via]
             local = variables.get('ansible_connection') == 'local'
+            declared = variables.get(args['addresses_var']) or []
+            if isinstance(declared, str):
+                declared = [declared]
+            if not isinstance(declared, list):
+                raise AnsibleActionFail(f'{host}: {args["addresses_var"]} must be a list of addresses')
+            host_addresses[host] = [reachable_via] + [str(address) for address in declared]
+            owned = {_verdict.canonical_address(address) for address in host_addresses[host]}
+            from_host = False
             if isinstance(evidence, dict) and isinstance(evidence.get('listeners'), list) \
                     and not evidence.get('failed') and not evidence.get('skipped'):
-                host_results.append(dict(evidence, host=host))
-                records = evidence['listeners']
+                bound = bind_evidence(host, evidence)
+                host_results.append(bound)
+                records = bound['listeners']
+                from_host = True
             else:
                 if isinstance(evidence, dict) and evidence.get('failed'):
                     warnings.append(f'{host}: host inspection failed ({evidence.get("msg")}); judged from the network alone')
@@ -118,30 +148,54 @@ class ActionModule(ActionBase):
                     # its findings of the previous report are not resolved, only not assessed.
                     unassessed.append(host)
             for record in records:
+                if _verdict.record_problem(record) is not None:
+                    continue  # judged as one judgement-error for this host; never probed
                 if record.get('listening') is False or not record.get('port'):
                     continue
                 address = record.get('address')
                 if address in WILDCARDS:
                     address = reachable_via
-                elif _is_loopback(address) and not local:
-                    # Bound to the host's loopback: nothing but the host itself can reach it.
+                elif from_host and _verdict.canonical_address(address) not in owned:
+                    if _is_loopback(address) and local:
+                        pass  # a local connection: the host is this machine, its loopback is its own
+                    elif _is_loopback(address):
+                        # Bound to the host's loopback: nothing but the host itself can reach it.
+                        continue
+                    else:
+                        warnings.append(f'{host}: the listener on {_verdict.endpoint(address, record.get("port"))} '
+                                        'was not probed from the controller: the address is not one of the '
+                                        f'host\'s inventory addresses (ansible_host, {args["addresses_var"]})')
+                        continue
+                try:
+                    target = parse_target({'address': address, 'port': record['port'], 'protocol': record.get('protocol'),
+                                           'sni': record.get('sni'), 'expected_names': record.get('expected_names')})
+                except TargetError as exc:
+                    warnings.append(f'{host}: a listener was not probed from the controller: {exc}')
                     continue
-                key = (address, record['port'], record.get('protocol'))
-                targets.setdefault(key, {'address': address, 'port': record['port'], 'protocol': record.get('protocol'),
-                                         'sni': record.get('sni'), 'expected_names': record.get('expected_names')})
+                key = (target['address'], target['port'], target['protocol'])
+                targets.setdefault(key, target)
+                owners = target_hosts.setdefault(key, [])
+                if host not in owners:
+                    owners.append(host)
 
         probes = []
-        target_list = list(targets.values())
+        target_keys = list(targets)
+        target_list = [targets[key] for key in target_keys]
+        batches = []
         if args['controller_probe'] and target_list:
-            probes.extend(probe_many(target_list, dict(probe_options, vantage='controller')))
-        for jump in args['jump_hosts']:
-            probes.extend(self._probe_through(jump, target_list, probe_options))
+            batches.append(probe_many(target_list, dict(probe_options, vantage='controller')))
+        for jump in jump_hosts:
+            batches.append(self._probe_through(jump, target_list, probe_options))
+        for batch in batches:
+            for key, probe in zip(target_keys, batch):
+                # Evidence about the host it was made for, and no other (one copy per host sharing it).
+                probes.extend(dict(probe, host=owner) for owner in target_hosts[key])
 
         judge_options = {'expiring_days': args['expiring_days'],
                          'starttls_not_offered_severity': args['starttls_not_offered_severity'],
                          'severity': args['severity'], 'host_addresses': host_addresses}
         meta = {'hosts': len(hosts), 'vantages': (['controller'] if args['controller_probe'] else [])
-                + [f"jump:{jump['name'] or jump['host']}" for jump in args['jump_hosts']],
+                + [f"jump:{jump['name'] or jump['host']}" for jump in jump_hosts],
                 'check_mode': bool(self._task.check_mode)}
         if unassessed:
             meta['unassessed'] = sorted(unassessed)
@@ -179,8 +233,9 @@ class ActionModule(ActionBase):
         summary = report['summary']
         result.update(changed=False, summary=summary, findings=report['findings'], reports=written,
                       waivers_expired=report['waivers_expired'], probes=len(probes), changes=report['changes'])
+        warnings.extend(f'policy: {problem}' for problem in policy_problems)
         if warnings:
-            result['warnings'] = warnings
+            result['warnings'] = [visible(warning) for warning in warnings]
         if args['partial']:
             # The merge applies the failure rule to the whole fleet; one slice does not decide it.
             result['msg'] = (f"partial report {meta['partial']['name']}: {summary['findings']} finding(s) on "

@@ -23,6 +23,12 @@ description:
   - Never changes anything. An odd configuration becomes a warning with its file and line, never a failure;
     without root it says what it could not see.
   - Private key material is inspected on the host and never returned.
+  - Configuration files are treated as hostile input (the module runs as root). Only regular files are read, each
+    with a size cap; a file that holds a private key, PEM armour or binary data is never parsed as configuration;
+    includes are checked for cycles and counted, macro and variable expansions are limited in size and count;
+    warnings quote at most a short excerpt, never a line that looks like key material, and at most 200 are kept;
+    file names that are not UTF-8 are returned escaped. The limits are listed in the collection's
+    C(docs/mta_tls_info.md).
 author:
   - mailsec.starttls contributors (@mailsec)
 extends_documentation_fragment:
@@ -62,6 +68,16 @@ options:
     description: Match the listeners with the sockets open on the host (C(/proc/net/tcp), C(/proc/net/tcp6)).
     type: bool
     default: true
+  network_namespaces:
+    description:
+      - V(own) inspects the MTAs of the module's own network namespace, the ones the host's addresses reach;
+        an MTA whose processes run in another network namespace (a container, a sandboxed service) is named in
+        a warning and not inspected, so that its listeners are never joined with probes of other sockets.
+      - V(all) inspects those too; their listeners carry C(net_namespace) and a note, and their sockets are
+        read through the master's C(/proc/PID/net).
+    type: str
+    choices: [own, all]
+    default: own
   extra_mail_ports:
     description: Ports besides the well-known mail ports whose unclaimed listening sockets are reported.
     type: list
@@ -130,6 +146,7 @@ mtas:
       running: true
       pid: 1234
       reading_user: root
+      reading_identity: {name: root, uid: 0, gids: [0], source: live daemon pid 1234 (/proc/1234/status), reason: null, live: true}
 listeners:
   description:
     - One record per listener (address and port) of every instance; see the collection's docs/architecture.md.
@@ -143,6 +160,13 @@ listeners:
       not expired, and null when a check that matters could not be made (C(store.unknown) says why).
     - C(listening) is true, false, or null when the sockets could not be seen; C(probe) is the host's own
       probe (as M(mailsec.starttls.listener_probe) returns it) or null.
+    - C(uncertain) lists what host inspection could not tell about this listener (C(what) is V(address),
+      V(offers_starttls), V(binding) or V(configuration); C(where) the file and line; C(reason) what was not
+      understood); the audit turns a non-empty list into an C(inspection-uncertain) finding. An address that
+      could not be established is V(unknown), with C(probe_address) null.
+    - C(reader_identity) is the identity the key is read as (C(uid), C(gids), C(source)), taken from the live daemon
+      first, the configuration's user when nothing runs; C(uid) null (with C(reason)) when neither could be read,
+      and readability is then unknown, never false.
   returned: always
   type: list
   elements: dict
@@ -167,6 +191,8 @@ listeners:
         resolved: true
         sni: []
       reader_user: root
+      reader_identity: {name: root, uid: 0, gids: [0], source: live daemon pid 1234 (/proc/1234/status), reason: null, live: true}
+      uncertain: []
       listening: true
       probe_address: 127.0.10.2
       store:
@@ -214,6 +240,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._host import gath
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine import (
     TargetError,
     normalise_options,
+    parse_target,
     probe_many,
 )
 
@@ -227,8 +254,14 @@ def host_prober(probe_options: dict):
                 continue
             endpoint = (listener['probe_address'], listener['port'], listener['protocol'])
             if endpoint not in index:
+                target = {'address': endpoint[0], 'port': endpoint[1], 'protocol': endpoint[2]}
+                try:
+                    # An address a configuration names that cannot be probed costs only its own probe.
+                    parse_target(target)
+                except TargetError:
+                    continue
                 index[endpoint] = len(targets)
-                targets.append({'address': endpoint[0], 'port': endpoint[1], 'protocol': endpoint[2]})
+                targets.append(target)
         results = probe_many(targets, probe_options)
         return [results[index[(listener['probe_address'], listener['port'], listener['protocol'])]]
                 if (listener['probe_address'], listener['port'], listener['protocol']) in index else None
@@ -245,6 +278,7 @@ def main() -> None:
             'binaries': {'type': 'dict', 'default': {}},
             'use_tools': {'type': 'str', 'choices': ['auto', 'never', 'always'], 'default': 'auto'},
             'scan_sockets': {'type': 'bool', 'default': True},
+            'network_namespaces': {'type': 'str', 'choices': ['own', 'all'], 'default': 'own'},
             'extra_mail_ports': {'type': 'list', 'elements': 'int', 'default': []},
             'host': {'type': 'str'},
             'expiring_days': {'type': 'int', 'default': 30},
@@ -275,6 +309,7 @@ def main() -> None:
     gathered = gather_host(
         {'mtas': params['mtas'], 'config_paths': params['config_paths'], 'binaries': params['binaries'],
          'use_tools': params['use_tools'], 'scan_sockets': params['scan_sockets'],
+         'network_namespaces': params['network_namespaces'],
          'extra_mail_ports': params['extra_mail_ports'], 'host': params['host'] or socket.gethostname()},
         probe=probe, store_inspector=Inspector())
     for warning in gathered['warnings']:

@@ -204,7 +204,7 @@ def test_daemon_in_another_network_namespace(host):
     host.namespaces(100, 'net:[2]', 'mnt:[2]')
     host.listen_in_namespace(100, '127.0.10.1', 25)
     host.listen('127.0.10.1', 587)  # same address in this namespace: someone else's socket
-    result = host.gather(mtas=['postfix'])
+    result = host.gather(mtas=['postfix'], network_namespaces='all')
     listeners = host.by_endpoint(result)
     assert listeners['127.0.10.1:25']['listening'] is True
     assert any('network namespace net:[2]' in note for note in listeners['127.0.10.1:25']['notes'])
@@ -212,6 +212,18 @@ def test_daemon_in_another_network_namespace(host):
     assert result['mtas'][0]['net_namespace'] == 'net:[2]'
     assert any('mount namespace mnt:[2]' in note for note in result['mtas'][0]['notes'])
     assert [(item['port'], item['net_namespace']) for item in result['unmatched_sockets']] == [(587, None)]
+
+
+def test_daemon_in_another_network_namespace_is_named_not_inspected_by_default(host):
+    host.namespaces('self', 'net:[1]')
+    host.process(100, 'master', ['/usr/lib/postfix/sbin/master', '-c', '/srv/container/postfix'], environ={})
+    host.namespaces(100, 'net:[2]', 'mnt:[2]')
+    host.listen_in_namespace(100, '127.0.10.1', 25)
+    result = host.gather(mtas=['postfix'])
+    assert result['listeners'] == []
+    assert result['unmatched_sockets'] == []
+    warnings = [warning['message'] for warning in result['warnings']]
+    assert any('master process(es) 100 run in another network namespace (net:[2]' in text for text in warnings), warnings
 
 
 def test_hidden_namespace_without_root_means_unknown(host):
