@@ -43,6 +43,7 @@ fi
 if [[ $(id -u) == 0 && -x /usr/sbin/postfix && -x /usr/sbin/dovecot ]] && command -v unshare >/dev/null; then
     "$python" bench/bench_audit.py --smoke --enforce || status=$?
     "$python" bench/bench_host_info.py --smoke --enforce || status=$?
+    "$python" bench/bench_jump.py --smoke --enforce || status=$?
 else
     echo "bench smoke: SKIP bench_audit.py and bench_host_info.py (need root, unshare and tests/lab/install.sh)"
 fi

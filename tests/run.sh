@@ -301,7 +301,7 @@ echo "collection tree: $COLLECTION ($(find "$COLLECTION" -type f | wc -l) files)
 # ansible-test keeps its sanity virtual environments in ~/.ansible/test/venv, shared by every
 # checkout; two runs creating one at the same time would break it.
 exec 7>"$MAILSEC_CACHE/ansible-test.lock"
-if ! flock -n 7; then
+if (wanted sanity || wanted units) && ! flock -n 7; then
     printf 'waiting for another checkout'"'"'s ansible-test run to finish...\n' >&2
     flock 7
 fi

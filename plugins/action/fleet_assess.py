@@ -9,8 +9,12 @@ is sent anywhere.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import json
 import os
+import socket
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
@@ -18,6 +22,7 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine import (
     TargetError,
+    is_ip,
     normalise_options,
     parse_target,
     probe_many,
@@ -25,9 +30,12 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine imp
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.ssh import JUMP_HOST_ARGUMENT_SPEC, jump_connector
 from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict
 from ansible_collections.mailsec.starttls.plugins.module_utils._text import visible
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe.validate import address as validate_address
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.validate import jump_host as check_jump_host
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe.validate import port as validate_port
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe.validate import text as check_text
 from ansible_collections.mailsec.starttls.plugins.module_utils._verdict import VerdictError
-from ansible_collections.mailsec.starttls.plugins.plugin_utils import _changes, _merge, _policy, _reports
+from ansible_collections.mailsec.starttls.plugins.plugin_utils import _changes, _dns_checks, _mail_dns, _merge, _policy, _reports
 
 JUMP_HOST_SPEC = dict(JUMP_HOST_ARGUMENT_SPEC, name={'type': 'str'})
 
@@ -36,6 +44,7 @@ ARGUMENT_SPEC = {
     'host_evidence_var': {'type': 'str', 'default': 'starttls_host'},
     'listeners_var': {'type': 'str', 'default': 'starttls_listeners'},
     'addresses_var': {'type': 'str', 'default': 'starttls_addresses'},
+    'address_map_var': {'type': 'str', 'default': 'starttls_address_map'},
     'controller_probe': {'type': 'bool', 'default': True},
     'jump_hosts': {'type': 'list', 'elements': 'dict', 'default': [], 'options': JUMP_HOST_SPEC},
     'probe_options': {'type': 'dict', 'default': {}},
@@ -50,6 +59,10 @@ ARGUMENT_SPEC = {
     'report_formats': {'type': 'list', 'elements': 'str', 'default': list(_reports.FORMATS),
                        'choices': list(_reports.FORMATS)},
     'report_basename': {'type': 'str', 'default': _reports.DEFAULT_BASENAME},
+    'dns_checks': {'type': 'dict', 'options': _dns_checks.DNS_CHECKS_SPEC},
+    'vantages': {'type': 'list', 'elements': 'str', 'default': []},
+    'vantage_probes': {'type': 'list', 'elements': 'raw', 'default': []},
+    'plan_only': {'type': 'bool', 'default': False},
     'previous_report': {'type': 'path'},
     'compare_previous': {'type': 'bool', 'default': True},
     'partial': {'type': 'bool', 'default': False},
@@ -75,6 +88,154 @@ def _inventory_listener(host: str, spec) -> dict:
         # What the owner of a black box may know: the product (for the fixes) and certificate pins.
         record.update({key: spec[key] for key in ('mta', 'expected_certificates') if spec.get(key)})
     return record
+
+
+class AddressMapError(ValueError):
+    """An address map entry that cannot be used; the message names the host and the entry."""
+
+
+def _endpoint_spec(value, what: str) -> tuple:
+    """'address:port', '[v6]:port', 'address', ':port' or a port number: (address or None, port or None)."""
+    if isinstance(value, bool):
+        raise AddressMapError(f'{what} must be address:port, not a boolean')
+    if isinstance(value, int):
+        return None, validate_port(value, what)
+    if not isinstance(value, str) or not value.strip():
+        raise AddressMapError(f'{what} must be a string address:port')
+    text = value.strip()
+    if text.startswith('['):
+        address, _sep, rest = text[1:].partition(']')
+        port = rest[1:] if rest.startswith(':') else None
+    elif text.count(':') == 1:
+        address, port = text.split(':')
+    elif text.isdigit():
+        address, port = '', text
+    else:
+        address, port = text, None
+    address = address.strip() or None
+    if address not in (None, '*'):
+        address = validate_address(address, what)
+    return address, (validate_port(port, what) if port not in (None, '') else None)
+
+
+def parse_address_map(host: str, raw) -> list:
+    """A host's address map: [{'listener': (address, port, service), 'default': reach, 'vantages': {...}}].
+
+    A reach is (address, port), or None when the listener cannot be reached from that vantage, or
+    the string 'own' when the listener's own address and port are used."""
+    if raw in (None, '', []):
+        return []
+    if not isinstance(raw, list):
+        raise AddressMapError(f'{host}: the address map must be a list of entries')
+    entries = []
+    for index, item in enumerate(raw):
+        what = f'{host}: address map entry {index}'
+        if not isinstance(item, dict) or 'listener' not in item:
+            raise AddressMapError(f'{what} must be a dictionary with a listener key')
+        unknown = sorted(set(item) - {'listener', 'default', 'vantages'})
+        if unknown:
+            raise AddressMapError(f'{what}: unknown key(s) {", ".join(map(str, unknown))}')
+        spec = item['listener']
+        if isinstance(spec, dict):
+            if set(spec) - {'address', 'port', 'service'} or not spec:
+                raise AddressMapError(f'{what}: listener takes address, port and service')
+            address = spec.get('address')
+            port = spec.get('port')
+            listener = (None if address in (None, '*') else validate_address(str(address), what),
+                        None if port is None else validate_port(port, what), spec.get('service'))
+        else:
+            address, port = _endpoint_spec(spec, f'{what}: listener')
+            listener = (None if address == '*' else address, port, None)
+
+        def reach(value, where):
+            if value is False or value is None or (isinstance(value, str) and value.strip().lower() == 'none'):
+                return None
+            if isinstance(value, str) and value.strip().lower() == 'own':
+                return 'own'
+            return _endpoint_spec(value, where)
+        vantages = item.get('vantages') or {}
+        if not isinstance(vantages, dict):
+            raise AddressMapError(f'{what}: vantages must map vantage names to address:port')
+        entries.append({'listener': listener,
+                        'default': reach(item['default'], f'{what}: default') if 'default' in item else 'own',
+                        'vantages': {str(name): reach(value, f'{what}: vantages.{name}')
+                                     for name, value in vantages.items()}})
+    return entries
+
+
+def map_entry_for(entries: list, record: dict):
+    """The first entry whose listener matches the record (address, port and service where given)."""
+    for entry in entries:
+        address, port, service = entry['listener']
+        if port is not None and _verdict._as_port(record.get('port')) != port:  # pylint: disable=protected-access
+            continue
+        if address is not None and _verdict.canonical_address(address) != _verdict.canonical_address(record.get('address')):
+            continue
+        if service is not None and record.get('service') != service:
+            continue
+        return entry
+    return None
+
+
+def _vantage_name(entry: dict):
+    """The inventory host a delegated listener_probe result (or its async_status) came from."""
+    item = entry.get('item')
+    while isinstance(item, dict):
+        item = item.get('item')
+    return item if isinstance(item, str) else None
+
+
+def delegated_batches(names: list, results: list, plan: dict, warnings: list) -> list:
+    """[(vantage, probes)] from the results of listener_probe delegated to inventory hosts (the
+    registered loop results of the task and of its async_status). A vantage that gave no result
+    costs only its own probes and is named in a warning. Its probes are bound to it: the vantage
+    label is ours, and only probes of targets it was given are kept."""
+    batches, answered, problems = [], set(), {}
+    for entry in results or []:
+        if not isinstance(entry, dict):
+            continue
+        name = _vantage_name(entry)
+        if name not in names:
+            continue
+        vantage = f'inventory:{name}'
+        if isinstance(entry.get('probes'), list):
+            kept = []
+            for probe in entry['probes']:
+                if isinstance(probe, dict) and isinstance(probe.get('target'), dict) \
+                        and _verdict.record_problem({'host': name, 'address': probe['target'].get('address'),
+                                                     'port': probe['target'].get('port'), 'protocol': 'smtp'}) is None:
+                    try:
+                        key = _probe_key(probe)
+                    except (KeyError, TypeError):
+                        continue
+                    if key in plan[vantage]:
+                        kept.append(dict(probe, vantage=vantage))
+            batches.append((vantage, kept))
+            answered.add(name)
+        elif entry.get('unreachable') or entry.get('failed'):
+            problems[name] = str(entry.get('msg') or 'unreachable')[:200]
+    for name in names:
+        if name not in answered and plan[f'inventory:{name}']:
+            warnings.append(f'vantage inventory:{name} gave no probes '
+                            f'({problems.get(name, "it did not run")}); judged from the other vantages')
+    return batches
+
+
+def _probe_key(probe: dict) -> tuple:
+    """The key of the target a probe was made for: the name it was given as, else its address."""
+    target = probe['target']
+    return (target.get('name') or target['address'], target['port'], target['protocol'])
+
+
+def resolved_addresses(address: str) -> list:
+    """An inventory address and, when it is a name, every address the system resolver gives for it
+    (a host whose ansible_host is a name owns the addresses of that name). IP literals: no lookup."""
+    if not address or is_ip(address.split('%', 1)[0]):
+        return [address]
+    try:
+        return [address] + [info[4][0] for info in socket.getaddrinfo(address, None, 0, socket.SOCK_STREAM)]
+    except (socket.gaierror, UnicodeError, OSError):
+        return [address]
 
 
 def bind_evidence(host: str, evidence: dict) -> dict:
@@ -114,20 +275,35 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(str(exc))
 
         listeners, host_results, host_addresses, warnings, unassessed = [], [], {}, [], []
-        targets: dict = {}
-        target_hosts: dict = {}
+        try:
+            inventory_vantages = [check_text(name, 'vantages', 255, allow_none=False) for name in args['vantages']]
+        except TargetError as exc:
+            raise AnsibleActionFail(str(exc))
+        vantages = (['controller'] if args['controller_probe'] else []) \
+            + [f"jump:{jump['name'] or jump['host']}" for jump in jump_hosts] \
+            + [f'inventory:{name}' for name in inventory_vantages]
+        # Per vantage: the targets it probes, and for each target the hosts (and the listener as the
+        # host binds it, when an address map sends the vantage elsewhere) the probe is evidence about.
+        plan: dict = {vantage: {} for vantage in vantages}
+        owners_of: dict = {vantage: {} for vantage in vantages}
         for host in hosts:
             variables = hostvars.get(host, {})
             evidence = variables.get(args['host_evidence_var'])
-            reachable_via = variables.get('ansible_host') or host
             local = variables.get('ansible_connection') == 'local'
+            # A local connection is this machine: without ansible_host its name is no address to look up.
+            reachable_via = variables.get('ansible_host') or ('127.0.0.1' if local else host)
             declared = variables.get(args['addresses_var']) or []
             if isinstance(declared, str):
                 declared = [declared]
             if not isinstance(declared, list):
                 raise AnsibleActionFail(f'{host}: {args["addresses_var"]} must be a list of addresses')
-            host_addresses[host] = [reachable_via] + [str(address) for address in declared]
+            host_addresses[host] = [resolved for address in [reachable_via] + [str(address) for address in declared]
+                                    for resolved in resolved_addresses(address)]
             owned = {_verdict.canonical_address(address) for address in host_addresses[host]}
+            try:
+                address_map = parse_address_map(host, variables.get(args['address_map_var']))
+            except (AddressMapError, TargetError) as exc:
+                raise AnsibleActionFail(f'{args["address_map_var"]}: {exc}')
             from_host = False
             if isinstance(evidence, dict) and isinstance(evidence.get('listeners'), list) \
                     and not evidence.get('failed') and not evidence.get('skipped'):
@@ -152,50 +328,84 @@ class ActionModule(ActionBase):
                     continue  # judged as one judgement-error for this host; never probed
                 if record.get('listening') is False or not record.get('port'):
                     continue
-                address = record.get('address')
-                if address in WILDCARDS:
-                    address = reachable_via
-                elif from_host and _verdict.canonical_address(address) not in owned:
-                    if _is_loopback(address) and local:
-                        pass  # a local connection: the host is this machine, its loopback is its own
-                    elif _is_loopback(address):
-                        # Bound to the host's loopback: nothing but the host itself can reach it.
+                entry = map_entry_for(address_map, record)
+                own = self._own_target(host, record, reachable_via, owned, from_host, local, warnings,
+                                       args['addresses_var'], announce=entry is None)
+                reached_from = []
+                for vantage in vantages:
+                    where = 'own' if entry is None else entry['vantages'].get(vantage, entry['default'])
+                    if where is None:
                         continue
+                    if where == 'own':
+                        target, mapped_from = own, None
+                        if entry is not None and target is None:
+                            continue
                     else:
-                        warnings.append(f'{host}: the listener on {_verdict.endpoint(address, record.get("port"))} '
-                                        'was not probed from the controller: the address is not one of the '
-                                        f'host\'s inventory addresses (ansible_host, {args["addresses_var"]})')
+                        try:
+                            target = parse_target({
+                                'address': where[0] or (own or {}).get('address') or record.get('address'),
+                                'port': where[1] or record['port'], 'protocol': record.get('protocol'),
+                                'sni': record.get('sni'), 'expected_names': record.get('expected_names')})
+                        except TargetError as exc:
+                            warnings.append(f'{host}: {args["address_map_var"]}: {exc}')
+                            continue
+                        mapped_from = {'address': record.get('address'), 'port': record.get('port')}
+                    if target is None:
                         continue
-                try:
-                    target = parse_target({'address': address, 'port': record['port'], 'protocol': record.get('protocol'),
-                                           'sni': record.get('sni'), 'expected_names': record.get('expected_names')})
-                except TargetError as exc:
-                    warnings.append(f'{host}: a listener was not probed from the controller: {exc}')
-                    continue
-                key = (target['address'], target['port'], target['protocol'])
-                targets.setdefault(key, target)
-                owners = target_hosts.setdefault(key, [])
-                if host not in owners:
-                    owners.append(host)
+                    key = (target['address'], target['port'], target['protocol'])
+                    plan[vantage].setdefault(key, target)
+                    owner = (host, json.dumps(mapped_from, sort_keys=True))
+                    owners = owners_of[vantage].setdefault(key, [])
+                    if owner not in owners:
+                        owners.append(owner)
+                    reached_from.append(vantage)
+                if entry is not None and not reached_from:
+                    warnings.append(f'{host}: the listener on {_verdict.endpoint(record.get("address"), record.get("port"))} '
+                                    f'is reached from no vantage ({args["address_map_var"]} gives none of '
+                                    f'{", ".join(vantages) or "no vantage configured"} an address for it)')
+
+        if args['plan_only']:
+            # The first half for vantages named in the inventory: what each must probe. The role runs
+            # listener_probe there by delegation and calls again with the results (vantage_probes).
+            result.update(changed=False, plan={name: list(plan[f'inventory:{name}'].values())
+                                               for name in inventory_vantages})
+            if warnings:
+                result['warnings'] = [visible(warning) for warning in warnings]
+            return result
 
         probes = []
-        target_keys = list(targets)
-        target_list = [targets[key] for key in target_keys]
-        batches = []
-        if args['controller_probe'] and target_list:
-            batches.append(probe_many(target_list, dict(probe_options, vantage='controller')))
+        jobs = []
+        if args['controller_probe'] and plan['controller']:
+            jobs.append(('controller', lambda: probe_many(list(plan['controller'].values()),
+                                                          dict(probe_options, vantage='controller'))))
         for jump in jump_hosts:
-            batches.append(self._probe_through(jump, target_list, probe_options))
-        for batch in batches:
-            for key, probe in zip(target_keys, batch):
+            vantage = f"jump:{jump['name'] or jump['host']}"
+            if plan[vantage]:
+                jobs.append((vantage, functools.partial(self._probe_through, jump, list(plan[vantage].values()),
+                                                        probe_options)))
+        # The controller and every jump host probe at the same time; each keeps its own limits.
+        batches = []
+        if jobs:
+            with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+                futures = [(vantage, pool.submit(job)) for vantage, job in jobs]
+                batches = [(vantage, future.result()) for vantage, future in futures]
+        batches.extend(delegated_batches(inventory_vantages, args['vantage_probes'], plan, warnings))
+        for vantage, batch in batches:
+            for probe in batch:
                 # Evidence about the host it was made for, and no other (one copy per host sharing it).
-                probes.extend(dict(probe, host=owner) for owner in target_hosts[key])
+                # A target given as a name comes back once per address it resolved to.
+                for owner, mapped in owners_of[vantage].get(_probe_key(probe), []):
+                    copy = dict(probe, host=owner)
+                    mapped_from = json.loads(mapped)
+                    if mapped_from is not None:
+                        # Reached elsewhere (NAT, port forward, load balancer): judged as this listener.
+                        copy['mapped_from'] = mapped_from
+                    probes.append(copy)
 
         judge_options = {'expiring_days': args['expiring_days'],
                          'starttls_not_offered_severity': args['starttls_not_offered_severity'],
                          'severity': args['severity'], 'host_addresses': host_addresses}
-        meta = {'hosts': len(hosts), 'vantages': (['controller'] if args['controller_probe'] else [])
-                + [f"jump:{jump['name'] or jump['host']}" for jump in jump_hosts],
+        meta = {'hosts': len(hosts), 'vantages': vantages,
                 'check_mode': bool(self._task.check_mode)}
         if unassessed:
             meta['unassessed'] = sorted(unassessed)
@@ -214,9 +424,20 @@ class ActionModule(ActionBase):
                     required=bool(args['previous_report']))
         except (_changes.PreviousReportError, _merge.MergeError) as exc:
             raise AnsibleActionFail(str(exc))
+        dns_step = None
+        if args['dns_checks'] and args['dns_checks']['enabled']:
+            dns_options = dict(args['dns_checks'])
+            if not dns_options['state_file'] and args['report_dir']:
+                dns_options['state_file'] = f"{args['report_dir']}/{args['report_basename']}.mta-sts-state.json"
+            try:
+                dns_step = _dns_checks.DnsStep(dns_options, hosts, hostvars, host_results, host_addresses,
+                                               args['severity'])
+            except (_mail_dns.MailDnsError, ValueError) as exc:
+                raise AnsibleActionFail(f'dns_checks: {exc}')
         try:
             report = _reports.audit(host_results + listeners, probes, judge_options, args['waivers'],
-                                    args['fail_when'], meta, previous=previous, assessed_hosts=assessed)
+                                    args['fail_when'], meta, extra_findings=dns_step, previous=previous,
+                                    assessed_hosts=assessed)
         except (VerdictError, _policy.PolicyError, _reports.ReportError) as exc:
             raise AnsibleActionFail(str(exc))
         written = {}
@@ -230,10 +451,17 @@ class ActionModule(ActionBase):
             except (_reports.ReportError, _merge.MergeError) as exc:
                 raise AnsibleActionFail(str(exc))
 
+        if dns_step is not None and args['report_dir']:
+            # The DNS answers and the TLSA lines to publish, beside the reports (docs/dane-mta-sts.md).
+            path = f"{args['report_dir']}/{args['report_basename']}.dns.json"
+            _reports.atomic_write(path, json.dumps(dns_step.result(), indent=2, sort_keys=True, default=str) + '\n')
+            written['dns'] = path
         summary = report['summary']
         result.update(changed=False, summary=summary, findings=report['findings'], reports=written,
                       waivers_expired=report['waivers_expired'], probes=len(probes), changes=report['changes'])
         warnings.extend(f'policy: {problem}' for problem in policy_problems)
+        if dns_step is not None:
+            result['dns'] = dns_step.result()
         if warnings:
             result['warnings'] = [visible(warning) for warning in warnings]
         if args['partial']:
@@ -252,11 +480,38 @@ class ActionModule(ActionBase):
         return result
 
     @staticmethod
+    def _own_target(host, record, reachable_via, owned, from_host, local, warnings, addresses_var, announce=True):
+        """The target at the listener's own address (a wildcard at the host's inventory address), or
+        None when the controller must not or cannot probe it there."""
+        address = record.get('address')
+        if address in WILDCARDS:
+            address = reachable_via
+        elif from_host and _verdict.canonical_address(address) not in owned:
+            if _is_loopback(address) and local:
+                pass  # a local connection: the host is this machine, its loopback is its own
+            elif _is_loopback(address):
+                # Bound to the host's loopback: nothing but the host itself can reach it.
+                return None
+            else:
+                if announce:
+                    warnings.append(f'{host}: the listener on {_verdict.endpoint(address, record.get("port"))} '
+                                    'was not probed from the controller: the address is not one of the '
+                                    f'host\'s inventory addresses (ansible_host, {addresses_var})')
+                return None
+        try:
+            return parse_target({'address': address, 'port': record['port'], 'protocol': record.get('protocol'),
+                                 'sni': record.get('sni'), 'expected_names': record.get('expected_names')})
+        except TargetError as exc:
+            if announce:
+                warnings.append(f'{host}: a listener was not probed from the controller: {exc}')
+            return None
+
+    @staticmethod
     def _probe_through(jump: dict, targets: list, probe_options: dict) -> list:
         connect, through = jump_connector(jump, probe_options['timeout'])
         try:
             return probe_many(targets, dict(probe_options, vantage=f"jump:{jump['name'] or jump['host']}"),
-                              connect=connect)
+                              connect=connect, max_parallel=through.max_channels if through is not None else None)
         finally:
             if through is not None:
                 through.close()

@@ -97,4 +97,10 @@ options:
         handshake (CVE-2011-0411). Off by default because it sends one command more than a normal client.
     type: bool
     default: false
+  source_address:
+    description:
+      - Connect from this local IP address (an address of the machine the probe runs on), for a vantage
+        that a firewall or relay tells apart from others by its source address.
+      - Not used through a jump host (the jump host chooses its own source address).
+    type: str
 """

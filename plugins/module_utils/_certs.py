@@ -22,7 +22,7 @@ import shutil
 import stat
 import struct
 
-from ansible_collections.mailsec.starttls.plugins.module_utils import _command, _files, _x509
+from ansible_collections.mailsec.starttls.plugins.module_utils import _command, _files, _tlsa, _x509
 
 try:
     from cryptography.hazmat.primitives import serialization as _serialization
@@ -132,6 +132,7 @@ def _new_result(cert_path, key_path, reader_name) -> dict:
             'matches_certificate': None,
         },
         'chain': {'complete': None, 'error': None},
+        'tlsa': {'chain': [], 'key': _tlsa.spki_digests(None)},
         'usable': None,
         'problems': [],
         'unknown': [],
@@ -413,6 +414,9 @@ class StoreInspector:
             elif entries:
                 not_known('certificate-key-mismatch', f'{where}: the certificate does not parse')
         key['matches_certificate'] = matches
+        # What a DANE TLSA record can pin: the bound chain and the key (digests only).
+        result['tlsa'] = {'chain': _tlsa.chain_digests([entry[2] for entry in entries]),
+                          'key': _tlsa.spki_digests(key_block['spki'] if key_block else None)}
 
         # Usable: exists, readable by the reader, parses, key there and matching, in date.
         result['usable'] = _usable([
@@ -515,6 +519,12 @@ class StoreInspector:
         if spki is not None:
             facts['type'] = _x509.public_key_summary(spki)[0]
         return facts
+
+    def load_public_key(self, pem_text: str) -> tuple:
+        """(SubjectPublicKeyInfo DER, encrypted, error) of a PEM private key (for _tlsa.next_keys)."""
+        if _use_cryptography():
+            return _public_key_with_cryptography(pem_text)
+        return self._public_key_with_openssl(pem_text)
 
     def _public_key_with_openssl(self, pem_text: str) -> tuple:
         if self._openssl is None:

@@ -74,10 +74,11 @@ def tls_mode(protocol: str) -> str:
     return PROTOCOL_TLS_MODE[protocol]
 
 
-def new_probe(address: str, port: int, protocol: str, sni: str | None, vantage: str) -> dict:
-    """An empty probe record: every key present, nothing observed yet."""
+def new_probe(address: str, port: int, protocol: str, sni: str | None, vantage: str, name: str | None = None) -> dict:
+    """An empty probe record: every key present, nothing observed yet. `name` is the host name the
+    target was given as (its address is then one that the name resolved to), else None."""
     return {
-        'target': {'address': address, 'port': port, 'protocol': protocol, 'sni': sni},
+        'target': {'address': address, 'port': port, 'protocol': protocol, 'sni': sni, 'name': name},
         'vantage': vantage,
         'tls_mode': PROTOCOL_TLS_MODE[protocol],
         'connected': False,

@@ -32,6 +32,8 @@ SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 
 # Where a finding can come from: the host's configuration and files, the wire, or both.
 HOST, NETWORK, BOTH = 'host', 'network', 'both'
+# The domain's DNS promise (DANE, MTA-STS): judged by the opt-in DNS checks (plugin_utils/_dane.py).
+DNS = 'dns'
 STARTTLS, IMPLICIT = ('starttls',), ('implicit',)
 ANY_TLS = ('starttls', 'implicit')
 
@@ -107,6 +109,24 @@ RULES = {
     'judgement-error': {
         'severity': 'medium', 'modes': ANY_TLS, 'evidence': BOTH,
         'title': 'A record could not be judged'},
+    'tlsa-invalid': {
+        'severity': 'critical', 'modes': STARTTLS, 'evidence': DNS,
+        'title': 'The DANE TLSA records do not match the certificate served or bound'},
+    'dnssec-invalid': {
+        'severity': 'medium', 'modes': STARTTLS, 'evidence': DNS,
+        'title': 'The DNS answer behind DANE or MTA-STS is not DNSSEC-validated'},
+    'dane-next-key-unpublished': {
+        'severity': 'high', 'modes': STARTTLS, 'evidence': DNS,
+        'title': 'The key staged for the next renewal is not pinned by a TLSA record'},
+    'sts-policy-invalid': {
+        'severity': 'high', 'modes': STARTTLS, 'evidence': DNS,
+        'title': 'The MTA-STS policy is invalid or does not cover the MX hosts'},
+    'sts-webpki-invalid': {
+        'severity': 'high', 'modes': STARTTLS, 'evidence': DNS,
+        'title': 'The MTA-STS policy host does not present a valid certificate'},
+    'mta-sts-enforce-without-tls': {
+        'severity': 'critical', 'modes': STARTTLS, 'evidence': DNS,
+        'title': 'An MX under an enforced MTA-STS policy offers no usable TLS'},
 }
 RULE_IDS = tuple(RULES)
 
@@ -607,6 +627,11 @@ def probe_evidence(probe: dict) -> dict:
         'target': endpoint(target.get('address'), target.get('port')),
         'outcome': classify_probe(probe),
     }
+    if isinstance(target.get('name'), str):
+        evidence['name'] = clean_text(target['name'], 255)
+    mapped = probe.get('mapped_from')
+    if isinstance(mapped, dict):
+        evidence['reached_for'] = endpoint(clean_text(mapped.get('address'), 255), _as_port(mapped.get('port')))
     if probe.get('vantage_label'):
         evidence['vantage_label'] = clean_text(probe['vantage_label'], 255)
     if target.get('sni'):
@@ -922,6 +947,11 @@ def fix_for(rule: str, listener: dict, detail: dict | None = None) -> str:
                 'greylisting that refuses the prober), or remove the vantage point for it; then probe again.')
     if rule == 'judgement-error':
         return 'Report this with the listener and probe records attached; the other listeners were judged.'
+    if RULES.get(rule, {}).get('evidence') == DNS:
+        # The DNS checks (plugin_utils/_dane.py) write the specific fix; this is the general one.
+        return ('Make the DNS promise and the listener agree: publish TLSA records for the key served and the '
+                'next one, sign the zone, keep the MTA-STS policy in step with the MX records, and serve '
+                f'STARTTLS with a valid certificate ({reload_text} after a change). See docs/dane-mta-sts.md.')
     return ''
 
 
@@ -1052,7 +1082,16 @@ def join(listeners: list, probes: list, options: dict | None = None) -> list:
             continue
         target = probe.get('target') or {}
         port = _as_port(target.get('port'))
-        addresses = {canonical_address(target.get('address')), canonical_address(probe.get('peer_address'))}
+        # A target given as a name: every address it resolved to is evidence about the listener listed by
+        # that name (the probe says which address it came from).
+        addresses = {canonical_address(target.get('address')), canonical_address(probe.get('peer_address')),
+                     canonical_address(target.get('name'))}
+        mapped = probe.get('mapped_from')
+        if isinstance(mapped, dict) and probe.get('host') is not None:
+            # Reached at another address or port (NAT, port forward, load balancer: the address map):
+            # the listener is the one the host binds, for the host the controller probed it for.
+            port = _as_port(mapped.get('port'))
+            addresses = {canonical_address(mapped.get('address'))}
         addresses.discard(None)
         exact: list = []
         for address in sorted(addresses):
@@ -1649,7 +1688,7 @@ def applicable_rules(listener: dict) -> list:
     wire_mode = protocol_mode(listener)
     rules = []
     for rule, spec in RULES.items():
-        if rule == 'judgement-error':
+        if rule == 'judgement-error' or spec['evidence'] == DNS:
             continue
         if wire_mode not in spec['modes']:
             continue

@@ -26,7 +26,10 @@ description:
     addresses the inventory says it owns - C(ansible_host) (or the inventory name) and the addresses in the
     variable named by O(addresses_var) - plus, for the C(local) connection, loopback addresses. A listener
     the host reports on any other address is judged from the host's evidence alone and named in a warning.
-    Listeners listed in the inventory (O(listeners_var)) are probed as given.
+    Listeners listed in the inventory (O(listeners_var)) are probed as given, and where the address map
+    (O(address_map_var)) says each vantage reaches them.
+  - A target given as a name, and an C(ansible_host) that is a name, are resolved with the system resolver
+    on the controller; every address of the name is probed and the host owns them all.
   - A record that cannot be read (a list as C(port), a string as C(binding), an unknown C(protocol)) becomes
     one C(judgement-error) finding for its host; the other records and hosts are judged as usual.
   - Runs in check mode like in normal mode, because it changes nothing on any host; the reports are its output.
@@ -72,6 +75,20 @@ options:
         DNS; when C(ansible_host) is a name, list the IP addresses the listeners bind here.
     type: str
     default: starttls_addresses
+  address_map_var:
+    description:
+      - Name of the per-host inventory variable that maps the host's listeners to where each vantage reaches
+        them (NAT, a port forward, a load balancer, a proxy in front of the MTA); see C(docs/address-maps.md).
+      - A list of entries. C(listener) picks the listener as the host binds it (V(10.0.0.5:25), V(*:25) for
+        any address, or a dictionary with C(address), C(port) and C(service)); C(default) is where every
+        vantage reaches it (V(203.0.113.25:25), V(:2525) for another port of the same address, V(own) for
+        its own address and port, V(none) for no vantage); C(vantages) overrides that per vantage name
+        (V(controller), V(jump:NAME)).
+      - The probes of one listener from every vantage are judged together, as that listener, and their
+        evidence says which listener they were C(reached_for). A listener that no vantage can reach is named
+        in a warning. Inventory addresses are trusted; the host's own records never choose where to probe.
+    type: str
+    default: starttls_address_map
   controller_probe:
     description: Probe every listener from the controller (vantage V(controller)).
     type: bool
@@ -129,6 +146,83 @@ options:
     description: File name of the reports without the suffix.
     type: str
     default: starttls-report
+  dns_checks:
+    description:
+      - Opt-in. Read what the mail domains publish (MX, DANE TLSA, MTA-STS TXT and policy, TLS-RPT) through the
+        resolvers named here (or the controller's), and judge it against every listener of each MX, the certificate
+        and key bound on disk and the keys staged for renewal (C(next_keys) of M(mailsec.starttls.mta_tls_info)).
+        See docs/dane-mta-sts.md. Needs dnspython on the controller.
+      - With O(report_dir), the answers and the TLSA lines to publish are written to C(REPORT_BASENAME.dns.json).
+    type: dict
+    version_added: 0.1.0
+    suboptions:
+      enabled:
+        description: Run the checks (a way to keep the options and switch them off).
+        type: bool
+        default: true
+      domains:
+        description: Mail domains; their MX names are checked too.
+        type: list
+        elements: str
+        default: []
+      mx_names:
+        description:
+          - MX names whose TLSA records are checked besides those of O(dns_checks.domains). With neither, the hosts'
+            inventory names and C(ansible_host) values that are DNS names.
+        type: list
+        elements: str
+        default: []
+      resolvers:
+        description:
+          - Resolvers to ask (V(192.0.2.53), V(192.0.2.53:5353), V([2001:db8::53]:53)); nothing else is asked. Empty for
+            the controller's /etc/resolv.conf. A validating resolver gives the DNSSEC status (its AD bit).
+        type: list
+        elements: str
+        default: []
+      ca_file:
+        description: Trust anchors for the MTA-STS policy hosts' certificates instead of the system store.
+        type: path
+      port:
+        description: The SMTP port of the TLSA records (C(_PORT._tcp.MX)).
+        type: int
+        default: 25
+      https_port:
+        description: Port of the MTA-STS policy hosts (443 but in tests).
+        type: int
+        default: 443
+      timeout:
+        description: Seconds per DNS query and per policy fetch.
+        type: float
+        default: 5.0
+      state_file:
+        description:
+          - Where the MTA-STS policy digests and ids are kept between audits (a policy changed under the same id is
+            a finding). Default C(REPORT_DIR/REPORT_BASENAME.mta-sts-state.json) when O(report_dir) is set.
+        type: path
+  vantages:
+    description:
+      - Inventory hosts that probe as vantages of their own (vantage V(inventory:NAME)). With O(plan_only) the
+        module returns what each must probe (RV(plan)); the audit role then runs
+        M(mailsec.starttls.listener_probe) on each by delegation, all at once, and passes the registered
+        results back in O(vantage_probes).
+      - A vantage host named here with no result in O(vantage_probes) (unreachable, failed, timed out) costs
+        only its own probes and is named in a warning.
+    type: list
+    elements: str
+    default: []
+  vantage_probes:
+    description:
+      - The registered loop results of M(mailsec.starttls.listener_probe) delegated to the hosts in O(vantages)
+        (and of their C(async_status)); each result's C(item) is the vantage's inventory name.
+      - Probes are bound to the vantage that returned them (its label is overwritten) and only probes of
+        targets it was given are kept.
+    type: list
+    elements: raw
+    default: []
+  plan_only:
+    description: Only work out what each host in O(vantages) must probe and return it in RV(plan); no probe, no judgement.
+    type: bool
+    default: false
   previous_report:
     description:
       - The report (JSON) to compare this run with; every finding then says whether it is new or persisting and
@@ -170,9 +264,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+plan:
+  description: With O(plan_only), per host in O(vantages), the targets it must probe (the target dictionaries of listener_probe).
+  returned: when O(plan_only) is true
+  type: dict
+  sample: {"outside-probe": [{"address": "203.0.113.25", "port": 25, "protocol": "smtp", "sni": null, "expected_names": []}]}
 summary:
   description: The report summary (see docs/reports.md).
-  returned: always
+  returned: unless O(plan_only) is true
   type: dict
   sample: {hosts: 1, listeners: 4, probes: 8, findings: 2, by_severity: {critical: 1, high: 0, medium: 1, low: 0, info: 0},
            unwaived: 2, waived: 0, failed: true, fail_reason: "1 unwaived critical finding"}
@@ -194,15 +293,24 @@ findings:
       waived: false
 reports:
   description: Paths of the reports written, by format.
-  returned: always
+  returned: unless O(plan_only) is true
   type: dict
   sample: {json: /srv/audit/starttls-report.json, html: /srv/audit/starttls-report.html}
 waivers_expired:
   description: Waivers whose date has passed; they no longer apply.
-  returned: always
+  returned: unless O(plan_only) is true
   type: list
   elements: dict
   sample: []
+dns:
+  description:
+    - With O(dns_checks); the resolvers asked, each domain's answers and fetched policy (without its body), each MX's
+      TLSA answer and listeners, the MTA-STS state, C(tlsa_publish) (zone lines for the current and next keys) and
+      C(asked) (every question put to a resolver).
+  returned: when O(dns_checks) is set and enabled
+  type: dict
+  sample: {resolvers: ["192.0.2.53:53"], queries: 14, tlsa_publish: ["; mx1: key bound on disk",
+           "_25._tcp.mx1.example.org. IN TLSA 3 1 1 8C1F3E9A6B0D4E2F7A5C3B1D9E8F7A6B5C4D3E2F1A0B9C8D7E6F5A4B3C2D1E0F"]}
 changes:
   description: What changed since the previous report (see docs/reports.md); counts are null without one.
   returned: always
@@ -211,7 +319,7 @@ changes:
            new: 1, resolved: 2, persisting: 1, not_assessed: 0}
 probes:
   description: How many probes were made from the controller and the jump hosts.
-  returned: always
+  returned: unless O(plan_only) is true
   type: int
   sample: 8
 """

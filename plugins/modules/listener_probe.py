@@ -21,7 +21,11 @@ description:
     with the stage it happened in; the module fails only for arguments it cannot use.
   - Runs with the Python standard library alone; uses C(cryptography) for chain verification when it is
     present, else the C(openssl) command.
-  - Resolves no names unless a target is given as a name.
+  - A target given as a host name is resolved with the system resolver (C(getaddrinfo); the hosts file,
+    then DNS as C(nsswitch.conf) says) and every address it has is probed as a listener of its own, in the
+    resolver's order; each result names the address in C(target.address) of RV(probes) and the name in
+    C(target.name). Through O(jump_host) the jump host resolves the name. IP literals are never
+    looked up, forward or reverse.
 author:
   - mailsec.starttls contributors (@mailsec)
 extends_documentation_fragment:
@@ -36,7 +40,7 @@ attributes:
 options:
   targets:
     description:
-      - Listeners to probe, in the order the results come back.
+      - Listeners to probe, in the order the results come back (a name gives one result per address).
       - Either a string V(address:port/protocol) (IPv6 in brackets, V([::1]:25/smtp); the port or the
         protocol may be left out when the other implies it) or a dictionary with the keys below.
       - A dictionary has the keys C(address) (required), C(port), C(protocol), C(sni) and C(expected_names).
@@ -79,6 +83,14 @@ options:
       known_hosts_file:
         description: Known hosts file to trust in addition to the user's.
         type: path
+      max_channels:
+        description:
+          - Channels open at once over the one SSH connection; probes beyond it wait for a free channel.
+          - The default follows OpenSSH's C(MaxSessions) default. OpenSSH counts only sessions against
+            C(MaxSessions), not forwarded channels, but other SSH servers and bastions cap channels per
+            connection; raise it where the jump host allows more.
+        type: int
+        default: 10
       host_key_checking:
         description:
           - Refuse a jump host whose key is not known. Setting it to V(false) accepts any key, which lets
@@ -133,9 +145,11 @@ probes:
   elements: dict
   contains:
     target:
-      description: The listener as probed.
+      description:
+        - The listener as probed. C(address) is the address connected to; C(name) is the host name the target
+          was given as (one probe per address the name resolved to), null for an IP literal.
       type: dict
-      sample: {"address": "127.0.60.1", "port": 25, "protocol": "smtp", "sni": null}
+      sample: {"address": "127.0.60.1", "port": 25, "protocol": "smtp", "sni": null, "name": null}
     vantage:
       description: Where the probe came from.
       type: str
@@ -280,6 +294,7 @@ def main() -> None:
             'vantage': {'type': 'str'},
             'try_starttls_when_not_advertised': {'type': 'bool', 'default': False},
             'test_command_injection': {'type': 'bool', 'default': False},
+            'source_address': {'type': 'str'},
             'jump_host': {'type': 'dict', 'options': JUMP_HOST_ARGUMENT_SPEC},
         },
         supports_check_mode=True,
@@ -301,7 +316,8 @@ def main() -> None:
         connect, jump = jump_connector(jump_spec, checked['timeout'])
         options['vantage'] = options['vantage'] or f"jump:{jump_spec['host']}"
     try:
-        probes = probe_many(targets, options, connect=connect)
+        probes = probe_many(targets, options, connect=connect,
+                            max_parallel=jump.max_channels if jump is not None else None)
     except TargetError as exc:
         module.fail_json(msg=str(exc))
     finally:

@@ -106,6 +106,22 @@ options:
         C(deadline), C(concurrency), C(ehlo_name)). The vantage is always V(host).
     type: dict
     default: {}
+  next_keys:
+    description:
+      - Private key files (paths or glob patterns) staged for the next certificate renewal. Their public key digests
+        are returned in RV(next_keys), so that the audit can tell whether the DANE TLSA records already pin them
+        (finding C(dane-next-key-unpublished)). The keys themselves never leave the host.
+    type: list
+    elements: str
+    default: []
+    version_added: 0.1.0
+  next_key_layouts:
+    description:
+      - Also find the next key of every bound certificate kept by certbot (C(live/NAME), C(archive/NAME),
+        C(renewal/NAME.conf) with C(reuse_key)) or acme.sh (C(DOMAIN.conf) with C(Le_ForceNewDomainKey)).
+    type: bool
+    default: false
+    version_added: 0.1.0
 seealso:
   - module: mailsec.starttls.listener_probe
 """
@@ -224,6 +240,17 @@ privileged:
   returned: always
   type: bool
   sample: true
+next_keys:
+  description:
+    - Keys staged for the next renewal (O(next_keys), O(next_key_layouts)) as SHA-256 and SHA-512 digests of their
+      public keys; an entry with C(unknown_next_key) is a lineage whose next renewal makes a key that exists nowhere yet.
+  returned: when O(next_keys) or O(next_key_layouts) is set
+  type: list
+  elements: dict
+  sample:
+    - {path: /etc/letsencrypt/archive/mx1.example.org/privkey3.pem, source: certbot, lineage: mx1.example.org,
+       for_certificate: /etc/letsencrypt/live/mx1.example.org/fullchain.pem, reuse_key: null, error: null,
+       spki_sha256: 8c1f3e9a6b0d4e2f7a5c3b1d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f, spki_sha512: null}
 cost:
   description: CPU and wall seconds the inspection took on the host (probes included).
   returned: always
@@ -235,6 +262,7 @@ import socket
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.mailsec.starttls.plugins.module_utils import _tlsa
 from ansible_collections.mailsec.starttls.plugins.module_utils._certs import StoreInspector
 from ansible_collections.mailsec.starttls.plugins.module_utils._host import gather_host
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine import (
@@ -286,6 +314,8 @@ def main() -> None:
             'ca_path': {'type': 'path'},
             'probe': {'type': 'bool', 'default': True},
             'probe_options': {'type': 'dict', 'default': {}},
+            'next_keys': {'type': 'list', 'elements': 'str', 'default': [], 'no_log': False},
+            'next_key_layouts': {'type': 'bool', 'default': False},
         },
         supports_check_mode=True,
     )
@@ -315,6 +345,11 @@ def main() -> None:
     for warning in gathered['warnings']:
         place = ' '.join(part for part in (warning.get('mta'), warning.get('where')) if part)
         module.warn(f'{place}: {warning["message"]}' if place else warning['message'])
+    extra = {}
+    if params['next_keys'] or params['next_key_layouts']:
+        extra['next_keys'] = _tlsa.next_keys(
+            [(listener.get('binding') or {}).get('certificate') for listener in gathered['listeners']],
+            params['next_keys'], inspector.load_public_key, layouts=params['next_key_layouts'])
     module.exit_json(
         changed=False,
         mtas=gathered['mtas'],
@@ -324,6 +359,7 @@ def main() -> None:
         not_visible=gathered['not_visible'],
         privileged=gathered['privileged'],
         cost=gathered['cost'],
+        **extra
     )
 
 

@@ -344,16 +344,21 @@ def collect_inputs(listeners, probes, judge_options: dict | None = None) -> tupl
 
 
 def audit(listeners: list, probes: list, judge_options: dict | None = None, waivers=None, fail_when=None,
-          meta: dict | None = None, today=None, previous: dict | None = None, assessed_hosts=None) -> dict:
+          meta: dict | None = None, today=None, extra_findings=None, previous: dict | None = None,
+          assessed_hosts=None) -> dict:
     """The whole controller-side pipeline: judge, waive, report. Policy errors raise PolicyError
     before anything is judged; bad judge options raise _verdict.VerdictError.
 
-    `listeners` and `probes` may be records or whole module results (see collect_inputs)."""
+    `listeners` and `probes` may be records or whole module results (see collect_inputs).
+    `extra_findings(listeners, probes, findings)` returns the findings with more judgement added
+    (the opt-in DNS checks, plugin_utils/_dane.py)."""
     # Syntax errors stop here; expressions beyond the evaluator's limits are judged to fail the run
     # in the report itself, so that the reports are written and name them.
     _policy.check_policy(waivers, fail_when, tolerate_limits=True)
     listeners, probes, judge_options = collect_inputs(listeners, probes, judge_options)
     findings = _verdict.judge(listeners, probes, judge_options)
+    if extra_findings is not None:
+        findings = extra_findings(listeners, probes, findings)
     if today is None and judge_options and judge_options.get('now') is not None:
         today = _verdict.parse_time(judge_options['now'])
     policy = _policy.apply_waivers(findings, waivers, today)

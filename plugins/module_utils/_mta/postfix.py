@@ -550,7 +550,11 @@ class PostfixAdapter(MtaAdapter):
         self._starttls(ctx, record, resolver, wrapper, wrapper_where)
         record['binding'] = binding_for(ctx, resolver, instance['instance'])
         switched_off = [name for name in TLS_SWITCHES if name in tls_service['overrides']]
-        if (record['tls_mode'] == 'none' and not wrapper and switched_off
+        # A service that names a certificate of its own and switches TLS off holds that certificate
+        # unused (starttls-not-offered); one that only inherits main.cf's holds none.
+        own_certificate = [name for name in ('smtpd_tls_cert_file', 'smtpd_tls_eccert_file', 'smtpd_tls_dcert_file',
+                                             'smtpd_tls_chain_files') if name in tls_service['overrides']]
+        if (record['tls_mode'] == 'none' and not wrapper and switched_off and not own_certificate
                 and 'smtpd_discard_ehlo' not in str(record['offers_starttls_reason'])
                 and tls_on(Resolver(main, tool_values, None, directory))):
             # TLS off for this service alone (a content-filter re-injection port, say): smtpd loads no

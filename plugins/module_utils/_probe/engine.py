@@ -33,7 +33,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.wire impor
     TlsLayer,
     observing_context,
 )
-from ansible_collections.mailsec.starttls.plugins.module_utils import _x509
+from ansible_collections.mailsec.starttls.plugins.module_utils import _tlsa, _x509
 from ansible_collections.mailsec.starttls.plugins.module_utils._text import visible_deep
 
 DEFAULT_OPTIONS = {
@@ -49,6 +49,7 @@ DEFAULT_OPTIONS = {
     'vantage': None,
     'try_starttls_when_not_advertised': False,
     'test_command_injection': False,
+    'source_address': None,
 }
 
 # How long to wait, after the handshake, for a reply to the command we pipelined behind STARTTLS.
@@ -84,6 +85,8 @@ def normalise_options(options: dict | None) -> dict:
         merged[key] = validate.flag(merged[key], key)
     for key in ('ca_file', 'ca_path', 'vantage'):
         merged[key] = validate.text(merged[key], key)
+    if merged['source_address'] is not None and not validate.is_ip(merged['source_address']):
+        raise TargetError(f'source_address must be an IP address of this machine, not {merged["source_address"]!r}')
     if not merged['vantage']:
         merged['vantage'] = socket.gethostname()
     return merged
@@ -215,6 +218,8 @@ class CertificateDescriber:
         record = _x509.describe_der(chain[0], expected_names=expected_names or None)
         verified, verify_error = _x509.verify_chain(chain, ca_file=self.ca_file, ca_path=self.ca_path)
         record.update({'chain_length': len(chain), 'verified': verified, 'verify_error': verify_error})
+        # What a DANE TLSA record can pin, for every certificate served (docs/dane-mta-sts.md).
+        record['tlsa_chain'] = _tlsa.chain_digests(chain)
         with self.lock:
             self.cache[key] = record
         return dict(record)
@@ -234,7 +239,7 @@ class TargetProbe:
         self.describer = describer
         self.connect = connect
         self.record = new_probe(target['address'], target['port'], target['protocol'], target['sni'],
-                                options['vantage'])
+                                options['vantage'], target.get('name'))
         self.stage = 'connect'
         self.deadline = Deadline(options['deadline'])
         self.transport = None
@@ -284,6 +289,8 @@ class TargetProbe:
     def _dialog(self) -> None:
         target, record = self.target, self.record
         until = self.phase('connect')
+        if target.get('resolve_error'):
+            raise ProbeError(target['resolve_error'])
         self.transport = self._timed('connect', self.connect, target['address'], target['port'], until)
         record['connected'] = True
         record['peer_address'] = self.transport.peer()
@@ -347,6 +354,12 @@ class TargetProbe:
             self.flag('response_injection')
             record['pre_tls_surplus'] = surplus[:200].decode('ascii', 'replace')
         tls = self._handshake()
+        if tls.pre_tls_plaintext:
+            # Plaintext lines between the positive reply and the server's first TLS record: the same
+            # injection, arrived after the reader had looked (the handshake went on without them).
+            self.flag('response_injection')
+            late = tls.pre_tls_plaintext.decode('ascii', 'replace')
+            record['pre_tls_surplus'] = ((record['pre_tls_surplus'] or '') + late)[:200]
         dialog.use(tls)
         if self.options['test_command_injection']:
             self._check_injection(tls)
@@ -377,7 +390,8 @@ class TargetProbe:
         target, record = self.target, self.record
         until = self.phase('handshake')
         sni = target['sni'] if target['sni'] and not is_ip(target['sni']) else None
-        tls = TlsLayer(self.transport, self.context, sni)
+        # After STARTTLS, plaintext lines before the first TLS record are surplus (response injection).
+        tls = TlsLayer(self.transport, self.context, sni, hold_plaintext=record['tls_mode'] == 'starttls')
         record['tls'] = {'established': False, 'version': None, 'cipher': None, 'error': None,
                          'sni': sni}
         start = time.monotonic()
@@ -442,13 +456,62 @@ def _interleave(indexes_by_host: dict) -> list:
     return order
 
 
-def probe_many(targets: list, options: dict | None = None, connect=None) -> list:
+def _resolver_addresses(name: str, port: int) -> list:
+    """Every address the system resolver (getaddrinfo: /etc/hosts, then DNS as nsswitch.conf says)
+    gives for `name`, in the resolver's order, each once."""
+    addresses = []
+    for _family, _type, _proto, _canon, sockaddr in socket.getaddrinfo(name, port, 0, socket.SOCK_STREAM):
+        address = sockaddr[0]
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
+
+
+def resolve_targets(parsed: list, resolver=None) -> list:
+    """The targets with every name replaced by one target per address it resolves to (an MX name with
+    several A/AAAA records is several listeners); each keeps the name in `name`. IP literals are never
+    looked up. A name that does not resolve stays one target that fails in stage connect."""
+    resolver = resolver or _resolver_addresses
+    expanded = []
+    for target in parsed:
+        address = target['address']
+        if is_ip(address.split('%', 1)[0]):
+            expanded.append(dict(target, name=None))
+            continue
+        try:
+            addresses = resolver(address, target['port'])
+        except (socket.gaierror, UnicodeError, OSError) as exc:
+            message = getattr(exc, 'strerror', None) or str(exc)
+            expanded.append(dict(target, name=address, resolve_error=f'cannot resolve {address}: {message}'))
+            continue
+        if not addresses:
+            expanded.append(dict(target, name=address, resolve_error=f'cannot resolve {address}: no address'))
+        for resolved in addresses:
+            expanded.append(dict(target, address=resolved, name=address))
+    return expanded
+
+
+def probe_many(targets: list, options: dict | None = None, connect=None, max_parallel: int | None = None) -> list:
     """Probe every target; results come back in the order of `targets`.
 
+    A target given as a name is resolved here with the system resolver when the probe connects from
+    this machine (`connect` left out), and gives one result per address, in the resolver's order, each
+    with `target.name` set. Through a jump host (`connect` given), the jump host resolves the name
+    and there is one result. `max_parallel` caps the probes in flight (a jump host's channel limit).
     Raises TargetError only for arguments that cannot be probed as given.
     """
     options = normalise_options(options)
     parsed = parse_targets(targets)
+    if connect is None:
+        parsed = resolve_targets(parsed)
+    else:
+        parsed = [dict(target, name=None if is_ip(target['address'].split('%', 1)[0]) else target['address'])
+                  for target in parsed]
+    if connect is None and options['source_address']:
+        source = options['source_address']
+
+        def connect(address, port, until):
+            return TcpTransport.connect(address, port, until, source=source)
     connect = connect or TcpTransport.connect
     context = observing_context()
     describer = CertificateDescriber(options['ca_file'], options['ca_path'])
@@ -472,7 +535,9 @@ def probe_many(targets: list, options: dict | None = None, connect=None) -> list
                     first['flags'].append('inconsistent')
         results[index] = first
 
-    workers = max(1, min(options['concurrency'], len(parsed)))
+    # Through a jump host, never more probes at once than it has channels (its MaxSessions): a probe
+    # waiting for a channel would spend its own deadline waiting.
+    workers = max(1, min(options['concurrency'], len(parsed), max_parallel or options['concurrency']))
     order = _interleave(by_host)
     if workers == 1:
         for index in order:

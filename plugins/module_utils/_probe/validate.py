@@ -208,6 +208,8 @@ def jump_host(spec: dict, what: str = 'jump_host') -> dict:
     checked['host'] = address(spec.get('host'), f'{what}.host')
     checked['port'] = port(22 if spec.get('port') is None else spec.get('port'), f'{what}.port')
     checked['user'] = text(spec.get('user'), f'{what}.user', 255)
+    checked['max_channels'] = whole_number(10 if spec.get('max_channels') is None else spec.get('max_channels'),
+                                           f'{what}.max_channels', 1, 1024)
     if spec.get('password') is not None:
         if not isinstance(spec['password'], str):
             raise OptionError(f'{what}.password must be a string')

@@ -19,6 +19,15 @@ RECV_SIZE = 16384
 # A certificate chain larger than this is hostile or broken; stop reading (research: huge chains).
 MAX_HANDSHAKE_BYTES = 256 * 1024
 PLAINTEXT_SAMPLE = 200
+# Plaintext lines a server sends after a positive STARTTLS reply and before its first TLS record are
+# held back from the TLS library, up to this much (beyond it, the bytes go to TLS and fail there).
+MAX_PRE_TLS_PLAINTEXT = 4096
+# How long held-back plaintext waits for a TLS record before it goes to TLS (and fails the handshake
+# there): a server that follows injected lines with its ServerHello sends both as it processes our
+# ClientHello; one that never starts TLS (answers the ClientHello with 500 lines) need not cost a timeout.
+PLAINTEXT_GRACE = 2.0
+# First bytes of TLS records: change_cipher_spec, alert, handshake, application_data (RFC 8446 5.1).
+TLS_RECORD_TYPES = (0x14, 0x15, 0x16, 0x17)
 
 
 class ProbeError(Exception):
@@ -64,7 +73,8 @@ class TcpTransport:
         self.sock = sock
 
     @classmethod
-    def connect(cls, address: str, port: int, until: float, resolve: bool = False) -> 'TcpTransport':
+    def connect(cls, address: str, port: int, until: float, resolve: bool = False,
+                source: str | None = None) -> 'TcpTransport':
         flags = 0 if resolve else socket.AI_NUMERICHOST
         try:
             infos = socket.getaddrinfo(address, port, 0, socket.SOCK_STREAM, 0, flags)
@@ -72,8 +82,15 @@ class TcpTransport:
             raise ProbeError(f'cannot resolve {address}: {exc.strerror}')
         last = None
         for family, socktype, proto, _name, sockaddr in infos:
+            if source and (':' in source) != (family == socket.AF_INET6):
+                last = ProbeError(f'source address {source} cannot reach {sockaddr[0]} (other address family)')
+                continue
             sock = socket.socket(family, socktype, proto)
             try:
+                if source:
+                    # A vantage with an address of its own (a firewall rule or a relay that tells
+                    # clients apart by source address).
+                    sock.bind((source, 0))
                 sock.settimeout(remaining(until))
                 sock.connect(sockaddr)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -140,9 +157,10 @@ class TcpTransport:
 class ChannelTransport:
     """A paramiko direct-tcpip channel through a jump host (the jump host needs no Python)."""
 
-    def __init__(self, channel, peer: str | None = None):
+    def __init__(self, channel, peer: str | None = None, on_close=None):
         self.channel = channel
         self._peer = peer
+        self._on_close = on_close
 
     def peer(self) -> str | None:
         return self._peer
@@ -178,12 +196,16 @@ class ChannelTransport:
             self.channel.close()
         except Exception:  # paramiko raises various errors on an already broken channel
             pass
+        if self._on_close is not None:
+            # Once: the jump host's channel count goes down when the probe is done with it.
+            on_close, self._on_close = self._on_close, None
+            on_close()
 
 
 class TlsLayer:
     """A TLS client over a raw transport; it looks like a transport to the dialogs above it."""
 
-    def __init__(self, raw, context: ssl.SSLContext, server_hostname: str | None):
+    def __init__(self, raw, context: ssl.SSLContext, server_hostname: str | None, hold_plaintext: bool = False):
         self.raw = raw
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
@@ -193,6 +215,12 @@ class TlsLayer:
         self.first_bytes = b''
         self.established = False
         self.peer_closed = False
+        # Bytes not yet known to be TLS, and the plaintext lines taken out before the first record:
+        # the same response injection as bytes queued behind the STARTTLS reply, only later on the wire,
+        # so that whether it is seen does not depend on when it arrives.
+        self.pending = b''
+        self.records_started = not hold_plaintext
+        self.pre_tls_plaintext = b''
 
     def _flush(self, until: float) -> None:
         pending = self.outgoing.read()
@@ -200,8 +228,23 @@ class TlsLayer:
             self.raw.send(pending, until)
 
     def _feed(self, until: float) -> None:
-        data = self.raw.recv(until)
+        if self.records_started or not (self.pending or self.pre_tls_plaintext):
+            data = self.raw.recv(until)
+        else:
+            try:
+                data = self.raw.recv(min(until, time.monotonic() + PLAINTEXT_GRACE))
+            except ProbeTimeout:
+                if time.monotonic() >= until:
+                    raise
+                # Plaintext and no TLS after it: let the TLS library see it and fail the handshake.
+                self._start_records(with_lines=True)
+                return
         if not data:
+            if not self.records_started:
+                # Closed without a TLS record: plaintext only (Dovecot's BYE); the handshake fails on EOF.
+                self.records_started = True
+                self.incoming.write(self.pending)
+                self.pending = b''
             self.incoming.write_eof()
             self.peer_closed = True
             return
@@ -210,7 +253,33 @@ class TlsLayer:
         self.received += len(data)
         if self.received > MAX_HANDSHAKE_BYTES and not self.established:
             raise ProbeError(f'handshake exceeded {MAX_HANDSHAKE_BYTES} bytes', 'malformed_reply')
-        self.incoming.write(data)
+        if self.records_started:
+            self.incoming.write(data)
+            return
+        self.pending += data
+        while self.pending:
+            if self.pending[0] in TLS_RECORD_TYPES:
+                self._start_records()
+                return
+            end = self.pending.find(b'\n')
+            if end < 0:
+                if len(self.pending) > MAX_PRE_TLS_PLAINTEXT:
+                    self._start_records()
+                return
+            self.pre_tls_plaintext += self.pending[:end + 1]
+            self.pending = self.pending[end + 1:]
+            if len(self.pre_tls_plaintext) > MAX_PRE_TLS_PLAINTEXT:
+                self._start_records()
+                return
+
+    def _start_records(self, with_lines: bool = False) -> None:
+        self.records_started = True
+        if with_lines:
+            # Not injection before TLS after all, only plaintext: the handshake is to fail on it.
+            self.pending = self.pre_tls_plaintext + self.pending
+            self.pre_tls_plaintext = b''
+        self.incoming.write(self.pending)
+        self.pending = b''
 
     def handshake(self, until: float) -> None:
         while True:

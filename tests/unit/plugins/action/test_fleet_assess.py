@@ -37,7 +37,7 @@ def probed(monkeypatch):
     """probe_many replaced: every target 'answers' STARTTLS with 454 (the KB Q237327 case)."""
     calls = []
 
-    def fake_probe_many(targets, options=None, connect=None):
+    def fake_probe_many(targets, options=None, connect=None, max_parallel=None):
         calls.append([dict(target) for target in targets])
         results = []
         for target in targets:
@@ -192,3 +192,126 @@ def test_the_console_result_carries_no_raw_terminal_or_bidi_control(probed):
     for raw in ('\x1b', '\u009b', '\x7f', '\u202e'):
         assert raw not in text
     assert '\\u202e' in result['msg'] or any('\\u202e' in warning for warning in result['warnings'])
+
+
+def test_a_host_reached_by_name_owns_the_addresses_of_that_name(probed, tmp_path):
+    # ansible_host is a name (localhost: every hosts file answers it, no DNS query): the listener bound
+    # to an address of that name is the host's own and probed; the wildcard is probed at the name.
+    hostvars = {'mx-by-name': {'ansible_host': 'localhost',
+                               'starttls_host': evidence(good_listener('mx-by-name', '127.0.0.1', 25),
+                                                         good_listener('mx-by-name', '0.0.0.0', 587, 'submission'))}}
+    result = run_action({'report_dir': str(tmp_path), 'fail': False}, hostvars)
+    probed_targets = {(target['address'], target['port']) for batch in probed for target in batch}
+    assert probed_targets == {('127.0.0.1', 25), ('localhost', 587)}
+    assert not any('not probed' in warning for warning in result.get('warnings', []))
+
+
+def test_probes_of_a_name_come_back_per_address_and_are_bound_to_their_host(monkeypatch, tmp_path):
+    def per_address(targets, options=None, connect=None, max_parallel=None):
+        results = []
+        for target in targets:
+            for address in ('127.0.0.1', '127.0.91.2'):
+                record = new_probe(address, target['port'], target['protocol'], None, options['vantage'],
+                                   target['address'])
+                record.update({'connected': True, 'capabilities': [], 'starttls_advertised': False,
+                               'greeting': {'code': '220', 'lines': ['mx ESMTP']}})
+                results.append(record)
+        return results
+
+    monkeypatch.setattr(fleet_assess, 'probe_many', per_address)
+    hostvars = {'partner': {'starttls_host_inspection': False, 'starttls_listeners': ['mx.partner.test:25/smtp']}}
+    result = run_action({'report_dir': str(tmp_path), 'fail': False}, hostvars)
+    assert result['probes'] == 2
+    report = json.loads((tmp_path / 'starttls-report.json').read_text())
+    not_offered = [finding for finding in report['findings'] if finding['id'] == 'starttls-not-offered']
+    assert not_offered and all(finding['host'] == 'partner' for finding in not_offered)
+
+
+def test_address_map_sends_each_vantage_where_its_clients_reach_the_listener(probed, tmp_path, monkeypatch):
+    connects = []
+
+    def no_jump(spec, timeout):
+        connects.append(spec['host'])
+        return (lambda *args: None), None
+
+    monkeypatch.setattr(fleet_assess, 'jump_connector', no_jump)
+    hostvars = {'mx-nat': {
+        'ansible_host': '10.0.0.5',
+        'starttls_host': evidence(good_listener('mx-nat', '10.0.0.5', 25), good_listener('mx-nat', '0.0.0.0', 587, 'submission'),
+                                  good_listener('mx-nat', '10.0.0.5', 143, 'imap')),
+        'starttls_address_map': [
+            {'listener': '10.0.0.5:25', 'default': '203.0.113.25:25', 'vantages': {'jump:inside': 'own'}},
+            {'listener': '*:587', 'default': ':2587'},
+            {'listener': {'port': 143}, 'default': 'none'},
+        ]}}
+    result = run_action({'report_dir': str(tmp_path), 'fail': False,
+                         'jump_hosts': [{'host': '192.0.2.99', 'name': 'inside'}]}, hostvars)
+    # The controller and the jump host probe concurrently: the batches may come in either order.
+    assert {frozenset((t['address'], t['port']) for t in batch) for batch in probed} == {
+        frozenset({('203.0.113.25', 25), ('10.0.0.5', 2587)}), frozenset({('10.0.0.5', 25), ('10.0.0.5', 2587)})}
+    assert any('10.0.0.5:143 is reached from no vantage' in warning for warning in result['warnings'])
+    report = json.loads((tmp_path / 'starttls-report.json').read_text())
+    by_listener = {(item['address'], item['port']): item for item in report['listeners'] if item['host'] == 'mx-nat'}
+    # Probes at 203.0.113.25:25 and :2587 are judged as the listeners the host binds, from both vantages.
+    assert {(p['vantage'], p['target']) for p in by_listener[('10.0.0.5', 25)]['probes']} == {
+        ('controller', '203.0.113.25:25'), ('jump:inside', '10.0.0.5:25')}
+    assert {(p['vantage'], p['target']) for p in by_listener[('0.0.0.0', 587)]['probes']} == {
+        ('controller', '10.0.0.5:2587'), ('jump:inside', '10.0.0.5:2587')}
+    assert not [item for item in report['listeners'] if item['host'] == 'mx-nat' and item['port'] in (2587,)]
+    kb = [f for f in report['findings'] if f['id'] == 'starttls-advertised-without-certificate'
+          and f['listener']['port'] == 25]
+    # One finding per fault: the host's and the mapped vantages' sightings of it.
+    seen = [evidence for f in kb for evidence in [f['evidence']] + [sighting['evidence'] for sighting in f['sightings'][1:]]]
+    assert len(kb) == 1 and {evidence['probe'].get('reached_for') for evidence in seen} == {'10.0.0.5:25', None}
+
+
+@pytest.mark.parametrize('address_map, message', [
+    ({'listener': '10.0.0.5:25'}, 'must be a list'),
+    ([{'default': '203.0.113.25:25'}], 'with a listener key'),
+    ([{'listener': '10.0.0.5:25', 'reach': 'x'}], 'unknown key'),
+    ([{'listener': '10.0.0.5:25', 'default': '203.0.113.25:99999'}], 'out of range'),
+    ([{'listener': '10.0.0.5:25', 'default': 'bad\nname:25'}], 'control character'),
+    ([{'listener': '10.0.0.5:25', 'vantages': ['controller']}], 'vantages must map'),
+])
+def test_an_unusable_address_map_fails_before_any_probe_naming_the_host(probed, address_map, message):
+    hostvars = {'mx': {'ansible_host': '10.0.0.5', 'starttls_host': evidence(good_listener('mx', '10.0.0.5')),
+                       'starttls_address_map': address_map}}
+    with pytest.raises(AnsibleActionFail, match=message) as failure:
+        run_action({}, hostvars)
+    assert 'mx' in str(failure.value)
+    assert probed == []
+
+
+def test_delegated_vantages_are_planned_then_bound_to_their_name(probed, tmp_path):
+    hostvars = {'mx': {'ansible_host': '192.0.2.10', 'starttls_host': evidence(good_listener('mx', '192.0.2.10')),
+                       'starttls_address_map': [{'listener': '192.0.2.10:25', 'default': '203.0.113.25:25'}]},
+                'outside': {}, 'partner': {}, 'gone': {}}
+    args = {'hosts': ['mx'], 'vantages': ['outside', 'partner', 'gone'], 'controller_probe': False}
+    planned = run_action(dict(args, plan_only=True), hostvars)
+    assert probed == []
+    assert {name: [(t['address'], t['port']) for t in targets] for name, targets in planned['plan'].items()} == {
+        'outside': [('203.0.113.25', 25)], 'partner': [('203.0.113.25', 25)], 'gone': [('203.0.113.25', 25)]}
+
+    def answer(name, address, port, label):
+        record = new_probe(address, port, 'smtp', None, label)
+        record.update({'connected': True, 'greeting': {'code': '220', 'lines': ['mx ESMTP']},
+                       'capabilities': [], 'starttls_advertised': False})
+        return {'item': name, 'probes': [record]}
+
+    delegated = [
+        # The launch of an async job has no probes; its async_status result carries the item it polled.
+        {'item': 'outside', 'ansible_job_id': 'j1', 'started': 1},
+        {'item': {'item': 'outside', 'ansible_job_id': 'j1'}, 'probes': answer('outside', '203.0.113.25', 25, 'x')['probes']},
+        # A vantage that says it is someone else, and probes of a target it was not given: bound and dropped.
+        answer('partner', '203.0.113.25', 25, 'controller'),
+        {'item': 'partner', 'probes': answer('partner', '198.51.100.1', 25, 'x')['probes']},
+        {'item': 'gone', 'unreachable': True, 'msg': 'Failed to connect to the host via ssh'},
+    ]
+    result = run_action(dict(args, report_dir=str(tmp_path), fail=False, vantage_probes=delegated), hostvars)
+    report = json.loads((tmp_path / 'starttls-report.json').read_text())
+    listener = next(item for item in report['listeners'] if item['host'] == 'mx')
+    assert {(probe['vantage'], probe['target']) for probe in listener['probes']} == {
+        ('inventory:outside', '203.0.113.25:25'), ('inventory:partner', '203.0.113.25:25')}
+    assert not [item for item in report['listeners'] if item['address'] == '198.51.100.1']
+    assert any('inventory:gone gave no probes (Failed to connect' in warning for warning in result['warnings'])
+    assert report['meta']['vantages'] == ['inventory:outside', 'inventory:partner', 'inventory:gone']

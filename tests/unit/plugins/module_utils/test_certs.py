@@ -104,7 +104,7 @@ def assert_no_key_material(result) -> None:
 
 
 def assert_shape(result) -> None:
-    assert set(result) == {'certificate', 'key', 'chain', 'usable', 'problems', 'unknown'}
+    assert set(result) == {'certificate', 'key', 'chain', 'usable', 'problems', 'unknown', 'tlsa'}
     assert set(result['certificate']) == {'path', 'exists', 'readable_by', 'readable', 'parses', 'describe',
                                           'chain_length'}
     assert set(result['key']) == {'path', 'exists', 'readable', 'owner', 'group', 'mode', 'exposed', 'encrypted',

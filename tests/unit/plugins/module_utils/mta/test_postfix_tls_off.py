@@ -51,3 +51,18 @@ def test_tls_off_everywhere_keeps_the_held_certificate(host):
     # main.cf already says none: the certificate configured there is held by the instance and reported,
     # so that the audit can say starttls-not-offered.
     assert listener['binding']['certificate'] == '/etc/ssl/mail.pem'
+
+
+def test_service_that_binds_its_own_certificate_and_switches_tls_off_holds_it(host):
+    master = ('smtp inet n - y - - smtpd\n'
+              '127.0.10.4:smtp inet n - n - - smtpd\n'
+              '  -o smtpd_tls_security_level=none\n'
+              '  -o smtpd_tls_cert_file=/etc/ssl/relay.pem\n'
+              '  -o smtpd_tls_key_file=/etc/ssl/relay.key\n')
+    host.files({'/etc/postfix/main.cf': MAIN,
+                '/etc/postfix/master.cf': master})
+    listener = host.by_endpoint(host.gather(mtas=['postfix']))['127.0.10.4:25']
+    # A certificate bound to exactly this listener and TLS off: a wasted certificate, which the audit
+    # reports as starttls-not-offered (the lab's postfix-a 127.0.10.4:25 is this case on the wire).
+    assert (listener['offers_starttls'], listener['tls_mode']) == (False, 'none')
+    assert listener['binding']['certificate'] == '/etc/ssl/relay.pem'

@@ -402,3 +402,81 @@ def test_terminal_and_bidi_controls_from_a_server_come_back_escaped(scripted):
     assert result['greeting']['lines'] == ['mx\\x1b]0;pwned\\x07 \\x1b[2J\\x9b31m\\x7f\\u202egnp.exe\\u2067']
     assert result['starttls_reply']['text'].endswith('\\u202egnp.exe\\u2067')
     assert result['starttls_advertised'] is True
+
+
+def test_a_name_is_resolved_by_the_system_resolver_and_each_result_says_from_where(scripted):
+    # localhost is answered by every hosts file; whether it also gives ::1 depends on the machine.
+    server = scripted(smtp_starttls_ok())
+    results = probe_many([f'localhost:{server.port}/smtp'], {'timeout': 3})
+    assert results and all(result['target']['name'] == 'localhost' for result in results)
+    by_address = {result['target']['address']: result for result in results}
+    assert '127.0.0.1' in by_address
+    assert by_address['127.0.0.1']['tls']['established'] is True
+    assert by_address['127.0.0.1']['peer_address'] == '127.0.0.1'
+
+
+def test_every_address_of_a_name_is_a_listener_in_the_resolver_order(scripted, monkeypatch):
+    import socket as socket_module
+    server = scripted(smtp_starttls_ok())
+    asked = []
+
+    def two_records(host, port, family=0, type=0, proto=0, flags=0):  # pylint: disable=redefined-builtin
+        asked.append((host, flags))
+        if flags & socket_module.AI_NUMERICHOST:
+            return [(socket_module.AF_INET, socket_module.SOCK_STREAM, 6, '', (host, port))]
+        assert host == 'mx.lab.test'
+        return [(socket_module.AF_INET, socket_module.SOCK_STREAM, 6, '', ('127.0.0.1', port)),
+                (socket_module.AF_INET, socket_module.SOCK_STREAM, 6, '', ('127.0.0.1', port)),
+                (socket_module.AF_INET, socket_module.SOCK_STREAM, 6, '', ('127.0.91.9', port))]
+
+    monkeypatch.setattr(socket_module, 'getaddrinfo', two_records)
+    results = probe_many([f'mx.lab.test:{server.port}/smtp', f'127.0.0.1:{server.port}/smtp'], {'timeout': 2})
+    assert [(r['target']['address'], r['target']['name']) for r in results] == [
+        ('127.0.0.1', 'mx.lab.test'), ('127.0.91.9', 'mx.lab.test'), ('127.0.0.1', None)]
+    assert results[0]['tls']['established'] is True
+    assert results[1]['connected'] is False and results[1]['error']['stage'] == 'connect'
+    # The name was looked up once; the literals (and the resolved addresses) only as numeric hosts.
+    assert [host for host, flags in asked if not flags & socket_module.AI_NUMERICHOST] == ['mx.lab.test']
+
+
+def test_a_name_that_does_not_resolve_is_one_connect_error(monkeypatch):
+    import socket as socket_module
+
+    def nothing(host, port, family=0, type=0, proto=0, flags=0):  # pylint: disable=redefined-builtin
+        raise socket_module.gaierror(socket_module.EAI_NONAME, 'Name or service not known')
+
+    monkeypatch.setattr(socket_module, 'getaddrinfo', nothing)
+    results = probe_many(['nowhere.lab.test:25/smtp'], {'timeout': 1})
+    assert len(results) == 1
+    assert results[0]['target'] == {'address': 'nowhere.lab.test', 'port': 25, 'protocol': 'smtp', 'sni': None,
+                                    'name': 'nowhere.lab.test'}
+    assert results[0]['error'] == {'stage': 'connect',
+                                   'message': 'cannot resolve nowhere.lab.test: Name or service not known'}
+
+
+@pytest.mark.parametrize('delay', [0.0, 0.05, 0.3])
+def test_plaintext_after_a_positive_reply_is_injection_however_late_it_comes(scripted, delay):
+    # The surplus arrives after the reader looked (delay) and before the server's TLS records: it is
+    # held back from the handshake, which completes, and flagged all the same.
+    server = scripted([('send', b'220 mail.test ESMTP\r\n'), ('expect', 'EHLO'), ('send', POSTFIX_EHLO),
+                       ('expect', 'STARTTLS'), ('send', b'220 2.0.0 Ready to start TLS\r\n'), ('sleep', delay),
+                       ('send', b'250 late injected line\r\n'), ('tls',), ('expect', 'EHLO'), ('send', POSTFIX_EHLO_TLS),
+                       ('expect', 'QUIT')])
+    result = probe(server)
+    assert result['tls']['established'] is True, result['error']
+    assert 'response_injection' in result['flags']
+    assert '250 late injected line' in result['pre_tls_surplus']
+    assert result['capabilities_after_tls'] == ['PIPELINING', 'AUTH PLAIN', '8BITMIME']
+
+
+def test_a_server_that_never_starts_tls_fails_the_handshake_quickly(scripted):
+    server = scripted([('send', b'220 mail.test ESMTP\r\n'), ('expect', 'EHLO'), ('send', POSTFIX_EHLO),
+                       ('expect', 'STARTTLS'), ('send', b'220 2.0.0 Ready to start TLS\r\n'), ('sleep', 0.1),
+                       ('send', b'500 5.5.2 Error: command not recognized\r\n'), ('sleep', 6)])
+    started = time.monotonic()
+    result = probe(server, timeout=8)
+    assert time.monotonic() - started < 5
+    assert result['tls']['established'] is False
+    assert result['error']['stage'] == 'handshake'
+    assert 'command not recognized' in result['tls']['server_plaintext']
+    assert 'response_injection' not in result['flags']

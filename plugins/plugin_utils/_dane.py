@@ -1,0 +1,451 @@
+# -*- coding: utf-8 -*-
+# Copyright: mailsec.starttls contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The domain's promise held against the fleet: DANE TLSA and MTA-STS judged against what every
+vantage was served, the certificate and key bound on disk, and the key staged for renewal.
+
+Pure functions over plain records (what _mail_dns.gather read, the listeners and probes the
+audit judged): no I/O. The findings have the shape of _verdict's and go through the same
+waivers and reports; docs/findings.md documents each ID, docs/dane-mta-sts.md the whole check.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ansible_collections.mailsec.starttls.plugins.module_utils import _tlsa, _verdict, _x509
+
+DANE_PORT = 25
+MAX_AGE_FLOOR = 86400
+ENFORCE_FAILURES = ('starttls-refused', 'starttls-dropped', 'handshake-failed', 'no-certificate', 'not-advertised')
+
+
+# -- the findings ----------------------------------------------------------------------------
+
+def _stand_in(address: str, port, protocol: str) -> dict:
+    return {'host': address, 'address': address, 'port': port, 'protocol': protocol, 'mode': 'probe'}
+
+
+class _Findings:
+    def __init__(self, severity_policy: dict | None):
+        self.policy = severity_policy or {}
+        self.findings: list = []
+        self.keys: set = set()
+
+    def add(self, rule: str, listener: dict, vantage, summary: str, evidence: dict, fix: str,
+            severity: str | None = None) -> None:
+        key = _verdict.finding_key(rule, listener, vantage)
+        if key in self.keys:
+            return
+        self.keys.add(key)
+        self.findings.append({
+            'id': rule,
+            'severity': self.policy.get(rule) or severity or _verdict.RULES[rule]['severity'],
+            'title': _verdict.RULES[rule]['title'],
+            'host': listener.get('host'),
+            'listener': {'address': listener.get('address'), 'port': _verdict._as_port(listener.get('port')),
+                         'protocol': listener.get('protocol'), 'mta': listener.get('mta'),
+                         'service': listener.get('service'), 'instance': listener.get('instance'),
+                         'defined_at': listener.get('defined_at')},
+            'vantage': vantage,
+            'summary': _verdict.one_line(summary, 300),
+            'evidence': evidence,
+            'fix': fix,
+            'waived': False,
+            'waiver': None,
+            'key': key,
+        })
+
+
+def merge(core: list, extra: list) -> list:
+    """One finding per fault: an extra finding with the key of a core one raises the core one's
+    severity and adds its evidence instead of standing beside it."""
+    by_key = {finding.get('key'): finding for finding in core}
+    merged = list(core)
+    for finding in extra:
+        existing = by_key.get(finding['key'])
+        if existing is None:
+            merged.append(finding)
+            by_key[finding['key']] = finding
+            continue
+        if _verdict.SEVERITY_RANK[finding['severity']] < _verdict.SEVERITY_RANK.get(existing['severity'], 9):
+            existing['severity'] = finding['severity']
+        existing['evidence'] = dict(existing.get('evidence') or {}, domain_policy=finding['evidence'])
+        existing['summary'] = _verdict.one_line(f"{existing['summary']}; {finding['summary']}", 300)
+        existing['fix'] = f"{existing.get('fix') or ''} {finding['fix']}".strip()
+    return merged
+
+
+# -- fixes -------------------------------------------------------------------------------------
+
+RELOAD_AFTER_RENEWAL = {
+    'postfix': 'Postfix: make the renewal hook run `postfix reload`.',
+    'exim': 'Exim: make the renewal hook restart Exim.',
+    'opensmtpd': 'OpenSMTPD: make the renewal hook restart smtpd.',
+    'sendmail': 'Sendmail: make the renewal hook restart sendmail.',
+}
+
+
+def _tlsa_fix(mx_name: str, digests: dict | None, mta: str | None, what: str) -> str:
+    lines = _tlsa.zone_lines(_tlsa.tlsa_owner(mx_name, DANE_PORT), digests or {}) if digests else []
+    text = (f'Publish a TLSA record that pins {what} before serving it, keep the old record until no '
+            'resolver caches it (two TTLs), then remove it. ')
+    if lines:
+        text += f'For the key served now: `{lines[-1]}`. '
+    text += ('BIND, Knot, NSD: add the line to the zone and re-sign it (inline signing does that); a hosted DNS '
+             'provider: add a TLSA record with usage 3, selector 1, matching type 1. ')
+    text += RELOAD_AFTER_RENEWAL.get((mta or '').lower(), '')
+    return text.strip()
+
+
+NEXT_KEY_FIX = ('Pin the next key before the renewal: publish `3 1 1` for it beside the current record '
+                '(`ansible-playbook` with the filter mailsec.starttls.tlsa_records prints both), or keep the key '
+                'across renewals: certbot `--reuse-key` (renewal/NAME.conf `reuse_key = True`), acme.sh without '
+                '`--always-force-new-domain-key`; or publish a DANE-TA `2 1 1` record for the issuing CA instead.')
+DNSSEC_FIX = ('Sign the zone and publish its DS record at the parent (BIND `dnssec-policy default;` with '
+              '`inline-signing yes;`, Knot `dnssec-signing: on`, or the DNS provider\'s DNSSEC switch); check it '
+              'with `delv` or `kdig +dnssec`. A bogus answer usually means an expired signature or a DS that no '
+              'longer matches a key: re-sign, or roll the DS.')
+STS_POLICY_FIX = ('Serve a policy at https://mta-sts.DOMAIN/.well-known/mta-sts.txt with `version: STSv1`, '
+                  '`mode`, one `mx:` line per MX name (or a `*.` pattern) and `max_age` between 86400 and '
+                  '31557600; change the `id=` of the `_mta-sts` TXT record whenever the policy changes.')
+STS_WEBPKI_FIX = ('Serve mta-sts.DOMAIN over HTTPS with a certificate from a CA that senders trust, that names '
+                  'mta-sts.DOMAIN and is complete (leaf and intermediates); senders ignore a policy they cannot '
+                  'fetch this way and keep the cached one until max_age ends.')
+
+
+def _enforce_fix(listener: dict) -> str:
+    return ('The domain\'s MTA-STS policy is in enforce mode, so senders that honour it refuse to deliver here. '
+            + _verdict.fix_for('starttls-advertised-without-certificate', listener, {})
+            + ' Until it is fixed, switch the policy to `mode: testing` (and change the TXT id) or remove the MX '
+              'from the policy.')
+
+
+# -- matching the fleet to MX names -------------------------------------------------------------
+
+def _listeners_of(addresses: list, entries: list, host_addresses: dict, port: int) -> list:
+    """The fleet's listeners that answer for an MX: on its port and one of its addresses
+    (a wildcard listener through its host's addresses)."""
+    wanted = {_verdict.canonical_address(address) for address in addresses}
+    found = []
+    for entry in entries:
+        listener = entry['listener']
+        if _verdict._as_port(listener.get('port')) != port:
+            continue
+        own = {_verdict.canonical_address(listener.get(key)) for key in ('address', 'probe_address')}
+        if _verdict.canonical_address(listener.get('address')) in _verdict.WILDCARDS or listener.get('address') in ('*', None, ''):
+            own |= {_verdict.canonical_address(address) for address in host_addresses.get(listener.get('host')) or []}
+        if own & wanted:
+            found.append(entry)
+    return found
+
+
+def mx_pattern_matches(pattern: str, name: str) -> bool:
+    """RFC 8461 4.1: a leading `*.` matches exactly one label."""
+    pattern, name = pattern.lower().rstrip('.'), name.lower().rstrip('.')
+    if pattern.startswith('*.'):
+        head, _dot, tail = name.partition('.')
+        return bool(head) and tail == pattern[2:]
+    return pattern == name
+
+
+def _dns_evidence(answer: dict) -> dict:
+    return {key: answer.get(key) for key in ('name', 'type', 'status', 'records', 'secure', 'bogus', 'resolver', 'error')}
+
+
+def _common_name(subject: str | None) -> str | None:
+    match = re.search(r'(?:^|,)\s*CN=([^,]+)', subject or '')
+    return match.group(1).strip() if match else None
+
+
+def _served_digests(probe: dict) -> list:
+    return list((probe.get('certificate') or {}).get('tlsa_chain') or [])
+
+
+def _store_digests(listener: dict) -> list:
+    store = _verdict.store_of(listener) or {}
+    return list((store.get('tlsa') or {}).get('chain') or [])
+
+
+def _store_key(listener: dict) -> dict:
+    store = _verdict.store_of(listener) or {}
+    return (store.get('tlsa') or {}).get('key') or {}
+
+
+# -- TLSA ----------------------------------------------------------------------------------------
+
+def judge_tlsa(mx: dict, entries: list, next_keys: dict, findings: _Findings, host_addresses: dict) -> dict:
+    """One MX name: its TLSA records against every listener that answers for it."""
+    name, answer = mx['name'], mx['tlsa']
+    owner = _tlsa.tlsa_owner(name, mx['port'])
+    served = _listeners_of(mx['addresses'], entries, host_addresses, mx['port'])
+    dns_ev = _dns_evidence(answer)
+    summary = {'mx': name, 'tlsa_owner': owner, 'dnssec': answer.get('secure'), 'records': answer.get('records'),
+               'listeners': [_verdict.listener_key(entry['listener']) for entry in served], 'publish': []}
+    stand_in = _stand_in(name, mx['port'], 'smtp')
+    if answer.get('bogus'):
+        findings.add('dnssec-invalid', stand_in, None,
+                     f'{owner} TLSA: the validating resolver answers SERVFAIL (bogus DNSSEC): DANE senders defer mail '
+                     f'to {name}', {'dns': dns_ev}, DNSSEC_FIX, severity='high')
+        return summary
+    if answer.get('status') in ('TIMEOUT', 'SERVFAIL', 'REFUSED'):
+        findings.add('dnssec-invalid', stand_in, None,
+                     f'{owner} TLSA: no answer from the resolver ({answer.get("status")}: '
+                     f'{_verdict.one_line(answer.get("error") or "", 80)}): DANE senders defer mail to {name}',
+                     {'dns': dns_ev}, DNSSEC_FIX, severity='medium')
+        return summary
+    records = [_tlsa.parse_record(text) for text in answer.get('records') or []]
+    for entry in served:
+        # The records to publish: for the key on disk and for every staged next key.
+        listener = entry['listener']
+        for digests, comment in [(_store_key(listener), f'{listener.get("host")}: key bound on disk')] + [
+                (key, f'{listener.get("host")}: next key {key.get("path")} ({key.get("source")})')
+                for key in next_keys.get(listener.get('host'), []) if key.get('spki_sha256')]:
+            for line in _tlsa.zone_lines(owner, digests, comment=comment):
+                if line not in summary['publish']:
+                    summary['publish'].append(line)
+    if not records:
+        return summary
+    usable = [record for record in records if not record['problem']]
+    record_ev = [{'record': _tlsa.presentation(record), 'problem': record['problem']} for record in records]
+    if not answer.get('secure'):
+        findings.add('dnssec-invalid', stand_in, None,
+                     f'{owner} publishes TLSA records but the answer is not DNSSEC-validated (AD not set): senders '
+                     'ignore them, so DANE is not in effect', {'dns': dns_ev, 'tlsa': record_ev}, DNSSEC_FIX,
+                     severity='medium')
+    if not usable:
+        findings.add('tlsa-invalid', stand_in, None,
+                     f'{owner}: none of the {len(records)} TLSA record(s) is usable for SMTP '
+                     f'({_verdict.one_line(records[0]["problem"], 100)})',
+                     {'dns': dns_ev, 'tlsa': record_ev},
+                     'Publish DANE-EE `3 1 1` (or DANE-TA `2 1 1`) records; RFC 7672 makes PKIX usages 0 and 1 '
+                     'unusable for SMTP.', severity='high' if answer.get('secure') else 'medium')
+        return summary
+    # A mismatch breaks delivery only when senders trust the records (a secure answer).
+    mismatch_severity = 'critical' if answer.get('secure') else 'medium'
+    ta_covers_current = False
+    for entry in served:
+        listener = entry['listener']
+        mta = listener.get('mta')
+        key_digests = _store_key(listener)
+        for probe in entry['probes']:
+            status = _verdict.classify_probe(probe)
+            vantage = probe.get('vantage')
+            chain = _served_digests(probe)
+            if status == 'not-advertised':
+                findings.add('tlsa-invalid', listener, vantage,
+                             f'{_verdict.listener_label(listener)} does not offer STARTTLS (seen from {vantage}) '
+                             f'although {owner} publishes TLSA: DANE senders defer mail',
+                             {'dns': dns_ev, 'tlsa': record_ev, 'probe': _verdict.probe_evidence(probe)},
+                             _verdict.fix_for('starttls-not-offered', listener, {}), severity=mismatch_severity)
+                continue
+            if status != 'tls' or not chain:
+                continue
+            matched = _tlsa.match_chain(usable, chain)
+            if any(record['usage'] == 2 for record in matched):
+                ta_covers_current = True
+            if not matched:
+                findings.add('tlsa-invalid', listener, vantage,
+                             f'{_verdict.listener_label(listener)} serves a chain that no TLSA record at {owner} pins '
+                             f'(seen from {vantage}; leaf key sha256 {str(chain[0].get("spki_sha256"))[:16]}...)',
+                             {'dns': dns_ev, 'tlsa': record_ev, 'served': chain[:4],
+                              'probe': _verdict.probe_evidence(probe)},
+                             _tlsa_fix(name, chain[0], mta, 'the key this listener serves'),
+                             severity=mismatch_severity)
+        disk = _store_digests(listener)
+        if disk:
+            matched = _tlsa.match_chain(usable, disk)
+            if any(record['usage'] == 2 for record in matched):
+                ta_covers_current = True
+            if not matched:
+                served_now = [_served_digests(probe)[:1] for probe in entry['probes'] if _served_digests(probe)]
+                differs = any(first and first[0].get('cert_sha256') != disk[0].get('cert_sha256')
+                              for first in served_now)
+                what = ('the certificate on disk, which the next reload will serve,' if differs
+                        else 'the certificate and key bound on disk')
+                findings.add('tlsa-invalid', listener, None,
+                             f'{_verdict.listener_label(listener)}: no TLSA record at {owner} pins {what} '
+                             f'({(_verdict.store_certificate(_verdict.store_of(listener)).get("path") or "?")})',
+                             {'dns': dns_ev, 'tlsa': record_ev, 'on_disk': disk[:4]},
+                             _tlsa_fix(name, dict(disk[0], **{key: value for key, value in key_digests.items() if value}),
+                                       mta, 'the key bound on disk'),
+                             severity=mismatch_severity)
+    for entry in served:
+        listener = entry['listener']
+        bound = (listener.get('binding') or {}).get('certificate')
+        for key in next_keys.get(listener.get('host'), []):
+            if key.get('for_certificate') not in (None, bound):
+                continue
+            if ta_covers_current:
+                continue
+            if key.get('unknown_next_key'):
+                findings.add('dane-next-key-unpublished', listener, None,
+                             f'{_verdict.listener_label(listener)}: {key.get("source")} lineage {key.get("lineage")} '
+                             f'makes a new key at the next renewal and none is staged, so no TLSA record at {owner} '
+                             'can pin it in advance', {'next_key': key, 'tlsa': record_ev, 'dns': dns_ev},
+                             NEXT_KEY_FIX, severity='medium')
+                continue
+            if key.get('error') or not key.get('spki_sha256'):
+                continue
+            if not _tlsa.match_key(usable, key):
+                findings.add('dane-next-key-unpublished', listener, None,
+                             f'{_verdict.listener_label(listener)}: the key staged for the next renewal '
+                             f'({key.get("path")}, {key.get("source")}) is not pinned by any TLSA record at {owner}: '
+                             'the renewal will break DANE delivery',
+                             {'next_key': key, 'tlsa': record_ev, 'dns': dns_ev},
+                             NEXT_KEY_FIX + ' Record for it: `'
+                             + (_tlsa.zone_lines(owner, key) or ['?'])[-1] + '`.',
+                             severity='high' if answer.get('secure') else 'medium')
+    return summary
+
+
+# -- MTA-STS ---------------------------------------------------------------------------------------
+
+def judge_sts(domain: dict, mx_hosts: dict, entries: list, findings: _Findings, host_addresses: dict,
+              previous: dict) -> dict:
+    name = domain['domain']
+    state = {'domain': name, 'sts_id': None, 'policy_sha256': None, 'mode': None,
+             'tlsrpt': bool(domain.get('tlsrpt'))}
+    if not domain.get('sts_records') and not domain['sts_txt'].get('bogus'):
+        return state
+    policy_host = _stand_in(f'mta-sts.{name}', 443, 'https')
+    sts_dns = _dns_evidence(domain['sts_txt'])
+    if domain['sts_txt'].get('bogus'):
+        findings.add('dnssec-invalid', _stand_in(f'_mta-sts.{name}', 53, 'dns'), None,
+                     f'_mta-sts.{name} TXT: the validating resolver answers SERVFAIL (bogus DNSSEC)',
+                     {'dns': sts_dns}, DNSSEC_FIX, severity='medium')
+        return state
+    if len(domain['sts_records']) > 1:
+        findings.add('sts-policy-invalid', policy_host, None,
+                     f'_mta-sts.{name} has {len(domain["sts_records"])} v=STSv1 TXT records; senders ignore them all',
+                     {'dns': sts_dns}, STS_POLICY_FIX, severity='high')
+        return state
+    tags = _parse_tags(domain['sts_records'][0])
+    state['sts_id'] = tags.get('id')
+    if not re.match(r'^[A-Za-z0-9]{1,32}$', tags.get('id') or ''):
+        findings.add('sts-policy-invalid', policy_host, None,
+                     f'_mta-sts.{name}: id {tags.get("id")!r} is not 1 to 32 letters and digits (RFC 8461 3.1)',
+                     {'dns': sts_dns}, STS_POLICY_FIX, severity='high')
+    policy = domain.get('policy') or {}
+    fetch_keys = ('url', 'address', 'dns', 'status', 'content_type', 'stage', 'error', 'webpki', 'ca_file', 'sha256')
+    fetch_ev = {key: policy.get(key) for key in fetch_keys}
+    if policy.get('webpki') is False or (policy.get('stage') == 'tls'):
+        findings.add('sts-webpki-invalid', policy_host, None,
+                     f'mta-sts.{name}: the policy host\'s certificate does not validate: '
+                     f'{_verdict.one_line(policy.get("error"), 120)}',
+                     {'dns': sts_dns, 'fetch': fetch_ev}, STS_WEBPKI_FIX, severity='high')
+        return state
+    if policy.get('body') is None:
+        findings.add('sts-policy-invalid', policy_host, None,
+                     f'mta-sts.{name}: the policy could not be fetched ({policy.get("stage")}: '
+                     f'{_verdict.one_line(policy.get("error"), 120)})',
+                     {'dns': sts_dns, 'fetch': fetch_ev}, STS_POLICY_FIX, severity='high')
+        return state
+    parsed = policy.get('parsed') or {}
+    state.update(policy_sha256=policy.get('sha256'), mode=parsed.get('mode'))
+    evidence = {'dns': sts_dns, 'fetch': fetch_ev,
+                'policy': {key: parsed.get(key) for key in ('version', 'mode', 'mx', 'max_age', 'problems')}}
+    enforce = parsed.get('mode') == 'enforce'
+    if parsed.get('problems'):
+        findings.add('sts-policy-invalid', policy_host, None,
+                     f'mta-sts.{name}: the policy is invalid: {"; ".join(parsed["problems"])[:200]}', evidence,
+                     STS_POLICY_FIX, severity='high')
+    elif isinstance(parsed.get('max_age'), int) and parsed['max_age'] < MAX_AGE_FLOOR and parsed.get('mode') != 'none':
+        findings.add('sts-policy-invalid', policy_host, 'max_age',
+                     f'mta-sts.{name}: max_age {parsed["max_age"]} s is under a day: the policy protects little '
+                     'between fetches (RFC 8461 3.2 suggests weeks)', evidence, STS_POLICY_FIX, severity='low')
+    before = previous.get(name) or {}
+    if (before.get('policy_sha256') and policy.get('sha256') and before.get('policy_sha256') != policy['sha256']
+            and before.get('sts_id') == state['sts_id']):
+        findings.add('sts-policy-invalid', policy_host, 'id',
+                     f'mta-sts.{name}: the policy changed since the previous audit but the TXT id stayed '
+                     f'{state["sts_id"]!r}: senders keep the cached policy', dict(evidence, previous=before),
+                     STS_POLICY_FIX, severity='medium')
+    patterns = parsed.get('mx') or []
+    exchanges = [exchange['name'] for exchange in domain.get('exchanges') or []]
+    for exchange in exchanges:
+        if not any(mx_pattern_matches(pattern, exchange) for pattern in patterns):
+            findings.add('sts-policy-invalid', _stand_in(exchange, DANE_PORT, 'smtp'), f'mta-sts:{name}',
+                         f'MX {exchange} of {name} is not listed in the MTA-STS policy'
+                         + (': in enforce mode senders refuse to deliver to it' if enforce else ''),
+                         dict(evidence, mx=exchanges), STS_POLICY_FIX, severity='high' if enforce else 'low')
+    for pattern in patterns:
+        if not any(mx_pattern_matches(pattern, exchange) for exchange in exchanges):
+            findings.add('sts-policy-invalid', policy_host, f'mx:{pattern}',
+                         f'mta-sts.{name}: the policy lists mx {pattern}, which is none of the domain\'s MX records',
+                         dict(evidence, mx=exchanges), STS_POLICY_FIX, severity='low')
+    if not enforce:
+        return state
+    for exchange in exchanges:
+        if not any(mx_pattern_matches(pattern, exchange) for pattern in patterns):
+            continue
+        mx = mx_hosts.get(exchange) or {'addresses': []}
+        for entry in _listeners_of(mx.get('addresses') or [], entries, host_addresses, DANE_PORT):
+            listener = entry['listener']
+            for probe in entry['probes']:
+                status = _verdict.classify_probe(probe)
+                vantage = probe.get('vantage')
+                probe_ev = dict(evidence, mx=exchange, probe=_verdict.probe_evidence(probe))
+                if status in ENFORCE_FAILURES:
+                    findings.add('mta-sts-enforce-without-tls', listener, vantage,
+                                 f'{_verdict.listener_label(listener)} (MX {exchange} of {name}, MTA-STS enforce) '
+                                 f'gives no usable TLS ({status}, seen from {vantage}): senders bounce mail',
+                                 probe_ev, _enforce_fix(listener), severity='critical')
+                    continue
+                certificate = probe.get('certificate') or {}
+                if status != 'tls' or not certificate:
+                    continue
+                names_ok = _x509.hostname_matches(list(certificate.get('sans') or []),
+                                                  _common_name(certificate.get('subject')), exchange)
+                if certificate.get('verified') is False or not names_ok or certificate.get('expired'):
+                    reason = []
+                    if not names_ok:
+                        reason.append(f'does not name {exchange}')
+                    if certificate.get('verified') is False:
+                        reason.append(f'does not verify ({_verdict.one_line(certificate.get("verify_error"), 80)})')
+                    if certificate.get('expired'):
+                        reason.append('has expired')
+                    findings.add('validation-failure', listener, vantage,
+                                 f'{_verdict.listener_label(listener)}: the certificate {", ".join(reason)}, and '
+                                 f'{name}\'s MTA-STS policy enforces validation for MX {exchange} (seen from {vantage}): '
+                                 'senders bounce mail', probe_ev,
+                                 f'Serve a certificate from a public CA that names {exchange}. '
+                                 + _verdict.fix_for('validation-failure', listener, {}), severity='critical')
+    return state
+
+
+def _parse_tags(text: str) -> dict:
+    tags = {}
+    for part in str(text).split(';'):
+        if '=' in part:
+            key, value = part.split('=', 1)
+            tags[key.strip()] = value.strip()
+    return tags
+
+
+def judge(gathered: dict, listeners: list, probes: list, options: dict | None = None) -> dict:
+    """{findings, domains (per-domain state: sts id, policy digest, mode), mx (per MX: TLSA, DNSSEC,
+    listeners, the zone lines to publish)}. options: severity, host_addresses, next_keys
+    ({host: [entry]}), previous ({domain: state} of the previous audit)."""
+    options = options or {}
+    host_addresses = options.get('host_addresses') or {}
+    findings = _Findings(options.get('severity'))
+    entries = _verdict.join(listeners, probes, {'host_addresses': host_addresses})
+    mx_summaries = []
+    for mx in (gathered.get('mx_hosts') or {}).values():
+        mx_summaries.append(judge_tlsa(mx, entries, options.get('next_keys') or {}, findings, host_addresses))
+    domains = []
+    for domain in gathered.get('domains') or []:
+        domains.append(judge_sts(domain, gathered.get('mx_hosts') or {}, entries, findings, host_addresses,
+                                 options.get('previous') or {}))
+    return {'findings': findings.findings, 'domains': domains, 'mx': mx_summaries}
+
+
+def publish_lines(gathered_mx: list) -> list:
+    """The zone lines of every MX summary, deduplicated, in order."""
+    lines = []
+    for summary in gathered_mx or []:
+        for line in summary.get('publish') or []:
+            if line not in lines:
+                lines.append(line)
+    return lines
