@@ -307,9 +307,12 @@ class DemoHost:
 # Checking an audit's report
 # --------------------------------------------------------------------------------------------
 
-def finding_signature(finding: dict) -> tuple:
+def finding_signatures(finding: dict) -> list:
+    """(id, address, port, vantage) for every sighting of a finding (one finding per fault lists
+    all the vantages that saw it)."""
     listener = finding.get('listener') or {}
-    return (finding.get('id'), listener.get('address'), listener.get('port'), finding.get('vantage'))
+    vantages = finding.get('vantages') or [finding.get('vantage')]
+    return [(finding.get('id'), listener.get('address'), listener.get('port'), vantage) for vantage in vantages]
 
 
 def on_demo_address(address) -> bool:
@@ -341,7 +344,7 @@ def check_audit(report_path: str, timing: dict | None, hosts: list) -> dict:
         if host not in findings_by_host:
             unknown_hosts.add(str(host))
             continue
-        findings_by_host[host].add(finding_signature(finding))
+        findings_by_host[host].update(finding_signatures(finding))
     if unknown_hosts:
         problems.append(f'findings for hosts not in the inventory: {sorted(unknown_hosts)[:5]}')
     environment_sets = set()

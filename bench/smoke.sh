@@ -26,6 +26,16 @@ status=0
 "$python" -m pytest -q -p no:cacheprovider bench/test_bench.py || status=$?
 "$python" bench/bench_probe.py --smoke --enforce --require-module "$@" || status=$?
 
+# The controller at fleet scale, small: 400 hosts made from the checked-in lab capture, judged and
+# reported in all four formats (and the HTML page checked in Chromium when it is installed).
+fleet_python=${MAILSEC_CACHE:-$HOME/.cache/mailsec-starttls}/venv-core-2.19/bin/python
+[[ -x $fleet_python ]] || fleet_python=$python
+fleet_browser=()
+if command -v chromium >/dev/null || command -v chromium-browser >/dev/null || [[ -n ${MAILSEC_CHROMIUM:-} ]]; then
+    fleet_browser=(--browser)
+fi
+"$fleet_python" bench/bench_fleet.py --smoke --enforce "${fleet_browser[@]}" || status=$?
+
 # The audit over a fleet (5 aliases of the demo host, ping vs audit playbook) and the host
 # inspection cost (lab subset postfix,exim,dovecot): one run each, correctness and the result
 # checkers' self-tests only, each in its own network/PID/mount namespace, 15-30 s each. They start

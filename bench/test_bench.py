@@ -221,3 +221,31 @@ def test_judge_fails_slow_engine():
                             'peak_rss_mib': 40.0}}
     verdicts = bench_probe.judge('slow', {'n': 200, 'delay_ms': 50.0}, summaries, ['engine'], smoke=False)
     assert [verdict['result'] for verdict in verdicts if 'listeners/s' in verdict['target']] == ['FAIL']
+
+
+def test_fleet_hosts_are_distinct_copies_of_real_lab_instances():
+    import bench_fleet  # noqa: E402  pylint: disable=import-outside-toplevel
+    sys.path.insert(0, bench_fleet.collections_parent())
+    with open(bench_fleet.DEFAULT_CAPTURE, encoding='utf-8') as capture_file:
+        capture = json.load(capture_file)
+    listeners, probes, names = bench_fleet.build_fleet(capture, 40, seed=3, faulty_share=0.5)
+    assert len(names) == len(set(names)) == 40
+    assert {listener['host'] for listener in listeners} == set(names)
+    # Every host has its own address and its own certificates, and no lab address is left.
+    addresses = {}
+    for listener in listeners:
+        addresses.setdefault(listener['host'], set()).add(listener.get('probe_address') or listener.get('address'))
+    assert all(len(owned) == 1 for owned in addresses.values())
+    assert len({next(iter(owned)) for owned in addresses.values()}) == 40
+    assert not [listener for listener in listeners if str(listener.get('address')).startswith('127.')]
+    assert not [probe for probe in probes if str(probe['target']['address']).startswith('127.')]
+    by_host: dict = {}
+    for listener in listeners:
+        bench_fleet.fingerprints_in(listener, by_host.setdefault(listener['host'], set()))
+    # No two hosts share a certificate fingerprint (a host's listeners may).
+    assert sum(len(found) for found in by_host.values()) == len(set().union(*by_host.values())) > 0
+    # Healthy and faulty hosts both occur, judged by the real judgement.
+    from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict  # pylint: disable=import-outside-toplevel
+    findings = _verdict.judge(listeners, probes, {})
+    serious = {finding['host'] for finding in findings if finding['severity'] in ('critical', 'high')}
+    assert 0 < len(serious) < 40

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
@@ -34,7 +35,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.validate i
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.validate import port as validate_port
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.validate import text as check_text
 from ansible_collections.mailsec.starttls.plugins.module_utils._verdict import VerdictError
-from ansible_collections.mailsec.starttls.plugins.plugin_utils import _dns_checks, _mail_dns, _policy, _reports
+from ansible_collections.mailsec.starttls.plugins.plugin_utils import _changes, _dns_checks, _mail_dns, _merge, _policy, _reports
 
 JUMP_HOST_SPEC = dict(JUMP_HOST_ARGUMENT_SPEC, name={'type': 'str'})
 
@@ -62,6 +63,10 @@ ARGUMENT_SPEC = {
     'vantages': {'type': 'list', 'elements': 'str', 'default': []},
     'vantage_probes': {'type': 'list', 'elements': 'raw', 'default': []},
     'plan_only': {'type': 'bool', 'default': False},
+    'previous_report': {'type': 'path'},
+    'compare_previous': {'type': 'bool', 'default': True},
+    'partial': {'type': 'bool', 'default': False},
+    'partial_name': {'type': 'str'},
 }
 
 WILDCARDS = ('0.0.0.0', '::', '*', None, '')
@@ -269,7 +274,7 @@ class ActionModule(ActionBase):
         except (_policy.PolicyError, TargetError) as exc:
             raise AnsibleActionFail(str(exc))
 
-        listeners, host_results, host_addresses, warnings = [], [], {}, []
+        listeners, host_results, host_addresses, warnings, unassessed = [], [], {}, [], []
         try:
             inventory_vantages = [check_text(name, 'vantages', 255, allow_none=False) for name in args['vantages']]
         except TargetError as exc:
@@ -314,6 +319,10 @@ class ActionModule(ActionBase):
                 except TargetError as exc:
                     raise AnsibleActionFail(f'{host}: {args["listeners_var"]}: {exc}')
                 listeners.extend(records)
+                if not records:
+                    # Unreachable, or its inspection failed, and no listeners listed: nothing was judged, so
+                    # its findings of the previous report are not resolved, only not assessed.
+                    unassessed.append(host)
             for record in records:
                 if _verdict.record_problem(record) is not None:
                     continue  # judged as one judgement-error for this host; never probed
@@ -399,6 +408,23 @@ class ActionModule(ActionBase):
                          'severity': args['severity'], 'host_addresses': host_addresses}
         meta = {'hosts': len(hosts), 'vantages': vantages,
                 'check_mode': bool(self._task.check_mode)}
+        if unassessed:
+            meta['unassessed'] = sorted(unassessed)
+            warnings.append(f'{len(unassessed)} host(s) without evidence or listeners were not assessed: '
+                            f'{", ".join(sorted(unassessed)[:10])}' + (' ...' if len(unassessed) > 10 else ''))
+        assessed = [host for host in hosts if host not in set(unassessed)]
+        previous = None
+        try:
+            if args['partial']:
+                # A slice or batch: the merge compares the fleet with the previous report, once.
+                meta['partial'] = {'name': args['partial_name'] or _merge.partial_name(hosts), 'hosts': sorted(assessed)}
+            elif args['compare_previous']:
+                previous = _changes.load_previous(
+                    args['previous_report'] or (os.path.join(args['report_dir'], args['report_basename'] + '.json')
+                                                if args['report_dir'] else None),
+                    required=bool(args['previous_report']))
+        except (_changes.PreviousReportError, _merge.MergeError) as exc:
+            raise AnsibleActionFail(str(exc))
         dns_step = None
         if args['dns_checks'] and args['dns_checks']['enabled']:
             dns_options = dict(args['dns_checks'])
@@ -411,15 +437,19 @@ class ActionModule(ActionBase):
                 raise AnsibleActionFail(f'dns_checks: {exc}')
         try:
             report = _reports.audit(host_results + listeners, probes, judge_options, args['waivers'],
-                                    args['fail_when'], meta, extra_findings=dns_step)
+                                    args['fail_when'], meta, extra_findings=dns_step, previous=previous,
+                                    assessed_hosts=assessed)
         except (VerdictError, _policy.PolicyError, _reports.ReportError) as exc:
             raise AnsibleActionFail(str(exc))
         written = {}
         if args['report_dir']:
             try:
-                written = _reports.write_reports(report, args['report_dir'], args['report_formats'],
-                                                 args['report_basename'])
-            except _reports.ReportError as exc:
+                if args['partial']:
+                    written = {'json': _merge.write_partial(report, args['report_dir'], args['report_basename'])}
+                else:
+                    written = _reports.write_reports(report, args['report_dir'], args['report_formats'],
+                                                     args['report_basename'])
+            except (_reports.ReportError, _merge.MergeError) as exc:
                 raise AnsibleActionFail(str(exc))
 
         if dns_step is not None and args['report_dir']:
@@ -429,13 +459,17 @@ class ActionModule(ActionBase):
             written['dns'] = path
         summary = report['summary']
         result.update(changed=False, summary=summary, findings=report['findings'], reports=written,
-                      waivers_expired=report['waivers_expired'], probes=probes_made)
+                      waivers_expired=report['waivers_expired'], probes=probes_made, changes=report['changes'])
         warnings.extend(f'policy: {problem}' for problem in policy_problems)
         if dns_step is not None:
             result['dns'] = dns_step.result()
         if warnings:
             result['warnings'] = [visible(warning) for warning in warnings]
-        if summary['failed'] and args['fail']:
+        if args['partial']:
+            # The merge applies the failure rule to the whole fleet; one slice does not decide it.
+            result['msg'] = (f"partial report {meta['partial']['name']}: {summary['findings']} finding(s) on "
+                             f"{summary['hosts']} host(s); merge with mailsec.starttls.report_merge")
+        elif summary['failed'] and args['fail']:
             # Ansible prints a failed result whole: the findings are in the reports and would bury the message.
             del result['findings']
             result['failed'] = True

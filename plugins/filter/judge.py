@@ -54,12 +54,14 @@ def waive(finding_list, waivers=None, today=None):
     return result['findings']
 
 
-def report(listeners, probes=None, options=None, waivers=None, fail_when=None, meta=None):
+def report(listeners, probes=None, options=None, waivers=None, fail_when=None, meta=None, previous=None):
     listeners = _require_list(listeners, 'listeners')
     probes = _require_list(probes, 'probes')
     if meta is not None and not isinstance(meta, dict):
         raise AnsibleFilterError('meta must be a dictionary')
-    return _guard(_reports.audit, listeners, probes, options, waivers, fail_when, meta)
+    if previous is not None and not (isinstance(previous, dict) and isinstance(previous.get('findings'), list)):
+        raise AnsibleFilterError('previous must be a report (a dictionary with findings)')
+    return _guard(_reports.audit, listeners, probes, options, waivers, fail_when, meta, previous=previous)
 
 
 def _report_text(renderer, value):

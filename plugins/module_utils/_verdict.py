@@ -1059,7 +1059,13 @@ def join(listeners: list, probes: list, options: dict | None = None) -> list:
 
     # Indexes, so that matching stays linear in the number of probes on a large fleet.
     exact_index: dict = {}
-    wildcard_index: dict = {}
+    # Wildcard listeners by (host, port), and hosts by address: a probe finds the wildcard
+    # listeners of the hosts that own its address without looking at every host's.
+    wildcard_by_host: dict = {}
+    hosts_by_address: dict = {}
+    for host, addresses in host_addresses.items():
+        for address in addresses:
+            hosts_by_address.setdefault(address, []).append(host)
     for entry in entries:
         listener = entry['listener']
         port = _as_port(listener.get('port'))
@@ -1067,7 +1073,8 @@ def join(listeners: list, probes: list, options: dict | None = None) -> list:
         for address in own_addresses - {None}:
             exact_index.setdefault((address, port), []).append(entry)
         if canonical_address(listener.get('address')) in WILDCARDS:
-            wildcard_index.setdefault(port, []).append(entry)
+            wildcard_by_host.setdefault((listener.get('host'), port), []).append(entry)
+    order = {id(entry): position for position, entry in enumerate(entries)}
 
     orphans: dict = {}
     for probe in probes or []:
@@ -1091,14 +1098,15 @@ def join(listeners: list, probes: list, options: dict | None = None) -> list:
             for entry in exact_index.get((address, port), []):
                 if not any(entry is other for other in exact):
                     exact.append(entry)
-        wildcard = [entry for entry in wildcard_index.get(port, [])
-                    if addresses & host_addresses.get(entry['listener'].get('host'), set())]
+        owners = {host for address in addresses for host in hosts_by_address.get(address, ())}
+        wildcard = sorted((entry for host in owners for entry in wildcard_by_host.get((host, port), [])),
+                          key=lambda entry: order[id(entry)])
         if probe.get('host') is not None:
             # The controller knows which inventory host it probed for: the probe is evidence about that
             # host alone (loopback addresses repeat across hosts, and another host's records may claim
             # this address to draw the probe away).
             exact = [entry for entry in exact if entry['listener'].get('host') == probe['host']]
-            wildcard = [entry for entry in wildcard_index.get(port, []) if entry['listener'].get('host') == probe['host']]
+            wildcard = list(wildcard_by_host.get((probe['host'], port), []))
         candidates = exact or wildcard
         if len(candidates) > 1:
             same_protocol = [entry for entry in candidates
@@ -1628,7 +1636,49 @@ def judge(listeners: list, probes: list, options: dict | None = None) -> list:
             collector.add('judgement-error', entry['listener'], None,
                           f'{listener_label(entry["listener"])}: could not be judged: {type(exc).__name__}: {exc}',
                           {'error': clean_text(f'{type(exc).__name__}: {exc}')})
-    return collector.findings
+    return merge_sightings(collector.findings)
+
+
+def fault_key(rule: str, listener: dict) -> str:
+    """The identity of a fault: one rule on one listener of one host, whoever saw it."""
+    host, address, port = listener_identity(listener)
+    return f'{rule}|{host}|{address}|{port}'
+
+
+def merge_sightings(findings: list) -> list:
+    """One finding per fault (host, listener, rule): the sightings of every vantage and of the
+    configuration folded into the first one, in the order they were made.
+
+    The merged finding keeps the first sighting's `vantage`, `summary`, `evidence` and `fix`, takes
+    the worst severity of all sightings, and lists them all in `sightings` ({vantage, severity,
+    summary, key}, plus `evidence` from the second on) and `vantages`. Its `key` is the fault key, which
+    does not depend on who saw it, so that reports of different runs can be compared.
+    """
+    merged: list = []
+    by_fault: dict = {}
+    for finding in findings:
+        key = fault_key(finding['id'], dict(finding.get('listener') or {}, host=finding.get('host')))
+        # The sighting keeps its own key (id|host|address|port|vantage): waivers written for it still match.
+        sighting = {'vantage': finding.get('vantage'), 'severity': finding.get('severity'),
+                    'summary': finding.get('summary'), 'key': finding.get('key')}
+        first = by_fault.get(key)
+        if first is None:
+            finding['key'] = key
+            finding['sightings'] = [sighting]
+            finding['vantages'] = [finding.get('vantage')]
+            by_fault[key] = finding
+            merged.append(finding)
+            continue
+        sighting['evidence'] = finding.get('evidence')
+        first['sightings'].append(sighting)
+        first['vantages'].append(finding.get('vantage'))
+        if SEVERITY_RANK.get(finding.get('severity'), 9) < SEVERITY_RANK.get(first.get('severity'), 9):
+            first['severity'] = finding.get('severity')
+    for finding in merged:
+        if len(finding['sightings']) > 1:
+            others = ', '.join(str(vantage) if vantage else 'the configuration' for vantage in finding['vantages'][1:])
+            finding['summary'] = one_line(f'{finding["summary"]}; also seen from {others}', 500)
+    return merged
 
 
 def applicable_rules(listener: dict) -> list:

@@ -223,7 +223,31 @@ options:
     description: Only work out what each host in O(vantages) must probe and return it in RV(plan); no probe, no judgement.
     type: bool
     default: false
+  previous_report:
+    description:
+      - The report (JSON) to compare this run with; every finding then says whether it is new or persisting and
+        when it was first seen, and the report lists what was resolved.
+      - Defaults to the fleet report already in O(report_dir) (C(REPORT_BASENAME.json)), if any, before this run
+        replaces it. A path given here must exist.
+    type: path
+  compare_previous:
+    description: Compare with the previous report at all.
+    type: bool
+    default: true
+  partial:
+    description:
+      - This run is one slice or batch of the fleet (AWX job slicing, C(--limit)). Writes only a partial JSON report,
+        C(REPORT_BASENAME.partial-NAME.json), into O(report_dir), does not compare with a previous report and does
+        not fail by O(fail_when); M(mailsec.starttls.report_merge) merges the partials into the fleet report.
+    type: bool
+    default: false
+  partial_name:
+    description:
+      - Name of the partial report (letters, digits, C(.), C(_), C(-)), for example the AWX job ID.
+      - Defaults to a digest of the run's host list, so two slices never overwrite each other.
+    type: str
 seealso:
+  - module: mailsec.starttls.report_merge
   - module: mailsec.starttls.mta_tls_info
   - module: mailsec.starttls.listener_probe
 """
@@ -263,8 +287,9 @@ findings:
       severity: critical
       host: demo-mail
       listener: {address: 127.0.60.1, port: 25, protocol: smtp, mta: postfix}
-      vantage: controller
-      summary: 127.0.60.1:25/smtp advertises STARTTLS but answers 454
+      vantage: host
+      vantages: [host, controller]
+      summary: 127.0.60.1:25/smtp advertises STARTTLS but answers 454 (seen from host); also seen from controller
       waived: false
 reports:
   description: Paths of the reports written, by format.
@@ -286,6 +311,12 @@ dns:
   type: dict
   sample: {resolvers: ["192.0.2.53:53"], queries: 14, tlsa_publish: ["; mx1: key bound on disk",
            "_25._tcp.mx1.example.org. IN TLSA 3 1 1 8C1F3E9A6B0D4E2F7A5C3B1D9E8F7A6B5C4D3E2F1A0B9C8D7E6F5A4B3C2D1E0F"]}
+changes:
+  description: What changed since the previous report (see docs/reports.md); counts are null without one.
+  returned: always
+  type: dict
+  sample: {previous: {generated_at: "2026-11-27T06:00:00Z", source: /srv/audit/starttls-report.json, findings: 3},
+           new: 1, resolved: 2, persisting: 1, not_assessed: 0}
 probes:
   description: How many probes were made from the controller and the jump hosts.
   returned: unless O(plan_only) is true

@@ -178,6 +178,35 @@ def _today(today) -> datetime.date:
     return as_date(today, 'today')
 
 
+def _sighting_views(finding: dict) -> list:
+    """What a waiver query is evaluated against: the finding as each of its sightings saw it (its
+    own `vantage`, `severity`, `summary` and `evidence`), each with that sighting's own key, so
+    that a query written for one vantage or one per-vantage key matches as it did before one
+    finding per fault (docs/policy.md). Returns [(view, sighting key or None)]."""
+    sightings = finding.get('sightings')
+    if not isinstance(sightings, list) or not sightings:
+        return [(finding, None)]
+    views = []
+    for index, sighting in enumerate(sightings):
+        if not isinstance(sighting, dict):
+            continue
+        if index == 0:
+            view = finding
+        else:
+            view = dict(finding, vantage=sighting.get('vantage'), severity=sighting.get('severity'),
+                        summary=sighting.get('summary'), evidence=sighting.get('evidence'))
+        views.append((view, sighting.get('key')))
+    return views or [(finding, None)]
+
+
+def _view_matches(waiver: dict, view: dict, sighting_key) -> bool:
+    if truthy(waiver['compiled'].search(view)):
+        return True
+    # A query on the per-vantage key of earlier reports (id|host|address|port|vantage).
+    return bool(sighting_key) and sighting_key != view.get('key') and 'key' in waiver['query'] \
+        and truthy(waiver['compiled'].search(dict(view, key=sighting_key)))
+
+
 def apply_waivers(findings: list, waivers, today=None) -> dict:
     """Mark waived findings. Returns {'findings', 'waivers', 'waivers_expired', 'waiver_errors'}.
 
@@ -186,6 +215,10 @@ def apply_waivers(findings: list, waivers, today=None) -> dict:
     day (UTC) and stops applying the day after; it is then reported, with the findings it would
     have waived, in `waivers_expired`. A query that fails on one finding (a JMESPath type error)
     does not waive it and is listed in `waiver_errors`; the run goes on.
+
+    A finding seen from several vantages is waived only when every sighting is: each sighting
+    view (see _sighting_views) must be matched by an active waiver; `waiver` is the one that
+    waived the first sighting.
     """
     unusable: list = []
     checked = validate_waivers(waivers, unusable)
@@ -199,31 +232,44 @@ def apply_waivers(findings: list, waivers, today=None) -> dict:
         finding = dict(finding)
         finding['waived'] = False
         finding['waiver'] = None
+        views = _sighting_views(finding)
+        waived_by = [None] * len(views)
         for waiver in checked:
-            try:
-                matched = truthy(waiver['compiled'].search(finding))
-            except Exception as exc:  # pylint: disable=broad-except
-                # A JMESPath type error, or Python's own: ceil(`1e400`) overflows, deep nesting recurses.
-                if len(result['waiver_errors']) < 50 + len(unusable):
-                    result['waiver_errors'].append({
-                        'index': waiver['index'], 'query': waiver['query'], 'finding': finding.get('key'),
-                        'error': describe_exception(exc)})
-                continue
-            if not matched:
+            matched_any = False
+            for position, (view, sighting_key) in enumerate(views):
+                try:
+                    matched = _view_matches(waiver, view, sighting_key)
+                except Exception as exc:  # pylint: disable=broad-except
+                    # A JMESPath type error, or Python's own: ceil(`1e400`) overflows, deep nesting recurses.
+                    if len(result['waiver_errors']) < 50 + len(unusable):
+                        result['waiver_errors'].append({
+                            'index': waiver['index'], 'query': waiver['query'], 'finding': finding.get('key'),
+                            'error': describe_exception(exc)})
+                    continue
+                if not matched:
+                    continue
+                matched_any = True
+                if waiver['expires'] is None or waiver['expires'] >= day:
+                    if waived_by[position] is None:
+                        waived_by[position] = waiver
+            if not matched_any:
                 continue
             use = usage[waiver['index']]
             use['matched'] += 1
             if len(use['keys']) < 20:
                 use['keys'].append(finding.get('key'))
-            if waiver['expires'] is not None and waiver['expires'] < day:
-                continue
-            if not finding['waived']:
-                finding['waived'] = True
-                finding['waiver'] = {
-                    'index': waiver['index'], 'reason': waiver['reason'], 'query': waiver['query'],
-                    'expires': waiver['expires'].isoformat() if waiver['expires'] else None,
-                    'ticket': waiver['ticket'],
-                }
+        if all(waiver is not None for waiver in waived_by):
+            waiver = waived_by[0]
+            finding['waived'] = True
+            finding['waiver'] = {
+                'index': waiver['index'], 'reason': waiver['reason'], 'query': waiver['query'],
+                'expires': waiver['expires'].isoformat() if waiver['expires'] else None,
+                'ticket': waiver['ticket'],
+            }
+        elif len(views) > 1 and any(waiver is not None for waiver in waived_by):
+            # Partly waived: the fault stays open; say which sightings a waiver covered.
+            finding['sightings'] = [dict(sighting, waiver=None if waiver is None else waiver['index'])
+                                    for sighting, waiver in zip(finding['sightings'], waived_by)]
         result['findings'].append(finding)
     for waiver in checked:
         expired = waiver['expires'] is not None and waiver['expires'] < day
@@ -267,7 +313,7 @@ def _reason(report: dict, expression: str, value) -> str:
                     if not finding.get('waived') and finding.get('severity') in ('critical', 'high')]
         shown = ', '.join(f'{finding.get("id")} on {finding.get("host")} '
                           f'{finding.get("listener", {}).get("address")}:{finding.get("listener", {}).get("port")}'
-                          f' ({finding.get("vantage") or "configuration"})'
+                          f' ({", ".join(str(vantage) if vantage else "configuration" for vantage in finding.get("vantages") or [finding.get("vantage")])})'
                           for finding in blocking[:5])
         more = f' and {len(blocking) - 5} more' if len(blocking) > 5 else ''
         return f'{len(blocking)} unwaived finding(s) of severity critical or high: {shown}{more}'

@@ -22,7 +22,7 @@ import xml.etree.ElementTree as ET
 
 from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict
 from ansible_collections.mailsec.starttls.plugins.module_utils._text import visible, visible_deep
-from ansible_collections.mailsec.starttls.plugins.plugin_utils import _policy
+from ansible_collections.mailsec.starttls.plugins.plugin_utils import _changes, _policy
 
 SCHEMA_VERSION = 1
 GENERATOR = 'mailsec.starttls'
@@ -31,6 +31,9 @@ FORMATS = ('json', 'junit', 'markdown', 'html')
 FILE_SUFFIXES = {'json': '.json', 'junit': '.junit.xml', 'markdown': '.md', 'html': '.html'}
 DEFAULT_BASENAME = 'starttls-report'
 CHART_HOST_LIMIT = 40
+JUNIT_INDENT_LIMIT = 20000
+# Above this many listeners the HTML report is the fleet page (_report_html_fleet).
+HTML_FLEET_LISTENERS = 1000
 SEVERITY_COLOURS = {'critical': '#8b0000', 'high': '#d9480f', 'medium': '#e8a400', 'low': '#4a7fb0',
                     'info': '#7d8b99', 'waived': '#c9d1d9'}
 
@@ -84,6 +87,16 @@ def _sort_key_finding(finding: dict) -> tuple:
             str(finding.get('vantage') or ''))
 
 
+def _with_sightings(finding: dict) -> dict:
+    """A finding made elsewhere (a filter pipeline, an older report) as one sighting of itself."""
+    if not isinstance(finding.get('sightings'), list) or not finding['sightings']:
+        finding['sightings'] = [{'vantage': finding.get('vantage'), 'severity': finding.get('severity'),
+                                 'summary': finding.get('summary'), 'key': finding.get('key')}]
+    if not isinstance(finding.get('vantages'), list):
+        finding['vantages'] = [sighting.get('vantage') for sighting in finding['sightings'] if isinstance(sighting, dict)]
+    return finding
+
+
 def _probe_summary(probe: dict) -> dict:
     target = probe.get('target') or {}
     reply = probe.get('starttls_reply') or {}
@@ -103,6 +116,9 @@ def _probe_summary(probe: dict) -> dict:
             f'{probe["error"].get("stage")}: {probe["error"].get("message")}', 300),
         'flags': list(probe.get('flags') or []),
     }
+
+
+_RULE_ORDER = {rule: position for position, rule in enumerate(_verdict.RULE_IDS)}
 
 
 def _listener_entry(entry: dict, findings: list) -> dict:
@@ -142,7 +158,7 @@ def _listener_entry(entry: dict, findings: list) -> dict:
         },
         'probes': [_probe_summary(probe) for probe in entry['probes']],
         'rules': sorted(set(_verdict.applicable_rules(listener)) | {finding['id'] for finding in findings},
-                        key=lambda rule: _verdict.RULE_IDS.index(rule) if rule in _verdict.RULE_IDS else 99),
+                        key=lambda rule: _RULE_ORDER.get(rule, 99)),
         'findings': [finding['key'] for finding in findings],
         'status': status,
         'worst': _verdict.worst_severity(unwaived),
@@ -150,13 +166,14 @@ def _listener_entry(entry: dict, findings: list) -> dict:
 
 
 def build_report(findings: list, listeners: list, probes: list, meta: dict | None = None, *,
-                 fail_when: str | None = None, policy: dict | None = None, judge_options: dict | None = None) -> dict:
+                 fail_when: str | None = None, policy: dict | None = None, judge_options: dict | None = None,
+                 previous: dict | None = None, assessed_hosts=None) -> dict:
     """The report (schema_version 1). `findings` as returned by `_verdict.judge` (waivers applied
     or not), `policy` the result of `_policy.apply_waivers` when waivers were applied,
-    `fail_when` the failure expression (default `_policy.DEFAULT_FAIL_WHEN`)."""
-    meta = dict(meta or {})
-    policy = policy or {}
-    findings = sorted((_plain(finding) for finding in findings or []), key=_sort_key_finding)
+    `fail_when` the failure expression (default `_policy.DEFAULT_FAIL_WHEN`), `previous` the
+    previous report to compare with (`_changes`), `assessed_hosts` the hosts this run looked at
+    (default: the hosts of its listeners)."""
+    findings = sorted((_with_sightings(_plain(finding)) for finding in findings or []), key=_sort_key_finding)
     entries = _verdict.join(listeners or [], probes or [], judge_options)
     by_listener: dict = {}
     for finding in findings:
@@ -178,6 +195,33 @@ def build_report(findings: list, listeners: list, probes: list, meta: dict | Non
                         'mta': first['listener'].get('mta'), 'mode': 'probe'}
             listener_entries.append(_listener_entry({'listener': stand_in, 'probes': []}, orphaned))
             seen_keys.add(key)
+    return assemble_report(findings, listener_entries, meta, fail_when=fail_when, policy=policy, previous=previous,
+                           assessed_hosts=assessed_hosts)
+
+
+def _listener_status(findings: list) -> tuple:
+    unwaived = [finding for finding in findings if not finding.get('waived')]
+    if not findings:
+        return 'clean', None
+    return ('findings' if unwaived else 'waived'), _verdict.worst_severity(unwaived)
+
+
+def assemble_report(findings: list, listener_entries: list, meta: dict | None = None, *,
+                    fail_when: str | None = None, policy: dict | None = None, previous: dict | None = None,
+                    assessed_hosts=None) -> dict:
+    """The report from judged findings (waivers applied) and report listener entries, as
+    build_report makes them or as partial reports carry them (report_merge): hosts, summary,
+    changes since `previous`, and the failure rule."""
+    meta = dict(meta or {})
+    policy = policy or {}
+    findings = sorted(findings, key=_sort_key_finding)
+    by_listener: dict = {}
+    for finding in findings:
+        by_listener.setdefault(_finding_listener_key(finding), []).append(finding)
+    for item in listener_entries:
+        own = by_listener.get(item['key'], [])
+        item['findings'] = [finding['key'] for finding in own]
+        item['status'], item['worst'] = _listener_status(own)
     listener_entries.sort(key=lambda item: (str(item['host']), str(item['address']), str(item['port'])))
 
     hosts: dict = {}
@@ -232,6 +276,9 @@ def build_report(findings: list, listeners: list, probes: list, meta: dict | Non
         'listeners': listener_entries,
         'findings': findings,
     }
+    if assessed_hosts is None:
+        assessed_hosts = [host['host'] for host in host_entries]
+    _changes.compare(report, previous, assessed_hosts)
     failed, reason = _policy.evaluate_fail_when(report, fail_when)
     report = visible_deep(report)
     unusable = [error['error'] for error in policy.get('unusable') or []]
@@ -297,7 +344,8 @@ def collect_inputs(listeners, probes, judge_options: dict | None = None) -> tupl
 
 
 def audit(listeners: list, probes: list, judge_options: dict | None = None, waivers=None, fail_when=None,
-          meta: dict | None = None, today=None, extra_findings=None) -> dict:
+          meta: dict | None = None, today=None, extra_findings=None, previous: dict | None = None,
+          assessed_hosts=None) -> dict:
     """The whole controller-side pipeline: judge, waive, report. Policy errors raise PolicyError
     before anything is judged; bad judge options raise _verdict.VerdictError.
 
@@ -315,7 +363,7 @@ def audit(listeners: list, probes: list, judge_options: dict | None = None, waiv
         today = _verdict.parse_time(judge_options['now'])
     policy = _policy.apply_waivers(findings, waivers, today)
     return build_report(policy['findings'], listeners, probes, meta, fail_when=fail_when, policy=policy,
-                        judge_options=judge_options)
+                        judge_options=judge_options, previous=previous, assessed_hosts=assessed_hosts)
 
 
 # -- shared text helpers -------------------------------------------------------------------
@@ -351,6 +399,22 @@ def _endpoint(item: dict) -> str:
     return f'{_verdict.endpoint(item.get("address"), item.get("port"))}/{item.get("protocol") or "?"}'
 
 
+def seen_from(finding: dict) -> str:
+    """Who saw a finding: its vantages in order, the configuration (vantage null) by that name."""
+    vantages = finding.get('vantages') or [finding.get('vantage')]
+    return ', '.join(str(vantage) if vantage else 'host configuration' for vantage in vantages)
+
+
+def all_evidence(finding: dict):
+    """The evidence of every sighting of a finding (its own evidence when it has one sighting)."""
+    sightings = finding.get('sightings') or []
+    if len(sightings) < 2:
+        return finding.get('evidence')
+    return {'sightings': [{'vantage': sighting.get('vantage') or 'host configuration', 'summary': sighting.get('summary'),
+                           'evidence': finding.get('evidence') if index == 0 else sighting.get('evidence')}
+                          for index, sighting in enumerate(sightings)]}
+
+
 def _waiver_text(waiver: dict | None) -> str:
     if not waiver:
         return ''
@@ -366,6 +430,21 @@ def _waiver_text(waiver: dict | None) -> str:
 
 def render_json(report: dict) -> str:
     return json.dumps(report, indent=2, ensure_ascii=True, default=str).replace('\x7f', '\\u007f') + '\n'
+
+
+def iter_json(report: dict):
+    """The JSON report in pieces, for writing without holding the whole text in memory."""
+    encoder = json.JSONEncoder(indent=2, ensure_ascii=True, default=str)
+    buffered: list = []
+    size = 0
+    for piece in encoder.iterencode(report):
+        buffered.append(piece)
+        size += len(piece)
+        if size >= 1 << 16:
+            yield ''.join(buffered)
+            buffered, size = [], 0
+    buffered.append('\n')
+    yield ''.join(buffered)
 
 
 # -- JUnit XML -----------------------------------------------------------------------------
@@ -400,9 +479,11 @@ def render_junit(report: dict) -> str:
                 lines = []
                 for finding in open_hits:
                     lines.append(f'[{finding.get("severity")}] {finding.get("summary")}')
-                    lines.append(f'vantage: {finding.get("vantage") or "host configuration"}')
+                    lines.append(f'seen from: {seen_from(finding)}')
+                    if finding.get('first_seen'):
+                        lines.append(f'first seen: {finding["first_seen"]}' + (' (new)' if finding.get('change') == 'new' else ''))
                     lines.append(f'fix: {finding.get("fix")}')
-                    lines.append('evidence: ' + _evidence_json(finding.get('evidence')))
+                    lines.append('evidence: ' + _evidence_json(all_evidence(finding)))
                     lines.append('')
                 failure = ET.SubElement(case, 'failure', {
                     'type': xml_text(worst), 'message': xml_text(open_hits[0].get('summary'))})
@@ -421,7 +502,8 @@ def render_junit(report: dict) -> str:
         root.set(name, str(value))
     root.set('errors', '0')
     root.set('time', '0')
-    if hasattr(ET, 'indent'):  # Python 3.9+
+    if hasattr(ET, 'indent') and totals['tests'] <= JUNIT_INDENT_LIMIT:  # Python 3.9+
+        # Indenting is for people; at fleet scale it costs seconds and nobody reads the file by eye.
         ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding='unicode') + '\n'
 
@@ -465,6 +547,37 @@ def md_block(text: str, language: str = '') -> str:
     return f'{fence}{language}\n{text}\n{fence}'
 
 
+CHANGE_LIST_LIMIT = 50
+
+
+def _first_seen_text(finding: dict) -> str:
+    if finding.get('change') == 'new':
+        return 'new'
+    if finding.get('change') == 'persisting':
+        return f'since {str(finding.get("first_seen") or "?")[:10]}'
+    return ''
+
+
+def _md_changes(report: dict) -> list:
+    """The change since the previous report, first thing after the result."""
+    changes = report.get('changes') or {}
+    out = ['## What changed', '', md_text(_changes.headline(changes))]
+    if changes.get('previous') is None:
+        return out
+    new = [finding for finding in report.get('findings') or [] if finding.get('change') == 'new']
+    for title, items in (('New', new), ('Resolved', changes.get('resolved_findings') or [])):
+        if not items:
+            continue
+        out += ['', f'{title}:', '']
+        for item in items[:CHANGE_LIST_LIMIT]:
+            out.append(f'- **{md_text(item.get("severity"))}** {md_code(item.get("id"))} on {md_text(item.get("host"))} '
+                       f'{md_text(_endpoint(item.get("listener") or {}))}'
+                       + (f' (first seen {md_text(str(item.get("first_seen"))[:10])})' if title == 'Resolved' else ''))
+        if len(items) > CHANGE_LIST_LIMIT:
+            out.append(f'- and {len(items) - CHANGE_LIST_LIMIT} more (see the JSON report)')
+    return out
+
+
 def render_markdown(report: dict) -> str:
     summary = report['summary']
     out = ['# STARTTLS audit report', '',
@@ -474,6 +587,7 @@ def render_markdown(report: dict) -> str:
         out.append(f'**Result: FAILED.** {md_text(summary.get("fail_reason"))}')
     else:
         out.append('**Result: passed.**')
+    out += [''] + _md_changes(report)
     out += ['', f'Failure rule: {md_code(summary.get("fail_when"))}', '', '## Summary', '',
             '| hosts | listeners | probes | findings | waived | ' + ' | '.join(SEVERITIES) + ' |',
             '|' + '---|' * (5 + len(SEVERITIES)),
@@ -499,12 +613,14 @@ def render_markdown(report: dict) -> str:
         out += [f'### {md_text(item.get("host"))}: {md_text(_endpoint(item))}' + (f' ({md_text(what)})' if what else ''), '']
         for finding in findings:
             state = f' ({md_text(_waiver_text(finding.get("waiver")))})' if finding.get('waived') else ''
+            if _first_seen_text(finding):
+                state += f' ({md_text(_first_seen_text(finding))})'
             out.append(f'- **{md_text(finding["severity"])}** {md_code(finding["id"])} from '
-                       f'{md_text(finding.get("vantage") or "host configuration")}{state}: {md_text(finding["summary"])}')
+                       f'{md_text(seen_from(finding))}{state}: {md_text(finding["summary"])}')
             out.append(f'  - Fix: {md_fix(finding.get("fix") or "")}')
             out.append('  - Evidence:')
             out.append('')
-            out.append('\n'.join('    ' + line for line in md_block(_evidence_json(finding.get('evidence'), markup_safe=True), 'json').splitlines()))
+            out.append('\n'.join('    ' + line for line in md_block(_evidence_json(all_evidence(finding), markup_safe=True), 'json').splitlines()))
             out.append('')
     if not any_findings:
         out.append('No findings.')
@@ -555,7 +671,8 @@ h3{font-size:15px;margin:0}
 .cards b{display:block;font-size:20px}
 .sev{display:inline-block;padding:1px 7px;border-radius:10px;color:#fff;font-size:12px;font-weight:600}
 .sev-critical{background:#8b0000}.sev-high{background:#d9480f}.sev-medium{background:#b07d00}
-.sev-low{background:#4a7fb0}.sev-info{background:#6b7785}.sev-waived{background:#8a96a3}
+.sev-low{background:#4a7fb0}.sev-info{background:#6b7785}.sev-waived{background:#8a96a3}.sev-new{background:#2f6fdf}
+.change{font-weight:600;margin:8px 0}
 table{border-collapse:collapse;width:100%;margin:8px 0}
 th,td{border:1px solid var(--line);padding:4px 8px;text-align:left;vertical-align:top;overflow-wrap:break-word}
 th{background:var(--bg)}
@@ -642,7 +759,37 @@ def _html_probe_rows(item: dict) -> str:
     return ''.join(rows)
 
 
+def _html_changes(report: dict) -> str:
+    """The change since the previous report, right under the result."""
+    changes = report.get('changes') or {}
+    if changes.get('previous') is None:
+        return f'<div id="changes" data-previous="none"><p class="change">{h(_changes.headline(changes))}</p></div>'
+    out = [f'<div id="changes" data-previous="{h(changes["previous"].get("generated_at"))}" data-new="{changes["new"]}" '
+           f'data-resolved="{changes["resolved"]}" data-persisting="{changes["persisting"]}">',
+           f'<p class="change">{h(_changes.headline(changes))}</p>']
+    new = [finding for finding in report.get('findings') or [] if finding.get('change') == 'new']
+    for title, items, kind in (('New', new, 'new'), ('Resolved', changes.get('resolved_findings') or [], 'resolved')):
+        if not items:
+            continue
+        out.append(f'<details class="changes-{kind}"{" open" if len(items) <= 20 else ""}><summary>{title}: {len(items)}</summary>'
+                   '<table><tr><th>severity</th><th>finding</th><th>host</th><th>listener</th><th>first seen</th></tr>')
+        for item in items[:CHANGE_LIST_LIMIT * 4]:
+            out.append(f'<tr data-change="{kind}"><td><span class="sev sev-{h(item.get("severity"))}">{h(item.get("severity"))}</span></td>'
+                       f'<td><code>{h(item.get("id"))}</code></td><td>{h(item.get("host"))}</td>'
+                       f'<td>{h(_endpoint(item.get("listener") or {}))}</td><td>{h(str(item.get("first_seen") or "")[:10])}</td></tr>')
+        out.append('</table>')
+        if len(items) > CHANGE_LIST_LIMIT * 4:
+            out.append(f'<p class="muted">and {len(items) - CHANGE_LIST_LIMIT * 4} more (see the JSON report)</p>')
+        out.append('</details>')
+    out.append('</div>')
+    return ''.join(out)
+
+
 def render_html(report: dict) -> str:
+    if len(report.get('listeners') or []) > HTML_FLEET_LISTENERS:
+        # Imported here: that module imports this one.
+        from ansible_collections.mailsec.starttls.plugins.plugin_utils import _report_html_fleet  # pylint: disable=import-outside-toplevel
+        return _report_html_fleet.render(report)
     summary = report['summary']
     findings_by_key = {finding['key']: finding for finding in report.get('findings') or []}
     failed = bool(summary.get('failed'))
@@ -662,6 +809,7 @@ def render_html(report: dict) -> str:
            f'<p class="result {"failed" if failed else "passed"}" data-result="{"failed" if failed else "passed"}">'
            + (f'FAILED: {h(summary.get("fail_reason"))}' if failed else 'Passed: no finding meets the failure rule.')
            + '</p>',
+           _html_changes(report),
            f'<p class="muted">Failure rule: <code>{h(summary.get("fail_when"))}</code></p>',
            '<ul class="cards">',
            f'<li data-metric="hosts">hosts<b>{summary["hosts"]}</b></li>',
@@ -699,10 +847,12 @@ def render_html(report: dict) -> str:
         for finding in report['findings']:
             anchor = anchors.get(_finding_listener_key(finding), '')
             state = ' <span class="sev sev-waived">waived</span>' if finding.get('waived') else ''
+            if finding.get('change') == 'new':
+                state += ' <span class="sev sev-new" data-change="new">new</span>'
             out.append(f'<tr data-finding-row="{h(finding["key"])}"><td><span class="sev sev-{h(finding["severity"])}">'
                        f'{h(finding["severity"])}</span>{state}</td><td><code>{h(finding["id"])}</code></td>'
                        f'<td>{h(finding.get("host"))}</td><td><a href="#{h(anchor)}">{h(_endpoint(finding.get("listener") or {}))}'
-                       f'</a></td><td>{h(finding.get("vantage") or "host configuration")}</td><td>{h(finding["summary"])}</td></tr>')
+                       f'</a></td><td>{h(seen_from(finding))}</td><td>{h(finding["summary"])}</td></tr>')
         out.append('</table>')
     else:
         out.append('<p class="muted">No findings.</p>')
@@ -734,12 +884,12 @@ def render_html(report: dict) -> str:
                        f'data-severity="{h(finding["severity"])}" data-waived="{str(waived).lower()}">')
             out.append(f'<h4><span class="sev sev-{h(finding["severity"])}">{h(finding["severity"])}</span> '
                        f'<code>{h(finding["id"])}</code> <span class="muted">from '
-                       f'{h(finding.get("vantage") or "host configuration")}</span>'
+                       f'{h(seen_from(finding))}</span>'
                        + (f' <span class="sev sev-waived">{h(_waiver_text(finding.get("waiver")))}</span>' if waived else '')
                        + '</h4>')
             out.append(f'<p class="summary">{h(finding["summary"])}</p>')
             out.append(f'<p class="fix"><strong>Fix:</strong> {html_fix(finding.get("fix") or "")}</p>')
-            out.append(f'<details><summary>Evidence</summary><pre>{h(_evidence_json(finding.get("evidence")))}</pre></details>')
+            out.append(f'<details><summary>Evidence</summary><pre>{h(_evidence_json(all_evidence(finding)))}</pre></details>')
             out.append('</div>')
         out.append('</article>')
     out.append('</section>')
@@ -772,14 +922,19 @@ def render_html(report: dict) -> str:
 RENDERERS = {'json': render_json, 'junit': render_junit, 'markdown': render_markdown, 'html': render_html}
 
 
-def atomic_write(path: str, text: str, mode: int = 0o644) -> None:
+def atomic_write(path: str, text, mode: int = 0o644) -> None:
     """Write through a temporary file in the same directory and rename it over `path`, so that a
-    reader (a CI job, a browser) never sees half a report."""
+    reader (a CI job, a browser) never sees half a report. `text` is a string or an iterable of
+    strings (written as they come: the JSON report is streamed)."""
     directory = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=directory)
     try:
         with os.fdopen(handle, 'w', encoding='utf-8', newline='\n') as stream:
-            stream.write(text)
+            if isinstance(text, str):
+                stream.write(text)
+            else:
+                for piece in text:
+                    stream.write(piece)
             stream.flush()
             os.fsync(stream.fileno())
         os.chmod(temporary, mode)
@@ -810,7 +965,7 @@ def write_reports(report: dict, directory: str, formats=FORMATS, basename: str =
     for name in formats:
         path = os.path.join(directory, basename + FILE_SUFFIXES[name])
         try:
-            atomic_write(path, RENDERERS[name](report))
+            atomic_write(path, iter_json(report) if name == 'json' else RENDERERS[name](report))
         except OSError as exc:
             raise ReportError(f'cannot write {path}: {exc.strerror or exc}')
         written[name] = path

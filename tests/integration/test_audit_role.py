@@ -57,7 +57,7 @@ def audited(lab, sshd, ansible_env, tmp_path_factory):
 
 def ids_at(report, host, address, port, vantage='any'):
     return {f['id'] for f in report['findings'] if f['host'] == host and f['listener']['address'] == address
-            and f['listener']['port'] == port and (vantage == 'any' or f['vantage'] == vantage)}
+            and f['listener']['port'] == port and (vantage == 'any' or vantage in f['vantages'])}
 
 
 def test_default_policy_fails_the_run_after_writing_the_reports(audited):
@@ -78,6 +78,20 @@ def test_default_policy_fails_the_run_after_writing_the_reports(audited):
 ])
 def test_advertised_without_a_usable_certificate_is_caught_from_every_side(audited, address, port, vantage):
     assert 'starttls-advertised-without-certificate' in ids_at(audited['report'], 'lab-host', address, port, vantage)
+
+
+def test_one_missing_file_is_one_finding_per_rule_with_every_vantage(audited):
+    report = audited['report']
+    at_kb = [f for f in report['findings'] if f['host'] == 'lab-host'
+             and (f['listener']['address'], f['listener']['port']) == ('127.0.10.2', 25)]
+    rules = [f['id'] for f in at_kb]
+    assert len(rules) == len(set(rules)), rules
+    advertised = next(f for f in at_kb if f['id'] == 'starttls-advertised-without-certificate')
+    assert {'host', 'controller', 'jump:bastion'} <= set(advertised['vantages'])
+    assert len(advertised['sightings']) == len(advertised['vantages'])
+    # Faults, not sightings, are what the summary counts.
+    assert report['summary']['findings'] == len(report['findings'])
+    assert len({f['key'] for f in report['findings']}) == len(report['findings'])
 
 
 def test_exim_self_made_certificate_is_caught(audited):

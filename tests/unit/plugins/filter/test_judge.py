@@ -37,11 +37,18 @@ def test_findings_filter_accepts_records_and_module_results():
 def test_waive_and_report_filters():
     kb = case('postfix-missing-file-454')
     found = FILTERS['findings'](kb['listeners'], kb['probes'], kb['options'])
+    # One fault seen from the host and the controller: a waiver for the controller alone does not waive it.
     waived = FILTERS['waive'](found, [{'query': "vantage=='controller'", 'reason': 'seen'}], '2026-11-28')
-    assert [f['waived'] for f in waived].count(True) == 1
+    assert [f['waived'] for f in waived].count(True) == 0
+    waived = FILTERS['waive'](found, [{'query': "contains(vantages, 'controller')", 'reason': 'seen'}], '2026-11-28')
+    assert [f['id'] for f in waived if f['waived']] == ['starttls-advertised-without-certificate']
     report = FILTERS['report'](kb['listeners'], kb['probes'], kb['options'], [], "summary.findings > `10`",
                                {'generated_at': 'fixed'})
     assert report['summary']['failed'] is False and report['generated_at'] == 'fixed'
+    again = FILTERS['report'](kb['listeners'], kb['probes'], kb['options'], [], None, {'generated_at': 'later'},
+                              report)
+    assert again['changes']['persisting'] == len(again['findings']) and again['changes']['new'] == 0
+    assert all(finding['first_seen'] == 'fixed' for finding in again['findings'])
     assert FILTERS['report_junit'](report).startswith('<?xml')
     assert FILTERS['report_markdown'](report).startswith('# STARTTLS audit report')
     assert FILTERS['report_html'](report).startswith('<!DOCTYPE html>')
@@ -55,6 +62,7 @@ def test_waive_and_report_filters():
     (lambda: FILTERS['waive']([], [{'query': '(' * 3000, 'reason': 'deep'}]), r'starttls_waivers\[0\]\.query.*recursion'),
     (lambda: FILTERS['report']([], [], {}, [], 'summary.'), 'starttls_fail_when'),
     (lambda: FILTERS['report']([], [], {}, [], None, 'meta'), 'meta must be a dictionary'),
+    (lambda: FILTERS['report']([], [], {}, [], None, None, 'previous'), 'previous must be a report'),
     (lambda: FILTERS['report_html']({'findings': []}), 'schema_version 1'),
 ])
 def test_errors_are_filter_errors(call, message):

@@ -30,7 +30,20 @@ def run(name: str, **option_overrides) -> list:
 
 
 def pairs(findings: list) -> list:
-    return sorted(((finding['id'], finding['vantage']) for finding in findings), key=repr)
+    """Every sighting as (id, vantage): the scenarios name what each vantage must see."""
+    return sorted(((finding['id'], sighting['vantage']) for finding in findings for sighting in finding['sightings']),
+                  key=repr)
+
+
+def by_sighting(findings: list) -> dict:
+    """(id, vantage) -> the finding as that sighting saw it (its vantage, severity, summary, evidence)."""
+    views = {}
+    for finding in findings:
+        for index, sighting in enumerate(finding['sightings']):
+            views[(finding['id'], sighting['vantage'])] = finding if index == 0 else dict(
+                finding, vantage=sighting['vantage'], severity=sighting['severity'], summary=sighting['summary'],
+                evidence=sighting['evidence'])
+    return views
 
 
 @pytest.mark.parametrize('name', sorted(SCENARIOS))
@@ -45,9 +58,15 @@ def test_scenario_gives_exactly_the_expected_findings(name):
         assert finding['summary'] and '\n' not in finding['summary']
         assert finding['fix'], finding['id']
         assert finding['waived'] is False and finding['waiver'] is None
-        assert finding['key'] == _verdict.finding_key(finding['id'], {
-            'host': finding['host'], 'address': finding['listener']['address'],
-            'port': finding['listener']['port']}, finding['vantage'])
+        where = {'host': finding['host'], 'address': finding['listener']['address'],
+                 'port': finding['listener']['port']}
+        assert finding['key'] == _verdict.fault_key(finding['id'], where)
+        assert finding['vantage'] == finding['sightings'][0]['vantage']
+        assert finding['vantages'] == [sighting['vantage'] for sighting in finding['sightings']]
+        for sighting in finding['sightings']:
+            assert sighting['key'] == _verdict.finding_key(finding['id'], where, sighting['vantage'])
+        # The fault's severity is the worst of its sightings'.
+        assert finding['severity'] == _verdict.worst_severity(finding['sightings'])
         if 'fix_contains' in case and finding['id'].startswith('starttls-advertised'):
             assert case['fix_contains'] in finding['fix']
         if 'summary_contains' in case:
@@ -55,9 +74,13 @@ def test_scenario_gives_exactly_the_expected_findings(name):
         for rule, severity in case.get('severity', {}).items():
             if finding['id'] == rule:
                 assert finding['severity'] == severity
-        expected_severity = case.get('severities', {}).get((finding['id'], finding['vantage']))
-        if expected_severity:
-            assert finding['severity'] == expected_severity
+        for sighting in finding['sightings']:
+            expected_severity = case.get('severities', {}).get((finding['id'], sighting['vantage']))
+            if expected_severity:
+                assert sighting['severity'] == expected_severity
+    # One finding per fault: no (id, host, address, port) twice.
+    faults = [finding['key'] for finding in findings]
+    assert len(faults) == len(set(faults))
     # Findings are JSON: they travel through facts and reports unchanged.
     assert json.loads(json.dumps(findings)) == findings
 
@@ -71,7 +94,7 @@ def test_keys_are_unique_and_stable():
 
 
 def test_postfix_kb_state_evidence_and_fix():
-    findings = {(f['id'], f['vantage']): f for f in run('postfix-missing-file-454')}
+    findings = by_sighting(run('postfix-missing-file-454'))
     network = findings[('starttls-advertised-without-certificate', 'controller')]
     assert network['severity'] == 'critical'
     assert network['evidence']['probe']['starttls_reply'] == {
@@ -84,11 +107,40 @@ def test_postfix_kb_state_evidence_and_fix():
     assert store_side['vantage'] is None
     assert store_side['evidence']['problem']['id'] == 'certificate-missing'
     assert 'more' in store_side['evidence']  # the key-missing problem is kept with it
-    assert store_side['key'] == 'certificate-unreadable|mx1|127.0.10.2|25|-'
+    assert store_side['key'] == 'certificate-unreadable|mx1|127.0.10.2|25'
+    assert store_side['sightings'][0]['key'] == 'certificate-unreadable|mx1|127.0.10.2|25|-'
+
+
+def test_one_fault_seen_from_the_host_and_the_controller_is_one_finding():
+    findings = run('postfix-missing-file-454')
+    advertised = [f for f in findings if f['id'] == 'starttls-advertised-without-certificate']
+    assert len(advertised) == 1
+    fault = advertised[0]
+    assert fault['key'] == 'starttls-advertised-without-certificate|mx1|127.0.10.2|25'
+    assert fault['vantage'] == 'host' and fault['vantages'] == ['host', 'controller']
+    assert fault['summary'].endswith('; also seen from controller')
+    # Each vantage's own evidence is kept: the host's in the finding, the controller's in its sighting.
+    assert fault['evidence']['probe']['vantage'] == 'host'
+    assert fault['sightings'][1]['evidence']['probe']['vantage'] == 'controller'
+    assert fault['sightings'][1]['key'] == 'starttls-advertised-without-certificate|mx1|127.0.10.2|25|controller'
+    # Three sightings of one missing file are two faults: the unreadable file and what it does to STARTTLS.
+    assert len(findings) == 2
+
+
+def test_the_worst_sighting_sets_the_severity():
+    listener = sc.blackbox('127.0.60.5', 25, 'smtp')
+    refused = sc.probe('127.0.60.5', 25, 'smtp', 'host', greeting={'code': '554', 'lines': ['no']},
+                       starttls_advertised=None, flags=['greeting_refused'])
+    unreachable = sc.unreachable('127.0.60.5', 25)
+    findings = _verdict.judge([listener], [refused, unreachable], {'now': sc.NOW})
+    failed = [f for f in findings if f['id'] == 'probe-failed']
+    assert len(failed) == 1
+    assert sorted(s['severity'] for s in failed[0]['sightings']) == ['info', 'medium']
+    assert failed[0]['severity'] == 'medium'
 
 
 def test_exim_self_made_certificate_is_caught_from_both_sides():
-    findings = {(f['id'], f['vantage']): f for f in run('exim-self-made-certificate')}
+    findings = by_sighting(run('exim-self-made-certificate'))
     differs = findings[('presented-certificate-differs', 'host')]
     assert differs['severity'] == 'high'  # the MTA serves a certificate nobody gave it
     assert 'Exim Developers' in differs['summary']
@@ -209,7 +261,8 @@ def test_ipv6_addresses_match_in_any_spelling():
     entries = _verdict.join([record], [probe])
     assert len(entries) == 1 and entries[0]['probes'] == [probe]
     finding = _verdict.judge([record], [probe], {'now': sc.NOW})[0]
-    assert finding['key'] == 'starttls-advertised-without-certificate|partner|2001:db8::25|25|controller'
+    assert finding['key'] == 'starttls-advertised-without-certificate|partner|2001:db8::25|25'
+    assert finding['sightings'][0]['key'] == 'starttls-advertised-without-certificate|partner|2001:db8::25|25|controller'
 
 
 def test_classify_probe_by_stage():

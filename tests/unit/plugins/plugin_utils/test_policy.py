@@ -50,16 +50,47 @@ def test_an_expired_waiver_stops_waiving_and_is_noted(findings):
     assert not any(f['waived'] for f in result['findings'])
     expired = result['waivers_expired']
     assert len(expired) == 1 and expired[0]['expires'] == '2026-11-27' and expired[0]['state'] == 'expired'
-    assert expired[0]['matched'] == 2
+    assert expired[0]['matched'] == 1  # one fault, seen from the host and the controller
     assert sorted(expired[0]['would_waive']) == sorted(
         f['key'] for f in findings if f['id'] == 'starttls-advertised-without-certificate')
     # Valid through its last day.
     still = _policy.apply_waivers(findings, [dict(waivers[0], expires='2026-11-28')], TODAY)
-    assert sum(f['waived'] for f in still['findings']) == 2 and still['waivers_expired'] == []
+    assert sum(f['waived'] for f in still['findings']) == 1 and still['waivers_expired'] == []
     # Dates from YAML arrive as date objects.
     as_date = _policy.apply_waivers(findings, [dict(waivers[0], expires=datetime.date(2026, 12, 1))], TODAY)
-    assert sum(f['waived'] for f in as_date['findings']) == 2
+    assert sum(f['waived'] for f in as_date['findings']) == 1
     assert as_date['waivers'][0]['expires'] == '2026-12-01'
+
+
+def test_a_fault_is_waived_only_when_every_sighting_is(findings):
+    fault = next(f for f in findings if f['id'] == 'starttls-advertised-without-certificate')
+    assert fault['vantages'] == ['host', 'controller']
+    # A waiver for one vantage matches that sighting as before, but the host still sees the fault.
+    one = _policy.apply_waivers(findings, [{'query': "vantage=='controller'", 'reason': 'known'}], TODAY)
+    partly = next(f for f in one['findings'] if f['key'] == fault['key'])
+    assert partly['waived'] is False
+    assert [s['waiver'] for s in partly['sightings']] == [None, 0]
+    assert one['waivers'][0]['state'] == 'active'
+    # One waiver per vantage, or one for both: the fault is waived, with the first sighting's waiver.
+    both = _policy.apply_waivers(findings, [{'query': "vantage=='controller'", 'reason': 'proxy'},
+                                            {'query': "vantage=='host'", 'reason': 'local'}], TODAY)
+    waived = next(f for f in both['findings'] if f['key'] == fault['key'])
+    assert waived['waived'] is True and waived['waiver']['reason'] == 'local'
+    listed = _policy.apply_waivers(findings, [{'query': "contains(vantages, 'controller')", 'reason': 'any'}], TODAY)
+    assert next(f for f in listed['findings'] if f['key'] == fault['key'])['waived'] is True
+
+
+def test_a_waiver_on_a_per_vantage_key_still_matches(findings):
+    old_keys = [{'query': "key=='starttls-advertised-without-certificate|mx1|127.0.10.2|25|host'", 'reason': 'a'},
+                {'query': "key=='starttls-advertised-without-certificate|mx1|127.0.10.2|25|controller'",
+                 'reason': 'b'},
+                {'query': "key=='certificate-unreadable|mx1|127.0.10.2|25|-'", 'reason': 'c'}]
+    result = _policy.apply_waivers(findings, old_keys, TODAY)
+    waived = sorted(f['id'] for f in result['findings'] if f['waived'])
+    assert waived == ['certificate-unreadable', 'starttls-advertised-without-certificate']
+    fault_key = [{'query': "key=='starttls-advertised-without-certificate|mx1|127.0.10.2|25'", 'reason': 'new'}]
+    result = _policy.apply_waivers(findings, fault_key, TODAY)
+    assert [f['id'] for f in result['findings'] if f['waived']] == ['starttls-advertised-without-certificate']
 
 
 def test_the_first_matching_waiver_wins(findings):
@@ -106,7 +137,8 @@ def test_default_fail_when_fails_on_unwaived_critical_or_high(findings):
     report = report_for(findings)
     assert report['summary']['failed'] is True
     assert report['summary']['fail_when'] == _policy.DEFAULT_FAIL_WHEN
-    assert report['summary']['fail_reason'].startswith('3 unwaived finding(s) of severity critical or high')
+    assert report['summary']['fail_reason'].startswith('2 unwaived finding(s) of severity critical or high')
+    assert '(host, controller)' in report['summary']['fail_reason']  # one fault, both vantages
     waived = _policy.apply_waivers(findings, [{'query': "contains(['critical', 'high'], severity)",
                                                'reason': 'accepted'}], TODAY)['findings']
     passed = report_for(waived)
@@ -124,7 +156,7 @@ def test_custom_fail_when(findings):
     assert "starttls_fail_when 'summary.unwaived > `0`' is true" in strict['summary']['fail_reason']
     listed = report_for(findings, "findings[?id=='legacy-tls-protocol']")
     assert listed['summary']['failed'] is True
-    assert 'legacy-tls-protocol|mx1|127.0.10.1|25|controller' in listed['summary']['fail_reason']
+    assert 'legacy-tls-protocol|mx1|127.0.10.1|25' in listed['summary']['fail_reason']
     assert report_for(findings, "findings[?id=='no-such-rule']")['summary']['failed'] is False
     # A count reads as a count: 0 does not fail.
     assert report_for(findings, "length(findings[?id=='no-such-rule'])")['summary']['failed'] is False

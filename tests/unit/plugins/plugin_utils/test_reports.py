@@ -299,3 +299,23 @@ def test_module_results_are_accepted_whole():
     assert options['unmatched_sockets'][0]['host'] == 'mx1'
     report = _reports.audit([gather], [probe_result, loop_result], {'now': sc.NOW})
     assert 'mx1|0.0.0.0|2525' in {item['key'] for item in report['listeners']}
+
+
+def test_one_fault_is_one_row_with_every_vantage_in_each_format():
+    listeners, probes, options = fleet('postfix-missing-file-454')
+    report = _reports.audit(listeners, probes, options, meta={'generated_at': '2026-11-28T12:00:00Z'})
+    advertised = [f for f in report['findings'] if f['id'] == 'starttls-advertised-without-certificate']
+    assert len(advertised) == 1 and advertised[0]['vantages'] == ['host', 'controller']
+    assert report['summary']['findings'] == 2 and report['summary']['by_severity']['critical'] == 2
+    rendered_html = _reports.render_html(report)
+    assert rendered_html.count('data-finding-row=') == 2
+    assert '<td>host, controller</td>' in rendered_html
+    markdown = _reports.render_markdown(report)
+    assert markdown.count('` starttls-advertised-without-certificate `') == 1
+    assert 'from host, controller' in markdown
+    junit = _reports.render_junit(report)
+    failure = ET.fromstring(junit).find(".//testcase[@name='listener 127.0.10.2:25/smtp :: "
+                                        "starttls-advertised-without-certificate']/failure")
+    # The controller's own evidence is in the failure text, beside the host's.
+    assert 'seen from: host, controller' in failure.text
+    assert failure.text.count('"vantage": "controller"') >= 1 and failure.text.count('"vantage": "host"') >= 1
