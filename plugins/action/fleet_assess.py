@@ -10,10 +10,12 @@ is sent anywhere.
 from __future__ import annotations
 
 import ipaddress
+import os
 
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
 
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine import (
     TargetError,
@@ -23,9 +25,32 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine imp
 )
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.ssh import JUMP_HOST_ARGUMENT_SPEC, jump_connector
 from ansible_collections.mailsec.starttls.plugins.module_utils._verdict import VerdictError
+from ansible_collections.mailsec.starttls.plugins.module_utils._verdict import normalise_options as normalise_judge_options
 from ansible_collections.mailsec.starttls.plugins.plugin_utils import _policy, _reports
 
+display = Display()
+
 JUMP_HOST_SPEC = dict(JUMP_HOST_ARGUMENT_SPEC, name={'type': 'str'})
+WAIVER_SPEC = {
+    'query': {'type': 'str', 'required': True},
+    'reason': {'type': 'str', 'required': True},
+    # A YAML date (expires: 2027-03-31 unquoted) arrives as a date; _policy reads both.
+    'expires': {'type': 'raw'},
+    'ticket': {'type': 'str'},
+}
+
+# How a run ends (result key `outcome`, and the start of `msg` when the task fails), so that CI can tell
+# a policy failure from a broken input and from an audit that looked at nothing. docs/ci.md.
+OUTCOME_MESSAGES = {
+    'passed': 'STARTTLS audit passed',
+    'policy-failed': 'STARTTLS audit failed (policy)',
+    'invalid-input': 'STARTTLS audit error (invalid input)',
+    'nothing-audited': 'STARTTLS audit error (nothing audited)',
+    'unreachable': 'STARTTLS audit error (fleet unreachable)',
+}
+# Probes are made in batches of this many targets (at least the probe concurrency), so that a long
+# controller phase reports its progress at the default verbosity.
+PROGRESS_BATCH = 250
 
 ARGUMENT_SPEC = {
     'hosts': {'type': 'list', 'elements': 'str'},
@@ -38,13 +63,14 @@ ARGUMENT_SPEC = {
     'starttls_not_offered_severity': {'type': 'str', 'default': 'medium',
                                       'choices': ['critical', 'high', 'medium', 'low', 'info']},
     'severity': {'type': 'dict', 'default': {}},
-    'waivers': {'type': 'list', 'elements': 'dict', 'default': []},
+    'waivers': {'type': 'list', 'elements': 'dict', 'default': [], 'options': WAIVER_SPEC},
     'fail_when': {'type': 'str'},
     'fail': {'type': 'bool', 'default': True},
     'report_dir': {'type': 'path'},
     'report_formats': {'type': 'list', 'elements': 'str', 'default': list(_reports.FORMATS),
                        'choices': list(_reports.FORMATS)},
     'report_basename': {'type': 'str', 'default': _reports.DEFAULT_BASENAME},
+    'validate_only': {'type': 'bool', 'default': False},
 }
 
 WILDCARDS = ('0.0.0.0', '::', '*', None, '')
@@ -75,19 +101,78 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
+        task_vars = task_vars or {}
+        # Reports of an earlier run must never pass for this run's: they go before anything else happens,
+        # so that a run that fails from here on, even for broken input, leaves no report at all (docs/ci.md).
+        try:
+            removed = self._remove_stale_reports({
+                'report_dir': self._task.args.get('report_dir'),
+                'report_basename': self._task.args.get('report_basename') or _reports.DEFAULT_BASENAME})
+            args, hosts, probe_options = self._checked_input(task_vars)
+        except AnsibleActionFail as exc:
+            return self._error(result, 'invalid-input', str(exc.message))
+        if args['validate_only']:
+            result.update(changed=False, outcome='validated', hosts=len(hosts), stale_reports_removed=removed,
+                          msg=f'input checked for {len(hosts)} host(s): {len(args["waivers"])} waiver(s), failure rule '
+                              f'{"default" if not args["fail_when"] else repr(args["fail_when"])}, probe options'
+                              + (f'; removed {len(removed)} report(s) of an earlier run' if removed else ''))
+            return result
+        return self._assess(result, args, hosts, probe_options, task_vars)
+
+    def _checked_input(self, task_vars: dict) -> tuple:
+        """Every argument and every per-host input the audit will use, checked before anything is
+        inspected or probed; AnsibleActionFail names the first problem."""
         validation = ArgumentSpecValidator(ARGUMENT_SPEC).validate(self._task.args)
         if validation.error_messages:
             raise AnsibleActionFail(f'fleet_assess: {"; ".join(validation.error_messages)}')
         args = validation.validated_parameters
-        task_vars = task_vars or {}
         hostvars = task_vars.get('hostvars', {})
         hosts = args['hosts'] or task_vars.get('ansible_play_hosts_all') or []
         try:
             _policy.check_policy(args['waivers'], args['fail_when'])
             probe_options = normalise_options(dict(args['probe_options']))
-        except (_policy.PolicyError, TargetError) as exc:
+            normalise_judge_options({'expiring_days': args['expiring_days'], 'severity': args['severity'],
+                                     'starttls_not_offered_severity': args['starttls_not_offered_severity']})
+        except (_policy.PolicyError, TargetError, VerdictError) as exc:
             raise AnsibleActionFail(str(exc))
+        for host in hosts:
+            try:
+                for spec in hostvars.get(host, {}).get(args['listeners_var']) or []:
+                    parse_target(spec)
+            except TargetError as exc:
+                raise AnsibleActionFail(f'{host}: {args["listeners_var"]}: {exc}')
+        if args['report_dir'] and os.path.exists(args['report_dir']) and not os.path.isdir(args['report_dir']):
+            raise AnsibleActionFail(f'report_dir {args["report_dir"]} exists and is not a directory')
+        return args, hosts, probe_options
 
+    @staticmethod
+    def _remove_stale_reports(args: dict) -> list:
+        if not isinstance(args['report_dir'], str) or not args['report_dir'] \
+                or not isinstance(args['report_basename'], str) or os.sep in args['report_basename']:
+            return []
+        removed = []
+        for suffix in _reports.FILE_SUFFIXES.values():
+            path = os.path.join(os.path.expanduser(os.path.expandvars(args['report_dir'])), args['report_basename'] + suffix)
+            if os.path.lexists(path):
+                try:
+                    os.unlink(path)
+                except OSError as exc:
+                    raise AnsibleActionFail(f'cannot remove the report of an earlier run {path}: {exc.strerror or exc}')
+                removed.append(path)
+        return removed
+
+    @staticmethod
+    def _error(result: dict, outcome: str, detail: str) -> dict:
+        result.update(changed=False, outcome=outcome, msg=f'{OUTCOME_MESSAGES[outcome]}: {detail}')
+        if outcome == 'unreachable':
+            # Like a host Ansible cannot log in to: ansible-playbook then exits 4, not 2 (docs/ci.md).
+            result['unreachable'] = True
+        else:
+            result['failed'] = True
+        return result
+
+    def _assess(self, result: dict, args: dict, hosts: list, probe_options: dict, task_vars: dict) -> dict:
+        hostvars = task_vars.get('hostvars', {})
         listeners, host_results, host_addresses, warnings = [], [], {}, []
         targets: dict = {}
         for host in hosts:
@@ -103,10 +188,7 @@ class ActionModule(ActionBase):
             else:
                 if isinstance(evidence, dict) and evidence.get('failed'):
                     warnings.append(f'{host}: host inspection failed ({evidence.get("msg")}); judged from the network alone')
-                try:
-                    records = [_inventory_listener(host, spec) for spec in variables.get(args['listeners_var']) or []]
-                except TargetError as exc:
-                    raise AnsibleActionFail(f'{host}: {args["listeners_var"]}: {exc}')
+                records = [_inventory_listener(host, spec) for spec in variables.get(args['listeners_var']) or []]
                 listeners.extend(records)
             for record in records:
                 if record.get('listening') is False or not record.get('port'):
@@ -123,8 +205,11 @@ class ActionModule(ActionBase):
 
         probes = []
         target_list = list(targets.values())
+        display.display(f'fleet_assess: {len(hosts)} host(s), {len(host_results)} inspected, '
+                        f'{len(target_list)} endpoint(s) to probe from {1 if args["controller_probe"] else 0} '
+                        f'controller and {len(args["jump_hosts"])} jump host vantage(s)')
         if args['controller_probe'] and target_list:
-            probes.extend(probe_many(target_list, dict(probe_options, vantage='controller')))
+            probes.extend(self._probe_in_batches('controller', target_list, dict(probe_options, vantage='controller')))
         for jump in args['jump_hosts']:
             probes.extend(self._probe_through(jump, target_list, probe_options))
 
@@ -138,37 +223,82 @@ class ActionModule(ActionBase):
             report = _reports.audit(host_results + listeners, probes, judge_options, args['waivers'],
                                     args['fail_when'], meta)
         except (VerdictError, _policy.PolicyError, _reports.ReportError) as exc:
-            raise AnsibleActionFail(str(exc))
+            return self._error(result, 'invalid-input', str(exc))
+        looked_at_nothing = self._nothing_audited(report, hosts, host_results)
+        if looked_at_nothing:
+            result.update(probes=len(probes), summary=report['summary'])
+            if warnings:
+                result['warnings'] = warnings
+            return self._error(result, *looked_at_nothing)
         written = {}
         if args['report_dir']:
             try:
                 written = _reports.write_reports(report, args['report_dir'], args['report_formats'],
                                                  args['report_basename'])
             except _reports.ReportError as exc:
-                raise AnsibleActionFail(str(exc))
+                return self._error(result, 'invalid-input', str(exc))
 
         summary = report['summary']
+        outcome = 'policy-failed' if summary['failed'] else 'passed'
         result.update(changed=False, summary=summary, findings=report['findings'], reports=written,
-                      waivers_expired=report['waivers_expired'], probes=len(probes))
+                      waivers_expired=report['waivers_expired'], probes=len(probes), outcome=outcome)
         if warnings:
             result['warnings'] = warnings
+        counts = ', '.join(f'{count} {severity}' for severity, count in summary['by_severity'].items() if count)
+        display.display(f"fleet_assess: {summary['findings']} finding(s) ({counts or 'none'}), {summary['unwaived']} "
+                        f"unwaived, on {summary['listeners']} listener(s) of {summary['hosts']} host(s), "
+                        f"{summary['probes']} probe(s)" + (f"; reports: {', '.join(written.values())}" if written else ''))
         if summary['failed'] and args['fail']:
             # Ansible prints a failed result whole: the findings are in the reports and would bury the message.
             del result['findings']
             result['failed'] = True
-            result['msg'] = f"STARTTLS audit failed: {summary['fail_reason']}" + (
+            result['msg'] = f"{OUTCOME_MESSAGES[outcome]}: {summary['fail_reason']}" + (
                 f" (reports: {', '.join(written.values())})" if written else '')
         else:
+            if summary['failed']:
+                display.display(f"fleet_assess: the failure rule is true ({summary['fail_reason']}); not failing (fail=false)")
             result['msg'] = (f"{summary['findings']} finding(s), {summary['unwaived']} unwaived, on "
                              f"{summary['listeners']} listener(s) of {summary['hosts']} host(s)")
         return result
 
     @staticmethod
+    def _nothing_audited(report: dict, hosts: list, host_results: list) -> tuple | None:
+        """(outcome, message) when the run looked at nothing: no host, no listener, or no probe that got
+        past the TCP connection; a report would then show passing tests that never ran."""
+        if not hosts:
+            return 'nothing-audited', 'no host to audit (the play has no hosts)'
+        listeners = report['listeners']
+        if not listeners:
+            return 'nothing-audited', (f'no listener found on {len(hosts)} host(s) ({len(host_results)} inspected on the '
+                                       'host; no MTA configuration found there and no starttls_listeners given)')
+        probes = [probe for entry in listeners for probe in entry.get('probes') or []]
+        completed = [probe for probe in probes if probe.get('outcome') not in ('unreachable', 'incomplete')]
+        if completed:
+            return None
+        if not probes:
+            return 'nothing-audited', (f'no probe was made of {len(listeners)} listener(s): enable starttls_host_probe '
+                                       'or starttls_controller_probe')
+        failed = '; '.join(f"{probe.get('vantage')} -> {probe.get('target')}: {probe.get('error') or probe.get('outcome')}"
+                           for probe in probes[:3])
+        return 'unreachable', (f'none of {len(probes)} probe(s) of {len(listeners)} listener(s) got an answer '
+                               f'({failed}{"; ..." if len(probes) > 3 else ""})')
+
+    @staticmethod
+    def _probe_in_batches(vantage: str, targets: list, options: dict, connect=None) -> list:
+        batch = max(PROGRESS_BATCH, int(options.get('concurrency') or 1))
+        probes: list = []
+        for start in range(0, len(targets), batch):
+            probes.extend(probe_many(targets[start:start + batch], options, connect=connect))
+            if len(targets) > batch:
+                display.display(f'fleet_assess: {vantage}: probed {len(probes)}/{len(targets)} endpoint(s)')
+        return probes
+
+    @staticmethod
     def _probe_through(jump: dict, targets: list, probe_options: dict) -> list:
         connect, through = jump_connector(jump, probe_options['timeout'])
         try:
-            return probe_many(targets, dict(probe_options, vantage=f"jump:{jump['name'] or jump['host']}"),
-                              connect=connect)
+            vantage = f"jump:{jump['name'] or jump['host']}"
+            return ActionModule._probe_in_batches(vantage, targets, dict(probe_options, vantage=vantage), connect=connect)
         finally:
             if through is not None:
                 through.close()
