@@ -131,9 +131,16 @@ def test_ansible_runner_runs_the_audit_as_awx_does(installed, fixture_listeners,
     assert json.loads((reports / 'starttls-report.json').read_text())['summary']['listeners'] == 10
 
 
-def test_the_plugin_docs_and_the_docsite_lint_clean(installed):
-    root = installed / 'ansible_collections' / 'mailsec' / 'starttls'
-    completed = subprocess.run([tools_bin('antsibull-docs'), 'lint-collection-docs', '--plugin-docs', str(root)],
-                               env=tools_env(ANSIBLE_COLLECTIONS_PATH=str(installed)), capture_output=True, text=True,
-                               timeout=600, check=False)
-    assert completed.returncode == 0 and not completed.stdout.strip(), completed.stdout[-6000:] + completed.stderr[-3000:]
+def test_the_docsite_builds_without_a_warning(installed, tmp_path):
+    """antsibull-docs lint-collection-docs, sphinx-init, collection and sphinx-build -W (tests/lib/docsite.py): the
+    plugin and role docs, docs/docsite's extra docs and the Markdown guides of docs/."""
+    completed = subprocess.run([tools_bin('python'), str(REPO / 'tests' / 'lib' / 'docsite.py'),
+                                '--collections-path', str(installed), '--dest', str(tmp_path / 'site')],
+                               env=tools_env(), capture_output=True, text=True, timeout=900, check=False)
+    assert completed.returncode == 0, completed.stdout[-6000:] + completed.stderr[-3000:]
+    html = tmp_path / 'site' / 'build' / 'html' / 'collections' / 'mailsec' / 'starttls'
+    for page in ('fleet_assess_module', 'listener_probe_module', 'mta_tls_info_module', 'audit_role', 'report_filter',
+                 'docsite/guide_audit', 'docsite/guides/quickstart', 'docsite/guides/ci', 'docsite/guides/findings'):
+        assert (html / f'{page}.html').is_file(), page
+    fail_when = (html / 'fleet_assess_module.html').read_text()
+    assert 'The default fails on any unwaived finding of severity' in fail_when
