@@ -112,11 +112,11 @@ def test_ansible_runner_runs_the_audit_as_awx_does(installed, fixture_listeners,
         '---\n- name: STARTTLS audit\n  ansible.builtin.import_playbook: mailsec.starttls.audit\n')
     black_box_inventory(private / 'inventory' / 'hosts.json', fixture_listeners)
     reports = tmp_path / 'reports'
-    (private / 'env' / 'extravars').write_text(json.dumps({'starttls_report_dir': str(reports),
-                                                          'starttls_fail_when': 'summary.unwaived > `100`'}))
-    (private / 'env' / 'envvars').write_text(json.dumps({'ANSIBLE_COLLECTIONS_PATH': str(installed),
-                                                        'ANSIBLE_PYTHON_INTERPRETER': sys.executable,
-                                                        'ANSIBLE_LOCALHOST_WARNING': '0'}))
+    extravars = {'starttls_report_dir': str(reports), 'starttls_fail_when': 'summary.unwaived > `100`'}
+    envvars = {'ANSIBLE_COLLECTIONS_PATH': str(installed), 'ANSIBLE_PYTHON_INTERPRETER': sys.executable,
+               'ANSIBLE_LOCALHOST_WARNING': '0'}
+    (private / 'env' / 'extravars').write_text(json.dumps(extravars))
+    (private / 'env' / 'envvars').write_text(json.dumps(envvars))
     completed = subprocess.run([tools_bin('ansible-runner'), 'run', str(private), '-p', 'audit.yml', '--ident', 'audit'],
                                env=tools_env(), capture_output=True, text=True, timeout=600, check=False)
     artifacts = private / 'artifacts' / 'audit'
