@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright: mailsec.starttls contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -46,8 +45,8 @@ _LINK = re.compile(r'\[([^\]]+)\]\(([^)\s#]+)(#[^)\s]*)?\)')
 def write_inventory(path: Path) -> None:
     """An intersphinx inventory (Sphinx's objects.inv format, version 2) holding ANSIBLE_LABELS."""
     lines = [f'{name} std:label -1 {page}#{name.replace("_", "-")} {title}' for name, (page, title) in ANSIBLE_LABELS.items()]
-    header = (f'# Sphinx inventory version 2\n# Project: Ansible\n# Version: devel\n'
-              f'# The remainder of this file is compressed using zlib.\n').encode()
+    header = ('# Sphinx inventory version 2\n# Project: Ansible\n# Version: devel\n'
+              '# The remainder of this file is compressed using zlib.\n').encode()
     path.write_bytes(header + zlib.compress(('\n'.join(lines) + '\n').encode()))
 
 
