@@ -107,6 +107,7 @@ build_env() {
         return 1
     fi
     if mailsec_env_current "$name"; then
+        touch "$venv"
         mailsec_log "env $name: up to date ($venv)"
         return 0
     fi
@@ -181,4 +182,6 @@ for name in "${MAILSEC_ENV_NAMES[@]}"; do
     build_env "$name"
 done
 seed_get_pip_cache
+# Environments of requirement files no checkout used for a week (old branches, old CI clones).
+find "$MAILSEC_CACHE" -mindepth 1 -maxdepth 1 -type d -name 'venv-*-*' -mtime +7 -exec rm -rf {} + 2>/dev/null || true
 mailsec_log "setup done in $((SECONDS - started)) s"

@@ -24,6 +24,9 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine imp
     probe_many,
 )
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.ssh import JUMP_HOST_ARGUMENT_SPEC, jump_connector
+from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict
+from ansible_collections.mailsec.starttls.plugins.module_utils._text import visible
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe.validate import jump_host as check_jump_host
 from ansible_collections.mailsec.starttls.plugins.module_utils._verdict import VerdictError
 from ansible_collections.mailsec.starttls.plugins.module_utils._verdict import normalise_options as normalise_judge_options
 from ansible_collections.mailsec.starttls.plugins.plugin_utils import _policy, _reports
@@ -56,6 +59,7 @@ ARGUMENT_SPEC = {
     'hosts': {'type': 'list', 'elements': 'str'},
     'host_evidence_var': {'type': 'str', 'default': 'starttls_host'},
     'listeners_var': {'type': 'str', 'default': 'starttls_listeners'},
+    'addresses_var': {'type': 'str', 'default': 'starttls_addresses'},
     'controller_probe': {'type': 'bool', 'default': True},
     'jump_hosts': {'type': 'list', 'elements': 'dict', 'default': [], 'options': JUMP_HOST_SPEC},
     'probe_options': {'type': 'dict', 'default': {}},
@@ -94,6 +98,18 @@ def _inventory_listener(host: str, spec) -> dict:
     return record
 
 
+def bind_evidence(host: str, evidence: dict) -> dict:
+    """A host's inspection result bound to its inventory name: the host's own `host` fields are
+    overwritten (a managed host is not trusted to say whose evidence it sends, docs/reports.md)."""
+    bound = dict(evidence, host=host)
+    bound['listeners'] = [dict(record, host=host) if isinstance(record, dict) else record
+                          for record in evidence['listeners']]
+    sockets = evidence.get('unmatched_sockets')
+    bound['unmatched_sockets'] = [dict(item, host=host) for item in sockets if isinstance(item, dict)] \
+        if isinstance(sockets, list) else []
+    return bound
+
+
 class ActionModule(ActionBase):
 
     _supports_check_mode = True
@@ -108,7 +124,7 @@ class ActionModule(ActionBase):
             removed = self._remove_stale_reports({
                 'report_dir': self._task.args.get('report_dir'),
                 'report_basename': self._task.args.get('report_basename') or _reports.DEFAULT_BASENAME})
-            args, hosts, probe_options = self._checked_input(task_vars)
+            args, hosts, probe_options, jump_hosts, policy_problems = self._checked_input(task_vars)
         except AnsibleActionFail as exc:
             return self._error(result, 'invalid-input', str(exc.message))
         if args['validate_only']:
@@ -117,7 +133,11 @@ class ActionModule(ActionBase):
                               f'{"default" if not args["fail_when"] else repr(args["fail_when"])}, probe options'
                               + (f'; removed {len(removed)} report(s) of an earlier run' if removed else ''))
             return result
-        return self._assess(result, args, hosts, probe_options, task_vars)
+        try:
+            return self._assess(result, {'args': args, 'hosts': hosts, 'probe_options': probe_options,
+                                         'jump_hosts': jump_hosts, 'policy_problems': policy_problems}, task_vars)
+        except AnsibleActionFail as exc:
+            return self._error(result, 'invalid-input', str(exc.message))
 
     def _checked_input(self, task_vars: dict) -> tuple:
         """Every argument and every per-host input the audit will use, checked before anything is
@@ -129,8 +149,12 @@ class ActionModule(ActionBase):
         hostvars = task_vars.get('hostvars', {})
         hosts = args['hosts'] or task_vars.get('ansible_play_hosts_all') or []
         try:
-            _policy.check_policy(args['waivers'], args['fail_when'])
+            # A syntax error fails at once; an expression beyond the evaluator's limits is named in the
+            # reports, which are still written, and fails the run there.
+            policy_problems = _policy.check_policy(args['waivers'], args['fail_when'], tolerate_limits=True)
             probe_options = normalise_options(dict(args['probe_options']))
+            jump_hosts = [dict(check_jump_host(jump, f'jump_hosts[{index}]'), name=jump.get('name'))
+                          for index, jump in enumerate(args['jump_hosts'])]
             normalise_judge_options({'expiring_days': args['expiring_days'], 'severity': args['severity'],
                                      'starttls_not_offered_severity': args['starttls_not_offered_severity']})
         except (_policy.PolicyError, TargetError, VerdictError) as exc:
@@ -143,7 +167,7 @@ class ActionModule(ActionBase):
                 raise AnsibleActionFail(f'{host}: {args["listeners_var"]}: {exc}')
         if args['report_dir'] and os.path.exists(args['report_dir']) and not os.path.isdir(args['report_dir']):
             raise AnsibleActionFail(f'report_dir {args["report_dir"]} exists and is not a directory')
-        return args, hosts, probe_options
+        return args, hosts, probe_options, jump_hosts, policy_problems
 
     @staticmethod
     def _remove_stale_reports(args: dict) -> list:
@@ -171,53 +195,89 @@ class ActionModule(ActionBase):
             result['failed'] = True
         return result
 
-    def _assess(self, result: dict, args: dict, hosts: list, probe_options: dict, task_vars: dict) -> dict:
+    def _assess(self, result: dict, checked: dict, task_vars: dict) -> dict:
+        args, hosts, probe_options = checked['args'], checked['hosts'], checked['probe_options']
+        jump_hosts, policy_problems = checked['jump_hosts'], checked['policy_problems']
         hostvars = task_vars.get('hostvars', {})
         listeners, host_results, host_addresses, warnings = [], [], {}, []
         targets: dict = {}
+        target_hosts: dict = {}
         for host in hosts:
             variables = hostvars.get(host, {})
             evidence = variables.get(args['host_evidence_var'])
             reachable_via = variables.get('ansible_host') or host
-            host_addresses[host] = [reachable_via]
             local = variables.get('ansible_connection') == 'local'
+            declared = variables.get(args['addresses_var']) or []
+            if isinstance(declared, str):
+                declared = [declared]
+            if not isinstance(declared, list):
+                raise AnsibleActionFail(f'{host}: {args["addresses_var"]} must be a list of addresses')
+            host_addresses[host] = [reachable_via] + [str(address) for address in declared]
+            owned = {_verdict.canonical_address(address) for address in host_addresses[host]}
+            from_host = False
             if isinstance(evidence, dict) and isinstance(evidence.get('listeners'), list) \
                     and not evidence.get('failed') and not evidence.get('skipped'):
-                host_results.append(dict(evidence, host=host))
-                records = evidence['listeners']
+                bound = bind_evidence(host, evidence)
+                host_results.append(bound)
+                records = bound['listeners']
+                from_host = True
             else:
                 if isinstance(evidence, dict) and evidence.get('failed'):
                     warnings.append(f'{host}: host inspection failed ({evidence.get("msg")}); judged from the network alone')
                 records = [_inventory_listener(host, spec) for spec in variables.get(args['listeners_var']) or []]
                 listeners.extend(records)
             for record in records:
+                if _verdict.record_problem(record) is not None:
+                    continue  # judged as one judgement-error for this host; never probed
                 if record.get('listening') is False or not record.get('port'):
                     continue
                 address = record.get('address')
                 if address in WILDCARDS:
                     address = reachable_via
-                elif _is_loopback(address) and not local:
-                    # Bound to the host's loopback: nothing but the host itself can reach it.
+                elif from_host and _verdict.canonical_address(address) not in owned:
+                    if _is_loopback(address) and local:
+                        pass  # a local connection: the host is this machine, its loopback is its own
+                    elif _is_loopback(address):
+                        # Bound to the host's loopback: nothing but the host itself can reach it.
+                        continue
+                    else:
+                        warnings.append(f'{host}: the listener on {_verdict.endpoint(address, record.get("port"))} '
+                                        'was not probed from the controller: the address is not one of the '
+                                        f'host\'s inventory addresses (ansible_host, {args["addresses_var"]})')
+                        continue
+                try:
+                    target = parse_target({'address': address, 'port': record['port'], 'protocol': record.get('protocol'),
+                                           'sni': record.get('sni'), 'expected_names': record.get('expected_names')})
+                except TargetError as exc:
+                    warnings.append(f'{host}: a listener was not probed from the controller: {exc}')
                     continue
-                key = (address, record['port'], record.get('protocol'))
-                targets.setdefault(key, {'address': address, 'port': record['port'], 'protocol': record.get('protocol'),
-                                         'sni': record.get('sni'), 'expected_names': record.get('expected_names')})
+                key = (target['address'], target['port'], target['protocol'])
+                targets.setdefault(key, target)
+                owners = target_hosts.setdefault(key, [])
+                if host not in owners:
+                    owners.append(host)
 
         probes = []
-        target_list = list(targets.values())
+        target_keys = list(targets)
+        target_list = [targets[key] for key in target_keys]
         display.display(f'fleet_assess: {len(hosts)} host(s), {len(host_results)} inspected, '
                         f'{len(target_list)} endpoint(s) to probe from {1 if args["controller_probe"] else 0} '
-                        f'controller and {len(args["jump_hosts"])} jump host vantage(s)')
+                        f'controller and {len(jump_hosts)} jump host vantage(s)')
+        batches = []
         if args['controller_probe'] and target_list:
-            probes.extend(self._probe_in_batches('controller', target_list, dict(probe_options, vantage='controller')))
-        for jump in args['jump_hosts']:
-            probes.extend(self._probe_through(jump, target_list, probe_options))
+            batches.append(self._probe_in_batches('controller', target_list, dict(probe_options, vantage='controller')))
+        for jump in jump_hosts:
+            batches.append(self._probe_through(jump, target_list, probe_options))
+        for batch in batches:
+            for key, probe in zip(target_keys, batch):
+                # Evidence about the host it was made for, and no other (one copy per host sharing it).
+                probes.extend(dict(probe, host=owner) for owner in target_hosts[key])
 
         judge_options = {'expiring_days': args['expiring_days'],
                          'starttls_not_offered_severity': args['starttls_not_offered_severity'],
                          'severity': args['severity'], 'host_addresses': host_addresses}
         meta = {'hosts': len(hosts), 'vantages': (['controller'] if args['controller_probe'] else [])
-                + [f"jump:{jump['name'] or jump['host']}" for jump in args['jump_hosts']],
+                + [f"jump:{jump['name'] or jump['host']}" for jump in jump_hosts],
                 'check_mode': bool(self._task.check_mode)}
         try:
             report = _reports.audit(host_results + listeners, probes, judge_options, args['waivers'],
@@ -242,12 +302,14 @@ class ActionModule(ActionBase):
         outcome = 'policy-failed' if summary['failed'] else 'passed'
         result.update(changed=False, summary=summary, findings=report['findings'], reports=written,
                       waivers_expired=report['waivers_expired'], probes=len(probes), outcome=outcome)
+        warnings.extend(f'policy: {problem}' for problem in policy_problems)
         if warnings:
-            result['warnings'] = warnings
+            result['warnings'] = [visible(warning) for warning in warnings]
         counts = ', '.join(f'{count} {severity}' for severity, count in summary['by_severity'].items() if count)
-        display.display(f"fleet_assess: {summary['findings']} finding(s) ({counts or 'none'}), {summary['unwaived']} "
-                        f"unwaived, on {summary['listeners']} listener(s) of {summary['hosts']} host(s), "
-                        f"{summary['probes']} probe(s)" + (f"; reports: {', '.join(written.values())}" if written else ''))
+        display.display(visible(f"fleet_assess: {summary['findings']} finding(s) ({counts or 'none'}), "
+                                f"{summary['unwaived']} unwaived, on {summary['listeners']} listener(s) of "
+                                f"{summary['hosts']} host(s), {summary['probes']} probe(s)"
+                                + (f"; reports: {', '.join(written.values())}" if written else '')))
         if summary['failed'] and args['fail']:
             # Ansible prints a failed result whole: the findings are in the reports and would bury the message.
             del result['findings']

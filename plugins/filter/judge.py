@@ -43,7 +43,15 @@ def findings(listeners, probes=None, options=None):
 
 def waive(finding_list, waivers=None, today=None):
     finding_list = _require_list(finding_list, 'findings')
-    return _guard(_policy.apply_waivers, finding_list, waivers, today)['findings']
+    for index, finding in enumerate(finding_list):
+        if not isinstance(finding, dict):
+            raise AnsibleFilterError(f'findings[{index}] is a {type(finding).__name__}, not a finding '
+                                     '(the output of mailsec.starttls.findings)')
+    result = _guard(_policy.apply_waivers, finding_list, waivers, today)
+    if result['unusable']:
+        # Only the findings come back from this filter: a waiver that waives nothing must say so.
+        raise AnsibleFilterError('; '.join(error['error'] for error in result['unusable']))
+    return result['findings']
 
 
 def report(listeners, probes=None, options=None, waivers=None, fail_when=None, meta=None):

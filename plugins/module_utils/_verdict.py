@@ -25,6 +25,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._model import (
     LEGACY_TLS_VERSIONS,
     PROTOCOL_TLS_MODE,
 )
+from ansible_collections.mailsec.starttls.plugins.module_utils._text import visible
 
 SEVERITIES = ('critical', 'high', 'medium', 'low', 'info')
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
@@ -158,15 +159,12 @@ class VerdictError(ValueError):
 
 # -- small helpers -------------------------------------------------------------------------
 
-_CONTROL = re.compile(r'[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]')
-
-
 def clean_text(value, limit: int = TEXT_LIMIT):
-    """Text from a server, bounded; control characters (other than tab, CR and LF) made visible."""
+    """Text from a server, bounded; control characters (other than tab, CR and LF) and bidi
+    overrides made visible (_text.visible)."""
     if value is None:
         return None
-    text = value if isinstance(value, str) else str(value)
-    text = _CONTROL.sub(lambda match: f'\\x{ord(match.group()):02x}', text)
+    text = visible(value, keep_cr=True)
     if len(text) > limit:
         text = text[:limit] + f'... ({len(text) - limit} more characters)'
     return text
@@ -213,10 +211,13 @@ def listener_label(listener: dict) -> str:
 
 
 def _as_port(value):
+    if isinstance(value, bool):
+        return None
     try:
         return int(value)
-    except (TypeError, ValueError):
-        return value
+    except (TypeError, ValueError, OverflowError):
+        # Kept as given only when it can be part of a key (a list or a dict cannot).
+        return value if isinstance(value, str) else None
 
 
 def _normalise_sha256(value) -> str | None:
@@ -440,6 +441,9 @@ def classify_probe(probe: dict) -> str:
         return 'not-advertised'
     reply = probe.get('starttls_reply')
     if not reply:
+        if (probe.get('error') or {}).get('stage') in ('connect', 'greeting', 'capabilities'):
+            # STARTTLS was never sent (a capability list cut at the reader's cap): nothing to judge.
+            return 'incomplete'
         return 'starttls-dropped'
     if str(reply.get('code')) not in STARTTLS_OK:
         return 'starttls-refused'
@@ -454,6 +458,140 @@ def _starttls_worked_unasked(probe: dict) -> bool:
     """The probe tried STARTTLS although it was not advertised, and it worked."""
     reply = probe.get('starttls_reply') or {}
     return str(reply.get('code')) in STARTTLS_OK and bool((probe.get('tls') or {}).get('established'))
+
+
+# -- screening records from managed hosts -----------------------------------------------------
+
+_SCALAR = (str, int, float, bool, type(None))
+_TEXT_KEYS = ('address', 'probe_address', 'mta', 'service', 'defined_at', 'offers_starttls_reason', 'reader_user',
+              'config_dir')
+_LIST_KEYS = ('notes', 'expected_certificates', 'expected_names')
+_BOOL_KEYS = ('offers_starttls', 'listening')
+LISTENER_TLS_MODES = ('starttls', 'implicit', 'none')
+
+
+def _port_problem(value, what: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return f'{what} is a {type(value).__name__}, not a port number'
+    if isinstance(value, str) and not value.strip().isdigit():
+        return f'{what} {clean_text(value, 40)!r} is not a port number'
+    if not 0 <= int(value) <= 65535:
+        return f'{what} {clean_text(value, 40)} is out of range'
+    return None
+
+
+def _probe_problem(probe, what: str) -> str | None:
+    if not isinstance(probe, dict):
+        return f'{what} is a {type(probe).__name__}, not a probe record'
+    target = probe.get('target')
+    if not isinstance(target, dict):
+        return f'{what}.target is not a dictionary'
+    if target.get('address') is not None and not isinstance(target.get('address'), str):
+        return f'{what}.target.address is a {type(target.get("address")).__name__}, not text'
+    problem = _port_problem(target.get('port'), f'{what}.target.port')
+    if problem:
+        return problem
+    for key, kinds in (('flags', list), ('greeting', dict), ('starttls_reply', dict), ('tls', dict),
+                       ('certificate', dict), ('error', dict), ('capabilities', list), ('timings_ms', dict),
+                       ('attempts', list)):
+        if probe.get(key) is not None and not isinstance(probe.get(key), kinds):
+            return f'{what}.{key} is a {type(probe.get(key)).__name__}, not a {kinds.__name__}'
+    if probe.get('vantage') is not None and not isinstance(probe.get('vantage'), str):
+        return f'{what}.vantage is not text'
+    return None
+
+
+def record_problem(listener) -> str | None:
+    """Why a listener record (from a managed host, so not trusted) cannot be judged, or None.
+
+    Types only: a value may be wrong and still be judged; a list where a port belongs, a string
+    where a binding belongs or a protocol the collection does not know cannot be.
+    """
+    if not isinstance(listener, dict):
+        return f'the record is a {type(listener).__name__}, not a dictionary'
+    if listener.get('host') is not None and not isinstance(listener.get('host'), str):
+        return 'host is not text'
+    for key in _TEXT_KEYS:
+        if not isinstance(listener.get(key), _SCALAR):
+            return f'{key} is a {type(listener.get(key)).__name__}, not text'
+    problem = _port_problem(listener.get('port'), 'port')
+    if problem:
+        return problem
+    protocol = listener.get('protocol')
+    if protocol is not None and (not isinstance(protocol, str) or protocol not in PROTOCOL_TLS_MODE):
+        return (f'protocol {clean_text(protocol, 40)!r} is not one of {", ".join(PROTOCOL_TLS_MODE)}'
+                if isinstance(protocol, str) else f'protocol is a {type(protocol).__name__}, not text')
+    if listener.get('tls_mode') is not None and listener.get('tls_mode') not in LISTENER_TLS_MODES:
+        return f'tls_mode {clean_text(listener.get("tls_mode"), 40)!r} is not one of {", ".join(LISTENER_TLS_MODES)}'
+    for key in _BOOL_KEYS:
+        if listener.get(key) is not None and not isinstance(listener.get(key), bool):
+            return f'{key} is a {type(listener.get(key)).__name__}, not true, false or null'
+    for key in _LIST_KEYS:
+        if listener.get(key) is not None and not isinstance(listener.get(key), list):
+            return f'{key} is a {type(listener.get(key)).__name__}, not a list'
+    binding = listener.get('binding')
+    if binding is not None:
+        if not isinstance(binding, dict):
+            return f'binding is a {type(binding).__name__}, not a dictionary'
+        for key in ('certificate', 'key', 'source'):
+            if not isinstance(binding.get(key), _SCALAR):
+                return f'binding.{key} is a {type(binding.get(key)).__name__}, not text'
+        for key in ('sni', 'alternates'):
+            entries = binding.get(key)
+            if entries is not None and (not isinstance(entries, list)
+                                        or not all(isinstance(entry, dict) for entry in entries)):
+                return f'binding.{key} is not a list of dictionaries'
+    for where, value in (('store', listener.get('store')),
+                         ('binding.store', binding.get('store') if isinstance(binding, dict) else None)):
+        if value is None or isinstance(value, dict):
+            continue
+        if not isinstance(value, list) or not all(isinstance(part, dict) for part in value):
+            return f'{where} is a {type(value).__name__}, not a certificate store record'
+    if listener.get('probe') is not None:
+        return _probe_problem(listener['probe'], 'probe')
+    return None
+
+
+def screen_listeners(listeners, host: str | None = None) -> list:
+    """Listener records as they may be judged: a record that cannot be read is replaced by a stand-in
+    that carries `record_error` (judged as one judgement-error finding for its host alone), so that
+    one malformed record never stops the judgement of the others. Stand-ins pass again unchanged.
+    `host`, when given, is the host every record is bound to (a record that is not even a
+    dictionary still belongs to the result it came in)."""
+    screened = []
+    for listener in listeners or []:
+        problem = record_problem(listener)
+        if problem is None:
+            screened.append(listener)
+            continue
+        source = listener if isinstance(listener, dict) else {}
+        owner = host or (source.get('host') if isinstance(source.get('host'), str) else None)
+        address = source.get('address') if isinstance(source.get('address'), str) else None
+        port = source.get('port')
+        port = int(port) if _port_problem(port, 'port') is None and port is not None else None
+        protocol = source.get('protocol') if source.get('protocol') in PROTOCOL_TLS_MODE else None
+        screened.append({'host': owner, 'address': address, 'port': port, 'protocol': protocol,
+                         'mta': source.get('mta') if isinstance(source.get('mta'), str) else None,
+                         'record_error': one_line(problem, 200)})
+    return screened
+
+
+def screen_probes(probes) -> tuple:
+    """(probes that can be judged, stand-in listeners for those that cannot: see screen_listeners)."""
+    good, stand_ins = [], []
+    for probe in probes or []:
+        problem = _probe_problem(probe, 'probe')
+        if problem is None:
+            good.append(probe)
+            continue
+        source = probe if isinstance(probe, dict) else {}
+        target = source.get('target') if isinstance(source.get('target'), dict) else {}
+        stand_ins.append({'host': source.get('host') if isinstance(source.get('host'), str) else None,
+                          'address': target.get('address') if isinstance(target.get('address'), str) else None,
+                          'port': None, 'protocol': None, 'record_error': one_line(problem, 200)})
+    return good, stand_ins
 
 
 # -- evidence ------------------------------------------------------------------------------
@@ -908,10 +1046,11 @@ def join(listeners: list, probes: list, options: dict | None = None) -> list:
         wildcard = [entry for entry in wildcard_index.get(port, [])
                     if addresses & host_addresses.get(entry['listener'].get('host'), set())]
         if probe.get('host') is not None:
-            # The role knows which inventory host it probed: loopback addresses repeat across hosts.
-            exact = [entry for entry in exact if entry['listener'].get('host') == probe['host']] or exact
-            wildcard = [entry for entry in wildcard_index.get(port, []) if entry['listener'].get('host') == probe['host']] \
-                or wildcard
+            # The controller knows which inventory host it probed for: the probe is evidence about that
+            # host alone (loopback addresses repeat across hosts, and another host's records may claim
+            # this address to draw the probe away).
+            exact = [entry for entry in exact if entry['listener'].get('host') == probe['host']]
+            wildcard = [entry for entry in wildcard_index.get(port, []) if entry['listener'].get('host') == probe['host']]
         candidates = exact or wildcard
         if len(candidates) > 1:
             same_protocol = [entry for entry in candidates
@@ -957,7 +1096,8 @@ class _Collector:
             # Same listener, same vantage, another address of a wildcard or another SNI name.
             also = existing['evidence'].setdefault('also_seen', [])
             if len(also) < 10:
-                also.append({key: value for key, value in evidence.items() if key in ('probe', 'target', 'sni')})
+                also.append({key: value for key, value in evidence.items()
+                             if key in ('probe', 'target', 'sni', 'record_error')})
             return existing
         # Site policy (options['severity']) beats a rule's situational severity, which beats the catalogue.
         severity = self.options['severity'].get(rule) or severity or RULES[rule]['severity']
@@ -1153,6 +1293,11 @@ class _LazyEvidence:
 
 def _judge_listener(entry: dict, all_entries_by_host: dict, collector: _Collector, options: dict) -> None:
     listener, probes = entry['listener'], entry['probes']
+    if listener.get('record_error'):
+        collector.add('judgement-error', listener, None,
+                      f'a listener record of {listener.get("host") or "an unnamed host"} could not be read: '
+                      f'{listener["record_error"]}', {'record_error': listener['record_error']})
+        return
     mode = listener_mode(listener)
     wire_mode = protocol_mode(listener)
     label = listener_label(listener)
@@ -1404,7 +1549,8 @@ def judge(listeners: list, probes: list, options: dict | None = None) -> list:
     `judgement-error` finding; the others are judged all the same.
     """
     options = normalise_options(options)
-    entries = join(listeners, probes, options)
+    probes, unreadable = screen_probes(probes)
+    entries = join(screen_listeners(list(listeners or []) + unreadable), probes, options)
     by_host: dict = {}
     for entry in entries:
         by_host.setdefault(entry['listener'].get('host'), []).append(entry)

@@ -21,6 +21,14 @@ description:
     evaluates the failure rule and writes the reports (JSON, JUnit XML, Markdown, HTML).
   - A listener bound to a loopback address is probed from the controller only when the host is reached with
     the C(local) connection; otherwise only the host's own probe sees it.
+  - A managed host is not trusted to say whose evidence it sends. Every record of its result is bound to its
+    inventory name (a C(host) field in the records is overwritten), and the controller probes for it only
+    addresses the inventory says it owns - C(ansible_host) (or the inventory name) and the addresses in the
+    variable named by O(addresses_var) - plus, for the C(local) connection, loopback addresses. A listener
+    the host reports on any other address is judged from the host's evidence alone and named in a warning.
+    Listeners listed in the inventory (O(listeners_var)) are probed as given.
+  - A record that cannot be read (a list as C(port), a string as C(binding), an unknown C(protocol)) becomes
+    one C(judgement-error) finding for its host; the other records and hosts are judged as usual.
   - Runs in check mode like in normal mode, because it changes nothing on any host; the reports are its output.
 author:
   - mailsec.starttls contributors (@mailsec)
@@ -55,6 +63,13 @@ options:
         alone, in the target forms of M(mailsec.starttls.listener_probe) (V(192.0.2.25:25), or dictionaries).
     type: str
     default: starttls_listeners
+  addresses_var:
+    description:
+      - Name of the per-host inventory variable that lists further addresses the host owns (a multi-homed mail
+        server whose listeners are bound to addresses other than C(ansible_host)). Only inventory addresses are
+        probed for a host; addresses its own records name are not trusted.
+    type: str
+    default: starttls_addresses
   controller_probe:
     description: Probe every listener from the controller (vantage V(controller)).
     type: bool

@@ -250,6 +250,8 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine import (
     DEFAULT_OPTIONS,
     TargetError,
+    normalise_options,
+    parse_targets,
     probe_many,
     summarise,
 )
@@ -259,6 +261,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.ssh import
     PARAMIKO_IMPORT_ERROR,
     jump_connector,
 )
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe.validate import jump_host as check_jump_host
 
 
 def main() -> None:
@@ -282,14 +285,23 @@ def main() -> None:
         supports_check_mode=True,
     )
     options = {key: module.params[key] for key in DEFAULT_OPTIONS}
+    jump_spec = module.params['jump_host']
+    try:
+        # Every value is checked before the first connection, the jump host's included.
+        checked = normalise_options(options)
+        targets = parse_targets(module.params['targets'])
+        if jump_spec:
+            jump_spec = check_jump_host(jump_spec)
+    except TargetError as exc:
+        module.fail_json(msg=str(exc))
     connect, jump = None, None
-    if module.params['jump_host']:
+    if jump_spec:
         if not HAS_PARAMIKO:
             module.fail_json(msg=missing_required_lib('paramiko'), exception=PARAMIKO_IMPORT_ERROR)
-        connect, jump = jump_connector(module.params['jump_host'], module.params['timeout'])
-        options['vantage'] = options['vantage'] or f"jump:{module.params['jump_host']['host']}"
+        connect, jump = jump_connector(jump_spec, checked['timeout'])
+        options['vantage'] = options['vantage'] or f"jump:{jump_spec['host']}"
     try:
-        probes = probe_many(module.params['targets'], options, connect=connect)
+        probes = probe_many(targets, options, connect=connect)
     except TargetError as exc:
         module.fail_json(msg=str(exc))
     finally:

@@ -214,6 +214,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._host import gath
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine import (
     TargetError,
     normalise_options,
+    parse_target,
     probe_many,
 )
 
@@ -227,8 +228,14 @@ def host_prober(probe_options: dict):
                 continue
             endpoint = (listener['probe_address'], listener['port'], listener['protocol'])
             if endpoint not in index:
+                target = {'address': endpoint[0], 'port': endpoint[1], 'protocol': endpoint[2]}
+                try:
+                    # An address a configuration names that cannot be probed costs only its own probe.
+                    parse_target(target)
+                except TargetError:
+                    continue
                 index[endpoint] = len(targets)
-                targets.append({'address': endpoint[0], 'port': endpoint[1], 'protocol': endpoint[2]})
+                targets.append(target)
         results = probe_many(targets, probe_options)
         return [results[index[(listener['probe_address'], listener['port'], listener['protocol'])]]
                 if (listener['probe_address'], listener['port'], listener['protocol']) in index else None

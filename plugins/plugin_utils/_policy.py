@@ -41,6 +41,38 @@ class PolicyError(ValueError):
     """A waiver or fail_when that cannot be used as given."""
 
 
+class PolicyLimitError(PolicyError):
+    """An expression the parser accepts as text but that exceeds what can be evaluated (nested
+    deeper than the parser's recursion allows, too large). Unlike a syntax error it does not stop
+    the run before the audit: the waiver waives nothing, the run fails, the reports name it."""
+
+
+# Longest expression text quoted in a message; '(' * 3000 must not fill a screen.
+QUOTE_LIMIT = 120
+
+
+def shorten(expression) -> str:
+    """An expression's text, cut to QUOTE_LIMIT characters with its length when longer."""
+    text = str(expression)
+    if len(text) <= QUOTE_LIMIT:
+        return text
+    return f'{text[:QUOTE_LIMIT - 24]}... ({len(text)} characters)'
+
+
+def quote(expression) -> str:
+    return repr(shorten(expression))
+
+
+def describe_exception(exc: BaseException) -> str:
+    """One line for an error an expression raised (JMESPath's own or Python's: overflow, recursion)."""
+    if isinstance(exc, JMESPathError):
+        return ' '.join(str(exc).split())
+    if isinstance(exc, RecursionError):
+        return 'nested too deeply to evaluate (recursion limit)'
+    detail = ' '.join(str(exc).split())[:200]
+    return f'{type(exc).__name__}: {detail}' if detail else type(exc).__name__
+
+
 def _require_jmespath() -> None:
     if not HAS_JMESPATH:
         raise PolicyError('the jmespath Python package is required on the controller for starttls_waivers and '
@@ -56,7 +88,16 @@ def compile_expression(expression, what: str):
         return jmespath.compile(str(expression))
     except JMESPathError as exc:
         detail = ' '.join(str(exc).split())
-        raise PolicyError(f'{what}: invalid JMESPath expression {expression!r}: {detail}')
+        if len(detail) > 400:
+            detail = detail[:400] + '...'
+        raise PolicyError(f'{what}: invalid JMESPath expression {quote(expression)}: {detail}')
+    except (RecursionError, MemoryError) as exc:
+        # The parser is recursive descent: '(' * 3000 exhausts Python's stack before it is rejected.
+        raise PolicyLimitError(f'{what}: JMESPath expression {quote(expression)} cannot be compiled: '
+                               f'{describe_exception(exc) if isinstance(exc, RecursionError) else "too large"}')
+    except Exception as exc:  # pylint: disable=broad-except
+        raise PolicyError(f'{what}: JMESPath expression {quote(expression)} cannot be compiled: '
+                          f'{describe_exception(exc)}')
 
 
 def truthy(value) -> bool:
@@ -87,10 +128,12 @@ def as_date(value, what: str) -> datetime.date | None:
         raise PolicyError(f'{what}: {value!r} is not a valid date ({exc})')
 
 
-def validate_waivers(waivers) -> list:
+def validate_waivers(waivers, limit_errors: list | None = None) -> list:
     """Checked waivers: [{index, query, reason, expires (date|None), ticket, compiled}].
 
-    Raises PolicyError for the first waiver that cannot be used, naming its index.
+    Raises PolicyError for the first waiver that cannot be used, naming its index. With
+    `limit_errors` (a list), a waiver whose query exceeds the evaluator's limits (PolicyLimitError)
+    is left out and described there ({index, query, finding: None, error}) instead.
     """
     if waivers is None:
         return []
@@ -109,7 +152,14 @@ def validate_waivers(waivers) -> list:
         reason = waiver.get('reason')
         if not isinstance(reason, str) or not reason.strip():
             raise PolicyError(f'{what}: reason is required (why this finding is accepted, for the report)')
-        compiled = compile_expression(waiver['query'], f'{what}.query')
+        try:
+            compiled = compile_expression(waiver['query'], f'{what}.query')
+        except PolicyLimitError as exc:
+            if limit_errors is None:
+                raise
+            limit_errors.append({'index': index, 'query': shorten(waiver['query']), 'finding': None,
+                                 'error': str(exc)})
+            continue
         checked.append({
             'index': index,
             'query': str(waiver['query']),
@@ -136,9 +186,13 @@ def apply_waivers(findings: list, waivers, today=None) -> dict:
     have waived, in `waivers_expired`. A query that fails on one finding (a JMESPath type error)
     does not waive it and is listed in `waiver_errors`; the run goes on.
     """
-    checked = validate_waivers(waivers)
+    unusable: list = []
+    checked = validate_waivers(waivers, unusable)
     day = _today(today)
-    result = {'findings': [], 'waivers': [], 'waivers_expired': [], 'waiver_errors': []}
+    # Waivers that cannot be evaluated at all waive nothing and are named first; `unusable` makes
+    # the report fail (build_report), because what they were meant to accept is unknown.
+    result = {'findings': [], 'waivers': [], 'waivers_expired': [], 'waiver_errors': list(unusable),
+              'unusable': list(unusable)}
     usage = {waiver['index']: {'matched': 0, 'keys': []} for waiver in checked}
     for finding in findings or []:
         finding = dict(finding)
@@ -147,11 +201,12 @@ def apply_waivers(findings: list, waivers, today=None) -> dict:
         for waiver in checked:
             try:
                 matched = truthy(waiver['compiled'].search(finding))
-            except JMESPathError as exc:
-                if len(result['waiver_errors']) < 50:
+            except Exception as exc:  # pylint: disable=broad-except
+                # A JMESPath type error, or Python's own: ceil(`1e400`) overflows, deep nesting recurses.
+                if len(result['waiver_errors']) < 50 + len(unusable):
                     result['waiver_errors'].append({
                         'index': waiver['index'], 'query': waiver['query'], 'finding': finding.get('key'),
-                        'error': ' '.join(str(exc).split())})
+                        'error': describe_exception(exc)})
                 continue
             if not matched:
                 continue
@@ -190,14 +245,19 @@ def evaluate_fail_when(report: dict, expression: str | None = None) -> tuple:
     (closed, not open) with the error as the reason.
     """
     expression = DEFAULT_FAIL_WHEN if expression is None or expression == '' else expression
-    compiled = compile_expression(expression, 'starttls_fail_when')
+    try:
+        compiled = compile_expression(expression, 'starttls_fail_when')
+    except PolicyLimitError as exc:
+        return True, f'{exc}; the run fails closed'
     try:
         value = compiled.search(report)
-    except JMESPathError as exc:
-        return True, f'starttls_fail_when could not be evaluated on this report: {" ".join(str(exc).split())}'
-    if not truthy(value):
-        return False, None
-    return True, _reason(report, expression, value)
+        if not truthy(value):
+            return False, None
+        return True, _reason(report, expression, value)
+    except Exception as exc:  # pylint: disable=broad-except
+        # JMESPath type errors and Python's own (OverflowError from ceil(`1e400`), RecursionError).
+        return True, (f'starttls_fail_when {quote(expression)} could not be evaluated on this report: '
+                      f'{describe_exception(exc)}; the run fails closed')
 
 
 def _reason(report: dict, expression: str, value) -> str:
@@ -217,10 +277,22 @@ def _reason(report: dict, expression: str, value) -> str:
         detail = f'an object with {len(value)} key(s)'
     else:
         detail = repr(value)
-    return f'starttls_fail_when {expression!r} is true for this report ({detail})'
+    return f'starttls_fail_when {quote(expression)} is true for this report ({detail})'
 
 
-def check_policy(waivers=None, fail_when=None) -> None:
-    """Compile everything up front; raises PolicyError on the first problem."""
-    validate_waivers(waivers)
-    compile_expression(DEFAULT_FAIL_WHEN if fail_when in (None, '') else fail_when, 'starttls_fail_when')
+def check_policy(waivers=None, fail_when=None, tolerate_limits: bool = False) -> list:
+    """Compile everything up front; raises PolicyError on the first problem.
+
+    With `tolerate_limits`, expressions beyond the evaluator's limits (PolicyLimitError) are
+    returned as messages instead: the audit then runs, and its report names and fails on them.
+    """
+    limits: list = []
+    validate_waivers(waivers, limits if tolerate_limits else None)
+    messages = [item['error'] for item in limits]
+    try:
+        compile_expression(DEFAULT_FAIL_WHEN if fail_when in (None, '') else fail_when, 'starttls_fail_when')
+    except PolicyLimitError as exc:
+        if not tolerate_limits:
+            raise
+        messages.append(str(exc))
+    return messages

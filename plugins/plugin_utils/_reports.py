@@ -21,6 +21,7 @@ import tempfile
 import xml.etree.ElementTree as ET
 
 from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict
+from ansible_collections.mailsec.starttls.plugins.module_utils._text import visible, visible_deep
 from ansible_collections.mailsec.starttls.plugins.plugin_utils import _policy
 
 SCHEMA_VERSION = 1
@@ -232,8 +233,18 @@ def build_report(findings: list, listeners: list, probes: list, meta: dict | Non
         'findings': findings,
     }
     failed, reason = _policy.evaluate_fail_when(report, fail_when)
+    report = visible_deep(report)
+    unusable = [error['error'] for error in policy.get('unusable') or []]
+    if unusable:
+        # A waiver that cannot be evaluated waives nothing; what it was meant to accept is unknown,
+        # so the run fails and says which one (docs/policy.md).
+        failed = True
+        reason = '; '.join(([reason] if reason else []) + unusable)
     report['summary']['failed'] = bool(failed)
-    report['summary']['fail_reason'] = reason
+    report['summary']['fail_reason'] = None if reason is None else visible(reason)
+    if isinstance(report['summary']['fail_when'], str):
+        report['summary']['fail_when'] = _policy.shorten(report['summary']['fail_when']) \
+            if len(report['summary']['fail_when']) > 4096 else report['summary']['fail_when']
     return report
 
 
@@ -248,14 +259,25 @@ def collect_inputs(listeners, probes, judge_options: dict | None = None) -> tupl
     flat_listeners = []
     for item in listeners or []:
         if isinstance(item, dict) and isinstance(item.get('listeners'), list) and 'address' not in item:
-            records = [record for record in item['listeners'] if isinstance(record, dict)]
+            records = list(item['listeners'])
+            bound_host = item.get('host') if isinstance(item.get('host'), str) and item.get('host') else None
+            if bound_host:
+                # A result that names its host (fleet_assess sets the inventory name): everything in it
+                # is evidence about that host alone, whatever its records say (docs/reports.md).
+                records = _verdict.screen_listeners(
+                    [dict(record, host=bound_host) if isinstance(record, dict) else record for record in records],
+                    host=bound_host)
             flat_listeners.extend(records)
-            host = item.get('host') or next((record.get('host') for record in records if record.get('host')), None)
-            for socket_record in item.get('unmatched_sockets') or []:
+            host = bound_host or next((record.get('host') for record in records
+                                       if isinstance(record, dict) and isinstance(record.get('host'), str)), None)
+            raw_sockets = item.get('unmatched_sockets')
+            for socket_record in raw_sockets if isinstance(raw_sockets, list) else []:
                 if isinstance(socket_record, dict):
-                    sockets.append(dict(socket_record, host=socket_record.get('host') or host))
+                    sockets.append(dict(socket_record, host=bound_host or socket_record.get('host') or host))
         else:
             flat_listeners.append(item)
+    # A record that cannot be read becomes a stand-in judged as one judgement-error (docs/findings.md).
+    flat_listeners = _verdict.screen_listeners(flat_listeners)
     flat_probes = []
     for item in probes or []:
         if isinstance(item, dict) and isinstance(item.get('probes'), list) and 'target' not in item:
@@ -267,6 +289,8 @@ def collect_inputs(listeners, probes, judge_options: dict | None = None) -> tupl
                     flat_probes.extend(result.get('probes') or [])
         else:
             flat_probes.append(item)
+    flat_probes, unreadable = _verdict.screen_probes(flat_probes)
+    flat_listeners.extend(unreadable)
     if sockets:
         options['unmatched_sockets'] = sockets
     return flat_listeners, flat_probes, options
@@ -278,7 +302,9 @@ def audit(listeners: list, probes: list, judge_options: dict | None = None, waiv
     before anything is judged; bad judge options raise _verdict.VerdictError.
 
     `listeners` and `probes` may be records or whole module results (see collect_inputs)."""
-    _policy.check_policy(waivers, fail_when)
+    # Syntax errors stop here; expressions beyond the evaluator's limits are judged to fail the run
+    # in the report itself, so that the reports are written and name them.
+    _policy.check_policy(waivers, fail_when, tolerate_limits=True)
     listeners, probes, judge_options = collect_inputs(listeners, probes, judge_options)
     findings = _verdict.judge(listeners, probes, judge_options)
     if today is None and judge_options and judge_options.get('now') is not None:
@@ -294,8 +320,9 @@ _XML_INVALID = re.compile('[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010
 
 
 def xml_text(value) -> str:
-    """Text that XML 1.0 can carry: characters it forbids become visible escapes."""
-    text = '' if value is None else str(value)
+    """Text that XML 1.0 can carry and a terminal or CI page can show: characters XML forbids,
+    terminal controls and bidi overrides become visible escapes."""
+    text = '' if value is None else visible(value)
     return _XML_INVALID.sub(lambda match: f'\\u{ord(match.group()):04x}', text)
 
 
@@ -308,7 +335,8 @@ def _code_spans(text: str) -> list:
 
 
 def _evidence_json(evidence, markup_safe: bool = False) -> str:
-    text = json.dumps(evidence, indent=2, sort_keys=True, ensure_ascii=True, default=str)
+    # ensure_ascii escapes C1 and bidi characters; DEL is ASCII and needs it said.
+    text = json.dumps(evidence, indent=2, sort_keys=True, ensure_ascii=True, default=str).replace('\x7f', '\\u007f')
     if markup_safe:
         # Still the same JSON, but with no character a Markdown renderer could take for HTML.
         text = text.replace('<', '\\u003c').replace('>', '\\u003e').replace('&', '\\u0026')
@@ -333,7 +361,7 @@ def _waiver_text(waiver: dict | None) -> str:
 # -- JSON ----------------------------------------------------------------------------------
 
 def render_json(report: dict) -> str:
-    return json.dumps(report, indent=2, ensure_ascii=True, default=str) + '\n'
+    return json.dumps(report, indent=2, ensure_ascii=True, default=str).replace('\x7f', '\\u007f') + '\n'
 
 
 # -- JUnit XML -----------------------------------------------------------------------------
@@ -490,14 +518,15 @@ def render_markdown(report: dict) -> str:
         out.append('')
     errors = (report.get('policy') or {}).get('waiver_errors') or []
     for error in errors:
-        out.append(f'- Waiver {error["index"]} failed on {md_text(error.get("finding"))}: {md_text(error["error"])}')
+        where = f'failed on {md_text(error.get("finding"))}' if error.get('finding') else 'cannot be used'
+        out.append(f'- Waiver {error["index"]} {where}: {md_text(error["error"])}')
     return '\n'.join(out).rstrip('\n') + '\n'
 
 
 # -- HTML ----------------------------------------------------------------------------------
 
 def h(value) -> str:
-    return html.escape('' if value is None else str(value), quote=True)
+    return html.escape('' if value is None else visible(value), quote=True)
 
 
 def html_fix(text: str) -> str:
@@ -726,7 +755,8 @@ def render_html(report: dict) -> str:
         out.append(f'<p class="result failed" data-waiver-expired="{h(waiver["index"])}">Waiver {h(waiver["index"])} '
                    f'expired on {h(waiver["expires"])}: it would have waived {h(waiver["matched"])} finding(s).</p>')
     for error in (report.get('policy') or {}).get('waiver_errors') or []:
-        out.append(f'<p class="muted">Waiver {h(error["index"])} failed on {h(error.get("finding"))}: {h(error["error"])}</p>')
+        where = f'failed on {h(error.get("finding"))}' if error.get('finding') else 'cannot be used'
+        out.append(f'<p class="muted">Waiver {h(error["index"])} {where}: {h(error["error"])}</p>')
     out.append('</section></main>')
     out.append(f'<footer>{GENERATOR}: a listener advertises STARTTLS if and only if a usable certificate and key are '
                'bound to its address and port.</footer></body></html>')

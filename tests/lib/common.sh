@@ -62,7 +62,16 @@ mailsec_find_python() {
     return 1
 }
 
-mailsec_venv_dir() { printf '%s/venv-%s\n' "$MAILSEC_CACHE" "$1"; }
+# An environment's directory carries the stamp of what it is made of (venv-NAME-STAMP): checkouts
+# with different requirement files (two branches, CI beside a developer) each get their own and never
+# rebuild one another's. Unused ones are pruned by tests/setup.sh after a week.
+mailsec_venv_dir() {
+    local name=$1 interpreter stamp=missing
+    if interpreter=$(mailsec_find_python "${MAILSEC_ENV_PYTHON[$name]}"); then
+        stamp=$(mailsec_env_stamp "$name" "$interpreter")
+    fi
+    printf '%s/venv-%s-%s\n' "$MAILSEC_CACHE" "$name" "${stamp:0:12}"
+}
 
 # Files whose content defines an environment; any change to them rebuilds it. Core environments
 # take their versions from tests/lib/constraints.txt; the target environment's own file pins all.
@@ -95,11 +104,11 @@ mailsec_env_stamp() {
     } | sha256sum | cut -d' ' -f1
 }
 
-# Whether an environment exists and matches its requirement files (and interpreter).
+# Whether an environment exists and was built completely (its stamp file is written last).
 mailsec_env_current() {
     local name=$1 venv interpreter
-    venv=$(mailsec_venv_dir "$name")
     interpreter=$(mailsec_find_python "${MAILSEC_ENV_PYTHON[$name]}") || return 1
+    venv=$(mailsec_venv_dir "$name")
     [[ -x $venv/bin/python && -f $venv/.mailsec-stamp ]] || return 1
     [[ $(<"$venv/.mailsec-stamp") == "$(mailsec_env_stamp "$name" "$interpreter")" ]]
 }

@@ -13,12 +13,14 @@ from __future__ import annotations
 import re
 
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.reader import (
+    ReplyCapReached,
     read_imap_response,
     read_pop3_multiline,
     read_pop3_status,
     read_sieve_response,
     read_smtp_reply,
 )
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe.wire import ProbeError
 
 # Cisco ASA ESMTP inspection rewrites a keyword it does not allow to X's with the last letter kept
 # ('STARTTLS' -> 'XXXXXXXA') and `mask-banner` replaces the banner text with asterisks.
@@ -53,7 +55,15 @@ class Dialog:
         self.flags: list = []
 
     def send(self, line: str, until: float) -> None:
-        self.transport.send(line.encode('ascii') + b'\r\n', until)
+        # The options are checked before any connection (validate.py); this is the last line of
+        # defence: a line break inside a command would make it two commands (RFC 5321 2.3.8).
+        if '\r' in line or '\n' in line or '\x00' in line:
+            raise ProbeError('refusing to send a command that contains CR, LF or NUL')
+        try:
+            data = line.encode('ascii')
+        except UnicodeEncodeError:
+            raise ProbeError('refusing to send a command that is not ASCII')
+        self.transport.send(data + b'\r\n', until)
 
     def use(self, transport) -> None:
         self.transport = transport
@@ -105,7 +115,14 @@ class SmtpDialog(Dialog):
 
     def capabilities(self, until: float):
         self.send(f'{self.hello} {self.ehlo_name}', until)
-        reply = read_smtp_reply(self.reader, until)
+        try:
+            reply = read_smtp_reply(self.reader, until)
+        except ReplyCapReached as exc:
+            # Keep the keywords read before the cap (a 100,000-line EHLO reply may list STARTTLS second).
+            if exc.partial['code'] == '250':
+                exc.capabilities = exc.partial['lines'][1:]
+                self.note_masking(exc.capabilities)
+            raise
         if reply['code'] != '250':
             self.flag('ehlo_rejected')
             return [], reply
@@ -140,12 +157,20 @@ class ImapDialog(Dialog):
     def capabilities(self, until: float):
         tag = self.tag()
         self.send(f'{tag} CAPABILITY', until)
-        reply = read_imap_response(self.reader, until, tag)
-        words: list = []
-        for line in reply['lines']:
+        try:
+            reply = read_imap_response(self.reader, until, tag)
+        except ReplyCapReached as exc:
+            exc.capabilities = self.words(exc.partial['lines'])
+            raise
+        return self.words(reply['lines']), reply
+
+    @staticmethod
+    def words(lines: list) -> list:
+        found: list = []
+        for line in lines:
             if line.upper().startswith('* CAPABILITY '):
-                words.extend(line.split()[2:])
-        return words, reply
+                found.extend(line.split()[2:])
+        return found
 
     def starttls_command(self) -> str:
         self.starttls_tag = self.tag()
@@ -171,7 +196,12 @@ class Pop3Dialog(Dialog):
 
     def capabilities(self, until: float):
         self.send('CAPA', until)
-        reply = read_pop3_multiline(self.reader, until)
+        try:
+            reply = read_pop3_multiline(self.reader, until)
+        except ReplyCapReached as exc:
+            exc.partial['code'] = '+OK'
+            exc.capabilities = exc.partial['lines']
+            raise
         return reply.get('body', []), reply
 
     def starttls_command(self) -> str:

@@ -10,7 +10,6 @@ a server does becomes a classified probe record with the stage it happened in.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import socket
 import threading
@@ -25,7 +24,8 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._model import (
     new_probe,
 )
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.dialogs import DIALOGS, reply_summary
-from ansible_collections.mailsec.starttls.plugins.module_utils._probe.reader import LineReader
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe.reader import LineReader, MalformedReply
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe import validate
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.wire import (
     Deadline,
     ProbeError,
@@ -34,6 +34,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.wire impor
     observing_context,
 )
 from ansible_collections.mailsec.starttls.plugins.module_utils import _x509
+from ansible_collections.mailsec.starttls.plugins.module_utils._text import visible_deep
 
 DEFAULT_OPTIONS = {
     'ehlo_name': None,
@@ -56,11 +57,18 @@ INJECTION_WAIT = 1.0
 GOODBYE_WAIT = 0.0
 
 
-class TargetError(ValueError):
-    """A target or option that cannot be probed as given (bad arguments, not a server's fault)."""
+# A target or option that cannot be probed as given (bad arguments, not a server's fault); the
+# message names the option. One class with the validators' error, so that callers catch one thing.
+TargetError = validate.OptionError
+
+# Upper bounds that keep a typo from starting thousands of threads or probing a pool for an hour.
+OPTION_LIMITS = {'concurrency': 1024, 'per_host_limit': 1024, 'attempts': 20}
 
 
 def normalise_options(options: dict | None) -> dict:
+    """The probe options with defaults filled in, every value checked before any connection."""
+    if options is not None and not isinstance(options, dict):
+        raise TargetError(f'probe options must be a dictionary, not {type(options).__name__}')
     merged = dict(DEFAULT_OPTIONS)
     for key, value in (options or {}).items():
         if key not in DEFAULT_OPTIONS:
@@ -68,26 +76,21 @@ def normalise_options(options: dict | None) -> dict:
         if value is not None:
             merged[key] = value
     for key in ('timeout', 'greeting_timeout', 'deadline'):
-        merged[key] = float(merged[key])
-        if merged[key] <= 0:
-            raise TargetError(f'{key} must be greater than 0')
+        merged[key] = validate.seconds(merged[key], key)
     for key in ('concurrency', 'per_host_limit', 'attempts'):
-        merged[key] = int(merged[key])
-        if merged[key] < 1:
-            raise TargetError(f'{key} must be at least 1')
+        merged[key] = validate.whole_number(merged[key], key, 1, OPTION_LIMITS[key])
+    merged['ehlo_name'] = validate.ehlo_name(merged['ehlo_name'])
+    for key in ('try_starttls_when_not_advertised', 'test_command_injection'):
+        merged[key] = validate.flag(merged[key], key)
+    for key in ('ca_file', 'ca_path', 'vantage'):
+        merged[key] = validate.text(merged[key], key)
     if not merged['vantage']:
         merged['vantage'] = socket.gethostname()
     return merged
 
 
 def is_ip(text: str | None) -> bool:
-    if not text:
-        return False
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return False
+    return validate.is_ip(text)
 
 
 def _split_spec(spec: str):
@@ -109,45 +112,69 @@ def _split_spec(spec: str):
 
 def parse_target(target) -> dict:
     if isinstance(target, str):
+        validate.text(target, 'target', validate.MAX_TEXT)
         address, port, protocol = _split_spec(target)
         target = {'address': address, 'port': port, 'protocol': protocol}
     elif not isinstance(target, dict):
         raise TargetError(f'a target must be a string or a dictionary, not {type(target).__name__}')
-    address = str(target.get('address') or '').strip()
+    address = target.get('address')
+    if address is not None and not isinstance(address, str):
+        raise TargetError(f'target {target!r}: address must be a string, not {type(address).__name__}')
+    address = (address or '').strip()
     if address.startswith('[') and address.endswith(']'):
         address = address[1:-1]
     if not address:
         raise TargetError(f'target {target!r} has no address')
+    address = validate.address(address, 'target address')
     protocol = target.get('protocol')
     port = target.get('port')
     if port in (None, ''):
         port = None
     else:
-        try:
-            port = int(port)
-        except (TypeError, ValueError):
-            raise TargetError(f'target {address}: port {port!r} is not a number')
-        if not 0 < port < 65536:
-            raise TargetError(f'target {address}: port {port} is out of range')
+        port = validate.port(port, f'target {address}: port')
+    if protocol is not None and not isinstance(protocol, str):
+        raise TargetError(f'target {address}: protocol must be a string, not {type(protocol).__name__}')
     if protocol is None:
         if port is None or port not in PORT_PROTOCOL:
             raise TargetError(f'target {address}:{port}: give a protocol, the port is not a well-known mail port')
         protocol = PORT_PROTOCOL[port]
-    protocol = str(protocol).lower()
+    protocol = protocol.lower()
     if protocol not in PROTOCOL_TLS_MODE:
-        raise TargetError(f'target {address}: unknown protocol {protocol!r}')
+        raise TargetError(f'target {address}: unknown protocol {protocol[:40]!r}')
     if port is None:
         port = next(p for p, name in PORT_PROTOCOL.items() if name == protocol)
+    sni = target.get('sni') or None
+    if sni is not None and not validate.is_ip(sni):
+        # Sent in the ClientHello; an IP literal is never sent (RFC 6066 3), only compared.
+        sni = validate.host_name(sni, f'target {address}: sni')
     expected = target.get('expected_names') or []
     if isinstance(expected, str):
         expected = [expected]
+    if not isinstance(expected, (list, tuple)):
+        raise TargetError(f'target {address}: expected_names must be a list of names')
     return {
         'address': address,
         'port': port,
         'protocol': protocol,
-        'sni': target.get('sni') or None,
-        'expected_names': [str(name) for name in expected],
+        'sni': sni,
+        'expected_names': [validate.text(name if isinstance(name, str) else str(name),
+                                         f'target {address}: expected_names[{index}]', validate.MAX_HOST_NAME + 2,
+                                         allow_none=False)
+                           for index, name in enumerate(expected)],
     }
+
+
+def parse_targets(targets) -> list:
+    """parse_target for each, the error naming the target's index."""
+    if not isinstance(targets, (list, tuple)):
+        raise TargetError(f'targets must be a list, not {type(targets).__name__}')
+    parsed = []
+    for index, target in enumerate(targets):
+        try:
+            parsed.append(parse_target(target))
+        except TargetError as exc:
+            raise TargetError(f'targets[{index}]: {exc}')
+    return parsed
 
 
 def default_ehlo_name(transport) -> str:
@@ -156,10 +183,16 @@ def default_ehlo_name(transport) -> str:
     No DNS lookup: a probe of IP literals must not send a single query.
     """
     name = socket.gethostname()
+    try:
+        name = validate.ehlo_name(name, 'the local host name') or ''
+    except validate.OptionError:
+        # Not a usable EHLO argument (a non-ASCII or odd host name): fall back to the address literal.
+        name = ''
     if '.' in name and not is_ip(name):
         return name
     local = transport.local()
-    if local and is_ip(local):
+    if local and is_ip(local.split('%', 1)[0]):
+        local = local.split('%', 1)[0]
         return f'[IPv6:{local}]' if ':' in local else f'[{local}]'
     return name or 'localhost'
 
@@ -230,9 +263,15 @@ class TargetProbe:
             if self.dialog is not None:
                 for name in self.dialog.flags:
                     self.flag(name)
+                if self.dialog.reader.bad_line_ending:
+                    # Parsed all the same, but a line did not end in exactly one CRLF.
+                    self.flag('malformed_reply')
             if self.transport is not None:
                 self.transport.close()
             self.record['timings_ms']['total'] = _elapsed_ms(started)
+        # Server text (banners, replies, certificate names, surplus bytes) goes to terminals and
+        # reports: terminal controls and bidi overrides become visible escapes here, once.
+        self.record = visible_deep(self.record)
         return self.record
 
     def _timed(self, stage: str, func, *args):
@@ -269,7 +308,15 @@ class TargetProbe:
         record, dialog = self.record, self.dialog
         if not self._greet():
             return
-        capabilities, reply = self._timed('capabilities', dialog.capabilities, self.phase('capabilities'))
+        try:
+            capabilities, reply = self._timed('capabilities', dialog.capabilities, self.phase('capabilities'))
+        except MalformedReply as exc:
+            if exc.capabilities is not None:
+                # Stopped at a cap: what was read stays evidence; the dialog ends here (out of step).
+                record['capabilities'] = exc.capabilities
+                record['capabilities_reply'] = reply_summary(exc.partial)
+                record['starttls_advertised'] = dialog.advertises_starttls(exc.capabilities)
+            raise
         record['capabilities'] = capabilities
         record['capabilities_reply'] = reply_summary(reply)
         advertised = dialog.advertises_starttls(capabilities)
@@ -289,13 +336,16 @@ class TargetProbe:
         record['timings_ms']['starttls'] = _elapsed_ms(start)
         record['starttls_reply'] = reply_summary(reply)
         surplus = dialog.reader.surplus()
+        if reply['code'] not in dialog.starttls_ok:
+            # Refused: the session stays in plaintext, so whatever follows (the legitimate answer to
+            # the command pipelined by test_command_injection, whenever it arrives) is no injection.
+            # Only bytes after a positive reply and before the handshake are (NO STARTTLS, 2021).
+            self._goodbye()
+            return
         if surplus:
             # Bytes queued behind the STARTTLS reply would be taken as TLS-protected later.
             self.flag('response_injection')
             record['pre_tls_surplus'] = surplus[:200].decode('ascii', 'replace')
-        if reply['code'] not in dialog.starttls_ok:
-            self._goodbye()
-            return
         tls = self._handshake()
         dialog.use(tls)
         if self.options['test_command_injection']:
@@ -310,7 +360,12 @@ class TargetProbe:
         self._after_tls()
 
     def _after_tls(self) -> None:
-        capabilities, reply = self._timed('post_tls', self.dialog.capabilities_after_tls, self.phase('post_tls'))
+        try:
+            capabilities, reply = self._timed('post_tls', self.dialog.capabilities_after_tls, self.phase('post_tls'))
+        except MalformedReply as exc:
+            if exc.capabilities is not None:
+                self.record['capabilities_after_tls'] = exc.capabilities
+            raise
         self.record['capabilities_after_tls'] = capabilities
         if reply is not None and self.record.get('capabilities_reply') is None:
             self.record['capabilities_reply'] = reply_summary(reply)
@@ -393,12 +448,7 @@ def probe_many(targets: list, options: dict | None = None, connect=None) -> list
     Raises TargetError only for arguments that cannot be probed as given.
     """
     options = normalise_options(options)
-    parsed = []
-    for index, target in enumerate(targets):
-        try:
-            parsed.append(parse_target(target))
-        except TargetError as exc:
-            raise TargetError(f'targets[{index}]: {exc}')
+    parsed = parse_targets(targets)
     connect = connect or TcpTransport.connect
     context = observing_context()
     describer = CertificateDescriber(options['ca_file'], options['ca_path'])

@@ -23,16 +23,33 @@ SMTP_LINE = re.compile(r'^([0-9]{3})([ -]|$)(.*)$')
 
 
 class MalformedReply(ProbeError):
-    def __init__(self, message: str):
+    """A reply the probe cannot use as sent. `partial` is what was read of it before a cap stopped
+    the reading ({'code', 'lines'}), so that the lines already read are not forgotten."""
+
+    def __init__(self, message: str, partial: dict | None = None):
         super().__init__(message, 'malformed_reply')
+        self.partial = partial
+        # Set by a dialog: the capabilities it could read from `partial`.
+        self.capabilities = None
+
+
+class ReplyCapReached(MalformedReply):
+    """A reply longer than MAX_LINES lines or MAX_REPLY bytes: the reading stopped there."""
 
 
 class LineReader:
-    """Reads CRLF (or bare LF) terminated lines from a transport under hard caps."""
+    """Reads CRLF terminated lines from a transport under hard caps.
+
+    A line ending in a bare LF (or in several CRs, or with a CR inside it) is read as a line, its
+    trailing CRs removed (servers and proxies that get it wrong are real), but remembered in
+    `bad_line_ending`: the probe flags the reply `malformed_reply` (RFC 5321 2.3.8, RFC 3501 2.2:
+    lines end in CRLF and nowhere else).
+    """
 
     def __init__(self, transport):
         self.transport = transport
         self.buffer = bytearray()
+        self.bad_line_ending = False
 
     def switch(self, transport) -> None:
         self.transport = transport
@@ -46,7 +63,11 @@ class LineReader:
                     raise MalformedReply(f'reply line longer than {MAX_LINE} bytes')
                 raw = bytes(self.buffer[:end])
                 del self.buffer[:end + 1]
-                return raw.rstrip(b'\r').decode('utf-8', 'replace')
+                line = raw.rstrip(b'\r')
+                if len(raw) - len(line) != 1 or b'\r' in line:
+                    # A bare LF, CR CR LF, or a CR inside the line: readable, but not CRLF framing.
+                    self.bad_line_ending = True
+                return line.decode('utf-8', 'replace')
             if len(self.buffer) > MAX_LINE:
                 raise MalformedReply(f'reply line longer than {MAX_LINE} bytes')
             data = self.transport.recv(until)
@@ -69,32 +90,38 @@ class Lines:
     def __init__(self):
         self.lines: list = []
         self.size = 0
+        self.code = None
 
     def add(self, line: str) -> None:
+        """Keeps the line, or raises ReplyCapReached carrying the lines kept so far (not this one)."""
+        if len(self.lines) >= MAX_LINES:
+            raise ReplyCapReached(f'reply longer than {MAX_LINES} lines; the first {MAX_LINES} were kept',
+                                  self.partial())
+        if self.size + len(line) + 2 > MAX_REPLY:
+            raise ReplyCapReached(f'reply larger than {MAX_REPLY} bytes; the first {len(self.lines)} lines were kept',
+                                  self.partial())
         self.lines.append(line)
         self.size += len(line) + 2
-        if len(self.lines) > MAX_LINES:
-            raise MalformedReply(f'reply longer than {MAX_LINES} lines')
-        if self.size > MAX_REPLY:
-            raise MalformedReply(f'reply larger than {MAX_REPLY} bytes')
+
+    def partial(self) -> dict:
+        return {'code': self.code, 'lines': list(self.lines)}
 
 
 def read_smtp_reply(reader: LineReader, until: float) -> dict:
     """One SMTP reply: `250-` continuation lines up to a `250 ` last line (RFC 5321 4.2.1)."""
     collected = Lines()
-    code = None
     while True:
         line = reader.read_line(until)
         match = SMTP_LINE.match(line)
         if not match:
             raise MalformedReply(f'not an SMTP reply line: {line[:80]!r}')
-        if code is None:
-            code = match.group(1)
-        elif match.group(1) != code:
-            raise MalformedReply(f'reply code changed from {code} to {match.group(1)} within one reply')
+        if collected.code is None:
+            collected.code = match.group(1)
+        elif match.group(1) != collected.code:
+            raise MalformedReply(f'reply code changed from {collected.code} to {match.group(1)} within one reply')
         collected.add(match.group(3))
         if match.group(2) != '-':
-            return {'code': code, 'lines': collected.lines}
+            return {'code': collected.code, 'lines': collected.lines}
 
 
 def read_imap_response(reader: LineReader, until: float, tag: str | None) -> dict:

@@ -93,8 +93,12 @@ def jump_connector(spec: dict, timeout: float):
     """(connect, jump) for the engine: through the jump host described by `spec` (the keys of the
     `jump_host` option), or, when it cannot be used, a connect that says why for every target, so
     that each probe carries the reason and no run fails for it. Close `jump` when done."""
+    port = 22 if spec.get('port') is None else spec['port']
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        # paramiko would pack 70000 into 16 bits and connect to port 4464: refuse, never wrap.
+        raise ValueError(f'jump host port {port!r} is out of range (1 to 65535)')
     try:
-        jump = JumpHost(spec['host'], port=spec.get('port') or 22, user=spec.get('user'),
+        jump = JumpHost(spec['host'], port=port, user=spec.get('user'),
                         private_key_file=spec.get('private_key_file'), password=spec.get('password'),
                         known_hosts_file=spec.get('known_hosts_file'),
                         host_key_checking=spec.get('host_key_checking', True), timeout=timeout)

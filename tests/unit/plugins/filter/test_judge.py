@@ -51,6 +51,8 @@ def test_waive_and_report_filters():
     (lambda: FILTERS['findings']('not a list'), 'listeners must be a list'),
     (lambda: FILTERS['findings']([], [], {'colour': 1}), 'unknown judge option'),
     (lambda: FILTERS['waive']([], [{'query': '[['}]), r'starttls_waivers\[0\]'),
+    (lambda: FILTERS['waive'](['not a finding'], []), r'findings\[0\] is a str'),
+    (lambda: FILTERS['waive']([], [{'query': '(' * 3000, 'reason': 'deep'}]), r'starttls_waivers\[0\]\.query.*recursion'),
     (lambda: FILTERS['report']([], [], {}, [], 'summary.'), 'starttls_fail_when'),
     (lambda: FILTERS['report']([], [], {}, [], None, 'meta'), 'meta must be a dictionary'),
     (lambda: FILTERS['report_html']({'findings': []}), 'schema_version 1'),
@@ -58,3 +60,22 @@ def test_waive_and_report_filters():
 def test_errors_are_filter_errors(call, message):
     with pytest.raises(AnsibleFilterError, match=message):
         call()
+
+
+def test_findings_filter_turns_unreadable_records_into_judgement_errors():
+    good = {'host': 'mx1', 'address': '192.0.2.1', 'port': 25, 'protocol': 'smtp'}
+    broken = [{'host': 'mx1', 'address': '192.0.2.1', 'port': [25], 'protocol': 'smtp'},
+              {'host': 'mx2', 'address': '192.0.2.2', 'port': 25, 'binding': 'cert.pem'},
+              {'host': 'mx3', 'address': '192.0.2.3', 'port': 25, 'protocol': 'gopher'}]
+    probe = {'target': {'address': '192.0.2.1', 'port': 25, 'protocol': 'smtp'}, 'vantage': 'controller',
+             'tls_mode': 'starttls', 'connected': True, 'starttls_advertised': True,
+             'starttls_reply': {'code': '454', 'text': 'no'}, 'flags': []}
+    result = FILTERS['findings']([good] + broken, [probe, {'target': ['x'], 'vantage': 'controller'}],
+                              {'now': '2026-12-01T00:00:00Z'})
+    errors = sorted((finding['host'] or '-', finding['summary']) for finding in result if finding['id'] == 'judgement-error')
+    assert [host for host, _summary in errors] == ['-', 'mx1', 'mx2', 'mx3']
+    assert 'probe.target is not a dictionary' in errors[0][1]
+    assert 'port is a list' in errors[1][1]
+    assert 'binding is a str' in errors[2][1]
+    assert "protocol 'gopher'" in errors[3][1]
+    assert ('starttls-advertised-without-certificate', 'mx1') in {(finding['id'], finding['host']) for finding in result}

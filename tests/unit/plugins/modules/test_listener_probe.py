@@ -82,3 +82,29 @@ def test_unreachable_jump_host_is_reported_per_probe(capsys):
     assert all(p['error']['stage'] == 'connect' and 'jump host 127.0.0.1' in p['error']['message']
                for p in result['probes'])
     assert {p['vantage'] for p in result['probes']} == {'jump:127.0.0.1'}
+
+
+@pytest.mark.parametrize('arguments, message', [
+    ({'ehlo_name': 'probe.example\r\nMAIL FROM:<a@example.org>'}, 'ehlo_name contains the control character \\x0d'),
+    ({'ehlo_name': 'pr\u00f6be.example'}, 'ehlo_name contains the non-ASCII character'),
+    ({'timeout': float('nan')}, 'timeout must be a finite number'),
+    ({'deadline': 'inf'}, 'deadline must be a finite number'),
+    ({'jump_host': {'host': '127.0.0.1', 'port': 70000}}, 'jump_host.port 70000 is out of range'),
+    ({'targets': [{'address': '127.0.0.1', 'port': 25.9, 'protocol': 'smtp'}]}, 'targets[0]: target 127.0.0.1: port'),
+    ({'targets': [{'address': '127.0.0.1', 'port': 25, 'sni': 'a\x00b'}]}, 'sni contains the control character \\x00'),
+])
+def test_hostile_options_fail_the_module_before_any_connection(capsys, arguments, message):
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(4)
+    listener.settimeout(0.2)
+    try:
+        arguments = dict({'targets': [f'127.0.0.1:{listener.getsockname()[1]}/smtp']}, **arguments)
+        result = run_module(capsys, arguments)
+        with pytest.raises(socket.timeout):
+            listener.accept()
+    finally:
+        listener.close()
+    assert result['failed'] is True
+    assert message in result['msg']
+    assert 'internal error' not in result['msg']

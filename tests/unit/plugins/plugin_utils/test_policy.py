@@ -178,3 +178,50 @@ def test_every_expression_in_the_policy_guide_compiles():
     for rule in rules:
         _policy.check_policy([], rule.strip())
     assert _policy.DEFAULT_FAIL_WHEN in guide
+
+
+DEEP = '(' * 3000
+OVERFLOW = 'ceil(`1e400`)'
+
+
+def test_a_waiver_nested_too_deeply_is_named_waives_nothing_and_fails_the_run(findings, tmp_path):
+    waivers = [{'query': "id=='legacy-tls-protocol'", 'reason': 'old relay'}, {'query': DEEP, 'reason': 'deep'}]
+    assert _policy.check_policy(waivers, tolerate_limits=True) == [
+        "starttls_waivers[1].query: JMESPath expression '" + '(' * 96 + "... (3000 characters)' cannot be compiled: "
+        'nested too deeply to evaluate (recursion limit)']
+    with pytest.raises(_policy.PolicyLimitError, match=r'starttls_waivers\[1\]\.query'):
+        _policy.check_policy(waivers)
+    listeners = [{'host': 'mx1', 'address': '192.0.2.1', 'port': 25, 'protocol': 'smtp'}]
+    report = _reports.audit(listeners, [], {'now': sc.NOW}, waivers, 'summary.findings > `1000`')
+    assert report['summary']['failed'] is True
+    assert 'starttls_waivers[1].query' in report['summary']['fail_reason']
+    assert len(report['summary']['fail_reason']) < 400
+    assert report['policy']['waiver_errors'][0]['index'] == 1
+    assert report['policy']['waiver_errors'][0]['finding'] is None
+    assert [waiver['index'] for waiver in report['policy']['waivers']] == [0]
+    written = _reports.write_reports(report, str(tmp_path))
+    assert sorted(written) == sorted(_reports.FORMATS)
+    markdown = (tmp_path / 'starttls-report.md').read_text()
+    assert 'Waiver 1 cannot be used: starttls\\_waivers\\[1\\].query' in markdown
+    assert 'Waiver 1 cannot be used: starttls_waivers[1].query' in (tmp_path / 'starttls-report.html').read_text()
+
+
+def test_a_waiver_that_overflows_is_a_waiver_error_per_finding(findings):
+    result = _policy.apply_waivers(findings, [{'query': OVERFLOW, 'reason': 'boom'}], TODAY)
+    assert not any(finding['waived'] for finding in result['findings'])
+    assert result['waiver_errors'] and all('OverflowError' in error['error'] for error in result['waiver_errors'])
+    assert result['unusable'] == []
+
+
+@pytest.mark.parametrize('expression, message', [
+    (OVERFLOW, 'OverflowError'),
+    (DEEP, 'nested too deeply'),
+    ('length(' * 400 + 'findings' + ')' * 400, 'starttls_fail_when'),
+])
+def test_a_fail_when_beyond_the_limits_fails_closed_naming_it(findings, expression, message, tmp_path):
+    report = report_for(findings, expression)
+    assert report['summary']['failed'] is True
+    assert 'starttls_fail_when' in report['summary']['fail_reason']
+    assert message in report['summary']['fail_reason']
+    assert 'fails closed' in report['summary']['fail_reason']
+    assert set(_reports.write_reports(report, str(tmp_path))) == set(_reports.FORMATS)

@@ -343,3 +343,62 @@ def test_ip_literals_never_touch_the_resolver(scripted, monkeypatch):
     result = probe(server)
     assert result['tls']['established'] is True
     assert calls and all(flags & socket_module.AI_NUMERICHOST for _host, flags in calls)
+
+
+def refusing_server_answering_the_pipelined_noop(run: int) -> list:
+    """Refuses STARTTLS (no certificate) and answers the NOOP sent behind it, as a correct
+    plaintext server must; the gap between the two replies varies from run to run."""
+    gap = (0.0, 0.0005, 0.005, 0.02)[run % 4]
+    steps = [('send', b'220 mail.test ESMTP\r\n'), ('expect', 'EHLO'), ('send', POSTFIX_EHLO), ('expect', 'STARTTLS')]
+    if run % 5 == 4:
+        # Both replies in one segment: the surplus is in the reader's buffer at once.
+        steps += [('expect', 'NOOP'), ('send', b'454 4.7.0 TLS not available due to local problem\r\n250 2.0.0 Ok\r\n')]
+    else:
+        steps += [('send', b'454 4.7.0 TLS not available due to local problem\r\n'), ('sleep', gap),
+                  ('expect', 'NOOP'), ('send', b'250 2.0.0 Ok\r\n')]
+    return steps + [('expect', 'QUIT')]
+
+
+def test_refused_starttls_with_an_answered_noop_is_never_injection(scripted):
+    server = scripted(refusing_server_answering_the_pipelined_noop)
+    runs = 40
+    results = probe_many([f'127.0.0.1:{server.port}/smtp'] * runs,
+                         {'timeout': 3, 'test_command_injection': True, 'concurrency': 8, 'per_host_limit': 8})
+    assert server.connections == runs
+    for result in results:
+        assert result['starttls_reply']['code'] == '454'
+        assert 'response_injection' not in result['flags'], result
+        assert result['pre_tls_surplus'] is None
+        assert 'command_injection' not in result['flags']
+    from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict  # pylint: disable=import-outside-toplevel
+    findings = _verdict.judge([], results, {'now': '2026-12-01T00:00:00Z'})
+    assert 'pre-tls-surplus' not in {finding['id'] for finding in findings}
+    assert 'starttls-advertised-without-certificate' in {finding['id'] for finding in findings}
+
+
+def test_bytes_after_a_positive_starttls_reply_are_injection_in_every_run(scripted):
+    server = scripted([('send', b'220 mail.test ESMTP\r\n'), ('expect', 'EHLO'), ('send', POSTFIX_EHLO),
+                       ('expect', 'STARTTLS'), ('expect', 'NOOP'),
+                       ('send', b'220 2.0.0 Ready to start TLS\r\n250 2.0.0 Ok\r\n'), ('sleep', 0.2), ('tls',),
+                       ('expect', 'EHLO'), ('send', POSTFIX_EHLO_TLS), ('expect', 'QUIT')])
+    runs = 10
+    results = probe_many([f'127.0.0.1:{server.port}/smtp'] * runs,
+                         {'timeout': 3, 'test_command_injection': True, 'concurrency': 5, 'per_host_limit': 5})
+    for result in results:
+        assert 'response_injection' in result['flags'], result
+        assert result['pre_tls_surplus'].startswith('250 2.0.0 Ok')
+
+
+def test_terminal_and_bidi_controls_from_a_server_come_back_escaped(scripted):
+    import json  # pylint: disable=import-outside-toplevel
+    hostile = 'mx\x1b]0;pwned\x07 \x1b[2J\u009b31m\x7f\u202egnp.exe\u2067'.encode('utf-8')
+    server = scripted([('send', b'220 ' + hostile + b'\r\n'), ('expect', 'EHLO'),
+                       ('send', b'250-mail.test\r\n250-X-' + hostile + b'\r\n250 STARTTLS\r\n'),
+                       ('expect', 'STARTTLS'), ('send', b'454 4.7.0 ' + hostile + b'\r\n'), ('expect', 'QUIT')])
+    result = probe(server)
+    text = json.dumps(result, ensure_ascii=False)
+    for raw in ('\x1b', '\x07', '\u009b', '\x7f', '\u202e', '\u2067'):
+        assert raw not in text
+    assert result['greeting']['lines'] == ['mx\\x1b]0;pwned\\x07 \\x1b[2J\\x9b31m\\x7f\\u202egnp.exe\\u2067']
+    assert result['starttls_reply']['text'].endswith('\\u202egnp.exe\\u2067')
+    assert result['starttls_advertised'] is True

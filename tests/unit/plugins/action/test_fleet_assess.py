@@ -1,0 +1,194 @@
+# -*- coding: utf-8 -*-
+# Copyright: mailsec.starttls contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""fleet_assess on the controller: evidence bound to the host that produced it (issue 9)."""
+
+from __future__ import annotations
+
+import json
+from unittest.mock import MagicMock
+
+import pytest
+
+from ansible.errors import AnsibleActionFail
+
+from ansible_collections.mailsec.starttls.plugins.action import fleet_assess
+from ansible_collections.mailsec.starttls.plugins.module_utils._model import new_probe
+from ansible_collections.mailsec.starttls.tests.unit.plugins.plugin_utils.scenarios import (
+    listener,
+    missing_store,
+    store,
+)
+
+
+def run_action(args: dict, hostvars: dict, hosts=None, probed=None, monkeypatch=None) -> dict:
+    task = MagicMock()
+    task.args = args
+    task.async_val = 0
+    task.check_mode = False
+    task.diff = False
+    action = fleet_assess.ActionModule(task=task, connection=MagicMock(), play_context=MagicMock(),
+                                       loader=None, templar=None, shared_loader_obj=None)
+    return action.run(task_vars={'hostvars': hostvars, 'ansible_play_hosts_all': hosts or list(hostvars)})
+
+
+@pytest.fixture
+def probed(monkeypatch):
+    """probe_many replaced: every target 'answers' STARTTLS with 454 (the KB Q237327 case)."""
+    calls = []
+
+    def fake_probe_many(targets, options=None, connect=None):
+        calls.append([dict(target) for target in targets])
+        results = []
+        for target in targets:
+            record = new_probe(target['address'], target['port'], target['protocol'], target.get('sni'),
+                               (options or {}).get('vantage') or 'controller')
+            record.update({'connected': True, 'greeting': {'code': '220', 'lines': ['mx ESMTP']},
+                           'capabilities': ['STARTTLS'], 'starttls_advertised': True,
+                           'starttls_reply': {'code': '454', 'text': '4.7.0 TLS not available'}})
+            results.append(record)
+        return results
+
+    monkeypatch.setattr(fleet_assess, 'probe_many', fake_probe_many)
+    return calls
+
+
+def evidence(*records, sockets=()) -> dict:
+    return {'changed': False, 'listeners': list(records), 'unmatched_sockets': list(sockets)}
+
+
+def good_listener(host, address, port=25, protocol='smtp', **extra):
+    return listener('postfix', address, port, protocol, host=host, cert='/etc/ssl/mail.pem', key='/etc/ssl/mail.key',
+                    store_record=store(), **extra)
+
+
+def test_a_host_cannot_plant_findings_on_another_or_aim_the_prober(probed, tmp_path):
+    # mx-a is compromised: its records say they are mx-b's and name mx-b's address and a third party's.
+    forged = listener('postfix', '192.0.2.20', 25, 'smtp', host='mx-b', cert='/etc/missing.pem',
+                      key='/etc/missing.key', store_record=missing_store())
+    elsewhere = listener('postfix', '198.51.100.7', 25, 'smtp', host='victim.example', cert='/etc/missing.pem',
+                         key='/etc/missing.key', store_record=missing_store())
+    own = good_listener('mx-a', '192.0.2.10')
+    hostvars = {
+        'mx-a': {'ansible_host': '192.0.2.10',
+                 'starttls_host': evidence(forged, elsewhere, own,
+                                           sockets=[{'host': 'mx-b', 'address': '192.0.2.20', 'port': 2525,
+                                                     'process': 'evil', 'pid': 1}])},
+        'mx-b': {'ansible_host': '192.0.2.20', 'starttls_host': evidence(good_listener('mx-b', '192.0.2.20'))},
+    }
+    result = run_action({'report_dir': str(tmp_path), 'fail': False}, hostvars)
+    probed_addresses = {(target['address'], target['port']) for batch in probed for target in batch}
+    assert ('198.51.100.7', 25) not in probed_addresses
+    assert probed_addresses == {('192.0.2.10', 25), ('192.0.2.20', 25)}
+    assert any('198.51.100.7' in warning and 'not probed' in warning for warning in result['warnings'])
+    # Everything mx-a said stays on mx-a; mx-b's only findings come from its own evidence and its own probe.
+    hosts_of_forged = {finding['host'] for finding in result['findings']
+                       if finding['listener']['address'] in ('198.51.100.7',) or finding['listener']['port'] == 2525}
+    assert hosts_of_forged == {'mx-a'}
+    mx_b = [finding for finding in result['findings'] if finding['host'] == 'mx-b']
+    assert {finding['id'] for finding in mx_b} == {'starttls-advertised-without-certificate'}
+    assert all('certificate-unreadable' != finding['id'] for finding in mx_b)
+    report = json.loads((tmp_path / 'starttls-report.json').read_text())
+    assert {host['host'] for host in report['hosts']} == {'mx-a', 'mx-b'}
+    assert 'victim.example' not in json.dumps(report['hosts'])
+
+
+def test_declared_addresses_are_probed(probed, tmp_path):
+    second = good_listener('mx-a', '192.0.2.11')
+    hostvars = {'mx-a': {'ansible_host': '192.0.2.10', 'starttls_addresses': ['192.0.2.11'],
+                         'starttls_host': evidence(second)}}
+    result = run_action({'fail': False}, hostvars)
+    assert [target['address'] for target in probed[0]] == ['192.0.2.11']
+    assert not result.get('warnings')
+
+
+@pytest.mark.parametrize('bad, message', [
+    ({'port': [25]}, 'port is a list'),
+    ({'binding': '/etc/ssl/mail.pem'}, 'binding is a str'),
+    ({'protocol': 'gopher'}, "protocol 'gopher' is not one of"),
+    ({'store': 'usable'}, 'store is a str'),
+    ({'probe': {'target': 'x'}}, 'probe.target is not a dictionary'),
+    ({'address': {'ip': '192.0.2.10'}}, 'address is a dict'),
+])
+def test_a_malformed_record_is_one_judgement_error_for_its_host(probed, tmp_path, bad, message):
+    broken = dict(good_listener('mx-a', '192.0.2.10'), **bad)
+    hostvars = {
+        'mx-a': {'ansible_host': '192.0.2.10',
+                 'starttls_host': evidence(broken, good_listener('mx-a', '192.0.2.10', port=587, protocol='submission'))},
+        'mx-b': {'ansible_host': '192.0.2.20', 'starttls_host': evidence(good_listener('mx-b', '192.0.2.20'))},
+    }
+    result = run_action({'report_dir': str(tmp_path), 'fail': False}, hostvars)
+    errors = [finding for finding in result['findings'] if finding['id'] == 'judgement-error']
+    assert len(errors) == 1
+    assert errors[0]['host'] == 'mx-a'
+    assert message in errors[0]['summary']
+    # The rest of the fleet is judged as usual: mx-b and mx-a's good listener get their probe findings.
+    judged = {(finding['host'], finding['listener']['port']) for finding in result['findings']
+              if finding['id'] == 'starttls-advertised-without-certificate'}
+    assert judged == {('mx-a', 587), ('mx-b', 25)}
+    assert (tmp_path / 'starttls-report.html').exists()
+    assert not any(target['protocol'] == 'gopher' for batch in probed for target in batch)
+
+
+def test_a_record_that_is_not_a_dictionary_is_a_judgement_error(probed):
+    hostvars = {'mx-a': {'ansible_host': '192.0.2.10', 'starttls_host': evidence('garbage', 42)}}
+    result = run_action({'fail': False}, hostvars)
+    assert [finding['id'] for finding in result['findings']] == ['judgement-error']
+    finding = result['findings'][0]
+    assert finding['host'] == 'mx-a'
+    assert 'the record is a str' in finding['evidence']['record_error']
+    assert finding['evidence']['also_seen'] == [{'record_error': 'the record is a int, not a dictionary'}]
+
+
+@pytest.mark.parametrize('args, message', [
+    ({'probe_options': {'ehlo_name': 'x\r\nMAIL FROM:<a@b>'}}, 'ehlo_name contains the control character'),
+    ({'probe_options': {'timeout': float('nan')}}, 'timeout must be a finite number'),
+    ({'jump_hosts': [{'host': '127.0.0.1', 'port': 70000}]}, 'jump_hosts[0].port 70000 is out of range'),
+])
+def test_bad_probe_options_fail_before_any_probe(probed, args, message):
+    hostvars = {'mx-a': {'ansible_host': '192.0.2.10', 'starttls_host': evidence(good_listener('mx-a', '192.0.2.10'))}}
+    with pytest.raises(AnsibleActionFail) as caught:
+        run_action(args, hostvars)
+    assert message in str(caught.value)
+    assert probed == []
+
+
+@pytest.mark.parametrize('args, named', [
+    ({'waivers': [{'query': '(' * 3000, 'reason': 'deep'}]}, 'starttls_waivers[0].query'),
+    ({'fail_when': 'ceil(`1e400`)'}, 'starttls_fail_when'),
+    ({'fail_when': '(' * 3000}, 'starttls_fail_when'),
+])
+def test_policy_beyond_the_limits_fails_naming_it_and_the_reports_are_written(probed, tmp_path, args, named):
+    hostvars = {'mx-a': {'ansible_host': '192.0.2.10', 'starttls_host': evidence(good_listener('mx-a', '192.0.2.10'))}}
+    result = run_action(dict(args, report_dir=str(tmp_path)), hostvars)
+    assert result['failed'] is True
+    assert named in result['msg']
+    assert len(result['msg']) < 1000
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        'starttls-report.html', 'starttls-report.json', 'starttls-report.junit.xml', 'starttls-report.md']
+    report = json.loads((tmp_path / 'starttls-report.json').read_text())
+    assert report['summary']['failed'] is True
+    assert named in report['summary']['fail_reason']
+
+
+def test_a_policy_syntax_error_still_fails_before_any_probe(probed, tmp_path):
+    hostvars = {'mx-a': {'ansible_host': '192.0.2.10', 'starttls_host': evidence(good_listener('mx-a', '192.0.2.10'))}}
+    with pytest.raises(AnsibleActionFail, match=r'starttls_waivers\[0\]\.query: invalid JMESPath'):
+        run_action({'waivers': [{'query': "id=='x' &&", 'reason': 'typo'}], 'report_dir': str(tmp_path)}, hostvars)
+    assert probed == []
+
+
+def test_the_console_result_carries_no_raw_terminal_or_bidi_control(probed):
+    hostile = 'x\x1b[2J\u009b1m\x7f\u202eexe'
+    record = good_listener('mx-a', '192.0.2.10', defined_at=f'/etc/postfix/{hostile}:1',
+                           service=hostile)
+    record['probe'] = dict(new_probe('192.0.2.10', 25, 'smtp', None, 'host'), connected=True,
+                           greeting={'code': '220', 'lines': [hostile]}, starttls_advertised=True,
+                           starttls_reply={'code': '454', 'text': hostile})
+    hostvars = {'mx-a': {'ansible_host': '192.0.2.10', 'starttls_host': evidence(
+        record, good_listener('mx-a', f'198.51.100.{hostile}'))}}
+    result = run_action({'fail': True}, hostvars)
+    text = json.dumps(result, ensure_ascii=False)
+    for raw in ('\x1b', '\u009b', '\x7f', '\u202e'):
+        assert raw not in text
+    assert '\\u202e' in result['msg'] or any('\\u202e' in warning for warning in result['warnings'])
