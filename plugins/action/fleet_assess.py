@@ -126,7 +126,7 @@ class ActionModule(ActionBase):
                 'report_basename': self._task.args.get('report_basename') or _reports.DEFAULT_BASENAME})
             args, hosts, probe_options, jump_hosts, policy_problems = self._checked_input(task_vars)
         except AnsibleActionFail as exc:
-            return self._error(result, 'invalid-input', str(exc.message))
+            return self._error(result, 'invalid-input', exc.message)
         if args['validate_only']:
             result.update(changed=False, outcome='validated', hosts=len(hosts), stale_reports_removed=removed,
                           msg=f'input checked for {len(hosts)} host(s): {len(args["waivers"])} waiver(s), failure rule '
@@ -137,7 +137,9 @@ class ActionModule(ActionBase):
             return self._assess(result, {'args': args, 'hosts': hosts, 'probe_options': probe_options,
                                          'jump_hosts': jump_hosts, 'policy_problems': policy_problems}, task_vars)
         except AnsibleActionFail as exc:
-            return self._error(result, 'invalid-input', str(exc.message))
+            if exc.result.get('outcome'):
+                raise
+            return self._error(result, 'invalid-input', exc.message)
 
     def _checked_input(self, task_vars: dict) -> tuple:
         """Every argument and every per-host input the audit will use, checked before anything is
@@ -187,12 +189,11 @@ class ActionModule(ActionBase):
 
     @staticmethod
     def _error(result: dict, outcome: str, detail: str) -> dict:
-        result.update(changed=False, outcome=outcome, msg=f'{OUTCOME_MESSAGES[outcome]}: {detail}')
-        if outcome == 'unreachable':
-            # Like a host Ansible cannot log in to: ansible-playbook then exits 4, not 2 (docs/ci.md).
-            result['unreachable'] = True
-        else:
-            result['failed'] = True
+        message = f'{OUTCOME_MESSAGES[outcome]}: {detail}'
+        if outcome != 'unreachable':
+            raise AnsibleActionFail(message, result=dict(result, changed=False, outcome=outcome))
+        # Like a host Ansible cannot log in to: ansible-playbook then exits 4, not 2 (docs/ci.md).
+        result.update(changed=False, outcome=outcome, msg=message, unreachable=True)
         return result
 
     def _assess(self, result: dict, checked: dict, task_vars: dict) -> dict:
@@ -329,6 +330,8 @@ class ActionModule(ActionBase):
         past the TCP connection; a report would then show passing tests that never ran."""
         if not hosts:
             return 'nothing-audited', 'no host to audit (the play has no hosts)'
+        if any(finding.get('id') == 'judgement-error' for finding in report['findings']):
+            return None  # evidence a host sent could not be read: that is a result, and the reports show it
         listeners = report['listeners']
         if not listeners:
             return 'nothing-audited', (f'no listener found on {len(hosts)} host(s) ({len(host_results)} inspected on the '
