@@ -71,7 +71,7 @@ def built(tmp_path_factory):
         (source / path).parent.mkdir(parents=True, exist_ok=True)
         (source / path).write_text('generated or private data\n')
     completed = subprocess.run([ansible_bin('ansible-galaxy'), 'collection', 'build', '--output-path', str(work),
-                                str(source)], capture_output=True, text=True, check=False)
+                                str(source)], env=user_env(work), capture_output=True, text=True, check=False)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     tarballs = list(work.glob('mailsec-starttls-*.tar.gz'))
     assert len(tarballs) == 1, tarballs
@@ -113,12 +113,20 @@ def test_build_ignore_covers_gitignore():
     assert not uncovered, uncovered
 
 
+def user_env(collections_path) -> dict:
+    """The environment of a user who installed the collection: no trace of this checkout (the test runner puts
+    the built tree on PYTHONPATH, where ansible-galaxy and ansible would find it first)."""
+    env = {key: value for key, value in os.environ.items() if key not in ('PYTHONPATH', 'ANSIBLE_COLLECTIONS_PATH')}
+    env['ANSIBLE_COLLECTIONS_PATH'] = str(collections_path)
+    return env
+
+
 @pytest.fixture(scope='module')
 def installed(built, tmp_path_factory):
     """The tarball installed with ansible-galaxy into an empty collections path."""
-    path = tmp_path_factory.mktemp('collections')
+    path = tmp_path_factory.mktemp('installed')
     completed = subprocess.run([ansible_bin('ansible-galaxy'), 'collection', 'install', '--offline', '-p', str(path),
-                                str(built['tarball'])], capture_output=True, text=True, check=False)
+                                str(built['tarball'])], env=user_env(path), capture_output=True, text=True, check=False)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     root = path / 'ansible_collections' / 'mailsec' / 'starttls'
     assert (root / 'MANIFEST.json').is_file() and not (root / '.git').exists()
@@ -164,8 +172,8 @@ def black_box_inventory(path: Path, fixture: dict, listeners=None) -> str:
 
 
 def run_installed(installed, inventory: str, extra: dict, args=(), cwd=None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(installed), ANSIBLE_NOCOLOR='1',
-               ANSIBLE_RETRY_FILES_ENABLED='0', ANSIBLE_LOCALHOST_WARNING='0', ANSIBLE_PYTHON_INTERPRETER=sys.executable)
+    env = dict(user_env(installed), ANSIBLE_NOCOLOR='1', ANSIBLE_RETRY_FILES_ENABLED='0', ANSIBLE_LOCALHOST_WARNING='0',
+               ANSIBLE_PYTHON_INTERPRETER=sys.executable)
     return subprocess.run([ansible_bin('ansible-playbook'), '-i', inventory, 'mailsec.starttls.audit',
                            '-e', json.dumps(extra), *args], env=env, cwd=cwd, capture_output=True, text=True,
                           timeout=600, check=False)

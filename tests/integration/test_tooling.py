@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from conftest import REPO, ansible_bin
-from test_packaging import black_box_inventory, built, fixture_listeners, installed, tracked_files  # noqa: F401 pylint: disable=unused-import
+from test_packaging import black_box_inventory, built, fixture_listeners, installed, tracked_files, user_env  # noqa: F401 pylint: disable=unused-import
 
 
 def tools_bin(name: str) -> str:
@@ -33,7 +33,9 @@ def tools_bin(name: str) -> str:
 def tools_env(**extra) -> dict:
     """The tested ansible-core first on PATH (ansible-playbook and ansible-doc, as the tools call them), then the
     tools' own commands (ansible-lint for galaxy-importer)."""
-    env = dict(os.environ, ANSIBLE_NOCOLOR='1', **extra)
+    env = {key: value for key, value in os.environ.items() if key not in ('PYTHONPATH', 'ANSIBLE_COLLECTIONS_PATH')}
+    # Not the test runner's built tree (PYTHONPATH, ANSIBLE_COLLECTIONS_PATH): only what each test installs.
+    env.update(ANSIBLE_NOCOLOR='1', **extra)
     env['PATH'] = os.pathsep.join([str(Path(sys.executable).parent), str(Path(tools_bin('python')).parent), env['PATH']])
     return env
 
@@ -68,7 +70,7 @@ def test_galaxy_importer_passes_once_the_repository_url_is_set(tmp_path):
     (source / 'galaxy.yml').write_text(galaxy.replace('# repository: https://PROJECT-URL',
                                                       'repository: https://example.org/mailsec-starttls'))
     subprocess.run([ansible_bin('ansible-galaxy'), 'collection', 'build', '--output-path', str(tmp_path), str(source)],
-                   check=True, capture_output=True)
+                   env=user_env(tmp_path), check=True, capture_output=True)
     completed = run_importer(next(tmp_path.glob('mailsec-starttls-*.tar.gz')), tmp_path)
     text = completed.stdout + completed.stderr
     assert completed.returncode == 0 and 'Importer processing completed successfully' in text, text[-4000:]
