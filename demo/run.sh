@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The README's first command: set this machine up, start the bundled demo mail host on loopback and
 # run the main job, the STARTTLS audit, against it. `bash demo/run.sh stop` stops the demo host;
-# `eval "$(bash demo/run.sh env)"` puts its ansible-core and this collection into your shell.
+# `bash demo/run.sh remediate` then fixes the demo host and audits it again (the next `bash demo/run.sh`
+# starts the demo host afresh, in the KB Q237327 state); `eval "$(bash demo/run.sh env)"` puts its
+# ansible-core and this collection into your shell.
 #
 # The demo host (tests/lab, profile demo) is real Postfix and Dovecot on 127.0.60.1, isolated from DNS
 # and the network: Postfix port 25 advertises STARTTLS without a certificate bound (the KB Q237327
@@ -26,6 +28,30 @@ case ${1:-} in
         python3 tests/lab/mta_lab.py stop --root "$DEMO_ROOT"
         exit 0
         ;;
+    remediate)
+        # The second act: remediate the demo host (playbook mailsec.starttls.remediate: bind the
+        # certificate port 587 already serves to port 25, reload Postfix, probe again from the host and
+        # the controller), then audit it again, which now passes.
+        venv=$(mailsec_venv_dir "$MAILSEC_PRIMARY_ENV")
+        if ! python3 tests/lab/mta_lab.py status --root "$DEMO_ROOT" >/dev/null 2>&1; then
+            echo "demo: the demo mail host is not running; start it with: bash demo/run.sh" >&2
+            exit 1
+        fi
+        # The demo host's configuration is about to change: the next `bash demo/run.sh` starts it afresh.
+        touch "$DEMO_ROOT/.remediated"
+        mailsec_log "demo: remediating the demo host (playbook mailsec.starttls.remediate)"
+        ANSIBLE_COLLECTIONS_PATH=$collections ANSIBLE_PYTHON_INTERPRETER=$venv/bin/python \
+            "$venv/bin/ansible-playbook" -i demo/inventory.yml mailsec.starttls.remediate \
+            -e "starttls_report_dir=$REPORT_DIR" -e "starttls_ca_file=$DEMO_ROOT/certs/lab-ca.crt" \
+            -e '{"starttls_remediate_listeners": [{"address": "127.0.60.1"}]}'
+        mailsec_log "demo: auditing the demo host again"
+        status=0
+        ANSIBLE_COLLECTIONS_PATH=$collections ANSIBLE_PYTHON_INTERPRETER=$venv/bin/python \
+            "$venv/bin/ansible-playbook" -i demo/inventory.yml mailsec.starttls.audit \
+            -e "starttls_report_dir=$REPORT_DIR" -e "starttls_ca_file=$DEMO_ROOT/certs/lab-ca.crt" || status=$?
+        echo "Changes: $REPORT_DIR/starttls-remediation-demo-mail.json; audit exit $status (0: compliant)"
+        exit "$status"
+        ;;
     env)
         # Shell settings that put the demo's ansible-core and this checkout's collection first:
         # eval "$(bash demo/run.sh env)"
@@ -41,7 +67,7 @@ case ${1:-} in
         exit 0
         ;;
     *)
-        echo "usage: bash demo/run.sh [stop|env]" >&2
+        echo "usage: bash demo/run.sh [stop|remediate|env]" >&2
         exit 2
         ;;
 esac
@@ -83,6 +109,11 @@ fi
 bash tests/setup.sh
 venv=$(mailsec_venv_dir "$MAILSEC_PRIMARY_ENV")
 
+if [[ -e $DEMO_ROOT/.remediated ]]; then
+    # `bash demo/run.sh remediate` fixed it: start from the KB Q237327 state again.
+    python3 tests/lab/mta_lab.py stop --root "$DEMO_ROOT" >/dev/null
+    rm -f "$DEMO_ROOT/.remediated"
+fi
 mailsec_log "demo: starting the demo mail host in $DEMO_ROOT"
 python3 tests/lab/mta_lab.py start --profile demo --root "$DEMO_ROOT" >/dev/null
 
@@ -117,4 +148,5 @@ echo "Reports: $REPORT_DIR/starttls-report.{json,junit.xml,md,html}"
 if [[ $status == 2 ]]; then
     echo "The audit failed the run (exit 2), as its default policy does for an unwaived critical or high finding."
 fi
+echo "Remediate the demo host and audit it again with: bash demo/run.sh remediate"
 echo "Stop the demo mail host with: bash demo/run.sh stop"

@@ -10,6 +10,7 @@
 #   units-py3.8   ansible-test units of modules and module_utils on Python 3.8 (oldest target)
 #   ansible-lint  production profile, .ansible-lint
 #   changelog     antsibull-changelog lint
+#   fuzz          tests/fuzz/run.sh: the reply reader and the configuration parsers, fixed budget
 #   integration   pytest tests/integration, ansible-core 2.19, real servers via tests/lab
 # and closes with a summary whose last line is "stages: N passed, N failed[, N skipped]".
 #
@@ -17,7 +18,7 @@
 # in a network namespace of their own (tests/integration/conftest.py), so they never clash with the
 # demo host or anything else listening on the machine.
 #
-# Options: --only GROUP[,GROUP]  (sanity, units, lint, integration; lint = ansible-lint + changelog)
+# Options: --only GROUP[,GROUP]  (sanity, units, lint, fuzz, integration; lint = ansible-lint + changelog)
 #          --quick               skip the second ansible-core line (sanity-2.21, units-2.21)
 # Environment: MAILSEC_CACHE, MAILSEC_SANITY_ARGS (extra ansible-test sanity arguments, e.g.
 #          "--test pep8"), MAILSEC_PYTEST_ARGS (extra pytest arguments for integration).
@@ -43,8 +44,8 @@ while (($#)); do
 done
 for group in ${only_groups//,/ }; do
     case $group in
-        sanity|units|lint|integration) ;;
-        *) printf 'unknown group for --only: %s (sanity, units, lint, integration)\n' "$group" >&2; exit 2 ;;
+        sanity|units|lint|fuzz|integration) ;;
+        *) printf 'unknown group for --only: %s (sanity, units, lint, fuzz, integration)\n' "$group" >&2; exit 2 ;;
     esac
 done
 
@@ -250,6 +251,18 @@ stage_changelog() {
     fi
 }
 
+stage_fuzz() {
+    local stage=fuzz start=$SECONDS status
+    banner "$stage: tests/fuzz/run.sh (${MAILSEC_FUZZ_BUDGET:-60} s in all)"
+    run_logged "$stage" 900 "$MAILSEC_PRIMARY_ENV" bash "$MAILSEC_ROOT/tests/fuzz/run.sh" "${MAILSEC_FUZZ_BUDGET:-60}"
+    status=$?
+    if ((status == 0)); then
+        record "$stage" PASS $((SECONDS - start)) ""
+    else
+        record "$stage" FAIL $((SECONDS - start)) "exit $status; log $RESULTS/$stage.log"
+    fi
+}
+
 stage_integration() {
     local stage=integration start=$SECONDS status files counts
     banner "$stage: pytest tests/integration (ansible-core ${MAILSEC_PRIMARY_ENV#core-})"
@@ -322,6 +335,9 @@ flock -u 7
 if wanted lint; then
     stage_ansible_lint
     stage_changelog
+fi
+if wanted fuzz; then
+    stage_fuzz
 fi
 if wanted integration; then
     stage_integration

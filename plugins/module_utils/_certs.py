@@ -22,7 +22,7 @@ import shutil
 import stat
 import struct
 
-from ansible_collections.mailsec.starttls.plugins.module_utils import _command, _x509
+from ansible_collections.mailsec.starttls.plugins.module_utils import _command, _files, _x509
 
 try:
     from cryptography.hazmat.primitives import serialization as _serialization
@@ -175,7 +175,7 @@ class StoreInspector:
         return self._moment
 
     def inspect(self, cert_path: str, key_path: str | None = None, chain_paths: list | None = None,
-                reader_user: str | int | None = None, expected_names: list | None = None,
+                reader_user: str | int | dict | None = None, expected_names: list | None = None,
                 expiring_days: int = 30, now: datetime.datetime | None = None) -> dict:
         """One binding. `key_path` None means the key sits in the certificate file (Postfix's
         default `smtpd_tls_key_file = $smtpd_tls_cert_file`); `reader_user` None means the
@@ -197,11 +197,12 @@ class StoreInspector:
                            reader, reader_error, expected_names, expiring_days, self.moment(now))
             return result
         except Exception as exc:  # a bug here must not cost the other listeners their results
-            result = _new_result(cert_path, key_path or cert_path, str(reader_user or ''))
+            reader_label = reader_user.get('name') if isinstance(reader_user, dict) else reader_user
+            result = _new_result(cert_path, key_path or cert_path, str(reader_label or ''))
             result['unknown'].append({'check': 'inspection', 'reason': f'{type(exc).__name__}: {exc}'})
             return result
 
-    def inspect_chain_files(self, paths: list, reader_user: str | int | None = None,
+    def inspect_chain_files(self, paths: list, reader_user: str | int | dict | None = None,
                             expected_names: list | None = None, expiring_days: int = 30,
                             now: datetime.datetime | None = None) -> list:
         """Postfix `smtpd_tls_chain_files`: each private key followed by its certificate chain,
@@ -375,6 +376,12 @@ class StoreInspector:
             # A certificate-only file named as the key source is missing a key, not exposing one.
             if key_present is not False:
                 exposed, exposure = self._exposure(key_facts, reader)
+                if exposed and reader is None and not stat.S_IMODE(key_facts.stat.st_mode) & 0o004:
+                    # Group access or ownership is only a fault when it is not the reading daemon's
+                    # own, and the reading identity is unknown here: say so instead of guessing.
+                    exposed = None
+                    not_known('private-key-exposed', f'{key_facts.path}: {exposure}, and the reading '
+                              f'identity is unknown ({reader_error})')
                 key['exposed'] = exposed
                 if exposed:
                     problem('private-key-exposed', f'{key_facts.path}: mode {key["mode"]}, owner '
@@ -447,8 +454,11 @@ class StoreInspector:
             facts.read_error = f'{file_stat.st_size} bytes, more than {MAX_STORE_FILE_BYTES}'
             return facts
         try:
-            with open(path, 'rb') as handle:
-                content = handle.read(MAX_STORE_FILE_BYTES + 1)
+            # Never blocks on a FIFO swapped in since the stat, never reads past the cap.
+            content = _files.read_regular(path, MAX_STORE_FILE_BYTES)
+        except _files.RefusedFile as exc:
+            facts.read_error = exc.strerror
+            return facts
         except PermissionError:
             facts.read_error = f'cannot read it as {_user_name(os.geteuid())} (permission denied)'
             return facts
@@ -547,7 +557,15 @@ class StoreInspector:
     # -- who can read what --------------------------------------------------------------------
 
     def _reader(self, reader_user):
-        """(_Reader or None, name to report, error or None)."""
+        """(_Reader or None, name to report, error or None).
+
+        `reader_user` is a user name or uid (looked up in this host's passwd), None (this process),
+        or an identity dict {'name', 'uid', 'gids', 'reason'} that host inspection took from the
+        live daemon (/proc/PID/status, its own passwd and group): a uid of None there means the
+        identity is unknown, and readability is then unknown too, never False.
+        """
+        if isinstance(reader_user, dict):
+            return self._identity_reader(reader_user)
         cache_key = reader_user if reader_user is not None else ('euid', os.geteuid())
         if cache_key in self._readers:
             return self._readers[cache_key]
@@ -568,6 +586,14 @@ class StoreInspector:
             outcome = (None, str(reader_user), f'user {reader_user} could not be looked up: {exc}')
         self._readers[cache_key] = outcome
         return outcome
+
+    def _identity_reader(self, identity: dict):
+        name = str(identity.get('name') or identity.get('uid') or 'unknown')
+        uid = identity.get('uid')
+        if not isinstance(uid, int) or isinstance(uid, bool):
+            return None, name, f'the reading identity is unknown: {identity.get("reason") or "not established"}'
+        gids = frozenset(gid for gid in identity.get('gids') or [] if isinstance(gid, int))
+        return _Reader(name, uid, gids), name, None
 
     def _supplementary_groups(self) -> dict:
         if self._group_members is None:
@@ -790,7 +816,7 @@ def _same_public_key(key_spki: bytes | None, certificate_spki: bytes | None) -> 
 
 
 def inspect_store(cert_path: str | None, key_path: str | None = None, chain_paths: list | None = None,
-                  reader_user: str | int | None = None, expected_names: list | None = None,
+                  reader_user: str | int | dict | None = None, expected_names: list | None = None,
                   expiring_days: int = 30, now: datetime.datetime | None = None,
                   ca_file: str | None = None, ca_path: str | None = None) -> dict:
     """One binding, inspected by a fresh StoreInspector (see StoreInspector.inspect)."""
@@ -798,7 +824,7 @@ def inspect_store(cert_path: str | None, key_path: str | None = None, chain_path
                                                     expected_names, expiring_days, now)
 
 
-def inspect_chain_files(paths: list, reader_user: str | int | None = None,
+def inspect_chain_files(paths: list, reader_user: str | int | dict | None = None,
                         expected_names: list | None = None, expiring_days: int = 30,
                         now: datetime.datetime | None = None, ca_file: str | None = None,
                         ca_path: str | None = None) -> list:

@@ -18,14 +18,25 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import resource
 import time
 
+from ansible_collections.mailsec.starttls.plugins.module_utils._files import json_safe
 from ansible_collections.mailsec.starttls.plugins.module_utils._model import PORT_PROTOCOL
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta import ADAPTERS, HostContext
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import (
+    MAX_LISTENERS,
     WILDCARD_ADDRESSES,
     is_local_address,
+    mark_uncertain,
+    normalise_address,
+)
+from ansible_collections.mailsec.starttls.plugins.module_utils._mta.sniff import (
+    OWN_FORMATS,
+    check_template,
+    foreign_format,
+    templated_where,
 )
 
 DEFAULT_OPTIONS = {
@@ -41,6 +52,8 @@ DEFAULT_OPTIONS = {
 # Bounds that keep a gather cheap on a busy host.
 MAX_PROCESSES = 20000
 MAX_FD_LINKS = 100000
+# Listeners kept per MTA instance: a configuration that declares more is hostile or generated junk.
+MAX_LISTENERS_PER_INSTANCE = MAX_LISTENERS
 
 # comm names of the processes that hold an MTA's listening sockets.
 MASTER_COMMS = {
@@ -332,6 +345,10 @@ def match_sockets(ctx, listeners: list, instances: list, sockets: list | None, o
         if listener.get('derived_from'):
             continue
         port, address = listener['port'], listener['address']
+        if normalise_address(str(address or '')) is None:
+            # An address host inspection could not establish (see `uncertain`): nothing to match.
+            listener['listening'] = None
+            continue
         namespace = namespace_of.get((listener['mta'], listener['instance']))
         if namespace:
             listener['notes'].append(f'runs in network namespace {namespace}: probe it from inside that namespace')
@@ -456,13 +473,24 @@ def gather_host(options: dict | None = None, probe=None, store_inspector=None, c
                 ctx.warn(f'{name} listeners failed: {type(exc).__name__}: {exc}', mta=name,
                          instance=instance['instance'])
                 records = []
+            if len(records) > MAX_LISTENERS_PER_INSTANCE:
+                ctx.warn(f'{len(records)} listeners derived from one configuration; only the first '
+                         f'{MAX_LISTENERS_PER_INSTANCE} are kept', mta=name, instance=instance['instance'])
+                records = records[:MAX_LISTENERS_PER_INSTANCE]
             for record in records:
                 record['host'] = merged['host']
                 record['reader_user'] = record.get('reader_user') or instance.get('reading_user')
                 _check_local(ctx, record)
+            _check_sources(ctx, name, instance, records)
             listeners.extend(records)
 
     note_mount_namespaces(ctx, instances)
+    for instance in instances:
+        identity = reading_identity(ctx, instance)
+        instance['reading_identity'] = identity
+        for record in listeners:
+            if (record['mta'], record['instance']) == (instance['mta'], instance['instance']):
+                record['reader_identity'] = identity
     unmatched = match_sockets(ctx, listeners, instances, sockets, merged)
 
     if store_inspector is not None:
@@ -470,7 +498,9 @@ def gather_host(options: dict | None = None, probe=None, store_inspector=None, c
     if probe is not None:
         attach_probes(ctx, listeners, probe)
 
-    return {
+    ctx.finish()
+    # File names that are not UTF-8 (an include directory may hold any) must not fail the task.
+    return json_safe({
         'mtas': instances,
         'listeners': listeners,
         'unmatched_sockets': unmatched,
@@ -480,7 +510,48 @@ def gather_host(options: dict | None = None, probe=None, store_inspector=None, c
         'privileged': ctx.is_root,
         'cost': {'cpu_seconds': round(_cpu_seconds() - started_cpu, 4),
                  'wall_seconds': round(time.monotonic() - started_wall, 4)},
-    }
+    })
+
+
+def _check_sources(ctx, name: str, instance: dict, records: list) -> None:
+    """Templates among the files an instance was read from make its listeners uncertain; an
+    instance that yields no listener says why."""
+    files = [path for path in instance.get('config_files') or [] if isinstance(path, str)]
+    for record in records:
+        defined = str(record.get('defined_at') or '')
+        path = defined.rsplit(':', 1)[0] if re.search(r':\d+$', defined) else None
+        if path and path.startswith('/') and path not in files:
+            files.append(path)
+    for path in files:
+        text = ctx.read_text(path, mta=name)
+        if text is not None:
+            check_template(ctx, path, text, name)
+    main_text = ctx.read_text(files[0], mta=name) if files else None
+    foreign = foreign_format(main_text, name) if main_text else None
+    if foreign and records:
+        # The daemon refuses a file that is not its configuration: its listeners would not open.
+        ctx.warn(f'{files[0]} does not look like {OWN_FORMATS[name][1]}: it looks like {foreign}; '
+                 'no listener is reported from it', where=files[0], mta=name, instance=instance.get('instance'))
+        instance['no_listener_reason'] = f'{files[0]} looks like {foreign}, not like {OWN_FORMATS[name][1]}'
+        del records[:]
+    templated = templated_where(ctx, files)
+    if templated:
+        for record in records:
+            mark_uncertain(record, 'configuration', templated[0],
+                           'the file is an unrendered template: the rendered file may say otherwise')
+    if records:
+        return
+    reason = instance.get('no_listener_reason')
+    if not reason:
+        readable = [path for path in files if ctx.read_text(path, mta=name) is not None]
+        if templated:
+            reason = f'it is an unrendered template ({templated[0]})'
+        elif not readable:
+            reason = 'its configuration could not be read' + (f' ({", ".join(files[:3])})' if files else '')
+        else:
+            reason = 'no listening service is defined in it, or none that this module understood (see the other warnings)'
+    ctx.warn(f'{name} instance {instance.get("instance")}: no listener found: {reason}', mta=name,
+             instance=instance.get('instance'))
 
 
 def note_mount_namespaces(ctx, instances: list) -> None:
@@ -507,7 +578,9 @@ def inspect_stores(ctx, listeners: list, store_inspector) -> None:
     done = {}
 
     def inspect(certificate, key, chain, reader_user, names):
-        cache_key = (certificate, key, tuple(chain or ()), reader_user)
+        reader_key = (tuple((name, str(value)) for name, value in sorted(reader_user.items()))
+                      if isinstance(reader_user, dict) else reader_user)
+        cache_key = (certificate, key, tuple(chain or ()), reader_key)
         if cache_key not in done:
             try:
                 done[cache_key] = store_inspector.inspect(certificate, key, list(chain or []), reader_user, names)
@@ -518,13 +591,144 @@ def inspect_stores(ctx, listeners: list, store_inspector) -> None:
     for listener in listeners:
         binding = listener['binding']
         names = [entry['name'] for entry in binding.get('sni') or [] if entry.get('name')]
+        reader = _inspector_reader(listener)
         if binding.get('certificate'):
-            listener['store'] = inspect(binding['certificate'], binding['key'], binding['chain'],
-                                        listener['reader_user'], names)
+            listener['store'] = inspect(binding['certificate'], binding['key'], binding['chain'], reader, names)
         for entry in binding.get('sni') or []:
             if entry.get('certificate'):
                 entry['store'] = inspect(entry['certificate'], entry.get('key'), entry.get('chain'),
-                                         listener['reader_user'], [entry['name']] if entry.get('name') else [])
+                                         reader, [entry['name']] if entry.get('name') else [])
+
+
+def _inspector_reader(listener: dict):
+    """What the store inspector is told about the reading identity: the identity taken from the
+    host (dict) when it was established or found unknowable, else the configured user name."""
+    identity = listener.get('reader_identity')
+    if isinstance(identity, dict) and (identity.get('live') or identity.get('uid') is None):
+        return {key: identity.get(key) for key in ('name', 'uid', 'gids', 'reason')}
+    return listener['reader_user']
+
+
+# -- whose eyes read the key ------------------------------------------------------------------
+
+def _status_ids(ctx, pid) -> dict | None:
+    """{'uid', 'gid', 'groups'} (effective) from /proc/PID/status, or None."""
+    try:
+        with open(f'{ctx.proc_root}/{int(pid)}/status', 'rb') as handle:
+            text = handle.read(65536).decode('ascii', 'replace')
+    except (OSError, ValueError, TypeError):
+        return None
+    fields = {}
+    for line in text.splitlines():
+        name, _sep, value = line.partition(':')
+        fields[name.strip()] = value.split()
+    try:
+        uid = int(fields['Uid'][1])
+        gid = int(fields['Gid'][1])
+        groups = [int(item) for item in fields.get('Groups') or []]
+    except (KeyError, IndexError, ValueError):
+        return None
+    return {'uid': uid, 'gid': gid, 'groups': groups}
+
+
+def _account_files(ctx, pid) -> tuple:
+    """(passwd text, group text, where) as the daemon sees them: its own root first."""
+    if pid:
+        base = f'{ctx.proc_root}/{pid}/root/etc'
+        texts = []
+        for name in ('passwd', 'group'):
+            try:
+                with open(f'{base}/{name}', 'rb') as handle:
+                    texts.append(handle.read(4 * 1024 * 1024).decode('utf-8', 'replace'))
+            except OSError:
+                texts.append(None)
+        if texts[0] is not None:
+            return texts[0], texts[1] or '', f'{base}/passwd'
+        own = own_namespace(ctx, 'mnt')
+        process = next((item for item in ctx.processes if item.get('pid') == pid), None)
+        if own is None or (process or {}).get('mnt_ns') not in (None, own):
+            return None, None, f'{base}/passwd (unreadable; the daemon has its own mount namespace)'
+        if (process or {}).get('mnt_ns') is None:
+            return None, None, f'{base}/passwd (unreadable; the daemon\'s mount namespace is not visible)'
+    passwd = ctx.read_text('/etc/passwd')
+    return passwd, ctx.read_text('/etc/group') or '', ctx.path('/etc/passwd')
+
+
+def _lookup_account(passwd: str, group: str, name: str | None = None, uid: int | None = None) -> dict | None:
+    for line in (passwd or '').splitlines():
+        fields = line.split(':')
+        if len(fields) < 4 or not fields[2].isdigit() or not fields[3].isdigit():
+            continue
+        if (name is not None and fields[0] == name) or (uid is not None and int(fields[2]) == uid):
+            account = {'name': fields[0], 'uid': int(fields[2]), 'gid': int(fields[3])}
+            groups = {account['gid']}
+            for entry in (group or '').splitlines():
+                parts = entry.split(':')
+                if len(parts) >= 4 and parts[2].isdigit() and account['name'] in parts[3].split(','):
+                    groups.add(int(parts[2]))
+            account['gids'] = sorted(groups)
+            return account
+    return None
+
+
+def reading_identity(ctx, instance: dict) -> dict:
+    """The identity that reads the certificate and key: the live daemon first (its effective ids
+    in /proc/PID/status; for a daemon that reads keys after dropping to its configured user, that
+    user resolved in the daemon's own /etc/passwd and group), the configuration's user when
+    nothing runs, and unknown (uid None, with the reason) when neither can be read."""
+    name = instance.get('reading_user') or 'root'
+    pid = instance.get('pid') if instance.get('running') else None
+    identity = {'name': name, 'uid': None, 'gids': [], 'source': None, 'reason': None, 'live': bool(pid)}
+    if pid:
+        status = _status_ids(ctx, pid)
+        passwd, group, where = _account_files(ctx, pid)
+        if name in ('root', 0, '0'):
+            if status is not None:
+                account = _lookup_account(passwd, group, uid=status['uid']) if passwd else None
+                fallback_name = 'root' if status['uid'] == 0 else str(status['uid'])
+                identity.update(name=(account or {}).get('name') or fallback_name,
+                                uid=status['uid'], gids=sorted({status['gid']} | set(status['groups'])),
+                                source=f'live daemon pid {pid} ({ctx.proc_root}/{pid}/status)')
+                return identity
+            identity.update(uid=0, gids=[0],
+                            source=f'configuration: the daemon loads keys as root ({ctx.proc_root}/{pid}/status unreadable)')
+            return identity
+        # The daemon drops to `name` before it reads keys (Exim): a child already running as that
+        # user shows the real ids; else the name is looked up where the daemon looks it up.
+        account = _lookup_account(passwd, group, name=str(name)) if passwd else None
+        # Only a child whose uid is the user's own: a local delivery runs as its recipient, not as it.
+        for child in _children(ctx, pid) if account is not None else []:
+            child_status = _status_ids(ctx, child)
+            if child_status and child_status['uid'] == account['uid']:
+                identity.update(uid=child_status['uid'],
+                                gids=sorted({child_status['gid']} | set(child_status['groups'])),
+                                source=f'live daemon child pid {child} ({ctx.proc_root}/{child}/status)')
+                return identity
+        if account is not None:
+            identity.update(uid=account['uid'], gids=account['gids'],
+                            source=f'{name} in the daemon\'s {where} and group')
+            return identity
+        identity['reason'] = (f'user {name} not found in {where}' if passwd
+                              else f'{where}: the daemon\'s user database could not be read')
+        return identity
+    passwd, group, where = ctx.read_text('/etc/passwd'), ctx.read_text('/etc/group') or '', '/etc/passwd'
+    if name in ('root', 0, '0'):
+        identity.update(uid=0, gids=[0], source='configuration: the daemon loads keys as root')
+        return identity
+    account = _lookup_account(passwd, group, name=str(name)) if passwd else None
+    if account is not None:
+        identity.update(uid=account['uid'], gids=account['gids'],
+                        source=f'configuration ({instance.get("reading_user_source") or "configured user"}), '
+                               f'looked up in {where}; no daemon runs')
+        return identity
+    identity['reason'] = (f'no daemon runs and user {name} is not in {where}' if passwd
+                          else f'no daemon runs and {where} could not be read')
+    return identity
+
+
+def _children(ctx, pid) -> list:
+    process = next((item for item in ctx.processes if item.get('pid') == pid), None)
+    return list((process or {}).get('children') or [])[:50]
 
 
 def attach_probes(ctx, listeners: list, probe) -> None:

@@ -98,6 +98,9 @@ RULES = {
     'listener-drift': {
         'severity': 'info', 'modes': ANY_TLS, 'evidence': HOST,
         'title': 'Configured but not listening, or listening but not configured'},
+    'inspection-uncertain': {
+        'severity': 'medium', 'modes': ANY_TLS, 'evidence': HOST,
+        'title': 'Host inspection could not tell how this listener is configured'},
     'probe-failed': {
         'severity': 'medium', 'modes': ANY_TLS, 'evidence': NETWORK,
         'title': 'The listener could not be probed, so nothing could be judged'},
@@ -908,6 +911,12 @@ def fix_for(rule: str, listener: dict, detail: dict | None = None) -> str:
                     'or add it to the configuration so that it is audited.')
         return (f"The listener defined at {n['defined_at']} is not open: start or reload the server "
                 f"({reload_text}), or remove the definition.")
+    if rule == 'inspection-uncertain':
+        where = detail.get('first_where') or n['defined_at']
+        return (f'Read the configuration at {where} by hand (or run mta_tls_info where the MTA\'s own tools can run, '
+                'as root): make the construct named in the evidence explicit (an address instead of an interface '
+                'name, a rendered file instead of a template, the option set instead of its default), or '
+                'waive the finding with the answer once it is known.')
     if rule == 'probe-failed':
         return ('Make the listener reachable from this vantage point (firewall, routing, postscreen or '
                 'greylisting that refuses the prober), or remove the vantage point for it; then probe again.')
@@ -1329,6 +1338,23 @@ def _judge_listener(entry: dict, all_entries_by_host: dict, collector: _Collecto
             summary += f'; its certificate store has problems ({", ".join(problems)}) that will matter once it listens'
         collector.add('listener-drift', listener, None, summary,
                       dict(base, notes=list(listener.get('notes') or [])[:5]), {'kind': 'not-listening'})
+
+    # -- what the host side could not tell -----------------------------------------------------
+    uncertain = [item for item in listener.get('uncertain') or [] if isinstance(item, dict)] \
+        if mode == 'host' else []
+    if uncertain:
+        first = uncertain[0]
+        reasons = '; '.join(one_line(f'{item.get("what") or "?"}: {item.get("reason") or "?"}'
+                                     f'{" (" + str(item["where"]) + ")" if item.get("where") else ""}', 160)
+                            for item in uncertain[:3])
+        more = f' and {len(uncertain) - 3} more' if len(uncertain) > 3 else ''
+        collector.add('inspection-uncertain', listener, None,
+                      f'{label}: the host inspection could not tell {reasons}{more}; this listener is not '
+                      'vouched for by its configuration',
+                      dict(base, uncertain=[{key: clean_text(item.get(key), 300) for key in ('what', 'where', 'reason')}
+                                            for item in uncertain[:10]]),
+                      {'what': sorted({str(item.get('what')) for item in uncertain})[:10],
+                       'first_where': first.get('where')})
 
     # -- probes that could not judge anything --------------------------------------------------
     for probe in probes:

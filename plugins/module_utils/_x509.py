@@ -30,7 +30,7 @@ import tempfile
 import threading
 import warnings
 
-from ansible_collections.mailsec.starttls.plugins.module_utils import _command
+from ansible_collections.mailsec.starttls.plugins.module_utils import _command, _files
 
 try:
     from cryptography import x509 as _cx509
@@ -934,8 +934,8 @@ def _read_trust_certificates(ca_file: str | None, ca_path: str | None) -> tuple[
     problems = []
     for source in sources:
         try:
-            with open(source, 'rb') as handle:
-                content = handle.read(64 * MAX_DER_BYTES)
+            # A bundle is a regular file of bounded size; a FIFO or device given as ca_file is refused.
+            content = _files.read_regular(source, 64 * MAX_DER_BYTES)
         except OSError as exc:
             problems.append(f'{source}: {exc.strerror or exc}')
             continue

@@ -68,6 +68,8 @@ options:
       - Name of the per-host inventory variable that lists further addresses the host owns (a multi-homed mail
         server whose listeners are bound to addresses other than C(ansible_host)). Only inventory addresses are
         probed for a host; addresses its own records name are not trusted.
+      - Addresses are compared as written (IP literals in one spelling, names case-insensitively), without
+        DNS; when C(ansible_host) is a name, list the IP addresses the listeners bind here.
     type: str
     default: starttls_addresses
   controller_probe:

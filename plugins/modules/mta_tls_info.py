@@ -23,6 +23,12 @@ description:
   - Never changes anything. An odd configuration becomes a warning with its file and line, never a failure;
     without root it says what it could not see.
   - Private key material is inspected on the host and never returned.
+  - Configuration files are treated as hostile input (the module runs as root). Only regular files are read, each
+    with a size cap; a file that holds a private key, PEM armour or binary data is never parsed as configuration;
+    includes are checked for cycles and counted, macro and variable expansions are limited in size and count;
+    warnings quote at most a short excerpt, never a line that looks like key material, and at most 200 are kept;
+    file names that are not UTF-8 are returned escaped. The limits are listed in the collection's
+    C(docs/mta_tls_info.md).
 author:
   - mailsec.starttls contributors (@mailsec)
 extends_documentation_fragment:
@@ -130,6 +136,7 @@ mtas:
       running: true
       pid: 1234
       reading_user: root
+      reading_identity: {name: root, uid: 0, gids: [0], source: live daemon pid 1234 (/proc/1234/status), reason: null, live: true}
 listeners:
   description:
     - One record per listener (address and port) of every instance; see the collection's docs/architecture.md.
@@ -143,6 +150,13 @@ listeners:
       not expired, and null when a check that matters could not be made (C(store.unknown) says why).
     - C(listening) is true, false, or null when the sockets could not be seen; C(probe) is the host's own
       probe (as M(mailsec.starttls.listener_probe) returns it) or null.
+    - C(uncertain) lists what host inspection could not tell about this listener (C(what) is V(address),
+      V(offers_starttls), V(binding) or V(configuration); C(where) the file and line; C(reason) what was not
+      understood); the audit turns a non-empty list into an C(inspection-uncertain) finding. An address that
+      could not be established is V(unknown), with C(probe_address) null.
+    - C(reader_identity) is the identity the key is read as (C(uid), C(gids), C(source)), taken from the live daemon
+      first, the configuration's user when nothing runs; C(uid) null (with C(reason)) when neither could be read,
+      and readability is then unknown, never false.
   returned: always
   type: list
   elements: dict
@@ -167,6 +181,8 @@ listeners:
         resolved: true
         sni: []
       reader_user: root
+      reader_identity: {name: root, uid: 0, gids: [0], source: live daemon pid 1234 (/proc/1234/status), reason: null, live: true}
+      uncertain: []
       listening: true
       probe_address: 127.0.10.2
       store:

@@ -86,16 +86,17 @@ def compile_expression(expression, what: str):
         raise PolicyError(f'{what}: a JMESPath expression (a non-empty string) is required, got {expression!r}')
     try:
         return jmespath.compile(str(expression))
-    except JMESPathError as exc:
-        detail = ' '.join(str(exc).split())
-        if len(detail) > 400:
-            detail = detail[:400] + '...'
-        raise PolicyError(f'{what}: invalid JMESPath expression {quote(expression)}: {detail}')
     except (RecursionError, MemoryError) as exc:
         # The parser is recursive descent: '(' * 3000 exhausts Python's stack before it is rejected.
         raise PolicyLimitError(f'{what}: JMESPath expression {quote(expression)} cannot be compiled: '
                                f'{describe_exception(exc) if isinstance(exc, RecursionError) else "too large"}')
     except Exception as exc:  # pylint: disable=broad-except
+        # JMESPathError when the jmespath package is there (its parser's complaint), anything else too.
+        if isinstance(exc, JMESPathError):
+            detail = ' '.join(str(exc).split())
+            if len(detail) > 400:
+                detail = detail[:400] + '...'
+            raise PolicyError(f'{what}: invalid JMESPath expression {quote(expression)}: {detail}')
         raise PolicyError(f'{what}: JMESPath expression {quote(expression)} cannot be compiled: '
                           f'{describe_exception(exc)}')
 

@@ -12,7 +12,8 @@ Input layout: byte 0 picks the entry point, byte 1 the segmentation, the rest is
 server sends. Run it through tests/fuzz/run.sh, which picks atheris when it is installed
 (coverage-guided, libFuzzer options such as -max_total_time) and this file's own corpus driver
 otherwise (`--corpus-driver SECONDS CORPUS_DIR`: every corpus file, then seeded random mutations
-of them for the rest of the time budget).
+of them for the rest of the time budget). Corpus files end in `.bin`: they hold CR bytes, and
+ansible-test's line-endings check takes `.bin` files as binary.
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ def corpus_driver(seconds: float, corpus_dir: str, seed: int = 9) -> int:
     rng = random.Random(seed)
     runs, failures = 0, 0
     started = time.monotonic()
-    pending = [(name, data) for name, data in samples]
+    pending = list(samples)
     while pending or time.monotonic() - started < seconds:
         if pending:
             name, data = pending.pop(0)

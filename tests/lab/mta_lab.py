@@ -391,6 +391,13 @@ def opensmtpd_instances() -> list[InstanceSpec]:
             listener('implicit-tls-no-cert', o + '7', 465, None,
                      implicit(False, notes='smtps without pki: OpenSMTPD starts; TCP reset (ca-failure)'), 'smtps'),
         ], {'pki': {'opensmtpd': ('opensmtpd', 'opensmtpd'), 'mismatch': ('opensmtpd', 'unrelated-key')}}),
+        # A pki named after the listener's hostname (every lab listen line says `hostname smtpd.lab.test`)
+        # on a listener without `tls`: the certificate is held, and would be served with `tls`, but is not used.
+        InstanceSpec('opensmtpd', 'opensmtpd-held', frozenset({'full'}), True, [
+            listener('tls-off-cert-present', o + '8', 25, 'opensmtpd',
+                     refused('503', False, 'pki named after the hostname, listener without tls: not advertised, '
+                             '503 5.5.1 Invalid command'), ''),
+        ], {'pki': {'smtpd.lab.test': ('opensmtpd', 'opensmtpd')}}),
         InstanceSpec('opensmtpd', 'opensmtpd-cert-missing', frozenset({'full'}), False, [
             listener('cert-missing', o + '2', 25, ABSENT_PREFIX + 'opensmtpd',
                      never_starts('smtpd: load_pki_tree: failed to load certificate file'), 'tls pki opensmtpd'),
@@ -722,6 +729,69 @@ class Lab:
         check = kwargs.pop('check', False)
         return subprocess.run(self._namespace_argv(daemon.mounts, argv), env=self._environment(), check=check,
                               **kwargs)
+
+    def renew_certificate(self, name: str) -> str:
+        """Issue a new certificate for NAME from its existing request and key (new serial, new dates)
+        and put it in place of the old file without reloading anything: the renewed-not-reloaded
+        situation. Returns the new certificate's SHA-256."""
+        certs, ca_dir = self.root / 'certs', self.root / 'certs' / 'ca'
+        csr, extfile = certs / f'{name}.csr', certs / f'{name}.ext'
+        if not csr.exists() or not extfile.exists():
+            raise LabError(f'certificate {name!r} was not issued by the lab CA in {self.root}')
+        now = dt.datetime.now(dt.timezone.utc)
+        stamp = '%Y%m%d%H%M%SZ'
+        staged = certs / f'.{name}.crt.renewing'
+        signing = self._openssl(
+            'ca', '-batch', '-config', str(ca_dir / 'openssl.cnf'), '-cert', str(self.cert_path('lab-ca')),
+            '-keyfile', str(self.key_path('lab-ca')), '-in', str(csr), '-out', str(staged),
+            '-startdate', (now - dt.timedelta(minutes=5)).strftime(stamp),
+            '-enddate', (now + dt.timedelta(days=400)).strftime(stamp), '-extfile', str(extfile),
+            '-extensions', 'leaf', '-notext')
+        self._finish([signing], f'renewing {name}')
+        staged.chmod(0o644)
+        os.replace(staged, self.cert_path(name))
+        return hashlib.sha256(ssl.PEM_cert_to_DER_cert(self.cert_path(name).read_text())).hexdigest()
+
+    def reload(self, instance: str) -> None:
+        """Reload one running instance the way its MTA does (Postfix and Dovecot with their own
+        command, Exim with SIGHUP); OpenSMTPD cannot reload its configuration."""
+        specs = {spec.instance: spec for spec in self.specs}
+        if instance not in specs:
+            raise LabError(f'unknown instance {instance!r}; known: {", ".join(specs)}')
+        daemon = self._daemon_layout(specs[instance])
+        if daemon.spec.mta == 'postfix':
+            argv = ['postfix', '-c', str(daemon.config_path), 'reload']
+        elif daemon.spec.mta == 'dovecot':
+            argv = ['dovecot', '-c', str(daemon.config_path), 'reload']
+        else:
+            # Exim re-executes itself on SIGHUP, and with -C it loses root and cannot bind port 25 again
+            # ("exim user lost privilege for using -C option"); OpenSMTPD has no reload. Restart instead.
+            self.restart(instance)
+            return
+        completed = subprocess.run(argv, capture_output=True, text=True, env=self._environment(), check=False)
+        if completed.returncode != 0:
+            raise LabError(f'{shlex.join(argv)}: {completed.stderr.strip()[-500:]}')
+
+    def restart(self, instance: str) -> int:
+        """Stop one running daemon and start it again with its configuration as it is now; returns the new
+        pid and records it in the manifest."""
+        with self._locked():
+            manifest = self.manifest()
+            entry = next((item for item in manifest['daemons'] if item['instance'] == instance), None)
+            specs = {spec.instance: spec for spec in self.specs}
+            if entry is None or instance not in specs or not entry.get('pid'):
+                raise LabError(f'{instance} is not a running daemon of the lab at {self.root}')
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(entry['pgid'] or entry['pid'], signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            addresses = {(listener.address, listener.port) for listener in specs[instance].listeners}
+            while (process_alive(entry['pid']) or addresses & listening_now()) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            daemon = self._daemon_layout(specs[instance])
+            self._launch_and_wait([daemon])
+            entry.update(pid=daemon.pid, pgid=os.getpgid(daemon.pid), started=True)
+            self._write_manifest(manifest)
+            return daemon.pid
 
     # ---- preparation -------------------------------------------------------------------------
     def _preflight(self) -> None:
@@ -1483,8 +1553,9 @@ def main(argv: list[str] | None = None) -> int:
         description='Real mail servers on loopback for mailsec.starttls tests.',
         epilog='run: mta_lab.py run INSTANCE [--root DIR] -- COMMAND... runs COMMAND in the mount '
                'namespace that instance uses (the unpacked exim4 and smtpd exist only there)')
-    parser.add_argument('action', choices=('start', 'stop', 'status', 'run'))
-    parser.add_argument('instance', nargs='?', help='for run: the instance whose namespace to use')
+    parser.add_argument('action', choices=('start', 'stop', 'status', 'run', 'reload'))
+    parser.add_argument('instance', nargs='?', help='for run: the instance whose namespace to use; for reload: '
+                                                    'the instance to reload (Exim and OpenSMTPD: restart)')
     parser.add_argument('--root', default=str(DEFAULT_ROOT), help=f'lab directory (default {DEFAULT_ROOT})')
     parser.add_argument('--profile', default='full', choices=PROFILES)
     parser.add_argument('--only', help='comma-separated subset of: ' + ','.join(MTAS))
@@ -1522,6 +1593,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f'  {len(status["listeners"]) - len(bad)}/{len(status["listeners"])} listeners as expected'
                       + ''.join(f'\n  UNEXPECTED {item["id"]}: accepting={item["accepting"]}' for item in bad))
             return 0 if status.get('healthy') else (3 if not status['running'] else 1)
+        if args.action == 'reload':
+            if not args.instance:
+                parser.error('reload needs INSTANCE')
+            lab.reload(args.instance)
+            return 0
         if not args.instance or not command:
             parser.error('run needs INSTANCE -- COMMAND...')
         return lab.run_in_namespace(args.instance, command).returncode

@@ -34,6 +34,11 @@ KNOWN_SERVICE_PORTS = {
     'pop3s': 995, 'sieve': 4190, 'managesieve': 4190,
 }
 
+# Hostile or generated configurations: the items of one address or port list that are used, and the
+# listener records one instance may produce (each further one costs time and memory for nothing).
+MAX_LIST_ITEMS = 256
+MAX_LISTENERS = 1000
+
 # Reasons a listener's STARTTLS state is what it is, phrased once.
 REASON_IMPLICIT = 'implicit TLS listener: TLS starts at connect, STARTTLS is not used'
 
@@ -111,6 +116,7 @@ def new_listener(mta: str, instance: str, service: str, address: str, port: int 
         'derived_from': None,
         'tls_settings': {},
         'notes': [],
+        'uncertain': [],
         'store': None,
         'probe': None,
     }
@@ -192,7 +198,7 @@ def resolve_port(ctx, text) -> int | None:
     if isinstance(text, int):
         return text
     text = str(text).strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         port = int(text)
         return port if 0 < port < 65536 else None
     name = text.lower()
@@ -320,21 +326,26 @@ def master_processes(ctx, mta: str) -> list:
     return [process for process in ctx.processes if process.get('mta') == mta and process.get('role') == 'master']
 
 
-def backslash_lines(text: str):
+def backslash_lines(text: str, max_length: int = 64 * 1024):
     """(number of the first physical line, logical line): a trailing backslash continues a line
-    (Dovecot, OpenSMTPD)."""
-    buffer, first = '', None
+    (Dovecot, OpenSMTPD). A logical line stops growing at `max_length` characters: the parts are
+    joined once, so a hostile file of continuation lines costs linear time."""
+    parts, first, size = [], None, 0
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.rstrip()
         if first is None:
             first = number
         if line.endswith('\\'):
-            buffer += line[:-1] + ' '
+            if size < max_length:
+                parts.append(line[:-1] + ' ')
+                size += len(line)
             continue
-        yield first, buffer + line
-        buffer, first = '', None
-    if buffer:
-        yield first, buffer
+        if size < max_length:
+            parts.append(line)
+        yield first, ''.join(parts)
+        parts, first, size = [], None, 0
+    if parts:
+        yield first, ''.join(parts)
 
 
 def strip_hash_comment(line: str, quotes: str = '"') -> str:
@@ -349,3 +360,44 @@ def strip_hash_comment(line: str, quotes: str = '"') -> str:
         elif char == '#':
             return line[:index]
     return line
+
+
+def bounded_items(ctx, items, what: str, where: str | None = None, mta: str | None = None,
+                  limit: int = MAX_LIST_ITEMS) -> list:
+    """`items` without repeats (first occurrence kept, in constant time each) and at most `limit`
+    of them, with a warning when some are dropped."""
+    unique = list(dict.fromkeys(items))
+    if len(unique) > limit:
+        if ctx is not None:
+            ctx.warn(f'{what}: {len(unique)} entries, only the first {limit} are used', where=where, mta=mta,
+                     limit=True)
+        unique = unique[:limit]
+    return unique
+
+
+def enough_listeners(ctx, records: list, mta: str, instance: str | None = None, limit: int = MAX_LISTENERS) -> bool:
+    """Whether an adapter has built `limit` records (for one instance, or derived from one wildcard
+    listener) and must stop (warned once)."""
+    if len(records) < limit:
+        return False
+    ctx.warn(f'more than {limit} listeners from one configuration or wildcard: the rest are not derived',
+             mta=mta, instance=instance, limit=True)
+    return True
+
+
+def mark_uncertain(record: dict, what: str, where: str | None, reason: str) -> dict:
+    """Say that host inspection could not tell `what` (offers_starttls, binding, address, ...)
+    for this listener, and why; the audit turns it into an `inspection-uncertain` finding.
+
+    A value that cannot be known is set to None here rather than guessed.
+    """
+    entry = {'what': what, 'where': where, 'reason': reason}
+    uncertain = record.setdefault('uncertain', [])
+    if entry not in uncertain:
+        uncertain.append(entry)
+    if what == 'offers_starttls':
+        record['offers_starttls'] = None
+        record['offers_starttls_reason'] = reason if not where else f'{reason} ({where})'
+    elif what == 'binding':
+        record['binding']['resolved'] = False
+    return record

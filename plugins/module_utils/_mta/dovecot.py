@@ -11,14 +11,19 @@ the authority for values; the file tree only supplies where each value was writt
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
 
+from ansible_collections.mailsec.starttls.plugins.module_utils._files import excerpt
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import (
+    MAX_LIST_ITEMS,
     REASON_IMPLICIT,
     MtaAdapter,
     backslash_lines,
+    bounded_items,
+    enough_listeners,
     infer_protocol,
     is_local_address,
     master_processes,
@@ -28,6 +33,12 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import 
     normalise_address,
     setting,
     strip_hash_comment,
+)
+from ansible_collections.mailsec.starttls.plugins.module_utils._transaction import (
+    EditError,
+    read_file,
+    refuse_unsafe,
+    run_tool,
 )
 
 DEFAULT_CONFIG = '/etc/dovecot/dovecot.conf'
@@ -71,7 +82,9 @@ def parse_config(ctx, path: str, text: str | None = None, label: str | None = No
         text = ctx.read_text(path, mta='dovecot', required=True)
         if text is None:
             return None
-    _parse_text(ctx, text, label or path, os.path.dirname(path), [root], root, 0)
+    limits = ctx.parse_limits('dovecot')
+    limits.includes.enter(path)
+    _parse_text(ctx, text, label or path, os.path.dirname(path), [root], root, 0, limits)
     return root
 
 
@@ -82,7 +95,10 @@ def _unquote(value: str) -> str:
     return value
 
 
-def _parse_text(ctx, text: str, label: str, directory: str, stack: list, root: dict, depth: int) -> None:
+def _parse_text(ctx, text: str, label: str, directory: str, stack: list, root: dict, depth: int,
+                limits=None) -> None:
+    if limits is None:
+        limits = ctx.parse_limits('dovecot')
     for number, raw in backslash_lines(text):
         where = f'{label}:{number}'
         hidden = re.match(r'^\s*([A-Za-z0-9_/.-]+)\s*=\s*# hidden', raw)
@@ -94,7 +110,7 @@ def _parse_text(ctx, text: str, label: str, directory: str, stack: list, root: d
         if not line:
             continue
         if line.startswith('!'):
-            _include(ctx, line, where, directory, stack, root, depth)
+            _include(ctx, line, where, directory, stack, root, depth, limits)
             continue
         if line == '}':
             if len(stack) > 1:
@@ -117,43 +133,63 @@ def _parse_text(ctx, text: str, label: str, directory: str, stack: list, root: d
             key, value = match.group(1), match.group(2).strip()
             value = _unquote(value)
             if '$' in value and len(stack) == 1:
-                value = _expand_variables(value, root)
+                value = _expand_variables(value, root, limits.expansion, where)
             stack[-1]['settings'][key] = {'value': value, 'where': where}
             continue
-        ctx.warn(f'cannot parse dovecot line: {line[:80]!r}', where=where, mta='dovecot')
+        ctx.warn(f'cannot parse dovecot line: {excerpt(line)}', where=where, mta='dovecot')
     if depth == 0 and len(stack) > 1:
-        ctx.warn(f'section "{stack[-1]["type"]}" opened at {stack[-1]["where"]} is never closed',
+        ctx.warn(f'section "{excerpt(stack[-1]["type"], quoted=False)}" opened at {stack[-1]["where"]} is never closed',
                  where=label, mta='dovecot')
 
 
-def _include(ctx, line: str, where: str, directory: str, stack: list, root: dict, depth: int) -> None:
+def _include(ctx, line: str, where: str, directory: str, stack: list, root: dict, depth: int,
+             limits=None) -> None:
+    if limits is None:
+        limits = ctx.parse_limits('dovecot')
     command, _sep, argument = line.partition(' ')
     pattern = _unquote(argument)
     if command not in ('!include', '!include_try') or not pattern:
-        ctx.warn(f'unknown directive {line[:60]!r}', where=where, mta='dovecot')
+        ctx.warn(f'unknown directive {excerpt(line)}', where=where, mta='dovecot')
         return
     if depth >= MAX_INCLUDE_DEPTH:
         ctx.warn('includes nested too deep', where=where, mta='dovecot')
         return
     if not pattern.startswith('/'):
         pattern = os.path.join(directory, pattern)
+    if '\x00' in pattern:
+        ctx.warn('!include of a path with a NUL byte: not a file name', where=where, mta='dovecot')
+        return
     paths = ctx.glob(pattern)
     if not paths and command == '!include' and not any(char in pattern for char in '*?['):
         ctx.warn(f'!include {pattern}: no such file (dovecot would refuse to start)', where=where,
                  mta='dovecot')
     for path in paths:
-        text = ctx.read_text(path, mta='dovecot')
-        if text is not None:
-            _parse_text(ctx, text, path, os.path.dirname(path), stack, root, depth + 1)
+        if not limits.includes.enter(path, where):
+            continue
+        try:
+            text = ctx.read_text(path, mta='dovecot')
+            if text is not None:
+                limits.includes.charge(text)
+                _parse_text(ctx, text, path, os.path.dirname(path), stack, root, depth + 1, limits)
+        finally:
+            limits.includes.leave(path)
 
 
-def _expand_variables(value: str, root: dict) -> str:
+VARIABLE = re.compile(r'\$\{([A-Za-z0-9_]+)\}|\$([A-Za-z0-9_]+)')
+
+
+def _expand_variables(value: str, root: dict, budget=None, where: str | None = None) -> str:
     def replace(match):
         name = match.group(1) or match.group(2)
         entry = root['settings'].get(name)
         # Dovecot expands $setting against what the files set so far, not the built-in default.
         return entry['value'] if entry is not None else ''
-    return re.sub(r'\$\{([A-Za-z0-9_]+)\}|\$([A-Za-z0-9_]+)', replace, value)
+    if budget is not None:
+        # The size is known before the value is built: `a = $b $b` on every line doubles it.
+        size = len(value) + sum(len(replace(match)) - len(match.group(0)) for match in VARIABLE.finditer(value))
+        if not budget.allow(size, where, 'expanding $variables here'):
+            return value
+    return VARIABLE.sub(replace, value)
 
 
 # -- resolution ------------------------------------------------------------------------------
@@ -210,15 +246,34 @@ def local_match_bits(name: str | None, address: str | None) -> int | None:
     """How specifically a `local` filter matches an address (prefix length), None if not."""
     if not name or address is None:
         return None
-    for item in re.split(r'[\s,]+', name):
-        try:
-            network = ipaddress.ip_network(item.strip('[]'), strict=False)
-            target = ipaddress.ip_address(address)
-        except ValueError:
-            continue
+    target = _address(address)
+    if target is None:
+        return None
+    for network in _local_networks(name):
         if target.version == network.version and target in network:
             return network.prefixlen
     return None
+
+
+@functools.lru_cache(maxsize=65536)
+def _address(text: str):
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+@functools.lru_cache(maxsize=65536)
+def _local_networks(name: str) -> tuple:
+    """The networks a `local` filter names, parsed once (a configuration may have thousands of
+    blocks, each matched against every listener)."""
+    networks = []
+    for item in re.split(r'[\s,]+', name):
+        try:
+            networks.append(ipaddress.ip_network(item.strip('[]'), strict=False))
+        except ValueError:
+            continue
+    return tuple(networks)
 
 
 def effective(scopes: list, key: str) -> tuple:
@@ -354,6 +409,52 @@ class DovecotAdapter(MtaAdapter):
         from_tool = build_listeners(ctx, tool_tree, instance, None)
         return merge_provenance(ctx, from_tool, from_files, instance)
 
+    # -- remediation (mta_tls_config): a `local ADDRESS { }` block, validated by doveconf ------
+    def plan_tls_change(self, ctx, instance: dict, listener: dict, desired: dict, others: list) -> dict:
+        """Settings in the `local` block of the listener's address (Dovecot filters by local IP, so
+        every listener of the instance on that address is affected, and listed).
+
+        Returns {'changes': {path: text}, 'validate', 'actions', 'affected', 'reload_command'}.
+        """
+        config_path = instance['config_path']
+        real_path = ctx.resolve(config_path)
+        address = normalise_address(listener.get('address') or '')
+        if address is None or listener.get('wildcard'):
+            raise EditError(f'{listener["id"]} listens on {listener.get("address")}: a Dovecot local block needs '
+                            'the one address the change is for; select the listener by its own address',
+                            stage='arguments')
+        if listener.get('protocol') == 'lmtp':
+            raise EditError('the lmtp service ignores local blocks (it is no login process): its TLS follows the '
+                            'global ssl settings; change them by hand', stage='arguments')
+        doveconf = ctx.tool('doveconf')
+        if not doveconf:
+            raise EditError('doveconf is not installed: the candidate cannot be validated', stage='plan')
+        wanted = dovecot_settings(listener, desired)
+        tree = (ctx.memo.get('dovecot', {}).get(config_path) or {}).get('files')
+        block = find_local_block(tree, address)
+        target = real_path
+        if block is not None:
+            block_file = block['where'].rsplit(':', 1)[0]
+            if os.path.normpath(block_file) != os.path.normpath(config_path):
+                raise EditError(f'the local {block["name"]} block is in the included file {block_file}: change it '
+                                'there by hand (only the main configuration file is edited)', stage='plan')
+        original = read_file(target)
+        new_text, actions = edit_local_block(original, address, block, wanted, listener['id'])
+        affected = [other['id'] for other in others
+                    if other['id'] != listener['id'] and other.get('protocol') != 'lmtp'
+                    and normalise_address(other.get('address') or '') == address]
+        return {
+            'changes': {target: new_text} if new_text != original else {},
+            'validate': lambda candidates: validate_candidate(doveconf, candidates),
+            'actions': actions,
+            'affected': affected,
+            'reload_command': self.reload_command(ctx, instance),
+        }
+
+    def reload_command(self, ctx, instance: dict) -> list:
+        """`dovecot -c FILE reload` (SIGHUP to that instance's master, found through its base_dir)."""
+        return [ctx.tool('dovecot') or 'dovecot', '-c', instance['config_path'], 'reload']
+
 
 def fill_hidden(tool_node: dict, file_node: dict | None) -> None:
     """Replace values that doveconf -n masks with the same setting from the files, same section."""
@@ -420,7 +521,9 @@ def build_listeners(ctx, tree: dict, instance: dict, hidden_keys: dict | None) -
                 addresses, address_where = listen_list(address_entry['value']), address_entry['where']
             else:
                 addresses, address_where = listen_list(listen_value), listen_where or 'default listen = *, ::'
-            for address in addresses:
+            for address in bounded_items(ctx, addresses, 'listen', address_where, 'dovecot'):
+                if enough_listeners(ctx, records, 'dovecot', instance['instance']):
+                    return records
                 records.extend(listener_records(ctx, tree, instance, service_name, listener_name, listener,
                                                 family, port, implicit, address, address_where,
                                                 protocols_where, hidden_keys))
@@ -448,6 +551,8 @@ def listener_records(ctx, tree, instance, service_name, listener_name, listener,
         for node in tree['children']:
             if node['type'] != 'local':
                 continue
+            if enough_listeners(ctx, records, 'dovecot', instance['instance'], MAX_LIST_ITEMS):
+                break
             for item in re.split(r'[\s,]+', node['name'] or ''):
                 specific = normalise_address(item)
                 if specific is None or (':' in specific) != (':' in address):
@@ -567,3 +672,119 @@ def merge_provenance(ctx, from_tool: list, from_files: list, instance: dict) -> 
         ctx.warn(f'{leftover["id"]} is in the files but not in doveconf -n; not reported', mta='dovecot',
                  instance=instance['instance'])
     return from_tool
+
+
+# -- remediation helpers ---------------------------------------------------------------------
+
+# A Dovecot value runs to the end of the line; '#' starts a comment, quotes and braces have meaning.
+_UNSAFE_VALUE = re.compile(r'["#{}]|^\s|\s$')
+
+
+def dovecot_settings(listener: dict, desired: dict) -> dict:
+    """Settings (key -> value) for the address's local block, in a stable order."""
+    implicit = listener.get('tls_mode') == 'implicit'
+    starttls = desired.get('starttls')
+    if implicit and starttls:
+        raise EditError('an implicit-TLS listener (ssl = yes on the inet_listener) has no STARTTLS to offer or '
+                        'withdraw: use implicit_tls=bound', stage='arguments')
+    if desired.get('implicit_tls') == 'disabled':
+        raise EditError('disabling a Dovecot inet_listener (port = 0 in its service block) is not automated; '
+                        'do it by hand', stage='arguments')
+    if starttls == 'withdrawn':
+        return {'ssl': 'no'}
+    wanted = {}
+    certificate = desired.get('certificate')
+    if desired.get('chain'):
+        raise EditError('Dovecot reads the chain from the ssl_cert file itself: put the certificate and its '
+                        'chain into one file and give that as certificate', stage='arguments')
+    if certificate:
+        key = desired.get('private_key')
+        if not key:
+            raise EditError('private_key is required for Dovecot (ssl_key)', stage='arguments')
+        for name, value in (('certificate', certificate), ('private_key', key)):
+            if _UNSAFE_VALUE.search(refuse_unsafe(name, value)):
+                raise EditError(f'{name}: quotes, "#", braces and surrounding spaces cannot be written into a '
+                                'Dovecot setting', stage='arguments')
+        wanted['ssl_cert'] = f'<{certificate}'
+        wanted['ssl_key'] = f'<{key}'
+    if starttls == 'offered' and listener.get('offers_starttls') is not True:
+        wanted['ssl'] = 'yes'
+    return wanted
+
+
+def find_local_block(tree: dict | None, address: str) -> dict | None:
+    """The top-level `local` section naming exactly this address (not a network around it)."""
+    for node in (tree or {}).get('children', []):
+        if node['type'] != 'local' or not node['name']:
+            continue
+        names = [item for item in re.split(r'[\s,]+', node['name']) if item]
+        if len(names) == 1 and normalise_address(names[0]) == address:
+            return node
+    return None
+
+
+def edit_local_block(text: str, address: str, block: dict | None, wanted: dict, listener_id: str) -> tuple:
+    """(new text, actions): the wanted settings set in the block, everything else as it was."""
+    lines = text.splitlines(keepends=True)
+    actions = []
+    if block is None:
+        if not wanted:
+            return text, actions
+        body = ''.join(f'  {key} = {value}\n' for key, value in wanted.items())
+        prefix = '' if not text or text.endswith('\n') else '\n'
+        actions.append(f'add local {address} {{ {"; ".join(f"{key} = {value}" for key, value in wanted.items())} }}')
+        return (text + prefix + f'\n# mailsec.starttls: TLS of {listener_id}\nlocal {address} {{\n{body}}}\n',
+                actions)
+    start = int(block['where'].rsplit(':', 1)[1]) - 1
+    depth, end = 0, None
+    found = {}
+    for index in range(start, len(lines)):
+        stripped = strip_hash_comment(lines[index], '"\'').strip()
+        if stripped.endswith('{'):
+            depth += 1
+            continue
+        if stripped == '}':
+            depth -= 1
+            if depth == 0:
+                end = index
+                break
+            continue
+        match = re.match(r'^([A-Za-z0-9_/.-]+)\s*=', stripped)
+        if match and depth == 1:
+            found[match.group(1)] = index
+    if end is None:
+        raise EditError(f'the local {address} block opened at line {start + 1} is never closed', stage='plan')
+    indent = re.match(r'^(\s*)', lines[start]).group(1) + '  '
+    additions = []
+    for key, value in wanted.items():
+        if key in found:
+            index = found[key]
+            current = lines[index]
+            value_now = strip_hash_comment(current, '"\'').split('=', 1)[1].strip()
+            if value_now == value:
+                continue
+            own_indent = re.match(r'^(\s*)', current).group(1)
+            ending = '\n' if current.endswith('\n') else ''
+            lines[index] = f'{own_indent}{key} = {value}{ending}'
+            actions.append(f'local {address}: {key} = {value} (was {value_now})')
+        else:
+            additions.append(f'{indent}{key} = {value}\n')
+            actions.append(f'local {address}: add {key} = {value}')
+    if additions:
+        lines[end:end] = additions
+    return ''.join(lines), actions
+
+
+def validate_candidate(doveconf: str, candidates: dict) -> list:
+    """`doveconf -c CANDIDATE -n`: the candidate lies beside the original, so relative includes
+    resolve as they will, and doveconf opens every `<file` the candidate names."""
+    runs = []
+    for candidate in candidates.values():
+        run = run_tool([doveconf, '-c', candidate, '-n'])
+        runs.append({'argv': ['doveconf', '-c', '<candidate>', '-n'], 'rc': run['rc'],
+                     'stderr': run['stderr'].replace(candidate, '<candidate>')[-2000:]})
+        if run['error']:
+            raise EditError('Dovecot rejects the candidate configuration (doveconf -n): '
+                            + run['error'].replace(candidate, '<candidate>'), stage='validate',
+                            details={'validation': runs})
+    return runs

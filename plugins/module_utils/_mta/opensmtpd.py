@@ -6,6 +6,10 @@ that applies (explicit, or the one named after the listener's hostname).
 
 `smtpd -n` only validates, it prints no configuration, so smtpd.conf is parsed here (macros,
 `include`, continuation lines, comments).
+
+Both grammars of the last eight years are read: 5.x/6.0 (`pki NAME certificate FILE`, `secure`,
+`mask-source`, `accept from ... deliver to`, Debian stretch and buster ship 6.0) and 6.4+
+(`pki NAME cert FILE`, `action`/`match`, `mask-src`, `filter NAME` or `filter { a, b }`).
 """
 
 from __future__ import annotations
@@ -15,13 +19,18 @@ import re
 import shlex
 import socket
 
+from ansible_collections.mailsec.starttls.plugins.module_utils._files import excerpt
+from ansible_collections.mailsec.starttls.plugins.module_utils._mta.sniff import not_this_mta
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import (
     _read_proc,
+    MAX_LIST_ITEMS,
     REASON_IMPLICIT,
     MtaAdapter,
     backslash_lines,
+    enough_listeners,
     host_addresses,
     infer_protocol,
+    mark_uncertain,
     master_processes,
     new_binding,
     new_instance,
@@ -35,63 +44,129 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import 
 DEFAULT_CONFIGS = ('/etc/smtpd.conf', '/etc/mail/smtpd.conf', '/usr/local/etc/smtpd.conf')
 MAX_INCLUDE_DEPTH = 16
 # Keywords of `listen on` that take one argument (so the argument is not read as a keyword).
-ARGUMENT_KEYWORDS = ('family', 'port', 'pki', 'ca', 'hostname', 'hostnames', 'tag', 'senders', 'filter',
-                     'auth', 'auth-optional', 'ciphers', 'protocols')
+# Top-level statements of smtpd.conf in 5.x/6.0 and 6.4+ (parsed or deliberately skipped).
+STATEMENTS = ('include', 'pki', 'listen', 'table', 'action', 'match', 'ca', 'filter', 'proc', 'proc-exec', 'queue',
+              'bounce', 'bounce-warn', 'smtp', 'srs', 'mta', 'limit', 'expire', 'accept', 'reject', 'mda',
+              'max-message-size', 'maxmessagesize', 'hostname', 'sender', 'relay', 'deliver', 'admd')
 KEY_MODE_NOTE = 'OpenSMTPD refuses to load a key file whose mode is looser than 0740 or not owned by root'
 
 
 def parse_config(ctx, path: str) -> dict:
-    config = {'macros': {}, 'pki': {}, 'listen': [], 'files': [], 'readable': False}
-    _parse_file(ctx, path, config, 0)
+    config = {'macros': {}, 'pki': {}, 'listen': [], 'files': [], 'readable': False, 'known': 0, 'unknown': 0,
+              'first_unknown': None}
+    limits = ctx.parse_limits('opensmtpd')
+    limits.includes.enter(path)
+    _parse_file(ctx, path, config, 0, limits)
+    if config['readable'] and config['known'] == 0 and config['unknown']:
+        text = ctx.read_text(path, mta='opensmtpd') or ''
+        not_this_mta(ctx, path, text, 'opensmtpd', 'an OpenSMTPD smtpd.conf', config['first_unknown'])
     return config
 
 
-def _parse_file(ctx, path: str, config: dict, depth: int) -> None:
+def _parse_file(ctx, path: str, config: dict, depth: int, limits=None) -> None:
+    if limits is None:
+        limits = ctx.parse_limits('opensmtpd')
     text = ctx.read_text(path, mta='opensmtpd', required=depth == 0)
     if text is None:
         return
+    limits.includes.charge(text)
     config['readable'] = True
     config['files'].append(path)
+    _parse_lines(ctx, path, text, config, depth, limits)
+
+
+def _parse_lines(ctx, path: str, text: str, config: dict, depth: int, limits) -> None:
+    in_pem = False
     for number, raw in backslash_lines(text):
         where = f'{path}:{number}'
         line = strip_hash_comment(raw).strip()
         if not line:
             continue
+        # A PEM block (a key given as the configuration) is never quoted in a warning.
+        if line.startswith('-----BEGIN ') or in_pem:
+            if not in_pem:
+                config['unknown'] += 1
+                config['first_unknown'] = config['first_unknown'] or f'a PEM block at {where}'
+                ctx.warn('a PEM block (certificate or key) in smtpd.conf; its content is not shown', where=where,
+                         mta='opensmtpd')
+            in_pem = not line.startswith('-----END ')
+            continue
         macro = re.match(r'^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$', line)
         if macro:
-            config['macros'][macro.group(1)] = _unquote(_expand(macro.group(2).strip(), config['macros']))
+            expanded = _expand_bounded(macro.group(2).strip(), config['macros'], limits.expansion, where)
+            config['macros'][macro.group(1)] = _unquote(expanded)
             continue
         try:
-            words = shlex.split(_expand(line, config['macros']), posix=True)
+            words = shlex.split(_expand_bounded(line, config['macros'], limits.expansion, where), posix=True)
         except ValueError as exc:
             ctx.warn(f'cannot split smtpd.conf line: {exc}', where=where, mta='opensmtpd')
+            config['unknown'] += 1
+            continue
+        if not words:
             continue
         keyword = words[0]
+        if keyword in STATEMENTS:
+            config['known'] += 1
         if keyword == 'include' and len(words) > 1:
             if depth >= MAX_INCLUDE_DEPTH:
                 ctx.warn('include nested too deep', where=where, mta='opensmtpd')
                 continue
             target = words[1] if words[1].startswith('/') else os.path.join(os.path.dirname(path), words[1])
+            if '\x00' in target:
+                ctx.warn('include of a path with a NUL byte: not a file name', where=where, mta='opensmtpd')
+                continue
             if not ctx.exists(target):
                 ctx.warn(f'include {target}: no such file (smtpd would refuse the configuration)', where=where,
                          mta='opensmtpd')
-            _parse_file(ctx, target, config, depth + 1)
-        elif keyword == 'pki' and len(words) >= 4:
+            if not limits.includes.enter(target, where):
+                continue
+            try:
+                _parse_file(ctx, target, config, depth + 1, limits)
+            finally:
+                limits.includes.leave(target)
+        elif keyword == 'pki' and len(words) >= 3:
+            if words[1] not in config['pki'] and len(config['pki']) >= MAX_LIST_ITEMS:
+                if not config.get('pki_overflow'):
+                    config['pki_overflow'] = True
+                    ctx.warn(f'more than {MAX_LIST_ITEMS} pki names: this one and later ones are ignored', where=where,
+                             mta='opensmtpd')
+                continue
             entry = config['pki'].setdefault(words[1], {'cert': None, 'key': None, 'where': where})
-            if words[2] in ('cert', 'key'):
-                entry[words[2]] = words[3]
-                entry[f'{words[2]}_where'] = where
+            # 6.4+ says `cert`, 5.x/6.0 said `certificate`; `ca`, `dhe`/`dhparams` are not the pair.
+            kind = {'cert': 'cert', 'certificate': 'cert', 'key': 'key'}.get(words[2])
+            if kind and len(words) >= 4:
+                entry[kind] = words[3]
+                entry[f'{kind}_where'] = where
+            elif words[2] not in ('ca', 'dhe', 'dhparams', 'dh-params'):
+                ctx.warn(f'unknown pki option {words[2]!r}', where=where, mta='opensmtpd')
         elif keyword == 'listen' and len(words) >= 3 and words[1] == 'on':
             config['listen'].append({'words': words[2:], 'where': where})
-        elif keyword in ('table', 'action', 'match', 'ca', 'filter', 'proc', 'queue', 'bounce', 'smtp', 'srs',
-                         'mta', 'limit', 'expire', 'accept', 'reject', 'pki'):
+        elif keyword in STATEMENTS:
             continue
         else:
-            ctx.warn(f'unknown smtpd.conf statement {keyword!r}', where=where, mta='opensmtpd')
+            config['unknown'] += 1
+            if config['first_unknown'] is None:
+                config['first_unknown'] = f'{excerpt(keyword)} at {where}'
+            ctx.warn(f'unknown smtpd.conf statement {excerpt(keyword)}', where=where, mta='opensmtpd')
+
+
+MACRO_REFERENCE = re.compile(r'\$([A-Za-z_][A-Za-z0-9_]*)')
 
 
 def _expand(text: str, macros: dict) -> str:
-    return re.sub(r'\$([A-Za-z_][A-Za-z0-9_]*)', lambda match: macros.get(match.group(1), match.group(0)), text)
+    return MACRO_REFERENCE.sub(lambda match: macros.get(match.group(1), match.group(0)), text)
+
+
+def _expand_bounded(text: str, macros: dict, budget, where: str) -> str:
+    """`_expand` within the expansion budget: the size is known before the text is built (each
+    macro defined as twice the previous would double it on every line); over it, left as it is."""
+    if '$' not in text:
+        return text
+    size = len(text) + sum(len(macros.get(match.group(1), match.group(0))) - len(match.group(0))
+                           for match in MACRO_REFERENCE.finditer(text))
+    if not budget.allow(size, where, 'macro expansion of this line'):
+        return text
+    return _expand(text, macros)
 
 
 def _unquote(value: str) -> str:
@@ -101,9 +176,9 @@ def _unquote(value: str) -> str:
 
 
 def parse_listen(words: list) -> dict:
-    """The options of one `listen on` line."""
+    """The options of one `listen on` line (5.x/6.0 and 6.4+ grammars)."""
     options = {'interface': words[0], 'family': None, 'port': None, 'mode': 'none', 'pki': [], 'hostname': None,
-               'proxy': False, 'unknown': []}
+               'proxy': False, 'auth': False, 'unknown': []}
     index = 1
     while index < len(words):
         word = words[index]
@@ -111,6 +186,9 @@ def parse_listen(words: list) -> dict:
         if word == 'family' and argument:
             options['family'] = argument
             index += 2
+        elif word in ('inet4', 'inet6'):
+            options['family'] = word
+            index += 1
         elif word == 'port' and argument:
             options['port'] = argument
             index += 2
@@ -120,7 +198,8 @@ def parse_listen(words: list) -> dict:
         elif word == 'hostname' and argument:
             options['hostname'] = argument
             index += 2
-        elif word in ('tls', 'tls-require', 'smtps'):
+        elif word in ('tls', 'tls-require', 'smtps', 'secure'):
+            # 5.x/6.0 `secure`: STARTTLS on 25 and SMTPS on 465 when no port is given.
             options['mode'] = word
             index += 1
             if index < len(words) and words[index] == 'verify':
@@ -128,15 +207,22 @@ def parse_listen(words: list) -> dict:
         elif word == 'proxy-v2':
             options['proxy'] = True
             index += 1
+        elif word == 'filter' and argument and argument.startswith('{'):
+            # `filter { a, b }` (a chain, 6.6+): skip to the closing brace.
+            index += 1
+            while index < len(words) and not words[index].endswith('}'):
+                index += 1
+            index += 1
         elif word in ('ca', 'hostnames', 'tag', 'senders', 'filter', 'ciphers', 'protocols') and argument:
             index += 2
             if word == 'senders' and index < len(words) and words[index] == 'masquerade':
                 index += 1
         elif word in ('auth', 'auth-optional'):
+            options['auth'] = True
             index += 1
             if index < len(words) and words[index].startswith('<'):
                 index += 1
-        elif word in ('mask-src', 'no-dsn', 'received-auth', 'smtputf8'):
+        elif word in ('mask-src', 'mask-source', 'no-dsn', 'received-auth', 'smtputf8'):
             index += 1
         else:
             options['unknown'].append(word)
@@ -188,22 +274,50 @@ class OpenSmtpdAdapter(MtaAdapter):
         config = parse_config(ctx, instance['config_path'])
         instance['config_files'] = config['files'] or instance['config_files']
         records = []
+        if config['readable'] and not config['listen']:
+            instance['no_listener_reason'] = (f'no `listen on` line in {", ".join(config["files"][:3])}: '
+                                              'OpenSMTPD then accepts mail only from the local socket')
         for listen in config['listen']:
+            if enough_listeners(ctx, records, 'opensmtpd', instance['instance']):
+                break
             options = parse_listen(listen['words'])
             if options['interface'] == 'socket':
                 continue
             for word in options['unknown']:
-                ctx.warn(f'unknown listen option {word!r}', where=listen['where'], mta='opensmtpd',
+                ctx.warn(f'unknown listen option {word[:40]!r}', where=listen['where'], mta='opensmtpd',
                          instance=instance['instance'])
-            implicit = options['mode'] == 'smtps'
-            port = resolve_port(ctx, options['port']) if options['port'] else (465 if implicit else 25)
-            if port is None:
-                ctx.warn(f'unknown port {options["port"]!r}', where=listen['where'], mta='opensmtpd',
-                         instance=instance['instance'])
-                continue
-            for address in interface_addresses(ctx, options['interface'], options['family'], listen['where'],
-                                               instance['instance']):
-                records.append(self._listener(ctx, instance, config, listen, options, address, port, implicit))
+            mode = options['mode']
+            if mode == 'secure' and not options['port']:
+                # 5.x/6.0: one line, two listeners (smtpd.conf(5) `secure`).
+                endpoints = [(25, False, 'tls'), (465, True, 'smtps')]
+            else:
+                implicit = mode in ('smtps', 'secure')
+                port = resolve_port(ctx, options['port']) if options['port'] else (465 if implicit else 25)
+                if port is None:
+                    ctx.warn(f'unknown port {options["port"]!r}', where=listen['where'], mta='opensmtpd',
+                             instance=instance['instance'])
+                    continue
+                endpoints = [(port, implicit, 'smtps' if mode == 'secure' else mode)]
+            addresses = interface_addresses(ctx, options['interface'], options['family'], listen['where'],
+                                            instance['instance'])
+            for port, implicit, effective_mode in endpoints:
+                for address, unknown_reason in addresses:
+                    record = self._listener(ctx, instance, config, listen, dict(options, mode=effective_mode),
+                                            address, port, implicit)
+                    if unknown_reason:
+                        record['probe_address'] = None
+                        mark_uncertain(record, 'address', listen['where'], unknown_reason)
+                    if effective_mode == 'none' and (options['pki'] or options['auth']):
+                        # Every OpenSMTPD since 5.4: "invalid listen option: pki (auth) requires tls/smtps".
+                        what = 'pki' if options['pki'] else 'auth'
+                        mark_uncertain(record, 'configuration', listen['where'],
+                                       f'{what} without tls or smtps on a listen line: smtpd refuses this '
+                                       'configuration ("invalid listen option")')
+                    if options['unknown']:
+                        mark_uncertain(record, 'configuration', listen['where'],
+                                       'listen option ' + ', '.join(repr(word[:40]) for word in options['unknown'][:3])
+                                       + ' not understood (smtpd refuses a line it cannot parse)')
+                    records.append(record)
         return records
 
     def _listener(self, ctx, instance, config, listen, options, address, port, implicit) -> dict:
@@ -217,7 +331,7 @@ class OpenSmtpdAdapter(MtaAdapter):
         if implicit:
             record['tls_mode'] = 'implicit'
             record['offers_starttls'] = False
-            record['offers_starttls_reason'] = f'{REASON_IMPLICIT} (smtps at {listen["where"]})'
+            record['offers_starttls_reason'] = f'{REASON_IMPLICIT} ({mode} at {listen["where"]})'
         elif mode in ('tls', 'tls-require'):
             record['offers_starttls'] = True
             record['offers_starttls_reason'] = f'listen on ... {mode} ({listen["where"]})'
@@ -236,18 +350,29 @@ class OpenSmtpdAdapter(MtaAdapter):
                 for entry in record['binding']['sni']:
                     for unused in ('alternates', 'sni', 'resolved', 'notes'):
                         entry.pop(unused, None)
-        elif mode != 'none':
+            if mode == 'none':
+                record['notes'].append(f'pki {first} is named on this listen line, but without tls, tls-require '
+                                       'or smtps it serves no TLS: the certificate is held but not used')
+        else:
             hostname = options['hostname'] or host_name(ctx)
+            chosen_by = 'the listener hostname' if options['hostname'] else 'this host\'s name'
             if hostname in config['pki']:
                 record['binding'] = pki_binding(config, hostname,
                                                 f'{config["pki"][hostname]["where"]} pki {hostname} (default pki: '
-                                                'named after the listener hostname)')
-            else:
+                                                f'named after {chosen_by})')
+                if mode != 'none':
+                    record['notes'].append('no pki on the listen line: OpenSMTPD up to 7.2 uses the pki named after '
+                                           'the hostname; 7.3 and later refuse tls or smtps without pki')
+                if mode == 'none':
+                    # What `tls` on this line would serve: the instance holds a certificate for this name.
+                    record['notes'].append(f'pki {hostname} matches {chosen_by}, but this listen line has no tls, '
+                                           'tls-require or smtps: the certificate is held but not used')
+            elif mode != 'none':
                 record['binding'] = new_binding(source=f'default (none configured): no pki on the listen line and '
                                                 f'no pki named {hostname!r}')
-        if mode == 'none' and not names and config['pki']:
-            record['notes'].append('pki ' + ', '.join(sorted(config['pki'])) + ' declared, but this listener has no '
-                                   'tls keyword: no certificate is used here')
+            elif config['pki']:
+                record['notes'].append('pki ' + ', '.join(sorted(config['pki'])) + ' declared, but this listener has '
+                                       'no tls keyword: no certificate is used here')
         for name, entry in config['pki'].items():
             if entry.get('cert_where'):
                 record['tls_settings'][f'pki {name} cert'] = setting(entry['cert'], entry['cert_where'])
@@ -276,12 +401,15 @@ def host_name(ctx) -> str:
 
 
 def interface_addresses(ctx, interface: str, family: str | None, where: str, instance_name: str) -> list:
-    """Addresses of a `listen on` interface: OpenSMTPD binds each address, never a wildcard."""
+    """[(address, None) or ('unknown', reason)] of a `listen on` interface: OpenSMTPD binds each
+    address, never a wildcard. An interface or name with no address here is kept as one listener
+    with an unknown address: the daemon would fail to start, or the host differs from this view."""
     wanted = {'inet4': (4,), 'inet6': (6,)}.get(family or '', (4, 6))
     address = normalise_address(interface)
     if address is not None:
-        return [address]
+        return [(address, None)]
     addresses = host_addresses(ctx)
+    reason = None
     if interface in ('lo', 'localhost', 'lo0'):
         found = ['127.0.0.1', '::1']
     elif interface in ('all', 'egress'):
@@ -290,12 +418,18 @@ def interface_addresses(ctx, interface: str, family: str | None, where: str, ins
             found = [item for item in found if not item.startswith('127.') and item != '::1']
         if not found:
             ctx.cannot_see('host addresses for "listen on all": /proc/net unreadable', mta='opensmtpd')
+            reason = f'listen on {interface}: the host\'s addresses could not be read'
     else:
         found = interface_by_name(ctx, interface)
         if not found:
-            ctx.warn(f'listen on {interface}: no addresses found for this interface or name', where=where,
-                     mta='opensmtpd', instance=instance_name)
-    return [item for item in found if (6 if ':' in item else 4) in wanted]
+            reason = (f'listen on {interface[:60]}: no interface, group or /etc/hosts name of that name on this host '
+                      '(smtpd would refuse to start here, or runs elsewhere)')
+            ctx.warn(f'listen on {interface[:60]}: no addresses found for this interface or name; kept as a listener '
+                     'with an unknown address', where=where, mta='opensmtpd', instance=instance_name)
+    chosen = [(item, None) for item in found if (6 if ':' in item else 4) in wanted]
+    if not chosen and reason is None and found:
+        return []
+    return chosen or [('unknown', reason or f'listen on {interface[:60]}: no address of the wanted family')]
 
 
 def interface_by_name(ctx, interface: str) -> list:

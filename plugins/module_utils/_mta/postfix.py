@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 
+from ansible_collections.mailsec.starttls.plugins.module_utils._files import excerpt
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import (
     REASON_IMPLICIT,
     MtaAdapter,
+    bounded_items,
     classify_chain_files,
+    enough_listeners,
     host_addresses,
     infer_protocol,
+    mark_uncertain,
     master_processes,
     new_binding,
     new_instance,
@@ -28,6 +34,12 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import 
     resolve_port,
     setting,
     split_host_port,
+)
+from ansible_collections.mailsec.starttls.plugins.module_utils._transaction import (
+    EditError,
+    read_file,
+    refuse_unsafe,
+    run_tool,
 )
 
 DEFAULT_CONFIG_DIR = '/etc/postfix'
@@ -93,6 +105,12 @@ EVIDENCE_PARAMETERS = (
 )
 
 TRUE_WORDS = ('yes', 'true', '1', 'on')
+# $parameter expansion of one Resolver: the longest value, and all the text it may build (billion
+# laughs: each parameter twice the previous), and how many parameter look-ups.
+MAX_EXPANDED_CHARS = 64 * 1024
+MAX_RESOLVER_CHARS = 4 * 1024 * 1024
+MAX_RESOLVER_LOOKUPS = 20000
+LIMIT_MARK = 'expansion limit: '
 SERVICE_FIELDS = ('name', 'type', 'private', 'unpriv', 'chroot', 'wakeup', 'maxproc', 'command')
 # Postfix source tables whose text form we can read to list SNI names.
 TEXT_TABLE_TYPES = ('hash', 'btree', 'lmdb', 'cdb', 'dbm', 'sdbm', 'texthash')
@@ -141,7 +159,7 @@ def parse_main_cf(ctx, path: str) -> dict | None:
         name, separator, value = line.partition('=')
         name = name.strip()
         if not separator or not re.match(r'^[A-Za-z0-9_.-]+$', name):
-            ctx.warn(f'cannot parse main.cf line: {line[:80]!r}', where=f'{path}:{number}', mta='postfix')
+            ctx.warn(f'cannot parse main.cf line: {excerpt(line)}', where=f'{path}:{number}', mta='postfix')
             continue
         value = strip_braces(value.strip())
         if name in parameters:
@@ -209,7 +227,7 @@ def parse_master_cf(ctx, path: str) -> list | None:
             assignment = strip_braces(assignment)
             name, separator, value = assignment.partition('=')
             if not separator:
-                ctx.warn(f'master.cf -o without "=": {assignment!r}', where=f'{path}:{token_line}',
+                ctx.warn(f'master.cf -o without "=": {excerpt(assignment)}', where=f'{path}:{token_line}',
                          mta='postfix')
                 continue
             overrides[name.strip()] = {'value': strip_braces(value.strip()), 'line': token_line,
@@ -236,6 +254,12 @@ class Resolver:
         self.builtin = {'config_directory': config_dir}
         if service_name is not None:
             self.builtin['service_name'] = service_name
+        # $name -> (expanded, unresolved): each parameter is expanded once per Resolver, a parameter
+        # met again while it is being expanded is a cycle, and the text built in all is bounded.
+        self._expanded: dict = {}
+        self._expanding: set = set()
+        self._built = 0
+        self._lookups = 0
 
     def raw(self, name: str) -> tuple:
         """(raw value, where, known) of one parameter."""
@@ -262,9 +286,11 @@ class Resolver:
         if '$' not in text:
             return text, []
         if depth > 20:
-            return text, [f'expansion too deep: {text}']
-        out, unresolved, index = [], [], 0
+            return text, [f'expansion too deep: {text[:80]}']
+        out, unresolved, index, size = [], [], 0, 0
         while index < len(text):
+            if size > MAX_EXPANDED_CHARS:
+                return '', [f'{LIMIT_MARK}a value expands to more than {MAX_EXPANDED_CHARS} characters']
             char = text[index]
             if char != '$' or index + 1 >= len(text):
                 out.append(char)
@@ -279,11 +305,12 @@ class Resolver:
                 closing = '}' if following == '{' else ')'
                 end = _matching(text, index + 1, following, closing)
                 if end < 0:
-                    unresolved.append(text[index:])
+                    unresolved.append(text[index:index + 80])
                     break
                 inner = text[index + 2:end]
                 value, more = self._expand_braced(inner, depth)
                 out.append(value)
+                size += len(value)
                 unresolved.extend(more)
                 index = end + 1
                 continue
@@ -294,15 +321,36 @@ class Resolver:
                 continue
             value, more = self._lookup(match.group(0), depth)
             out.append(value)
+            size += len(value)
             unresolved.extend(more)
             index += 1 + match.end(0)
         return ''.join(out), unresolved
 
     def _lookup(self, name: str, depth: int) -> tuple:
+        if name in self._expanded:
+            return self._expanded[name]
         raw, _where, known = self.raw(name)
         if not known:
             return '', [f'${name}']
-        return self.expand(raw, depth + 1)
+        self._lookups += 1
+        if name in self._expanding:
+            return '', [f'{LIMIT_MARK}${name} refers to itself']
+        if self._lookups > MAX_RESOLVER_LOOKUPS or self._built > MAX_RESOLVER_CHARS:
+            return '', [f'{LIMIT_MARK}${name} not expanded: more than {MAX_RESOLVER_LOOKUPS} look-ups or '
+                        f'{MAX_RESOLVER_CHARS} characters in all']
+        self._expanding.add(name)
+        try:
+            value, unresolved = self.expand(raw, depth + 1)
+        finally:
+            self._expanding.discard(name)
+        if len(value) > MAX_EXPANDED_CHARS:
+            value, unresolved = '', [f'{LIMIT_MARK}${name} expands to more than {MAX_EXPANDED_CHARS} characters']
+        self._built += len(value)
+        if len(unresolved) > 8:
+            unresolved = unresolved[:8] + [f'... {len(unresolved) - 8} more']
+        result = (value, unresolved)
+        self._expanded[name] = result
+        return result
 
     def _expand_braced(self, inner: str, depth: int) -> tuple:
         match = re.match(r'^([A-Za-z0-9_]+)(.*)$', inner, re.S)
@@ -442,6 +490,8 @@ class PostfixAdapter(MtaAdapter):
         for service in services:
             if service['type'] != 'inet':
                 continue
+            if enough_listeners(ctx, records, 'postfix', instance['instance']):
+                break
             host, port_text = split_host_port(service['name'])
             port = resolve_port(ctx, port_text)
             if port is None:
@@ -499,6 +549,19 @@ class PostfixAdapter(MtaAdapter):
             record['tls_settings']['listen_address'] = setting(address, where_address)
         self._starttls(ctx, record, resolver, wrapper, wrapper_where)
         record['binding'] = binding_for(ctx, resolver, instance['instance'])
+        switched_off = [name for name in TLS_SWITCHES if name in tls_service['overrides']]
+        if (record['tls_mode'] == 'none' and not wrapper and switched_off
+                and 'smtpd_discard_ehlo' not in str(record['offers_starttls_reason'])
+                and tls_on(Resolver(main, tool_values, None, directory))):
+            # TLS off for this service alone (a content-filter re-injection port, say): smtpd loads no
+            # certificate here, so none is bound; the instance's own is not held by this listener.
+            unused = record['binding'].get('certificate')
+            where = tls_service['overrides'][switched_off[0]]['where']
+            record['binding'] = new_binding(source=f'none: TLS is switched off for this service ({where} -o '
+                                                   f'{switched_off[0]}={tls_service["overrides"][switched_off[0]]["value"]})')
+            if unused:
+                record['notes'].append(f'the instance\'s certificate {unused} does not apply here: this service '
+                                       'switches TLS off')
         for name in EVIDENCE_PARAMETERS:
             raw, where, _known = resolver.raw(name)
             if where.startswith('default') and raw == DEFAULTS.get(name, raw):
@@ -534,8 +597,8 @@ class PostfixAdapter(MtaAdapter):
                 offers, reason = True, (f'smtpd_tls_security_level = {level} ({level_where}): not a server '
                                         'level, smtpd warns and uses encrypt')
             else:
-                record['offers_starttls'] = None
-                record['offers_starttls_reason'] = f'unknown smtpd_tls_security_level {level!r} ({level_where})'
+                mark_uncertain(record, 'offers_starttls', level_where,
+                               f'unknown smtpd_tls_security_level {level!r}')
                 ctx.warn(f'unknown smtpd_tls_security_level {level!r}', where=level_where, mta='postfix',
                          instance=record['instance'])
                 return
@@ -567,6 +630,79 @@ class PostfixAdapter(MtaAdapter):
             record['offers_starttls'] = None
             record['offers_starttls_reason'] = (f'{reason}; smtpd_discard_ehlo_keyword_address_maps '
                                                 f'({maps_where}) removes STARTTLS for some clients')
+
+    # -- remediation (mta_tls_config): edits through postconf on a staged copy, and reload ------
+    def plan_tls_change(self, ctx, instance: dict, listener: dict, desired: dict, others: list) -> dict:
+        """The master.cf `-o` overrides that give this listener the desired TLS state.
+
+        `desired`: {'starttls': 'offered'|'withdrawn'|None, 'certificate', 'private_key', 'chain',
+        'implicit_tls': 'bound'|'disabled'|None}. `others`: the instance's other listener records.
+        Returns {'changes': {path: text}, 'validate', 'actions', 'affected', 'reload_command'}.
+        """
+        directory = instance['config_dir']
+        real_dir = ctx.resolve(directory)
+        config = load_config(ctx, directory)
+        if config['main'] is None or config['services'] is None:
+            raise EditError(f'{directory}: main.cf or master.cf cannot be read', stage='plan')
+        service = next((item for item in config['services']
+                        if item['name'] == listener['service'] and item['type'] == 'inet'), None)
+        if service is None:
+            raise EditError(f'master.cf has no inet service {listener["service"]!r}', stage='plan')
+        if os.path.basename(service['command']) == 'postscreen':
+            raise EditError(f'{listener["service"]} is a postscreen service: its TLS settings are those of the '
+                            'smtpd pass service that every postscreen listener shares; change that service by hand',
+                            stage='plan')
+        postconf = ctx.tool('postconf')
+        if not postconf:
+            raise EditError('postconf is not installed: the edit is made with Postfix\'s own editor', stage='plan')
+        resolver = Resolver(config['main'], config['tool_values'], service['overrides'], directory, service['name'])
+        wanted = postfix_overrides(listener, desired, resolver)
+        comment_out = desired.get('implicit_tls') == 'disabled'
+        key = f'{service["name"]}/inet'
+        if not comment_out and is_global_default(config['services'], service, wanted):
+            # The instance's one smtpd service, with no address of its own and no override of these
+            # parameters: main.cf is where its settings live, and where an administrator looks.
+            current = {name: entry['value'] for name, entry in config['main'].items()}
+            settings = [(name, value) for name, value in wanted.items() if current.get(name) != value]
+            actions = [f'main.cf: {name} = {value}' for name, value in settings]
+            arguments = [['-e'] + [f'{name}={value}' for name, value in settings]] if settings else []
+        else:
+            current = {name: entry['value'] for name, entry in service['overrides'].items()}
+            settings = [(name, value) for name, value in wanted.items() if current.get(name) != value]
+            actions = [f'master.cf {key}: -o {name}={value}' for name, value in settings]
+            arguments = [['-P'] + [f'{key}/{name}={value}' for name, value in settings]] if settings else []
+        if comment_out:
+            actions = [f'master.cf {key}: comment the service out (postconf -M#)']
+            arguments = [['-M#', key]]
+        changes = {}
+        if arguments:
+            changes = staged_postconf(postconf, real_dir, arguments)
+        affected = [other['id'] for other in others
+                    if other['id'] != listener['id'] and other.get('service') == service['name']]
+        return {
+            'changes': changes,
+            'validate': lambda candidates: validate_staged(postconf, real_dir, candidates),
+            'actions': actions,
+            'affected': affected,
+            'reload_command': self.reload_command(ctx, instance),
+        }
+
+    def reload_command(self, ctx, instance: dict) -> list:
+        """`postfix -c DIR reload`: master re-reads main.cf and master.cf; sessions in progress finish."""
+        return [ctx.tool('postfix') or 'postfix', '-c', instance['config_dir'], 'reload']
+
+
+def tls_on(resolver: Resolver) -> bool:
+    """Whether these parameters switch server TLS on (a security level above none, or the
+    pre-2.3 smtpd_use_tls / smtpd_enforce_tls when no level is set)."""
+    level = resolver.value('smtpd_tls_security_level')[0].strip().lower()
+    if level:
+        return level != 'none'
+    return is_true(resolver.value('smtpd_enforce_tls')[0]) or is_true(resolver.value('smtpd_use_tls')[0])
+
+
+# master.cf -o parameters that can switch TLS off for one service.
+TLS_SWITCHES = ('smtpd_tls_security_level', 'smtpd_use_tls', 'smtpd_enforce_tls')
 
 
 def binding_for(ctx, resolver: Resolver, instance_name: str) -> dict:
@@ -675,7 +811,7 @@ def listen_addresses(ctx, resolver: Resolver, instance_name: str) -> tuple:
         families.discard('ipv6')
     families = families or {'ipv4'}
     addresses = []
-    for word in split_list(interfaces):
+    for word in bounded_items(ctx, split_list(interfaces), 'inet_interfaces', interfaces_where, 'postfix'):
         lowered = word.lower()
         if lowered == 'all':
             addresses.extend(address for family, address in (('ipv4', '0.0.0.0'), ('ipv6', '::'))
@@ -693,10 +829,7 @@ def listen_addresses(ctx, resolver: Resolver, instance_name: str) -> tuple:
                 addresses.extend(resolved)
             else:
                 addresses.append(address)
-    unique = []
-    for address in addresses:
-        if address not in unique:
-            unique.append(address)
+    unique = list(dict.fromkeys(addresses))
     return unique, f'{interfaces_where} inet_interfaces'
 
 
@@ -780,7 +913,22 @@ def load_config(ctx, directory: str) -> dict:
         if overrides['error'] is None and services is not None:
             config['tools_used'].append('postconf -P')
             cross_check_overrides(ctx, services, overrides['stdout'])
+    if main is not None:
+        check_expansions(ctx, main, config['tool_values'], directory)
     return config
+
+
+def check_expansions(ctx, main: dict, tool_values: dict | None, directory: str) -> None:
+    """One warning per main.cf parameter whose $expansion hits a limit (a cycle, or a value that
+    grows without bound); the listeners still carry it as unresolved."""
+    resolver = Resolver(main, tool_values, config_dir=directory)
+    for name, entry in main.items():
+        if '$' not in entry['value']:
+            continue
+        _value, _where, unresolved = resolver.value(name)
+        limits = [item[len(LIMIT_MARK):] for item in unresolved if item.startswith(LIMIT_MARK)]
+        if limits:
+            ctx.warn(f'{name}: {limits[0]}; left unexpanded', where=entry['where'], mta='postfix')
 
 
 def interfaces_not_configured(ctx, main: dict) -> list:
@@ -833,3 +981,103 @@ def cross_check_overrides(ctx, services: list, text: str) -> None:
     for (service_name, service_type, name), value in told.items():
         ctx.warn(f'postconf -P reports {service_name}/{service_type}/{name} = {value!r}, not found by the '
                  'master.cf parser', mta='postfix')
+
+
+# -- remediation helpers ---------------------------------------------------------------------
+
+# Characters that a master.cf `-o` value or a chain file list cannot carry as they are.
+_UNSAFE_VALUE = re.compile(r'[\s,${}]')
+
+
+def postfix_overrides(listener: dict, desired: dict, resolver: Resolver) -> dict:
+    """The `-o` overrides (name -> value) that the desired state needs, in a stable order."""
+    wanted = {}
+    implicit = listener.get('tls_mode') == 'implicit'
+    starttls = desired.get('starttls')
+    if implicit and starttls:
+        raise EditError('an implicit-TLS (wrapper mode) listener has no STARTTLS to offer or withdraw: use '
+                        'implicit_tls=bound or implicit_tls=disabled', stage='arguments')
+    if not implicit and desired.get('implicit_tls'):
+        raise EditError('implicit_tls applies to implicit-TLS listeners only', stage='arguments')
+    if starttls == 'withdrawn':
+        wanted['smtpd_tls_security_level'] = 'none'
+        return wanted
+    certificate = desired.get('certificate')
+    if certificate:
+        key = desired.get('private_key') or certificate
+        chain = list(desired.get('chain') or [])
+        for name, value in [('certificate', certificate), ('private_key', key)] + [('chain', item) for item in chain]:
+            if _UNSAFE_VALUE.search(refuse_unsafe(name, value)):
+                raise EditError(f'{name}: whitespace, commas, "$" and braces cannot be written into a master.cf '
+                                '-o value', stage='arguments')
+        chain_files, _where, _unresolved = resolver.value('smtpd_tls_chain_files')
+        if chain or chain_files.strip():
+            # smtpd_tls_chain_files beats smtpd_tls_cert_file (postconf(5)): bind through it when it is in use.
+            wanted['smtpd_tls_chain_files'] = ','.join([key, certificate] + chain)
+        else:
+            wanted['smtpd_tls_cert_file'] = certificate
+            wanted['smtpd_tls_key_file'] = key
+    if starttls == 'offered' and listener.get('offers_starttls') is not True:
+        wanted['smtpd_tls_security_level'] = 'may'
+    return wanted
+
+
+def is_global_default(services: list, service: dict, wanted: dict) -> bool:
+    """Whether this service is the instance's only smtpd listener service, bound to no address of its own
+    and overriding none of the wanted parameters: then main.cf is the place for them."""
+    listening = [item for item in services if item['type'] == 'inet'
+                 and os.path.basename(item['command']) in ('smtpd', 'postscreen')]
+    host, _port = split_host_port(service['name'])
+    return (listening == [service] and host is None and os.path.basename(service['command']) == 'smtpd'
+            and not any(name in service['overrides'] for name in wanted))
+
+
+def _stage(real_dir: str, sources: dict) -> str:
+    """A private copy of the configuration directory's main.cf and master.cf beside the original."""
+    stage = tempfile.mkdtemp(prefix='.mailsec-stage-', dir=real_dir)
+    os.chmod(stage, 0o700)
+    for name in ('main.cf', 'master.cf'):
+        source = sources.get(name) or os.path.join(real_dir, name)
+        shutil.copyfile(source, os.path.join(stage, name))
+    return stage
+
+
+def staged_postconf(postconf: str, real_dir: str, arguments: list) -> dict:
+    """Run postconf's editor on a staged copy; the edited texts keyed by the real paths."""
+    try:
+        stage = _stage(real_dir, {})
+    except OSError as exc:
+        raise EditError(f'cannot stage {real_dir}: {exc.strerror or exc}', stage='plan')
+    try:
+        for argument in arguments:
+            run = run_tool([postconf, '-c', stage] + argument)
+            if run['error']:
+                raise EditError(f'postconf {" ".join(argument[:1])} refused the edit: {run["error"]}', stage='plan')
+        return {os.path.join(real_dir, name): read_file(os.path.join(stage, name))
+                for name in ('main.cf', 'master.cf')}
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def validate_staged(postconf: str, real_dir: str, candidates: dict) -> list:
+    """Postfix's own reading of the candidate files, staged together as one configuration directory:
+    `postconf -n` (main.cf), `postconf -M` (every master.cf entry parses) and `postconf -P`."""
+    by_name = {os.path.basename(original): candidate for original, candidate in candidates.items()}
+    try:
+        stage = _stage(real_dir, by_name)
+    except OSError as exc:
+        raise EditError(f'cannot stage the candidate: {exc.strerror or exc}', stage='validate')
+    runs = []
+    try:
+        for option in ('-n', '-M', '-P'):
+            run = run_tool([postconf, '-c', stage, option])
+            runs.append({'argv': ['postconf', '-c', '<candidate>', option], 'rc': run['rc'],
+                         'stderr': run['stderr'].replace(stage, '<candidate>')[-2000:]})
+            fatal = [line for line in run['stderr'].splitlines() if 'fatal:' in line]
+            if run['error'] or fatal:
+                message = (fatal[-1] if fatal else run['error']).replace(stage, '<candidate>')
+                raise EditError(f'Postfix rejects the candidate configuration (postconf {option}): {message}',
+                                stage='validate', details={'validation': runs})
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return runs

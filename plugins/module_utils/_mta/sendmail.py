@@ -6,16 +6,27 @@ the one global ServerCertFile / ServerKeyFile pair.
 
 sendmail.cf is the m4 output that the daemon reads; it is parsed directly (O options, D macros,
 continuation lines). The running daemon rewrites its title, so its -C flag cannot be seen.
+
+Many sites keep only the m4 source (sendmail.mc) under configuration management. A `.mc` file is
+read with a small m4 subset (quotes, `dnl`, `#` comments, define/undefine, ifdef/ifelse, include,
+FEATURE, DAEMON_OPTIONS) and turned into what cf/m4/proto.m4 would write: the `Name=MTA` daemon on
+port 25 unless DAEMON_OPTIONS is given, and the `Port=587, Name=MSA, M=E` daemon unless
+FEATURE(`no_default_msa'). When the compiled .cf exists beside it, the .cf is what the daemon
+reads: it is used, and the two are compared.
 """
 
 from __future__ import annotations
 
+import os
 import re
 
+from ansible_collections.mailsec.starttls.plugins.module_utils._files import excerpt
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import (
     REASON_IMPLICIT,
     MtaAdapter,
+    enough_listeners,
     infer_protocol,
+    mark_uncertain,
     master_processes,
     new_binding,
     new_instance,
@@ -24,8 +35,10 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import 
     resolve_port,
     setting,
 )
+from ansible_collections.mailsec.starttls.plugins.module_utils._mta.context import MAX_LOGICAL_LINE
 
 DEFAULT_CONFIG = '/etc/mail/sendmail.cf'
+DEFAULT_SOURCE = '/etc/mail/sendmail.mc'
 EVIDENCE_OPTIONS = ('ServerCertFile', 'ServerKeyFile', 'CACertFile', 'CACertPath', 'TLSSrvOptions')
 
 
@@ -39,7 +52,9 @@ def parse_cf(ctx, path: str) -> dict | None:
         if raw.startswith('#') or not raw.strip():
             continue
         if raw[0] in ' \t' and lines:
-            lines[-1][1] += ' ' + raw.strip()
+            # Bounded: joining continuation lines one by one is quadratic in a hostile file.
+            if len(lines[-1][1]) < MAX_LOGICAL_LINE:
+                lines[-1][1] += ' ' + raw.strip()[:MAX_LOGICAL_LINE]
             continue
         lines.append([number, raw.rstrip()])
     for number, line in lines:
@@ -53,7 +68,7 @@ def parse_cf(ctx, path: str) -> dict | None:
             continue
         match = re.match(r'^O\s*([A-Za-z][A-Za-z0-9.]*)\s*(?:=\s*(.*))?$', line)
         if not match:
-            ctx.warn(f'cannot parse sendmail option line {line[:60]!r}', where=where, mta='sendmail')
+            ctx.warn(f'cannot parse sendmail option line {excerpt(line)}', where=where, mta='sendmail')
             continue
         name, value = match.group(1), expand_macros((match.group(2) or '').strip(), config['macros'])
         if name == 'DaemonPortOptions':
@@ -61,6 +76,281 @@ def parse_cf(ctx, path: str) -> dict | None:
         else:
             config['options'][name] = {'value': value, 'where': where}
     return config
+
+
+# -- sendmail.mc: the m4 subset that site configurations use --------------------------------
+
+# m4 macro names of the .mc and the sendmail.cf options they become (cf/m4/proto.m4).
+MC_OPTIONS = {
+    'confSERVER_CERT': 'ServerCertFile',
+    'confSERVER_KEY': 'ServerKeyFile',
+    'confCACERT': 'CACertFile',
+    'confCACERT_PATH': 'CACertPath',
+    'confTLS_SRV_OPTIONS': 'TLSSrvOptions',
+}
+# What cf/m4/cf.m4 defines before the .mc is read.
+MC_PREDEFINED = {'MAIL_SETTINGS_DIR': '/etc/mail/'}
+MC_MAX_INCLUDES = 16
+MC_MAX_CALLS = 20000
+MC_MAX_EXPANSION = 4096
+MC_MARKERS = re.compile(r'^\s*(?:divert\s*\(|OSTYPE\s*\(|DOMAIN\s*\(|FEATURE\s*\(|MAILER\s*\(|DAEMON_OPTIONS\s*\(|'
+                        r'VERSIONID\s*\(|define\s*\(\s*`|include\s*\(\s*`|dnl\b)', re.MULTILINE)
+
+
+def is_mc_text(text: str) -> bool:
+    """Whether a file is m4 source (sendmail.mc) rather than the compiled sendmail.cf."""
+    if re.search(r'^(?:O\s*DaemonPortOptions|V\d+/|S\d+\s*=?\s*$|R\$)', text, re.MULTILINE):
+        return False
+    return len(MC_MARKERS.findall(text)) >= 1
+
+
+class _M4:
+    """The calls of an m4 file: (name, [arguments with one quote level removed], line).
+
+    m4 quotes are ` ... ' (nested); `#` starts a comment to the end of the line and `dnl` deletes
+    through the newline, both only outside quotes.
+    """
+
+    def __init__(self, text: str):
+        self.text = text
+        self.calls: list = []
+        self.raw_lines: list = []
+
+    def scan(self) -> list:
+        text, index, line = self.text, 0, 1
+        length = len(text)
+        line_start_clean = True
+        while index < length and len(self.calls) < MC_MAX_CALLS:
+            char = text[index]
+            if char == '\n':
+                line += 1
+                index += 1
+                line_start_clean = True
+                continue
+            if char == '`':
+                end = _m4_quote_end(text, index)
+                line += text.count('\n', index, end)
+                index = end
+                line_start_clean = False
+                continue
+            if char == '#':
+                end = text.find('\n', index)
+                index = length if end < 0 else end
+                continue
+            if char == '_' or (char.isascii() and char.isalpha()):
+                match = re.compile(r'[A-Za-z_][A-Za-z0-9_]*').match(text, index)
+                name = match.group(0)
+                after = match.end()
+                if name == 'dnl':
+                    end = text.find('\n', after)
+                    index = length if end < 0 else end + 1
+                    line += 1 if end >= 0 else 0
+                    line_start_clean = True
+                    continue
+                if line_start_clean and name == 'O' and not text.startswith('(', after):
+                    # A raw sendmail.cf option line (LOCAL_CONFIG and the like) is copied to the .cf.
+                    end = text.find('\n', index)
+                    end = length if end < 0 else end
+                    self.raw_lines.append((line, text[index:end]))
+                    index = end
+                    continue
+                if after < length and text[after] == '(':
+                    arguments, end = _m4_arguments(text, after)
+                    self.calls.append((name, arguments, line))
+                    line += text.count('\n', index, end)
+                    index = end
+                    line_start_clean = False
+                    continue
+                index = after
+                line_start_clean = False
+                continue
+            if not char.isspace():
+                line_start_clean = False
+            index += 1
+        return self.calls
+
+
+def _m4_quote_end(text: str, index: int) -> int:
+    """The index after the quote that closes the one opened at `index`."""
+    depth = 0
+    while index < len(text):
+        char = text[index]
+        if char == '`':
+            depth += 1
+        elif char == "'":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+        index += 1
+    return len(text)
+
+
+def _m4_arguments(text: str, index: int) -> tuple:
+    """([arguments], index after ')') for the '(' at `index`; one quote level removed."""
+    arguments, current, depth = [], [], 0
+    index += 1
+    while index < len(text):
+        char = text[index]
+        if char == '`':
+            end = _m4_quote_end(text, index)
+            current.append(text[index + 1:end - 1] if end - index >= 2 and text[end - 1] == "'" else text[index + 1:end])
+            index = end
+            continue
+        if char == '(':
+            depth += 1
+        elif char == ')':
+            if depth == 0:
+                arguments.append(''.join(current).strip())
+                return arguments, index + 1
+            depth -= 1
+        elif char == ',' and depth == 0:
+            arguments.append(''.join(current).strip())
+            current = []
+            index += 1
+            continue
+        current.append(char)
+        index += 1
+    arguments.append(''.join(current).strip())
+    return arguments, len(text)
+
+
+def m4_expand(value: str, macros: dict, depth: int = 0) -> str:
+    """Rescan a value as m4 would: defined names are replaced (bounded), quoted text is copied
+    without its quotes, and the empty quote pair that separates two names disappears."""
+    if depth > 8:
+        return value
+    out, index = [], 0
+    while index < len(value) and sum(len(part) for part in out) < MC_MAX_EXPANSION:
+        char = value[index]
+        if char == '`':
+            end = _m4_quote_end(value, index)
+            out.append(value[index + 1:end - 1] if value[end - 1:end] == "'" else value[index + 1:end])
+            index = end
+            continue
+        if char == '_' or (char.isascii() and char.isalpha()):
+            match = re.compile(r'[A-Za-z_][A-Za-z0-9_]*').match(value, index)
+            name = match.group(0)
+            if name in macros:
+                out.append(m4_expand(macros[name], macros, depth + 1))
+            else:
+                out.append(name)
+            index = match.end()
+            continue
+        out.append(char)
+        index += 1
+    return ''.join(out)[:MC_MAX_EXPANSION]
+
+
+def parse_mc(ctx, path: str) -> dict | None:
+    """The settings sendmail.cf would get from this .mc: same shape as parse_cf, with the daemons
+    that cf/m4/proto.m4 adds by default."""
+    text = ctx.read_text(path, mta='sendmail', required=True)
+    if text is None:
+        return None
+    state = {'macros': dict(MC_PREDEFINED), 'daemons': [], 'features': set(), 'raw': [], 'defined_at': {},
+             'includes': 0, 'files': [path]}
+    _mc_text(ctx, text, path, 0, state)
+    config = {'options': {}, 'daemons': [], 'macros': {}, 'source': 'mc', 'files': state['files']}
+    for macro, option in MC_OPTIONS.items():
+        if macro in state['macros'] and macro not in MC_PREDEFINED:
+            value = m4_expand(state['macros'][macro], state['macros']).strip()
+            config['options'][option] = {'value': value, 'where': state['defined_at'].get(macro)}
+    old_style = state['macros'].get('confDAEMON_OPTIONS')
+    if old_style and not state['daemons']:
+        state['daemons'].append({'value': m4_expand(old_style, state['macros']).strip(),
+                                 'where': state['defined_at'].get('confDAEMON_OPTIONS')})
+    if state['daemons']:
+        config['daemons'].extend(state['daemons'])
+    elif '_NETINET6_' in state['macros']:
+        config['daemons'].append({'value': 'Name=MTA-v4, Family=inet', 'where': None,
+                                  'default': 'default of the m4 configuration (no DAEMON_OPTIONS, _NETINET6_)'})
+        config['daemons'].append({'value': 'Name=MTA-v6, Family=inet6', 'where': None,
+                                  'default': 'default of the m4 configuration (no DAEMON_OPTIONS, _NETINET6_)'})
+    else:
+        config['daemons'].append({'value': 'Name=MTA', 'where': None,
+                                  'default': f'default of the m4 configuration: no DAEMON_OPTIONS in {path}'})
+    explicit_587 = any(parse_daemon(daemon['value']).get('port', '').strip().lower() in ('587', 'submission')
+                       for daemon in state['daemons'])
+    if explicit_587 and 'no_default_msa' not in state['features']:
+        # proto.m4 still writes its MSA daemon; it cannot bind 587 beside the explicit one (sendmail logs
+        # "Address already in use" and retries), so it serves nothing.
+        ctx.warn(f"{path}: a DAEMON_OPTIONS on port 587 without FEATURE(`no_default_msa'): the default MSA "
+                 'daemon on 587 is written too and cannot bind', where=path, mta='sendmail')
+    elif 'no_default_msa' not in state['features'] and '_NO_MSA_' not in state['macros']:
+        config['daemons'].append({'value': 'Port=587, Name=MSA, M=E', 'where': None,
+                                  'default': f"default MSA of the m4 configuration: no FEATURE(`no_default_msa') "
+                                             f'in {path}'})
+    for number, where_path, line in state['raw']:
+        match = re.match(r'^O\s*([A-Za-z][A-Za-z0-9.]*)\s*(?:=\s*(.*))?$', line.strip())
+        if not match:
+            continue
+        where = f'{where_path}:{number}'
+        if match.group(1) == 'DaemonPortOptions':
+            config['daemons'].append({'value': (match.group(2) or '').strip(), 'where': where})
+        else:
+            config['options'][match.group(1)] = {'value': (match.group(2) or '').strip(), 'where': where}
+    return config
+
+
+def _mc_text(ctx, text: str, path: str, line_offset: int, state: dict) -> None:
+    scanner = _M4(text)
+    for name, arguments, line in scanner.scan():
+        where = f'{path}:{line + line_offset}'
+        first = m4_expand(arguments[0], state['macros']).strip() if arguments else ''
+        if name == 'define' and arguments:
+            state['macros'][first] = arguments[1] if len(arguments) > 1 else ''
+            state['defined_at'][first] = where
+        elif name == 'undefine' and arguments:
+            state['macros'].pop(first, None)
+            state['defined_at'].pop(first, None)
+        elif name == 'FEATURE' and arguments:
+            state['features'].add(first)
+        elif name == 'DAEMON_OPTIONS' and arguments:
+            state['daemons'].append({'value': m4_expand(', '.join(arguments), state['macros']).strip(),
+                                     'where': where})
+        elif name in ('ifdef', 'ifelse') and len(arguments) >= 2:
+            branch = _m4_branch(name, arguments, state['macros'])
+            if branch:
+                _mc_text(ctx, branch, path, line + line_offset - 1, state)
+        elif name in ('include', 'sinclude') and arguments:
+            if re.search(r'(?:^|/)(?:cf\.m4|cfhead\.m4|proto\.m4)$|/cf/m4/', first):
+                # The m4 library itself (Debian's sendmail.mc includes cf.m4 first): its defaults are
+                # modelled above, not read.
+                continue
+            if state['includes'] >= MC_MAX_INCLUDES:
+                ctx.warn('too many includes; the rest are not read', where=where, mta='sendmail')
+                continue
+            state['includes'] += 1
+            target = first
+            if not target.startswith('/'):
+                target = os.path.join(os.path.dirname(path), target)
+            if '\x00' in target:
+                ctx.warn('include of a path with a NUL byte: not a file name', where=where, mta='sendmail')
+                continue
+            included = ctx.read_text(target, mta='sendmail', required=name == 'include')
+            if included is not None:
+                state['files'].append(target)
+                _mc_text(ctx, included, target, 0, state)
+    for number, raw in scanner.raw_lines:
+        state['raw'].append((number + line_offset, path, raw))
+
+
+def _m4_branch(name: str, arguments: list, macros: dict) -> str:
+    """The text m4 would read next for ifdef(NAME, then, else) or ifelse(a, b, then, [c, d, then,] else)."""
+    if name == 'ifdef':
+        return arguments[1] if arguments[0].strip() in macros else (arguments[2] if len(arguments) > 2 else '')
+    index = 0
+    while True:
+        rest = len(arguments) - index
+        if rest < 3:
+            return arguments[index] if rest == 1 else ''
+        if m4_expand(arguments[index], macros).strip() == m4_expand(arguments[index + 1], macros).strip():
+            return arguments[index + 2]
+        if rest == 4:
+            return arguments[index + 3]
+        if rest == 3:
+            return ''
+        index += 3
 
 
 def expand_macros(value: str, macros: dict) -> str:
@@ -90,10 +380,15 @@ class SendmailAdapter(MtaAdapter):
     def detect(self, ctx) -> list:
         processes = master_processes(ctx, 'sendmail')
         paths = list((ctx.options.get('config_paths') or {}).get('sendmail') or [])
+        # A given .mc whose compiled .cf is beside it is that .cf (read first, compared with the .mc).
+        paths = [sibling(path, '.cf') if path.endswith('.mc') and ctx.exists(sibling(path, '.cf')) else path
+                 for path in paths]
+        paths = [path for index, path in enumerate(paths) if path not in paths[:index]]
         if ctx.exists(DEFAULT_CONFIG) and DEFAULT_CONFIG not in paths:
             paths.append(DEFAULT_CONFIG)
         if processes and not paths:
-            paths.append(DEFAULT_CONFIG)
+            paths.append(DEFAULT_SOURCE if not ctx.exists(DEFAULT_CONFIG) and ctx.exists(DEFAULT_SOURCE)
+                         else DEFAULT_CONFIG)
         instances = []
         for path in paths:
             instance_id = 'sendmail' if len(paths) == 1 else f'sendmail:{path}'
@@ -115,14 +410,17 @@ class SendmailAdapter(MtaAdapter):
         return instances
 
     def listeners(self, ctx, instance: dict) -> list:
-        config = parse_cf(ctx, instance['config_path'])
+        config = load_config(ctx, instance)
         if config is None:
             return []
-        daemons = config['daemons'] or [{'value': 'Port=smtp, Name=MTA', 'where': None}]
+        daemons = config['daemons'] or [{'value': 'Port=smtp, Name=MTA', 'where': None,
+                                         'default': 'default (no DaemonPortOptions)'}]
         certificate = config['options'].get('ServerCertFile')
         key = config['options'].get('ServerKeyFile')
         records = []
         for daemon in daemons:
+            if enough_listeners(ctx, records, 'sendmail', instance['instance']):
+                break
             fields = parse_daemon(daemon['value'])
             family = fields.get('family', 'inet').lower()
             if family not in ('inet', 'inet6'):
@@ -134,19 +432,32 @@ class SendmailAdapter(MtaAdapter):
                 continue
             address_text = fields.get('addr')
             address = normalise_address(address_text) if address_text else ('::' if family == 'inet6' else '0.0.0.0')
+            unknown_address = None
             if address is None:
-                ctx.warn(f'DaemonPortOptions Addr {address_text!r} is not an address', where=daemon['where'],
-                         mta='sendmail', instance=instance['instance'])
-                continue
+                # Sendmail resolves a host name in Addr= at start; only /etc/hosts is asked here.
+                wanted = 6 if family == 'inet6' else 4
+                found = [item for item in _hosts_file(ctx, address_text) if (6 if ':' in item else 4) == wanted]
+                if found:
+                    address = found[0]
+                else:
+                    address = 'unknown'
+                    unknown_address = (f'Addr={address_text} is a host name that /etc/hosts does not resolve; '
+                                       'sendmail resolves it through DNS at start')
+                    ctx.warn(f'DaemonPortOptions {unknown_address}', where=daemon['where'], mta='sendmail',
+                             instance=instance['instance'])
             modifiers = fields.get('modifiers', '')
             implicit = 's' in modifiers
             protocol = infer_protocol(port, implicit=implicit, hints=[fields.get('name', '')])
             if fields.get('name', '').upper() == 'MSA' and not implicit:
                 protocol = 'submission'
             record = new_listener('sendmail', instance['instance'], fields.get('name', 'MTA'), address, port,
-                                  protocol, defined_at=daemon['where'] or 'default (no DaemonPortOptions)',
+                                  protocol, defined_at=daemon['where'] or daemon.get('default') or 'default',
                                   reader_user='root')
-            record['tls_settings']['DaemonPortOptions'] = setting(daemon['value'], daemon['where'] or 'default')
+            if unknown_address:
+                record['probe_address'] = None
+                mark_uncertain(record, 'address', daemon['where'], unknown_address)
+            record['tls_settings']['DaemonPortOptions'] = setting(daemon['value'], daemon['where'] or
+                                                                  daemon.get('default') or 'default')
             for name in EVIDENCE_OPTIONS:
                 if name in config['options']:
                     entry = config['options'][name]
@@ -177,3 +488,118 @@ class SendmailAdapter(MtaAdapter):
                                                     'fails (unsafe or unreadable files)')
             records.append(record)
         return records
+
+    # -- remediation (mta_tls_config): never edited, the exact manual change instead -------------
+
+    def plan_tls_change(self, ctx, instance: dict, listener: dict, desired: dict, others: list) -> dict:
+        """sendmail.cf is generated from the .mc file by m4; editing the .cf is undone by the next
+        build and editing the .mc half-way is worse. The plan is the change to make by hand."""
+        mc_path = instance['config_path'][:-3] + '.mc' if instance['config_path'].endswith('.cf') else 'sendmail.mc'
+        name = listener.get('service') or 'MTA'
+        address = listener.get('address')
+        port = listener.get('port')
+        daemon = f"Port={port}, Name={name}" + (f", Addr={address}" if address not in ('0.0.0.0', '::', None) else '')
+        if desired.get('starttls') == 'withdrawn':
+            steps = [f"In {mc_path}, give this daemon the M=S modifier (no STARTTLS on it alone):",
+                     f"  DAEMON_OPTIONS(`{daemon}, M=S')"]
+        else:
+            certificate = desired.get('certificate') or (listener.get('binding') or {}).get('certificate') or 'CERT'
+            key = desired.get('private_key') or (listener.get('binding') or {}).get('key') or 'KEY'
+            steps = [f"In {mc_path} (sendmail has one server certificate for all its daemons):",
+                     f"  define(`confSERVER_CERT', `{certificate}')dnl",
+                     f"  define(`confSERVER_KEY', `{key}')dnl",
+                     f"and remove M=S from DAEMON_OPTIONS(`{daemon}, ...') if it is there."]
+        steps.append(f"Then rebuild and reload: cd {mc_path.rsplit('/', 1)[0] or '.'} && make (or "
+                     f"m4 {mc_path} > {instance['config_path']}), then: systemctl reload sendmail")
+        others_on_daemon = [other['id'] for other in others if other['id'] != listener['id']]
+        return {'changes': {}, 'validate': None, 'actions': [], 'manual': steps,
+                'affected': others_on_daemon if desired.get('starttls') != 'withdrawn' else [],
+                'reload_command': None}
+
+
+def sibling(path: str, suffix: str) -> str | None:
+    """sendmail.mc -> sendmail.cf and back."""
+    stem, extension = os.path.splitext(path)
+    if extension not in ('.mc', '.cf'):
+        return None
+    return stem + suffix
+
+
+def load_config(ctx, instance: dict) -> dict | None:
+    """The settings the daemon uses: the compiled .cf when there is one, else the .mc source
+    turned into what the .cf would say; a warning when the two disagree."""
+    path = instance['config_path']
+    text = ctx.read_text(path, mta='sendmail', required=True)
+    if text is None:
+        return None
+    if path.endswith('.mc') or is_mc_text(text):
+        compiled = sibling(path, '.cf') if path.endswith('.mc') else None
+        source = parse_mc(ctx, path)
+        if compiled and ctx.exists(compiled):
+            config = parse_cf(ctx, compiled)
+            if config is not None:
+                instance['config_files'] = [compiled, path]
+                instance['notes'].append(f'{path} is m4 source; sendmail reads the compiled {compiled}, which is used')
+                compare_sources(ctx, instance, config, compiled, source, path)
+                return config
+        if source is not None:
+            instance['config_files'] = source['files']
+            instance['notes'].append(f'{path} is m4 source (sendmail.mc): read as what the compiled sendmail.cf '
+                                     'would say; sendmail itself reads the .cf built from it')
+        return source
+    config = parse_cf(ctx, path)
+    source_path = sibling(path, '.mc')
+    if config is not None and source_path and ctx.exists(source_path):
+        source = parse_mc(ctx, source_path)
+        compare_sources(ctx, instance, config, path, source, source_path)
+    return config
+
+
+def _summary(ctx, config: dict) -> tuple:
+    endpoints = set()
+    for daemon in config['daemons'] or [{'value': 'Name=MTA'}]:
+        fields = parse_daemon(daemon['value'])
+        family = fields.get('family', 'inet').lower()
+        if family not in ('inet', 'inet6'):
+            continue
+        address_text = fields.get('addr')
+        address = normalise_address(address_text) if address_text else ('::' if family == 'inet6' else '0.0.0.0')
+        modifiers = ''.join(sorted(set(fields.get('modifiers', '')) & set('sS')))
+        endpoints.add((address, resolve_port(ctx, fields.get('port', 'smtp')), modifiers))
+    files = tuple((config['options'].get(name) or {}).get('value') for name in ('ServerCertFile', 'ServerKeyFile'))
+    return endpoints, files
+
+
+def compare_sources(ctx, instance: dict, compiled: dict, compiled_path: str, source: dict | None,
+                    source_path: str) -> None:
+    if source is None:
+        return
+    compiled_endpoints, compiled_files = _summary(ctx, compiled)
+    source_endpoints, source_files = _summary(ctx, source)
+    differences = []
+    if compiled_endpoints != source_endpoints:
+        only_cf = sorted(f'{address}:{port}{" M=" + mods if mods else ""}'
+                         for address, port, mods in compiled_endpoints - source_endpoints)
+        only_mc = sorted(f'{address}:{port}{" M=" + mods if mods else ""}'
+                         for address, port, mods in source_endpoints - compiled_endpoints)
+        differences.append(f'daemons only in the .cf: {", ".join(only_cf) or "none"}; only in the .mc: '
+                           f'{", ".join(only_mc) or "none"}')
+    if compiled_files != source_files:
+        differences.append(f'certificate/key {compiled_files[0]!r}/{compiled_files[1]!r} in the .cf, '
+                           f'{source_files[0]!r}/{source_files[1]!r} in the .mc')
+    if differences:
+        ctx.warn(f'{compiled_path} and {source_path} disagree ({"; ".join(differences)}): sendmail reads '
+                 f'{compiled_path}, which was not rebuilt from {source_path} (or was edited by hand)',
+                 where=compiled_path, mta='sendmail', instance=instance['instance'])
+
+
+def _hosts_file(ctx, name: str) -> list:
+    """Addresses of a name from /etc/hosts only: host inspection never asks DNS."""
+    found = []
+    for line in (ctx.read_text('/etc/hosts') or '').splitlines():
+        fields = line.split('#', 1)[0].split()
+        if len(fields) >= 2 and name.lower() in (field.lower() for field in fields[1:]):
+            address = normalise_address(fields[0])
+            if address and address not in found:
+                found.append(address)
+    return found

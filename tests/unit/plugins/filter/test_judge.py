@@ -71,7 +71,7 @@ def test_findings_filter_turns_unreadable_records_into_judgement_errors():
              'tls_mode': 'starttls', 'connected': True, 'starttls_advertised': True,
              'starttls_reply': {'code': '454', 'text': 'no'}, 'flags': []}
     result = FILTERS['findings']([good] + broken, [probe, {'target': ['x'], 'vantage': 'controller'}],
-                              {'now': '2026-12-01T00:00:00Z'})
+                                 {'now': '2026-12-01T00:00:00Z'})
     errors = sorted((finding['host'] or '-', finding['summary']) for finding in result if finding['id'] == 'judgement-error')
     assert [host for host, _summary in errors] == ['-', 'mx1', 'mx2', 'mx3']
     assert 'probe.target is not a dictionary' in errors[0][1]

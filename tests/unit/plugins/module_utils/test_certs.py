@@ -449,14 +449,15 @@ def test_unknown_reader_user(backend, store):
 def test_inspector_cannot_read_the_key_itself(backend, store, monkeypatch):
     """Not root: the key is there but this process may not open it, so nothing is known of it."""
     key_path = str(store / 'leaf-rsa.key')
-    real_open = open
+    real_read = _certs._files.read_regular
 
-    def guarded_open(path, *args, **kwargs):
+    def guarded_read(path, limit):
         if str(path) == key_path:
             raise PermissionError(13, 'Permission denied', path)
-        return real_open(path, *args, **kwargs)
+        return real_read(path, limit)
 
-    monkeypatch.setattr(_certs, 'open', guarded_open, raising=False)
+    # Every store file is read through the one bounded reader.
+    monkeypatch.setattr(_certs._files, 'read_regular', guarded_read)
     result = inspect(store, 'leaf-rsa.pem', 'leaf-rsa.key', ['intermediate-ca.pem'])
     assert_shape(result)
     assert result['key']['exists'] is True and result['key']['matches_certificate'] is None

@@ -43,7 +43,9 @@ def test_ports_interfaces_and_implicit_tls(host):
     assert smtp['binding']['source'] == '/etc/exim/configure:5 tls_certificate'
     assert smtp['reader_user'] == 'mailnull'
     assert result['mtas'][0]['reading_user_source'] == 'exim_user (/etc/exim/configure:7)'
-    assert smtp['offers_starttls_reason'] == "tls_advertise_hosts = '*' (default)"
+    assert smtp['offers_starttls_reason'] == ("tls_advertise_hosts = '*' (default, assumed: \"*\" since Exim 4.87, "
+                                              'version not established)')
+    assert any('assumed the default of Exim 4.87' in note for note in smtp['notes'])
     assert smtp['defined_at'] == '/etc/exim/configure:3'
     assert result['warnings'] == []
 
@@ -324,3 +326,29 @@ def test_expander_subset():
         expand('${lookup{x}lsearch{/etc/map}}')
     with pytest.raises(Unresolved):
         expand('$unknown_variable')
+
+
+def test_unset_tls_advertise_hosts_follows_the_binary_version(host, tmp_path):
+    """The default of tls_advertise_hosts comes from the Exim that runs (exim -bV), here a stand-in."""
+    import stat
+
+    host.write('/etc/exim/exim.conf', 'local_interfaces = 127.0.20.9\nbegin routers\n')
+    fake = tmp_path / 'exim'
+
+    def answer(version_text: str) -> dict:
+        fake.write_text('#!/bin/sh\ncase "$*" in *-bV*) printf \'%s\' "' + version_text + '";; esac\nexit 0\n')
+        fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+        return host.gather(mtas=['exim'], use_tools='always', binaries={'exim': str(fake)},
+                           config_paths={'exim': ['/etc/exim/exim.conf']})
+
+    old = answer('Exim version 4.84 #1 built 01-Jan-2015\nSupport for: crypteq IPv6 OpenSSL\n')
+    listener = old['listeners'][0]
+    assert (listener['offers_starttls'], listener['tls_mode']) == (False, 'none')
+    assert 'Exim 4.84' in listener['offers_starttls_reason'] and '4.87' in listener['offers_starttls_reason']
+    assert old['mtas'][0]['version'] == '4.84'
+    new = answer('Exim version 4.96 #2 built 01-Jan-2024\nSupport for: crypteq IPv6 GnuTLS\n')
+    assert new['listeners'][0]['offers_starttls'] is True
+    assert 'Exim 4.96' in new['listeners'][0]['offers_starttls_reason']
+    without_tls = answer('Exim version 4.96 #2 built 01-Jan-2024\nSupport for: crypteq IPv6\n')
+    assert without_tls['listeners'][0]['offers_starttls'] is False
+    assert 'without TLS support' in without_tls['listeners'][0]['offers_starttls_reason']

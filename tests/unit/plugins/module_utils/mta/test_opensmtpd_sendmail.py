@@ -73,6 +73,9 @@ def test_opensmtpd_running_instance_and_odd_lines(host):
     assert 'default (none configured)' in listener['binding']['source']
     text = host.warnings_text(result)
     assert "/srv/smtpd/smtpd.conf:1: unknown listen option 'frobnicate'" in text
+    assert listener['uncertain'] == [{'what': 'configuration', 'where': '/srv/smtpd/smtpd.conf:1',
+                                      'reason': "listen option 'frobnicate' not understood (smtpd refuses a line it "
+                                                'cannot parse)'}]
     assert "/srv/smtpd/smtpd.conf:2: unknown smtpd.conf statement 'fly'" in text
 
 

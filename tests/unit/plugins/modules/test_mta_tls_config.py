@@ -1,0 +1,88 @@
+# -*- coding: utf-8 -*-
+# Copyright: mailsec.starttls contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The mta_tls_config module as Ansible calls it, on a Postfix configuration directory of its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.mailsec.starttls.plugins.modules import mta_tls_config
+
+POSTCONF = shutil.which('postconf', path='/usr/sbin:/usr/bin:/sbin')
+MAIN_CF = 'compatibility_level = 3.6\ninet_interfaces = loopback-only\ninet_protocols = ipv4\nsmtpd_tls_security_level = may\n'
+MASTER_CF = '# kept\n127.0.0.1:smtp inet n - n - - smtpd\n127.0.0.1:submission inet n - n - - smtpd\n'
+
+
+def run_module(capsys, arguments: dict, check_mode: bool = False, diff: bool = False) -> dict:
+    arguments = dict(arguments)
+    if check_mode:
+        arguments['_ansible_check_mode'] = True
+    if diff:
+        arguments['_ansible_diff'] = True
+    with patch_module_args(arguments):
+        with pytest.raises(SystemExit):
+            mta_tls_config.main()
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture
+def postfix_dir(tmp_path):
+    if not POSTCONF:
+        pytest.skip('postconf is not installed')
+    directory = tmp_path / 'pf'
+    directory.mkdir()
+    (directory / 'main.cf').write_text(MAIN_CF)
+    (directory / 'master.cf').write_text(MASTER_CF)
+    return directory
+
+
+def arguments(directory, **extra) -> dict:
+    return dict({'mta': 'postfix', 'instance': str(directory), 'config_paths': {'postfix': [str(directory)]},
+                 'address': '127.0.0.1', 'port': 25}, **extra)
+
+
+@pytest.mark.parametrize('name, value', [('certificate', '/etc/ssl/a.crt\n-o smtpd_tls_security_level=none'),
+                                         ('address', '127.0.0.1\r'), ('private_key', '/k\x00')])
+def test_control_characters_are_refused_before_anything_is_read(capsys, name, value):
+    result = run_module(capsys, {'mta': 'postfix', 'port': 25, 'starttls': 'offered', name: value})
+    assert result['failed'] is True and result['stage'] == 'arguments'
+    assert 'control characters' in result['msg']
+
+
+def test_check_mode_shows_the_diff_and_changes_nothing(capsys, postfix_dir):
+    before = sorted(os.listdir(postfix_dir))
+    result = run_module(capsys, arguments(postfix_dir, starttls='withdrawn'), check_mode=True, diff=True)
+    assert result['changed'] is True, result
+    assert '-o smtpd_tls_security_level=none' in result['diff'][0]['after']
+    assert (postfix_dir / 'master.cf').read_text() == MASTER_CF
+    assert sorted(os.listdir(postfix_dir)) == before
+    assert result['reload_command'][-3:] == ['-c', str(postfix_dir), 'reload']
+
+
+def test_run_backs_up_and_a_second_run_changes_nothing(capsys, postfix_dir):
+    result = run_module(capsys, arguments(postfix_dir, starttls='withdrawn'))
+    assert result['changed'] is True and result['affected_listeners'] == []
+    backup = result['backups'][str(postfix_dir / 'master.cf')]
+    assert open(backup).read() == MASTER_CF
+    assert 'smtpd_tls_security_level=none' in (postfix_dir / 'master.cf').read_text()
+    again = run_module(capsys, arguments(postfix_dir, starttls='withdrawn'))
+    assert again['changed'] is False and again['actions'] == []
+
+
+def test_a_certificate_that_cannot_be_used_is_refused(capsys, postfix_dir, tmp_path):
+    result = run_module(capsys, arguments(postfix_dir, starttls='offered', certificate=str(tmp_path / 'absent.crt'),
+                                          private_key=str(tmp_path / 'absent.key')))
+    assert result['failed'] is True and 'certificate-missing' in result['msg']
+    assert (postfix_dir / 'master.cf').read_text() == MASTER_CF
+
+
+def test_an_unknown_listener_lists_the_instance_listeners(capsys, postfix_dir):
+    result = run_module(capsys, dict(arguments(postfix_dir, starttls='withdrawn'), port=2525))
+    assert result['failed'] is True and '127.0.0.1:smtp' in result['msg']

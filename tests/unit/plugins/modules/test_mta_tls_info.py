@@ -1,0 +1,65 @@
+# -*- coding: utf-8 -*-
+# Copyright: mailsec.starttls contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""mta_tls_info as Ansible runs it: the module's whole JSON output (result and warnings) for
+configurations that include a private key or point config_paths at one, and for a file name that
+is not UTF-8."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.mailsec.starttls.plugins.modules import mta_tls_info
+from ansible_collections.mailsec.starttls.tests.unit.plugins.module_utils.mta.bounded import (
+    fake_private_key,
+    leaked_key_pieces,
+)
+
+
+def run_module(capsys, arguments: dict) -> tuple:
+    with patch_module_args(arguments):
+        with pytest.raises(SystemExit):
+            mta_tls_info.main()
+    output = capsys.readouterr().out
+    return output, json.loads(output)
+
+
+def test_no_piece_of_an_included_key_in_the_module_output(capsys, tmp_path):
+    key_text, lines = fake_private_key()
+    key = tmp_path / 'mail.key'
+    key.write_text(key_text)
+    dovecot = tmp_path / 'dovecot.conf'
+    dovecot.write_text(f'protocols = imap\nlisten = 127.0.30.1\n!include_try {key}\n')
+    exim = tmp_path / 'exim.conf'
+    exim.write_text(f'local_interfaces = 127.0.20.1\n.include {key}\n')
+    smtpd = tmp_path / 'smtpd.conf'
+    smtpd.write_text(f'listen on 127.0.40.1 tls\ninclude "{key}"\n')
+    output, result = run_module(capsys, {
+        'mtas': ['dovecot', 'exim', 'opensmtpd'], 'use_tools': 'never', 'probe': False, 'scan_sockets': False,
+        'config_paths': {'dovecot': [str(dovecot)], 'exim': [str(exim), str(key)],
+                         'opensmtpd': [str(smtpd), str(key)]}})
+    assert result.get('failed') is not True
+    assert not leaked_key_pieces(output, lines)
+    refused = [item for item in result['warning_details'] if item['message'].startswith(f'{key} holds')]
+    assert {item['mta'] for item in refused} == {'dovecot', 'exim', 'opensmtpd'}
+    ours = [item for item in result['listeners'] if item['address'] in ('127.0.30.1', '127.0.20.1', '127.0.40.1')]
+    assert {item['mta'] for item in ours} == {'dovecot', 'exim', 'opensmtpd'}
+
+
+def test_a_file_name_that_is_not_utf8_does_not_fail_the_task(capsys, tmp_path):
+    conf_d = os.fsencode(str(tmp_path / 'conf.d'))
+    os.makedirs(conf_d)
+    with open(os.path.join(conf_d, b'\xff-listen.conf'), 'wb') as handle:
+        handle.write(b'listen = 127.0.30.1\nssl = odd\n')
+    dovecot = tmp_path / 'dovecot.conf'
+    dovecot.write_text('protocols = imap\n!include conf.d/*.conf\n')
+    output, result = run_module(capsys, {'mtas': ['dovecot'], 'use_tools': 'never', 'probe': False,
+                                         'scan_sockets': False, 'config_paths': {'dovecot': [str(dovecot)]}})
+    assert result.get('failed') is not True
+    output.encode('utf-8')
+    assert any('\\xff-listen.conf' in (item['where'] or '') for item in result['warning_details'])
