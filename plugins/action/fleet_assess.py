@@ -75,6 +75,7 @@ ARGUMENT_SPEC = {
                        'choices': list(_reports.FORMATS)},
     'report_basename': {'type': 'str', 'default': _reports.DEFAULT_BASENAME},
     'validate_only': {'type': 'bool', 'default': False},
+    'require_audited': {'type': 'bool', 'default': True},
 }
 
 WILDCARDS = ('0.0.0.0', '::', '*', None, '')
@@ -285,7 +286,7 @@ class ActionModule(ActionBase):
                                     args['fail_when'], meta)
         except (VerdictError, _policy.PolicyError, _reports.ReportError) as exc:
             return self._error(result, 'invalid-input', str(exc))
-        looked_at_nothing = self._nothing_audited(report, hosts, host_results)
+        looked_at_nothing = self._nothing_audited(report, hosts, host_results) if args['require_audited'] else None
         if looked_at_nothing:
             result.update(probes=len(probes), summary=report['summary'])
             if warnings:

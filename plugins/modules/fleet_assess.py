@@ -152,6 +152,12 @@ options:
       - The audit role runs this first, once, before any host is inspected.
     type: bool
     default: false
+  require_audited:
+    description:
+      - Fail when the run looked at nothing (no host, no listener, no probe made or none answered; see the notes).
+      - The remediate role sets V(false) - it judges one host at a time, and a host without listeners has nothing to fix.
+    type: bool
+    default: true
 notes:
   - Every run first removes the reports of an earlier run (O(report_basename) with each suffix) from O(report_dir), so
     that a run that fails before writing leaves no report that could pass for its own.

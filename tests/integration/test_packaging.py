@@ -46,7 +46,7 @@ PLANTED = [
     '.git/HEAD',
 ]
 # What the documentation and the demo's fallback need from the tarball.
-REQUIRED = ['README.md', 'LICENSE', 'roles/audit/README.md', 'bench/fixture.py', 'bench/README.md',
+REQUIRED = ['README.md', 'LICENSE', 'roles/audit/README.md', 'roles/remediate/README.md', 'bench/fixture.py', 'bench/README.md',
             'docs/quickstart.md', 'docs/ci.md', 'playbooks/audit.yml', 'meta/runtime.yml']
 
 
@@ -93,6 +93,8 @@ def test_the_tarball_holds_no_generated_or_private_data(built):
 def test_the_tarball_holds_what_the_docs_and_the_demo_need(built):
     missing = [name for name in REQUIRED if name not in built['names']]
     assert not missing, missing
+    roles = {name.split('/')[1] for name in built['names'] if name.startswith('roles/') and name.count('/') >= 2}
+    assert roles and all(f'roles/{role}/README.md' in built['names'] for role in roles), roles
 
 
 def test_build_ignore_covers_gitignore():

@@ -142,3 +142,8 @@ def test_progress_and_summary_are_displayed(probed, monkeypatch, tmp_path):  # n
         'fleet_assess: controller: probed 5/5 endpoint(s)']
     assert 'unwaived, on 5 listener(s) of 1 host(s)' in shown[-2] and 'reports: ' in shown[-2]
     assert shown[-1].startswith('fleet_assess: the failure rule is true (5 unwaived finding(s)')
+
+
+def test_require_audited_false_judges_an_empty_host_without_failing(probed, tmp_path):  # noqa: F811
+    result = run_action({'require_audited': False, 'fail': False}, {'mx-a': {'starttls_host': evidence()}})
+    assert result['outcome'] == 'passed' and result['summary']['listeners'] == 0
