@@ -32,10 +32,12 @@ ANSIBLE_LABELS = {
     'ansible_configuration_settings': ('reference_appendices/config.html', 'Ansible Configuration Settings'),
     'action_plugins': ('plugins/action.html', 'Action plugins'),
     'common_return_values': ('reference_appendices/common_return_values.html', 'Return Values'),
+    'ansible_collections.ansible.builtin.lineinfile_module': ('collections/ansible/builtin/lineinfile_module.html',
+                                                              'ansible.builtin.lineinfile module'),
 }
 # The guides, in the order of the site's table of contents.
-GUIDES = ('quickstart', 'policy', 'findings', 'reports', 'ci', 'publishing', 'mta_tls_info', 'listener_probe',
-          'architecture')
+GUIDES = ('quickstart', 'policy', 'findings', 'remediation', 'reports', 'ci', 'publishing', 'mta_tls_info',
+          'listener_probe', 'architecture')
 GUIDES_DIR = 'guides'
 # The extra docs page (docs/docsite/rst) that lists them.
 GUIDES_PAGE = 'guide_audit'
