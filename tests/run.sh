@@ -280,6 +280,7 @@ stage_integration() {
     (cd "$MAILSEC_ROOT" && run_logged "$stage" 2400 "$MAILSEC_PRIMARY_ENV" \
         env PYTHONPATH="$BUILD${PYTHONPATH:+:$PYTHONPATH}" \
         MAILSEC_BUILD="$BUILD" MAILSEC_COLLECTION_ROOT="$COLLECTION" \
+        MAILSEC_TOOLS_VENV="$(mailsec_venv_dir "$MAILSEC_TOOLS_ENV")" \
         python -m pytest -p no:cacheprovider --junit-xml "$RESULTS/integration.xml" -r fEs \
         "${extra[@]}" tests/integration)
     status=$?

@@ -18,7 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
 
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine import (
     TargetError,
@@ -35,9 +37,33 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.validate i
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.validate import port as validate_port
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.validate import text as check_text
 from ansible_collections.mailsec.starttls.plugins.module_utils._verdict import VerdictError
+from ansible_collections.mailsec.starttls.plugins.module_utils._verdict import normalise_options as normalise_judge_options
 from ansible_collections.mailsec.starttls.plugins.plugin_utils import _changes, _dns_checks, _mail_dns, _merge, _policy, _reports
 
 JUMP_HOST_SPEC = dict(JUMP_HOST_ARGUMENT_SPEC, name={'type': 'str'})
+
+display = Display()
+
+WAIVER_SPEC = {
+    'query': {'type': 'str', 'required': True},
+    'reason': {'type': 'str', 'required': True},
+    # A YAML date (expires: 2027-03-31 unquoted) arrives as a date; _policy reads both.
+    'expires': {'type': 'raw'},
+    'ticket': {'type': 'str'},
+}
+
+# How a run ends (result key `outcome`, and the start of `msg` when the task fails), so that CI can tell
+# a policy failure from a broken input and from an audit that looked at nothing. docs/ci.md.
+OUTCOME_MESSAGES = {
+    'passed': 'STARTTLS audit passed',
+    'policy-failed': 'STARTTLS audit failed (policy)',
+    'invalid-input': 'STARTTLS audit error (invalid input)',
+    'nothing-audited': 'STARTTLS audit error (nothing audited)',
+    'unreachable': 'STARTTLS audit error (fleet unreachable)',
+}
+# Where the fleet report of the run before goes when a run starts: no longer looking current, and
+# still there for the comparison of what changed (_changes).
+PREVIOUS_SUFFIX = '.previous.json'
 
 ARGUMENT_SPEC = {
     'hosts': {'type': 'list', 'elements': 'str'},
@@ -52,7 +78,7 @@ ARGUMENT_SPEC = {
     'starttls_not_offered_severity': {'type': 'str', 'default': 'medium',
                                       'choices': ['critical', 'high', 'medium', 'low', 'info']},
     'severity': {'type': 'dict', 'default': {}},
-    'waivers': {'type': 'list', 'elements': 'dict', 'default': []},
+    'waivers': {'type': 'list', 'elements': 'dict', 'default': [], 'options': WAIVER_SPEC},
     'fail_when': {'type': 'str'},
     'fail': {'type': 'bool', 'default': True},
     'report_dir': {'type': 'path'},
@@ -67,6 +93,8 @@ ARGUMENT_SPEC = {
     'compare_previous': {'type': 'bool', 'default': True},
     'partial': {'type': 'bool', 'default': False},
     'partial_name': {'type': 'str'},
+    'validate_only': {'type': 'bool', 'default': False},
+    'require_audited': {'type': 'bool', 'default': True},
 }
 
 WILDCARDS = ('0.0.0.0', '::', '*', None, '')
@@ -257,6 +285,19 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
+        # Reports of an earlier run must never pass for this run's: they go before anything else happens,
+        # so that a run that fails from here on, even for broken input, leaves no report at all (docs/ci.md).
+        # The fleet JSON is kept as BASENAME.previous.json for the comparison of what changed.
+        try:
+            removed = [] if boolean(self._task.args.get('partial', False), strict=False) else self._retire_reports(
+                self._task.args.get('report_dir'), self._task.args.get('report_basename') or _reports.DEFAULT_BASENAME)
+            return self._run(result, task_vars or {}, removed)
+        except AnsibleActionFail as exc:
+            if exc.result.get('outcome'):
+                raise
+            return self._error(result, 'invalid-input', exc.message)
+
+    def _run(self, result: dict, task_vars: dict, removed: list) -> dict:
         validation = ArgumentSpecValidator(ARGUMENT_SPEC).validate(self._task.args)
         if validation.error_messages:
             raise AnsibleActionFail(f'fleet_assess: {"; ".join(validation.error_messages)}')
@@ -271,8 +312,24 @@ class ActionModule(ActionBase):
             probe_options = normalise_options(dict(args['probe_options']))
             jump_hosts = [dict(check_jump_host(jump, f'jump_hosts[{index}]'), name=jump.get('name'))
                           for index, jump in enumerate(args['jump_hosts'])]
-        except (_policy.PolicyError, TargetError) as exc:
+            normalise_judge_options({'expiring_days': args['expiring_days'], 'severity': args['severity'],
+                                     'starttls_not_offered_severity': args['starttls_not_offered_severity']})
+        except (_policy.PolicyError, TargetError, VerdictError) as exc:
             raise AnsibleActionFail(str(exc))
+        for host in hosts:
+            try:
+                for spec in hostvars.get(host, {}).get(args['listeners_var']) or []:
+                    parse_target(spec)
+            except TargetError as exc:
+                raise AnsibleActionFail(f'{host}: {args["listeners_var"]}: {exc}')
+        if args['report_dir'] and os.path.exists(args['report_dir']) and not os.path.isdir(args['report_dir']):
+            raise AnsibleActionFail(f'report_dir {args["report_dir"]} exists and is not a directory')
+        if args['validate_only']:
+            result.update(changed=False, outcome='validated', hosts=len(hosts), stale_reports_removed=removed,
+                          msg=f'input checked for {len(hosts)} host(s): {len(args["waivers"])} waiver(s), failure rule '
+                              f'{"default" if not args["fail_when"] else repr(args["fail_when"])}, probe options'
+                              + (f'; set aside {len(removed)} report(s) of an earlier run' if removed else ''))
+            return result
 
         listeners, host_results, host_addresses, warnings, unassessed = [], [], {}, [], []
         try:
@@ -383,6 +440,9 @@ class ActionModule(ActionBase):
             if plan[vantage]:
                 jobs.append((vantage, functools.partial(self._probe_through, jump, list(plan[vantage].values()),
                                                         probe_options)))
+        display.display(f'fleet_assess: {len(hosts)} host(s), {len(host_results)} inspected, probing from '
+                        + ', '.join(f'{vantage} ({len(plan[vantage])} endpoint(s))' for vantage in vantages)
+                        if vantages else f'fleet_assess: {len(hosts)} host(s), {len(host_results)} inspected, no vantage')
         # The controller and every jump host probe at the same time; each keeps its own limits.
         batches = []
         if jobs:
@@ -420,8 +480,7 @@ class ActionModule(ActionBase):
                 meta['partial'] = {'name': args['partial_name'] or _merge.partial_name(hosts), 'hosts': sorted(assessed)}
             elif args['compare_previous']:
                 previous = _changes.load_previous(
-                    args['previous_report'] or (os.path.join(args['report_dir'], args['report_basename'] + '.json')
-                                                if args['report_dir'] else None),
+                    args['previous_report'] or self._previous_path(args['report_dir'], args['report_basename']),
                     required=bool(args['previous_report']))
         except (_changes.PreviousReportError, _merge.MergeError) as exc:
             raise AnsibleActionFail(str(exc))
@@ -441,6 +500,12 @@ class ActionModule(ActionBase):
                                     assessed_hosts=assessed)
         except (VerdictError, _policy.PolicyError, _reports.ReportError) as exc:
             raise AnsibleActionFail(str(exc))
+        looked_at_nothing = self._nothing_audited(report, hosts, host_results) if args['require_audited'] else None
+        if looked_at_nothing:
+            result.update(probes=probes_made, summary=report['summary'])
+            if warnings:
+                result['warnings'] = [visible(warning) for warning in warnings]
+            return self._error(result, *looked_at_nothing)
         written = {}
         if args['report_dir']:
             try:
@@ -458,8 +523,15 @@ class ActionModule(ActionBase):
             _reports.atomic_write(path, json.dumps(dns_step.result(), indent=2, sort_keys=True, default=str) + '\n')
             written['dns'] = path
         summary = report['summary']
+        outcome = 'policy-failed' if summary['failed'] and not args['partial'] else 'passed'
         result.update(changed=False, summary=summary, findings=report['findings'], reports=written,
-                      waivers_expired=report['waivers_expired'], probes=probes_made, changes=report['changes'])
+                      waivers_expired=report['waivers_expired'], probes=probes_made, changes=report['changes'],
+                      outcome=outcome)
+        counts = ', '.join(f'{count} {severity}' for severity, count in summary['by_severity'].items() if count)
+        display.display(visible(f"fleet_assess: {summary['findings']} finding(s) ({counts or 'none'}), "
+                                f"{summary['unwaived']} unwaived, on {summary['listeners']} listener(s) of "
+                                f"{summary['hosts']} host(s), {summary['probes']} probe(s)"
+                                + (f"; reports: {', '.join(written.values())}" if written else '')))
         warnings.extend(f'policy: {problem}' for problem in policy_problems)
         if dns_step is not None:
             result['dns'] = dns_step.result()
@@ -473,12 +545,76 @@ class ActionModule(ActionBase):
             # Ansible prints a failed result whole: the findings are in the reports and would bury the message.
             del result['findings']
             result['failed'] = True
-            result['msg'] = f"STARTTLS audit failed: {summary['fail_reason']}" + (
+            result['msg'] = f"{OUTCOME_MESSAGES[outcome]}: {summary['fail_reason']}" + (
                 f" (reports: {', '.join(written.values())})" if written else '')
         else:
             result['msg'] = (f"{summary['findings']} finding(s), {summary['unwaived']} unwaived, on "
                              f"{summary['listeners']} listener(s) of {summary['hosts']} host(s)")
         return result
+
+    @staticmethod
+    def _retire_reports(report_dir, basename) -> list:
+        """Removes the reports of an earlier run, the fleet JSON moved to BASENAME.previous.json."""
+        if not isinstance(report_dir, str) or not report_dir or not isinstance(basename, str) or os.sep in basename:
+            return []
+        directory = os.path.expanduser(os.path.expandvars(report_dir))
+        retired = []
+        for kind, suffix in _reports.FILE_SUFFIXES.items():
+            path = os.path.join(directory, basename + suffix)
+            if not os.path.lexists(path):
+                continue
+            try:
+                if kind == 'json' and os.path.isfile(path) and not os.path.islink(path):
+                    os.replace(path, os.path.join(directory, basename + PREVIOUS_SUFFIX))
+                else:
+                    os.unlink(path)
+            except OSError as exc:
+                raise AnsibleActionFail(f'cannot set aside the report of an earlier run {path}: {exc.strerror or exc}')
+            retired.append(path)
+        return retired
+
+    @staticmethod
+    def _previous_path(report_dir, basename) -> str | None:
+        if not report_dir:
+            return None
+        for suffix in ('.json', PREVIOUS_SUFFIX):
+            path = os.path.join(report_dir, basename + suffix)
+            if os.path.exists(path):
+                return path
+        return None
+
+    @staticmethod
+    def _error(result: dict, outcome: str, detail: str) -> dict:
+        message = f'{OUTCOME_MESSAGES[outcome]}: {detail}'
+        if outcome != 'unreachable':
+            raise AnsibleActionFail(message, result=dict(result, changed=False, outcome=outcome))
+        # Like a host Ansible cannot log in to: ansible-playbook then exits 4, not 2 (docs/ci.md).
+        result.update(changed=False, outcome=outcome, msg=message, unreachable=True)
+        return result
+
+    @staticmethod
+    def _nothing_audited(report: dict, hosts: list, host_results: list) -> tuple | None:
+        """(outcome, message) when the run looked at nothing: no host, no listener, or no probe that got
+        past the TCP connection; a report would then show passing tests that never ran."""
+        if not hosts:
+            return 'nothing-audited', 'no host to audit (the play has no hosts)'
+        if any(finding.get('id') == 'judgement-error' for finding in report['findings']):
+            return None  # evidence a host sent could not be read: that is a result, and the reports show it
+        listeners = report['listeners']
+        if not listeners:
+            return 'nothing-audited', (f'no listener found on {len(hosts)} host(s) ({len(host_results)} inspected on the '
+                                       'host; no MTA configuration found there and no starttls_listeners given)')
+        probes = [probe for entry in listeners for probe in entry.get('probes') or []]
+        completed = [probe for probe in probes if probe.get('outcome') not in ('unreachable', 'incomplete')]
+        if completed:
+            return None
+        if not probes:
+            return 'nothing-audited', (f'no probe was made of {len(listeners)} listener(s): enable starttls_host_probe '
+                                       'or starttls_controller_probe')
+        failed = '; '.join(f"{probe.get('vantage')} -> {probe.get('target')}: {probe.get('error') or probe.get('outcome')}"
+                           for probe in probes[:3])
+        return 'unreachable', (f'none of {len(probes)} probe(s) of {len(listeners)} listener(s) got an answer '
+                               f'({failed}{"; ..." if len(probes) > 3 else ""})')
 
     @staticmethod
     def _own_target(host, record, reachable_via, owned, from_host, local, warnings, addresses_var, announce=True):

@@ -119,15 +119,31 @@ options:
     default: {}
   waivers:
     description:
-      - Each C({query, reason, expires}); C(query) is a JMESPath expression evaluated against each finding, and a
-        truthy result waives it. An expired waiver stops applying and is listed in the report. See docs/policy.md.
+      - Accepted findings. The first waiver whose O(waivers[].query) is true for a finding waives it; an expired
+        waiver stops applying and is listed in the report. See docs/policy.md.
     type: list
     elements: dict
     default: []
+    suboptions:
+      query:
+        description: JMESPath expression evaluated against each finding; a truthy result waives it.
+        type: str
+        required: true
+      reason:
+        description: Why the finding is accepted; shown next to it in every report.
+        type: str
+        required: true
+      expires:
+        description: Last day the waiver applies, C(YYYY-MM-DD) (UTC); a YAML date is accepted too.
+        type: raw
+      ticket:
+        description: A change or risk ticket, shown with the reason.
+        type: str
   fail_when:
     description:
       - JMESPath expression over the whole report; a truthy result fails the task (after the reports are written).
-      - "Default: any unwaived critical or high finding, C(length(findings[?!waived && (severity=='critical' || severity=='high')]) > `0`)."
+      - The default fails on any unwaived finding of severity C(critical) or C(high); its expression is in docs/policy.md
+        and in the report's C(summary.fail_when).
     type: str
   fail:
     description: Fail the task when O(fail_when) is true. With V(false) the outcome is only reported.
@@ -246,6 +262,28 @@ options:
       - Name of the partial report (letters, digits, C(.), C(_), C(-)), for example the AWX job ID.
       - Defaults to a digest of the run's host list, so two slices never overwrite each other.
     type: str
+  validate_only:
+    description:
+      - Only check the input (every option, the JMESPath of O(waivers) and O(fail_when), the probe options, the
+        black-box listeners of every host) and remove the reports of an earlier run; probe and judge nothing.
+      - The audit role runs this first, once, before any host is inspected.
+    type: bool
+    default: false
+  require_audited:
+    description:
+      - Fail when the run looked at nothing (no host, no listener, no probe made or none answered; see the notes).
+      - The remediate role sets V(false) - it judges one host at a time, and a host without listeners has nothing to fix.
+    type: bool
+    default: true
+notes:
+  - Every run first removes the reports of an earlier run (O(report_basename) with each suffix) from O(report_dir), so
+    that a run that fails before writing leaves no report that could pass for its own.
+  - An audit that looked at nothing fails with its own message, which starts with C(STARTTLS audit error), and its own
+    RV(outcome) - no host, no listener or no probe made (RV(outcome=nothing-audited)), no probe answered
+    (RV(outcome=unreachable)); broken input fails in the same way (RV(outcome=invalid-input)); the failure rule fails
+    with C(STARTTLS audit failed) (RV(outcome=policy-failed)). No report is written in the error cases. See docs/ci.md.
+  - Progress and the summary are printed at the default verbosity. The plugin runs inside the controller's process,
+    so C(async) does not apply to it; run the playbook in the background instead (docs/ci.md).
 seealso:
   - module: mailsec.starttls.report_merge
   - module: mailsec.starttls.mta_tls_info
@@ -317,6 +355,13 @@ changes:
   type: dict
   sample: {previous: {generated_at: "2026-11-27T06:00:00Z", source: /srv/audit/starttls-report.json, findings: 3},
            new: 1, resolved: 2, persisting: 1, not_assessed: 0}
+outcome:
+  description:
+    - How the run ended, C(passed), C(policy-failed), C(invalid-input), C(nothing-audited) or C(unreachable);
+      C(validated) with O(validate_only).
+  returned: always
+  type: str
+  sample: policy-failed
 probes:
   description: How many probes were made from the controller and the jump hosts.
   returned: unless O(plan_only) is true

@@ -32,7 +32,7 @@ description:
     directory; C(doveconf -c CANDIDATE -n); C(exim -C CANDIDATE -bV) and C(-be) of the new expansion), then
     renamed over the original after a backup. On any failure no
     file has changed. Unrelated lines, comments and order are kept.
-  - Never reloads the MTA; RV(reload_command) says how, and the M(mailsec.starttls.remediate) role runs it.
+  - Never reloads the MTA; RV(reload_command) says how, and the P(mailsec.starttls.remediate#role) role runs it.
   - Values with newlines or other control characters, and characters that the configuration syntax would
     read as something else, are refused.
 author:
@@ -58,7 +58,7 @@ options:
     choices: [postfix, exim, dovecot, sendmail]
   instance:
     description:
-      - The instance as M(mailsec.starttls.mta_tls_info) names it (RV(mailsec.starttls.mta_tls_info#module:mtas[].instance)),
+      - The instance as M(mailsec.starttls.mta_tls_info) names it (the C(instance) of each of its RV(mailsec.starttls.mta_tls_info#module:mtas)),
         or its configuration directory (Postfix) or file (Dovecot).
       - Required when the host runs more than one instance of O(mta).
     type: str

@@ -17,9 +17,12 @@ MAILSEC_CACHE=${MAILSEC_CACHE:-$HOME/.cache/mailsec-starttls}
 # tests/lib/venv-<name>.txt on the Python version given here:
 #   core-<line>  ansible-core <line>: ansible-test sanity and units, (first one) integration;
 #   target-<py>  no ansible-core, only what module and module_utils unit tests need, to run them on
-#                the oldest Python a managed host may have (ansible-test takes it as target Python).
-MAILSEC_ENV_NAMES=(core-2.19 core-2.21 target-3.8)
-declare -A MAILSEC_ENV_PYTHON=([core-2.19]=3.11 [core-2.21]=3.13 [target-3.8]=3.8)
+#                the oldest Python a managed host may have (ansible-test takes it as target Python);
+#   tools        galaxy-importer, ansible-builder, ansible-runner, antsibull-docs, Sphinx: the
+#                integration tests run them against the built collection (test_tooling.py).
+MAILSEC_ENV_NAMES=(core-2.19 core-2.21 target-3.8 tools)
+declare -A MAILSEC_ENV_PYTHON=([core-2.19]=3.11 [core-2.21]=3.13 [target-3.8]=3.8 [tools]=3.11)
+MAILSEC_TOOLS_ENV=tools
 MAILSEC_CORE_ENVS=(core-2.19 core-2.21)
 MAILSEC_PRIMARY_ENV=core-2.19
 MAILSEC_LINT_ENV=core-2.21
@@ -74,6 +77,10 @@ mailsec_venv_dir() {
 # take their versions from tests/lib/constraints.txt; the target environment's own file pins all.
 mailsec_env_requirement_files() {
     local name=$1
+    if [[ $name == tools ]]; then
+        printf '%s\n' "$MAILSEC_ROOT/tests/lib/venv-$name.txt"
+        return
+    fi
     printf '%s\n' "$MAILSEC_ROOT/tests/lib/venv-$name.txt" "$MAILSEC_ROOT/tests/unit/requirements.txt"
     if [[ $name == core-* ]]; then
         printf '%s\n' \
