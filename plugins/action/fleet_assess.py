@@ -64,6 +64,9 @@ OUTCOME_MESSAGES = {
 # Where the fleet report of the run before goes when a run starts: no longer looking current, and
 # still there for the comparison of what changed (_changes).
 PREVIOUS_SUFFIX = '.previous.json'
+# Probes are made in batches of this many targets (at least the probe concurrency), so that a long
+# controller phase reports its progress at the default verbosity.
+PROGRESS_BATCH = 250
 
 ARGUMENT_SPEC = {
     'hosts': {'type': 'list', 'elements': 'str'},
@@ -433,16 +436,17 @@ class ActionModule(ActionBase):
         probes = []
         jobs = []
         if args['controller_probe'] and plan['controller']:
-            jobs.append(('controller', lambda: probe_many(list(plan['controller'].values()),
-                                                          dict(probe_options, vantage='controller'))))
+            jobs.append(('controller', lambda: self._probe_in_batches('controller', list(plan['controller'].values()),
+                                                                      dict(probe_options, vantage='controller'))))
         for jump in jump_hosts:
             vantage = f"jump:{jump['name'] or jump['host']}"
             if plan[vantage]:
                 jobs.append((vantage, functools.partial(self._probe_through, jump, list(plan[vantage].values()),
                                                         probe_options)))
-        display.display(f'fleet_assess: {len(hosts)} host(s), {len(host_results)} inspected, probing from '
-                        + ', '.join(f'{vantage} ({len(plan[vantage])} endpoint(s))' for vantage in vantages)
-                        if vantages else f'fleet_assess: {len(hosts)} host(s), {len(host_results)} inspected, no vantage')
+        endpoints = {key for vantage in vantages for key in plan[vantage]}
+        display.display(f'fleet_assess: {len(hosts)} host(s), {len(host_results)} inspected, {len(endpoints)} endpoint(s) '
+                        f'to probe from {len(vantages)} vantage(s)'
+                        + (' (' + ', '.join(f'{vantage}: {len(plan[vantage])}' for vantage in vantages) + ')' if vantages else ''))
         # The controller and every jump host probe at the same time; each keeps its own limits.
         batches = []
         if jobs:
@@ -478,10 +482,14 @@ class ActionModule(ActionBase):
             if args['partial']:
                 # A slice or batch: the merge compares the fleet with the previous report, once.
                 meta['partial'] = {'name': args['partial_name'] or _merge.partial_name(hosts), 'hosts': sorted(assessed)}
+            elif args['compare_previous'] and args['previous_report']:
+                previous = _changes.load_previous(args['previous_report'], required=True)
             elif args['compare_previous']:
-                previous = _changes.load_previous(
-                    args['previous_report'] or self._previous_path(args['report_dir'], args['report_basename']),
-                    required=bool(args['previous_report']))
+                try:
+                    previous = _changes.load_previous(self._previous_path(args['report_dir'], args['report_basename']))
+                except _changes.PreviousReportError as exc:
+                    # Found, not named: a file that is no report is no comparison, and no reason to stop.
+                    warnings.append(f'{exc}: this run is not compared with it')
         except (_changes.PreviousReportError, _merge.MergeError) as exc:
             raise AnsibleActionFail(str(exc))
         dns_step = None
@@ -550,6 +558,8 @@ class ActionModule(ActionBase):
         else:
             result['msg'] = (f"{summary['findings']} finding(s), {summary['unwaived']} unwaived, on "
                              f"{summary['listeners']} listener(s) of {summary['hosts']} host(s)")
+            if summary['failed'] and not args['partial']:
+                display.display(f"fleet_assess: the failure rule is true ({summary['fail_reason']}); not failing (fail=false)")
         return result
 
     @staticmethod
@@ -617,6 +627,18 @@ class ActionModule(ActionBase):
                                f'({failed}{"; ..." if len(probes) > 3 else ""})')
 
     @staticmethod
+    def _probe_in_batches(vantage: str, targets: list, options: dict, connect=None, max_parallel=None) -> list:
+        """probe_many in batches of PROGRESS_BATCH targets (at least the concurrency), so that a long
+        controller phase shows its progress at the default verbosity."""
+        batch = max(PROGRESS_BATCH, int(options.get('concurrency') or 1))
+        probes: list = []
+        for start in range(0, len(targets), batch):
+            probes.extend(probe_many(targets[start:start + batch], options, connect=connect, max_parallel=max_parallel))
+            if len(targets) > batch:
+                display.display(f'fleet_assess: {vantage}: probed {len(probes)}/{len(targets)} endpoint(s)')
+        return probes
+
+    @staticmethod
     def _own_target(host, record, reachable_via, owned, from_host, local, warnings, addresses_var, announce=True):
         """The target at the listener's own address (a wildcard at the host's inventory address), or
         None when the controller must not or cannot probe it there."""
@@ -647,8 +669,9 @@ class ActionModule(ActionBase):
     def _probe_through(jump: dict, targets: list, probe_options: dict) -> list:
         connect, through = jump_connector(jump, probe_options['timeout'])
         try:
-            return probe_many(targets, dict(probe_options, vantage=f"jump:{jump['name'] or jump['host']}"),
-                              connect=connect, max_parallel=through.max_channels if through is not None else None)
+            vantage = f"jump:{jump['name'] or jump['host']}"
+            return ActionModule._probe_in_batches(vantage, targets, dict(probe_options, vantage=vantage), connect=connect,
+                                                  max_parallel=through.max_channels if through is not None else None)
         finally:
             if through is not None:
                 through.close()

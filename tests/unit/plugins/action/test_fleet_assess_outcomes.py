@@ -28,13 +28,23 @@ def plant_reports(directory) -> None:
 
 
 def remaining(directory) -> list:
-    return sorted(path.name for path in directory.iterdir())
+    """The reports left looking current: the fleet JSON of the run before is set aside as
+    starttls-report.previous.json (the base of the change comparison), which never passes for one."""
+    return sorted(path.name for path in directory.iterdir() if path.name != 'starttls-report.previous.json')
+
+
+def test_an_earlier_fleet_report_is_set_aside_not_left_current(tmp_path, unanswered):  # pylint: disable=unused-argument
+    plant_reports(tmp_path)
+    with pytest.raises(Exception):
+        run_action({'report_dir': str(tmp_path), 'waivers': [{'query': 'id ==', 'reason': 'broken'}]}, {})
+    assert remaining(tmp_path) == []
+    assert (tmp_path / 'starttls-report.previous.json').read_text() == 'earlier run\n'
 
 
 @pytest.fixture
 def unanswered(monkeypatch):
     """probe_many replaced: nothing answers (connection refused at the connect stage)."""
-    def fake_probe_many(targets, options=None, connect=None):
+    def fake_probe_many(targets, options=None, connect=None, max_parallel=None):
         results = []
         for target in targets:
             record = new_probe(target['address'], target['port'], target['protocol'], target.get('sni'),
@@ -85,7 +95,7 @@ def test_no_probe_answered_is_an_unreachable_fleet(unanswered, tmp_path):
 def test_one_answer_is_enough(probed, monkeypatch, tmp_path):  # noqa: F811
     answered = fleet_assess.probe_many
 
-    def half(targets, options=None, connect=None):
+    def half(targets, options=None, connect=None, max_parallel=None):
         results = answered(targets, options, connect)
         results[0].update(connected=False, starttls_advertised=None, starttls_reply=None)
         return results
