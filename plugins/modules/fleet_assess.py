@@ -79,7 +79,7 @@ options:
     description:
       - Name of the per-host inventory variable that maps the host's listeners to where each vantage reaches
         them (NAT, a port forward, a load balancer, a proxy in front of the MTA); see C(docs/address-maps.md).
-      - A list of entries. C(listener) picks the listener as the host binds it (V(10.0.0.5:25), V(*:25) for
+      - A list of entries. C(listener) picks the listener as the host binds it (V(198.51.100.5:25), V(*:25) for
         any address, or a dictionary with C(address), C(port) and C(service)); C(default) is where every
         vantage reaches it (V(203.0.113.25:25), V(:2525) for another port of the same address, V(own) for
         its own address and port, V(none) for no vantage); C(vantages) overrides that per vantage name

@@ -236,11 +236,11 @@ def test_address_map_sends_each_vantage_where_its_clients_reach_the_listener(pro
 
     monkeypatch.setattr(fleet_assess, 'jump_connector', no_jump)
     hostvars = {'mx-nat': {
-        'ansible_host': '10.0.0.5',
-        'starttls_host': evidence(good_listener('mx-nat', '10.0.0.5', 25), good_listener('mx-nat', '0.0.0.0', 587, 'submission'),
-                                  good_listener('mx-nat', '10.0.0.5', 143, 'imap')),
+        'ansible_host': '198.51.100.5',
+        'starttls_host': evidence(good_listener('mx-nat', '198.51.100.5', 25), good_listener('mx-nat', '0.0.0.0', 587, 'submission'),
+                                  good_listener('mx-nat', '198.51.100.5', 143, 'imap')),
         'starttls_address_map': [
-            {'listener': '10.0.0.5:25', 'default': '203.0.113.25:25', 'vantages': {'jump:inside': 'own'}},
+            {'listener': '198.51.100.5:25', 'default': '203.0.113.25:25', 'vantages': {'jump:inside': 'own'}},
             {'listener': '*:587', 'default': ':2587'},
             {'listener': {'port': 143}, 'default': 'none'},
         ]}}
@@ -248,33 +248,33 @@ def test_address_map_sends_each_vantage_where_its_clients_reach_the_listener(pro
                          'jump_hosts': [{'host': '192.0.2.99', 'name': 'inside'}]}, hostvars)
     # The controller and the jump host probe concurrently: the batches may come in either order.
     assert {frozenset((t['address'], t['port']) for t in batch) for batch in probed} == {
-        frozenset({('203.0.113.25', 25), ('10.0.0.5', 2587)}), frozenset({('10.0.0.5', 25), ('10.0.0.5', 2587)})}
-    assert any('10.0.0.5:143 is reached from no vantage' in warning for warning in result['warnings'])
+        frozenset({('203.0.113.25', 25), ('198.51.100.5', 2587)}), frozenset({('198.51.100.5', 25), ('198.51.100.5', 2587)})}
+    assert any('198.51.100.5:143 is reached from no vantage' in warning for warning in result['warnings'])
     report = json.loads((tmp_path / 'starttls-report.json').read_text())
     by_listener = {(item['address'], item['port']): item for item in report['listeners'] if item['host'] == 'mx-nat'}
     # Probes at 203.0.113.25:25 and :2587 are judged as the listeners the host binds, from both vantages.
-    assert {(p['vantage'], p['target']) for p in by_listener[('10.0.0.5', 25)]['probes']} == {
-        ('controller', '203.0.113.25:25'), ('jump:inside', '10.0.0.5:25')}
+    assert {(p['vantage'], p['target']) for p in by_listener[('198.51.100.5', 25)]['probes']} == {
+        ('controller', '203.0.113.25:25'), ('jump:inside', '198.51.100.5:25')}
     assert {(p['vantage'], p['target']) for p in by_listener[('0.0.0.0', 587)]['probes']} == {
-        ('controller', '10.0.0.5:2587'), ('jump:inside', '10.0.0.5:2587')}
+        ('controller', '198.51.100.5:2587'), ('jump:inside', '198.51.100.5:2587')}
     assert not [item for item in report['listeners'] if item['host'] == 'mx-nat' and item['port'] in (2587,)]
     kb = [f for f in report['findings'] if f['id'] == 'starttls-advertised-without-certificate'
           and f['listener']['port'] == 25]
     # One finding per fault: the host's and the mapped vantages' sightings of it.
     seen = [evidence for f in kb for evidence in [f['evidence']] + [sighting['evidence'] for sighting in f['sightings'][1:]]]
-    assert len(kb) == 1 and {evidence['probe'].get('reached_for') for evidence in seen} == {'10.0.0.5:25', None}
+    assert len(kb) == 1 and {evidence['probe'].get('reached_for') for evidence in seen} == {'198.51.100.5:25', None}
 
 
 @pytest.mark.parametrize('address_map, message', [
-    ({'listener': '10.0.0.5:25'}, 'must be a list'),
+    ({'listener': '198.51.100.5:25'}, 'must be a list'),
     ([{'default': '203.0.113.25:25'}], 'with a listener key'),
-    ([{'listener': '10.0.0.5:25', 'reach': 'x'}], 'unknown key'),
-    ([{'listener': '10.0.0.5:25', 'default': '203.0.113.25:99999'}], 'out of range'),
-    ([{'listener': '10.0.0.5:25', 'default': 'bad\nname:25'}], 'control character'),
-    ([{'listener': '10.0.0.5:25', 'vantages': ['controller']}], 'vantages must map'),
+    ([{'listener': '198.51.100.5:25', 'reach': 'x'}], 'unknown key'),
+    ([{'listener': '198.51.100.5:25', 'default': '203.0.113.25:99999'}], 'out of range'),
+    ([{'listener': '198.51.100.5:25', 'default': 'bad\nname:25'}], 'control character'),
+    ([{'listener': '198.51.100.5:25', 'vantages': ['controller']}], 'vantages must map'),
 ])
 def test_an_unusable_address_map_fails_before_any_probe_naming_the_host(probed, address_map, message):
-    hostvars = {'mx': {'ansible_host': '10.0.0.5', 'starttls_host': evidence(good_listener('mx', '10.0.0.5')),
+    hostvars = {'mx': {'ansible_host': '198.51.100.5', 'starttls_host': evidence(good_listener('mx', '198.51.100.5')),
                        'starttls_address_map': address_map}}
     with pytest.raises(AnsibleActionFail, match=message) as failure:
         run_action({}, hostvars)
