@@ -158,6 +158,18 @@ def normalise_address(text: str) -> str | None:
         return None
 
 
+def hosts_lookup(ctx, name: str) -> list:
+    """Addresses of a name from /etc/hosts only: host inspection never asks DNS."""
+    found = []
+    for line in (ctx.read_text('/etc/hosts') or '').splitlines():
+        fields = line.split('#', 1)[0].split()
+        if len(fields) >= 2 and name.lower() in (field.lower() for field in fields[1:]):
+            address = normalise_address(fields[0])
+            if address and address not in found:
+                found.append(address)
+    return found
+
+
 def split_host_port(text: str) -> tuple:
     """'[::1]:25' / '127.0.0.1:smtp' / 'smtp' -> (host or None, port text)."""
     text = text.strip()

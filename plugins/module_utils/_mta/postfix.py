@@ -18,12 +18,13 @@ import tempfile
 
 from ansible_collections.mailsec.starttls.plugins.module_utils._files import excerpt
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import (
-    REASON_IMPLICIT,
     MtaAdapter,
+    REASON_IMPLICIT,
     bounded_items,
     classify_chain_files,
     enough_listeners,
     host_addresses,
+    hosts_lookup,
     infer_protocol,
     mark_uncertain,
     master_processes,
@@ -848,18 +849,6 @@ def explicit_addresses(ctx, host: str, service: dict, instance_name: str) -> lis
         ctx.warn(f'master.cf service {service["name"]!r}: host {host!r} is not in /etc/hosts',
                  where=service['where'], mta='postfix', instance=instance_name)
     return resolved
-
-
-def hosts_lookup(ctx, name: str) -> list:
-    """Addresses of a name from /etc/hosts only: host inspection never asks DNS."""
-    found = []
-    for line in (ctx.read_text('/etc/hosts') or '').splitlines():
-        fields = line.split('#', 1)[0].split()
-        if len(fields) >= 2 and name.lower() in (field.lower() for field in fields[1:]):
-            address = normalise_address(fields[0])
-            if address and address not in found:
-                found.append(address)
-    return found
 
 
 def instance_label(directory: str) -> str:

@@ -22,9 +22,10 @@ import re
 
 from ansible_collections.mailsec.starttls.plugins.module_utils._files import excerpt
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import (
-    REASON_IMPLICIT,
     MtaAdapter,
+    REASON_IMPLICIT,
     enough_listeners,
+    hosts_lookup,
     infer_protocol,
     mark_uncertain,
     master_processes,
@@ -436,7 +437,7 @@ class SendmailAdapter(MtaAdapter):
             if address is None:
                 # Sendmail resolves a host name in Addr= at start; only /etc/hosts is asked here.
                 wanted = 6 if family == 'inet6' else 4
-                found = [item for item in _hosts_file(ctx, address_text) if (6 if ':' in item else 4) == wanted]
+                found = [item for item in hosts_lookup(ctx, address_text) if (6 if ':' in item else 4) == wanted]
                 if found:
                     address = found[0]
                 else:
@@ -591,15 +592,3 @@ def compare_sources(ctx, instance: dict, compiled: dict, compiled_path: str, sou
         ctx.warn(f'{compiled_path} and {source_path} disagree ({"; ".join(differences)}): sendmail reads '
                  f'{compiled_path}, which was not rebuilt from {source_path} (or was edited by hand)',
                  where=compiled_path, mta='sendmail', instance=instance['instance'])
-
-
-def _hosts_file(ctx, name: str) -> list:
-    """Addresses of a name from /etc/hosts only: host inspection never asks DNS."""
-    found = []
-    for line in (ctx.read_text('/etc/hosts') or '').splitlines():
-        fields = line.split('#', 1)[0].split()
-        if len(fields) >= 2 and name.lower() in (field.lower() for field in fields[1:]):
-            address = normalise_address(fields[0])
-            if address and address not in found:
-                found.append(address)
-    return found
