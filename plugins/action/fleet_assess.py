@@ -31,6 +31,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine imp
 )
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.ssh import JUMP_HOST_ARGUMENT_SPEC, jump_connector
 from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict
+from ansible_collections.mailsec.starttls.plugins.module_utils._model import ANY_ADDRESS
 from ansible_collections.mailsec.starttls.plugins.module_utils._text import visible
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.validate import address as validate_address
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.validate import jump_host as check_jump_host
@@ -99,9 +100,6 @@ ARGUMENT_SPEC = {
     'validate_only': {'type': 'bool', 'default': False},
     'require_audited': {'type': 'bool', 'default': True},
 }
-
-WILDCARDS = ('0.0.0.0', '::', '*', None, '')
-
 
 def _is_loopback(address: str) -> bool:
     try:
@@ -198,7 +196,7 @@ def map_entry_for(entries: list, record: dict):
     """The first entry whose listener matches the record (address, port and service where given)."""
     for entry in entries:
         address, port, service = entry['listener']
-        if port is not None and _verdict._as_port(record.get('port')) != port:  # pylint: disable=protected-access
+        if port is not None and _verdict.as_port(record.get('port')) != port:  # pylint: disable=protected-access
             continue
         if address is not None and _verdict.canonical_address(address) != _verdict.canonical_address(record.get('address')):
             continue
@@ -643,7 +641,7 @@ class ActionModule(ActionBase):
         """The target at the listener's own address (a wildcard at the host's inventory address), or
         None when the controller must not or cannot probe it there."""
         address = record.get('address')
-        if address in WILDCARDS:
+        if address in ANY_ADDRESS:
             address = reachable_via
         elif from_host and _verdict.canonical_address(address) not in owned:
             if _is_loopback(address) and local:

@@ -69,6 +69,15 @@ PROBE_FLAGS = (
 
 LEGACY_TLS_VERSIONS = ('SSLv3', 'TLSv1', 'TLSv1.1')
 
+# The addresses a listener binds to serve every address of its host, one per family, and the
+# address at which the host itself reaches a listener bound to one.
+IPV4_WILDCARD = '0.0.0.0'
+IPV6_WILDCARD = '::'
+WILDCARD_ADDRESSES = (IPV4_WILDCARD, IPV6_WILDCARD)
+LOOPBACK_FOR = {IPV4_WILDCARD: '127.0.0.1', IPV6_WILDCARD: '::1'}
+# A listener address that names no one address: a wildcard, `*` as configurations write it, or none.
+ANY_ADDRESS = WILDCARD_ADDRESSES + ('*', '', None)
+
 
 def tls_mode(protocol: str) -> str:
     return PROTOCOL_TLS_MODE[protocol]
@@ -98,3 +107,9 @@ def new_probe(address: str, port: int, protocol: str, sni: str | None, vantage: 
         'timings_ms': {},
         'attempts': [],
     }
+
+
+def family_wildcards(address: str) -> tuple:
+    """The wildcard sockets that may serve `address`, its own family's first (a dual-stack `::`
+    socket accepts IPv4 too)."""
+    return (IPV6_WILDCARD, IPV4_WILDCARD) if ':' in address else WILDCARD_ADDRESSES

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 
 from ansible_collections.mailsec.starttls.plugins.module_utils import _tlsa, _verdict, _x509
+from ansible_collections.mailsec.starttls.plugins.module_utils._model import ANY_ADDRESS, WILDCARD_ADDRESSES
 
 DANE_PORT = 25
 MAX_AGE_FLOOR = 86400
@@ -43,7 +44,7 @@ class _Findings:
             'severity': self.policy.get(rule) or severity or _verdict.RULES[rule]['severity'],
             'title': _verdict.RULES[rule]['title'],
             'host': listener.get('host'),
-            'listener': {'address': listener.get('address'), 'port': _verdict._as_port(listener.get('port')),
+            'listener': {'address': listener.get('address'), 'port': _verdict.as_port(listener.get('port')),
                          'protocol': listener.get('protocol'), 'mta': listener.get('mta'),
                          'service': listener.get('service'), 'instance': listener.get('instance'),
                          'defined_at': listener.get('defined_at')},
@@ -130,10 +131,10 @@ def _listeners_of(addresses: list, entries: list, host_addresses: dict, port: in
     found = []
     for entry in entries:
         listener = entry['listener']
-        if _verdict._as_port(listener.get('port')) != port:
+        if _verdict.as_port(listener.get('port')) != port:
             continue
         own = {_verdict.canonical_address(listener.get(key)) for key in ('address', 'probe_address')}
-        if _verdict.canonical_address(listener.get('address')) in _verdict.WILDCARDS or listener.get('address') in ('*', None, ''):
+        if _verdict.canonical_address(listener.get('address')) in WILDCARD_ADDRESSES or listener.get('address') in ANY_ADDRESS:
             own |= {_verdict.canonical_address(address) for address in host_addresses.get(listener.get('host')) or []}
         if own & wanted:
             found.append(entry)

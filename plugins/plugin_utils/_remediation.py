@@ -35,7 +35,7 @@ class RemediationError(Exception):
 
 
 def _key(host, address, port) -> tuple:
-    return (host, _verdict.canonical_address(address), _verdict._as_port(port))
+    return (host, _verdict.canonical_address(address), _verdict.as_port(port))
 
 
 def _finding_key(finding: dict) -> tuple:
@@ -68,7 +68,7 @@ def _selected(listener: dict, only: list) -> bool:
                                    'port, service')
         if all(_verdict.canonical_address(listener.get(key)) == _verdict.canonical_address(value)
                if key == 'address' else
-               (_verdict._as_port(listener.get(key)) == _verdict._as_port(value) if key == 'port'
+               (_verdict.as_port(listener.get(key)) == _verdict.as_port(value) if key == 'port'
                 else listener.get(key) == value)
                for key, value in selector.items() if value is not None):
             return True
@@ -91,7 +91,7 @@ def _user_certificate(certificates: list, host: str, record: dict) -> dict | Non
                 continue
             score += 2
         if entry.get('port') is not None:
-            if _verdict._as_port(entry['port']) != _verdict._as_port(record.get('port')):
+            if _verdict.as_port(entry['port']) != _verdict.as_port(record.get('port')):
                 continue
             score += 4
         if score > best_score:

@@ -17,6 +17,7 @@ import threading
 import pytest
 
 from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict
+from ansible_collections.mailsec.starttls.plugins.module_utils._verdict import certificate_store
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine import probe_many
 from ansible_collections.mailsec.starttls.tests.unit.plugins.plugin_utils import scenarios as sc
 
@@ -221,7 +222,7 @@ def test_judgement_error_is_a_finding(monkeypatch):
     def explode(*_args):
         raise RuntimeError('boom')
 
-    monkeypatch.setattr(_verdict, '_store_findings', explode)
+    monkeypatch.setattr(certificate_store, 'judge_store', explode)
     findings = run('postfix-missing-file-454')
     assert [f['id'] for f in findings] == ['judgement-error']
     assert 'RuntimeError: boom' in findings[0]['summary']
