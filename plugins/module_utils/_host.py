@@ -23,11 +23,14 @@ import resource
 import time
 
 from ansible_collections.mailsec.starttls.plugins.module_utils._files import json_safe
-from ansible_collections.mailsec.starttls.plugins.module_utils._model import PORT_PROTOCOL
+from ansible_collections.mailsec.starttls.plugins.module_utils._model import (
+    PORT_PROTOCOL,
+    WILDCARD_ADDRESSES,
+    family_wildcards,
+)
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta import ADAPTERS, HostContext
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import (
     MAX_LISTENERS,
-    WILDCARD_ADDRESSES,
     is_local_address,
     mark_uncertain,
     normalise_address,
@@ -364,8 +367,7 @@ def match_sockets(ctx, listeners: list, instances: list, sockets: list | None, o
         own = pids_of.get((listener['mta'], listener['instance']), set())
         wildcard = []
         if address not in WILDCARD_ADDRESSES:
-            family_wildcards = ('::', '0.0.0.0') if ':' in address else ('0.0.0.0', '::')
-            for candidate in family_wildcards:
+            for candidate in family_wildcards(address):
                 wildcard.extend(by_endpoint.get((namespace, candidate, port), []))
         owned = [entry for entry in wildcard if entry['pid'] in own]
         if owned:

@@ -20,12 +20,11 @@ import ipaddress
 import re
 
 from ansible_collections.mailsec.starttls.plugins.module_utils._model import (
+    LOOPBACK_FOR,
     PORT_PROTOCOL,
     PROTOCOL_TLS_MODE,
+    WILDCARD_ADDRESSES,
 )
-
-WILDCARD_ADDRESSES = ('0.0.0.0', '::')
-LOOPBACK_FOR = {'0.0.0.0': '127.0.0.1', '::': '::1'}
 
 # Used when /etc/services is missing or lacks a name: the names MTAs use in their configs.
 KNOWN_SERVICE_PORTS = {

@@ -21,6 +21,7 @@ import os
 import re
 
 from ansible_collections.mailsec.starttls.plugins.module_utils._files import excerpt
+from ansible_collections.mailsec.starttls.plugins.module_utils._model import ANY_ADDRESS
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import (
     MtaAdapter,
     REASON_IMPLICIT,
@@ -499,7 +500,7 @@ class SendmailAdapter(MtaAdapter):
         name = listener.get('service') or 'MTA'
         address = listener.get('address')
         port = listener.get('port')
-        daemon = f"Port={port}, Name={name}" + (f", Addr={address}" if address not in ('0.0.0.0', '::', None) else '')
+        daemon = f"Port={port}, Name={name}" + (f", Addr={address}" if address not in ANY_ADDRESS else '')
         if desired.get('starttls') == 'withdrawn':
             steps = [f"In {mc_path}, give this daemon the M=S modifier (no STARTTLS on it alone):",
                      f"  DAEMON_OPTIONS(`{daemon}, M=S')"]
