@@ -10,6 +10,12 @@ An adapter is a class with a `name` and two methods:
 - `listeners(ctx, instance)` -> list of listener dicts (`new_listener`), each with the
   certificate binding that applies to exactly its address:port and the rule that chose it.
 
+and, for the fix a finding shows (read by _verdict/fixes.py through the registry):
+
+- `fix_text(rule, listener, detail)` -> the least change that removes finding `rule` on this
+  listener, in the MTA's own terms, or None where the general text fits;
+- `reload_text(listener)` -> how to make the MTA load the change, in words.
+
 Adapters never raise for a configuration they do not understand: they call `ctx.warn` with
 the file:line and go on. `listeners` is called inside a guard all the same.
 """
@@ -52,6 +58,14 @@ class MtaAdapter:
 
     def listeners(self, ctx, instance: dict) -> list:
         raise NotImplementedError
+
+    def fix_text(self, rule: str, listener: dict, detail: dict) -> str | None:
+        """The fix for finding `rule` on `listener` (`detail`: what the rule found, e.g. store_usable),
+        or None where the verdict's general text for the rule fits this MTA too."""
+        return None
+
+    def reload_text(self, listener: dict) -> str:
+        return 'reload the server'
 
 
 def new_instance(mta: str, instance_id: str, **fields) -> dict:
@@ -412,3 +426,21 @@ def mark_uncertain(record: dict, what: str, where: str | None, reason: str) -> d
     elif what == 'binding':
         record['binding']['resolved'] = False
     return record
+
+
+def fix_names(listener: dict) -> dict:
+    """What a finding's fix text calls a listener's parts, with a placeholder where the record
+    has none (a black-box listener has no binding, a socket no service)."""
+    binding = listener.get('binding') or {}
+    address = listener.get('address')
+    where = format_endpoint('' if address is None else str(address), listener.get('port'))
+    return {
+        'endpoint': where,
+        'address': address or 'ADDRESS',
+        'port': listener.get('port'),
+        'service': listener.get('service') or where,
+        'cert': binding.get('certificate') or '/etc/ssl/certs/mail.pem',
+        'key': binding.get('key') or binding.get('certificate') or '/etc/ssl/private/mail.key',
+        'reader': listener.get('reader_user') or 'root',
+        'defined_at': listener.get('defined_at') or 'its configuration',
+    }

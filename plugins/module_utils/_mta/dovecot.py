@@ -24,6 +24,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import 
     backslash_lines,
     bounded_items,
     enough_listeners,
+    fix_names,
     infer_protocol,
     is_local_address,
     master_processes,
@@ -340,6 +341,30 @@ def sni_entries(tree: dict, scopes: list, hidden_keys: dict | None = None) -> li
 
 class DovecotAdapter(MtaAdapter):
     name = 'dovecot'
+
+    # -- the fix a finding shows (MtaAdapter.fix_text) -------------------------------------------
+
+    def fix_text(self, rule: str, listener: dict, detail: dict) -> str | None:
+        """Per address, in a `local` block (it covers every port of the address)."""
+        names = fix_names(listener)
+        address = names['address']
+        if rule == 'starttls-advertised-without-certificate':
+            return (f"Give this address its own certificate: `local {address} {{ ssl_cert = <{names['cert']}` and "
+                    f"`ssl_key = <{names['key']} }}` (Dovecot 2.4: ssl_server_cert_file, ssl_server_key_file), or stop "
+                    f"offering TLS there: `local {address} {{ ssl = no }}` (a local block covers every port "
+                    f"of the address; nest `protocol imap {{ }}` to narrow it). Then {self.reload_text(listener)}.")
+        if rule == 'implicit-tls-without-certificate':
+            return (f"Set `ssl_cert`/`ssl_key` for this address (`local {address} {{ ... }}`) or disable the "
+                    f"inet_listener with `port = 0`. Then {self.reload_text(listener)}.")
+        if rule == 'starttls-not-offered':
+            return (f"Set `ssl = yes` for this listener (globally or in `local {address} {{ }}`). "
+                    f"Then {self.reload_text(listener)}.")
+        if rule == 'legacy-tls-protocol':
+            return f"`ssl_min_protocol = TLSv1.2`, then {self.reload_text(listener)}."
+        return None
+
+    def reload_text(self, listener: dict) -> str:
+        return '`doveconf -n`, then `doveadm reload`'
 
     def detect(self, ctx) -> list:
         masters = master_processes(ctx, 'dovecot')

@@ -25,6 +25,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import 
     MtaAdapter,
     bounded_items,
     enough_listeners,
+    fix_names,
     infer_protocol,
     is_local_address,
     mark_uncertain,
@@ -624,6 +625,37 @@ def option_value(config: EximConfig, tool_values: dict | None, name: str) -> tup
 
 class EximAdapter(MtaAdapter):
     name = 'exim'
+
+    # -- the fix a finding shows (MtaAdapter.fix_text) -------------------------------------------
+
+    def fix_text(self, rule: str, listener: dict, detail: dict) -> str | None:
+        """One configuration for every listener: options expanded per `$received_ip_address` and port."""
+        names = fix_names(listener)
+        if rule == 'starttls-advertised-without-certificate':
+            where = f"{names['address']}:{names['port']}"
+            return ('Give Exim a certificate for this address and port: `tls_certificate = '
+                    + guarded_value('<other certificate>', {where: names['cert']}) + '` with the same condition in '
+                    '`tls_privatekey`, or stop advertising here only: `tls_advertise_hosts = '
+                    + guarded_value('*', {where: ''}) + '` (keep your current host list in place of `*`). Without a '
+                    'usable tls_certificate Exim serves a self-made certificate. Then ' + self.reload_text(listener) + '.')
+        if rule == 'implicit-tls-without-certificate':
+            return ('Give Exim a usable `tls_certificate`/`tls_privatekey` for this address (an expanded '
+                    'string may depend on `$received_ip_address` and `$received_port`), or remove the port '
+                    f"from `tls_on_connect_ports` and `daemon_smtp_ports`. Then {self.reload_text(listener)}.")
+        if rule == 'starttls-not-offered':
+            return ('Let `tls_advertise_hosts` include the clients of this address (default `*`); check that no '
+                    f"condition excludes {names['endpoint']}. Then {self.reload_text(listener)}.")
+        if rule == 'legacy-tls-protocol':
+            return ('GnuTLS builds: `tls_require_ciphers = NORMAL:-VERS-TLS1.0:-VERS-TLS1.1`; OpenSSL builds: '
+                    f"`openssl_options = +no_tlsv1 +no_tlsv1_1`. Then {self.reload_text(listener)}.")
+        if rule == 'private-key-exposed':
+            path = detail.get('key') or names['key']
+            owner = f"root:{names['reader'] if names['reader'] != 'root' else 'Debian-exim'}"
+            return f"`chown {owner} {path} && chmod 0640 {path}` (Exim reads it as its own user)."
+        return None
+
+    def reload_text(self, listener: dict) -> str:
+        return '`exim -bV` (with `-C` for a non-default configuration), then restart Exim'
 
     def detect(self, ctx) -> list:
         daemons = master_processes(ctx, 'exim')

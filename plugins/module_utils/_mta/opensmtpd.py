@@ -28,6 +28,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import 
     MtaAdapter,
     backslash_lines,
     enough_listeners,
+    fix_names,
     host_addresses,
     infer_protocol,
     mark_uncertain,
@@ -232,6 +233,33 @@ def parse_listen(words: list) -> dict:
 
 class OpenSmtpdAdapter(MtaAdapter):
     name = 'opensmtpd'
+
+    # -- the fix a finding shows (MtaAdapter.fix_text) -------------------------------------------
+
+    def fix_text(self, rule: str, listener: dict, detail: dict) -> str | None:
+        """A pki attached to the `listen on` line of this address and port."""
+        names = fix_names(listener)
+        listen = f"listen on {names['address']} port {names['port']}"
+        if rule == 'starttls-advertised-without-certificate':
+            text = (f"Declare a pki and attach it to this listener: `pki mail cert \"{names['cert']}\"`, "
+                    f"`pki mail key \"{names['key']}\"`, `{listen} tls pki mail`; or "
+                    f"drop `tls` from that `listen on` line. Then {self.reload_text(listener)}.")
+            if detail.get('store_usable'):
+                text += (' The configured pki is usable, yet the handshake fails: OpenSMTPD 6.8 portable with '
+                         'OpenSSL 3 aborts with `EVP lib` (upstream issues #1171, #1239); upgrade OpenSMTPD, or '
+                         'drop `tls` from this listener until it is fixed.')
+            return text
+        if rule == 'implicit-tls-without-certificate':
+            return (f"Attach a pki to the `{listen} smtps` line (`pki NAME` with "
+                    f"cert and key), or remove the line. Then {self.reload_text(listener)}.")
+        if rule == 'starttls-not-offered':
+            return f"Add `tls pki NAME` to the `{listen}` line. Then {self.reload_text(listener)}."
+        if rule == 'legacy-tls-protocol':
+            return f"Add `protocols \"tlsv1.2,tlsv1.3\"` to the listen line, then {self.reload_text(listener)}."
+        return None
+
+    def reload_text(self, listener: dict) -> str:
+        return '`smtpd -n`, then restart smtpd'
 
     def detect(self, ctx) -> list:
         processes = master_processes(ctx, 'opensmtpd')

@@ -23,6 +23,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import 
     bounded_items,
     classify_chain_files,
     enough_listeners,
+    fix_names,
     host_addresses,
     hosts_lookup,
     infer_protocol,
@@ -406,6 +407,41 @@ def is_true(value: str) -> bool:
 
 class PostfixAdapter(MtaAdapter):
     name = 'postfix'
+
+    # -- the fix a finding shows (MtaAdapter.fix_text) -------------------------------------------
+
+    def fix_text(self, rule: str, listener: dict, detail: dict) -> str | None:
+        """Per service in master.cf, through postconf (of the listener's instance)."""
+        names = fix_names(listener)
+        directory = postfix_config_dir(listener)
+        postconf = f'postconf -c {directory}' if directory else 'postconf'
+        chain_files = f"'{names['service']}/inet/smtpd_tls_chain_files={names['key']},{names['cert']}'"
+        if rule == 'starttls-advertised-without-certificate':
+            text = (f"Bind a usable certificate to this service: `{postconf} -P {chain_files}` (key first, then the "
+                    f"certificate and its chain), or stop offering TLS on it only: `{postconf} -P "
+                    f"'{names['service']}/inet/smtpd_tls_security_level=none'`. Then {self.reload_text(listener)}.")
+            if any('postscreen' in str(note) for note in listener.get('notes') or []):
+                text += ' This service is postscreen: TLS belongs to its smtpd pass service, set the -o there.'
+            return text
+        if rule == 'implicit-tls-without-certificate':
+            return (f"Bind a certificate to this wrapper-mode service: `{postconf} -P {chain_files}`, or remove the "
+                    f"service from master.cf ({names['defined_at']}). Then {self.reload_text(listener)}.")
+        if rule == 'starttls-not-offered':
+            return (f"Offer TLS on this service: `{postconf} -P '{names['service']}/inet/smtpd_tls_security_level=may'` "
+                    '(and remove STARTTLS from smtpd_discard_ehlo_keywords if it is there). '
+                    f"Then {self.reload_text(listener)}.")
+        if rule == 'starttls-command-injection':
+            return 'Upgrade Postfix (CVE-2011-0411 was fixed in 2.8.0, 2.7.3, 2.6.9, 2.5.12 and 2.4.16).'
+        if rule == 'legacy-tls-protocol':
+            return (f"`{postconf} -e 'smtpd_tls_protocols = >=TLSv1.2' 'smtpd_tls_mandatory_protocols = "
+                    f">=TLSv1.2'`, then {self.reload_text(listener)}.")
+        return None
+
+    def reload_text(self, listener: dict) -> str:
+        directory = postfix_config_dir(listener)
+        if directory:
+            return f'`postfix -c {directory} check && postfix -c {directory} reload`'
+        return '`postfix check && postfix reload`'
 
     def detect(self, ctx) -> list:
         masters = master_processes(ctx, 'postfix')
@@ -1074,3 +1110,13 @@ def validate_staged(postconf: str, real_dir: str, candidates: dict) -> list:
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return runs
+
+
+def postfix_config_dir(listener: dict) -> str | None:
+    """A non-default Postfix instance's configuration directory (from the listener, or from
+    where master.cf defines it), for `postconf -c` / `postfix -c` in a fix text."""
+    directory = listener.get('config_dir')
+    if not directory:
+        match = re.match(r'^(/.+)/(?:master|main)\.cf:\d+$', str(listener.get('defined_at') or ''))
+        directory = match.group(1) if match else None
+    return directory if directory and directory != DEFAULT_CONFIG_DIR else None

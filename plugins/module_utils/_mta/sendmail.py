@@ -26,6 +26,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import 
     MtaAdapter,
     REASON_IMPLICIT,
     enough_listeners,
+    fix_names,
     hosts_lookup,
     infer_protocol,
     mark_uncertain,
@@ -378,6 +379,30 @@ def parse_daemon(value: str) -> dict:
 
 class SendmailAdapter(MtaAdapter):
     name = 'sendmail'
+
+    # -- the fix a finding shows (MtaAdapter.fix_text) -------------------------------------------
+
+    def fix_text(self, rule: str, listener: dict, detail: dict) -> str | None:
+        """One certificate for every daemon; STARTTLS withheld per daemon with `M=S`."""
+        names = fix_names(listener)
+        if rule == 'starttls-advertised-without-certificate':
+            return ('Sendmail serves one certificate for all daemons (`confSERVER_CERT`, `confSERVER_KEY`; the key '
+                    'owned by root, mode 0600, or sendmail refuses it as unsafe). To stop advertising on this '
+                    f"daemon only, add `M=S` to its DaemonPortOptions (Port={names['port']}, Addr={names['address']}). "
+                    f"Then {self.reload_text(listener)}.")
+        if rule == 'implicit-tls-without-certificate':
+            return ('Set `confSERVER_CERT`/`confSERVER_KEY` to a usable pair, or remove the `M=s` daemon. '
+                    f"Then {self.reload_text(listener)}.")
+        if rule == 'starttls-not-offered':
+            return ('Remove `M=S` from the daemon\'s DaemonPortOptions and make sure confSERVER_CERT/confSERVER_KEY '
+                    f"load (sendmail logs `STARTTLS: ServerCertFile` problems). Then {self.reload_text(listener)}.")
+        if rule == 'legacy-tls-protocol':
+            return ("`define(`confSERVER_SSL_OPTIONS', `+SSL_OP_NO_TLSv1 +SSL_OP_NO_TLSv1_1')`, then "
+                    f"{self.reload_text(listener)}.")
+        return None
+
+    def reload_text(self, listener: dict) -> str:
+        return 'rebuild sendmail.cf from sendmail.mc, then restart sendmail'
 
     def detect(self, ctx) -> list:
         processes = master_processes(ctx, 'sendmail')

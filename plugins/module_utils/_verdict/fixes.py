@@ -1,96 +1,37 @@
 # -*- coding: utf-8 -*-
 # Copyright: mailsec.starttls contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The fix a finding shows: the least change that removes it, in the listener's MTA's own terms."""
+"""The fix a finding shows: the least change that removes it, in the listener's MTA's own terms.
+
+Each MTA's own words come from its adapter (MtaAdapter.fix_text and reload_text in _mta/, looked up
+through the registry): adding an MTA adds its fix texts with it. What is left here is the text
+for every MTA (a middlebox, a certificate to renew), for a listener of no known MTA, and for
+Exchange, which the collection reports on but never changes.
+"""
 
 from __future__ import annotations
 
-import re
+import functools
 
+from ansible_collections.mailsec.starttls.plugins.module_utils._mta import MTA_NAMES, get_adapter
+from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import fix_names
 from ansible_collections.mailsec.starttls.plugins.module_utils._verdict.catalogue import DNS, RULES
-from ansible_collections.mailsec.starttls.plugins.module_utils._verdict.values import endpoint
+
+EXCHANGE_REPORT_ONLY = 'Exchange (report only; this collection does not change it): '
+EXCHANGE_RELOAD = '`Restart-Service MSExchangeTransport`'
 
 
-def _exim_endpoint_condition(address, port) -> str:
-    return ('and{{eq{$received_ip_address}{' + str(address) + '}}{eq{$received_port}{' + str(port) + '}}}')
+@functools.lru_cache(maxsize=None)
+def _adapter(mta: str):
+    return get_adapter(mta)
 
 
-def postfix_config_dir(listener: dict) -> str | None:
-    """A non-default Postfix instance's configuration directory (from the listener, or from
-    where master.cf defines it), for `postconf -c` / `postfix -c`."""
-    directory = listener.get('config_dir')
-    if not directory:
-        match = re.match(r'^(/.+)/(?:master|main)\.cf:\d+$', str(listener.get('defined_at') or ''))
-        directory = match.group(1) if match else None
-    return directory if directory and directory != '/etc/postfix' else None
+def adapter_for(mta: str):
+    """The adapter of a (lower-case) MTA name, or None for Exchange, an unknown name or none."""
+    return _adapter(mta) if mta in MTA_NAMES else None
 
 
-def _names(listener: dict) -> dict:
-    binding = listener.get('binding') or {}
-    address = listener.get('address') or 'ADDRESS'
-    return {
-        'endpoint': endpoint(listener.get('address'), listener.get('port')),
-        'address': address,
-        'port': listener.get('port'),
-        'service': listener.get('service') or endpoint(listener.get('address'), listener.get('port')),
-        'cert': binding.get('certificate') or '/etc/ssl/certs/mail.pem',
-        'key': binding.get('key') or binding.get('certificate') or '/etc/ssl/private/mail.key',
-        'reader': listener.get('reader_user') or 'root',
-        'postconf': f'postconf -c {postfix_config_dir(listener)}' if postfix_config_dir(listener) else 'postconf',
-        'defined_at': listener.get('defined_at') or 'its configuration',
-    }
-
-
-RELOAD = {
-    'postfix': '`postfix check && postfix reload`',
-    'exim': '`exim -bV` (with `-C` for a non-default configuration), then restart Exim',
-    'dovecot': '`doveconf -n`, then `doveadm reload`',
-    'opensmtpd': '`smtpd -n`, then restart smtpd',
-    'sendmail': 'rebuild sendmail.cf from sendmail.mc, then restart sendmail',
-    'exchange': '`Restart-Service MSExchangeTransport`',
-}
-
-
-def _reload(mta: str, listener: dict) -> str:
-    directory = postfix_config_dir(listener) if mta == 'postfix' else None
-    if directory:
-        return f'`postfix -c {directory} check && postfix -c {directory} reload`'
-    return RELOAD.get(mta, 'reload the server')
-
-
-EXCHANGE_REPORT_ONLY = ('Exchange (report only; this collection does not change it): ')
-
-
-def _bind_or_stop(mta: str, n: dict, listener: dict) -> str:
-    if mta == 'postfix':
-        text = (f"Bind a usable certificate to this service: `{n['postconf']} -P "
-                f"'{n['service']}/inet/smtpd_tls_chain_files={n['key']},{n['cert']}'` (key first, then the "
-                f"certificate and its chain), or stop offering TLS on it only: `{n['postconf']} -P "
-                f"'{n['service']}/inet/smtpd_tls_security_level=none'`. Then {_reload('postfix', listener)}.")
-        if any('postscreen' in str(note) for note in listener.get('notes') or []):
-            text += ' This service is postscreen: TLS belongs to its smtpd pass service, set the -o there.'
-        return text
-    if mta == 'exim':
-        condition = _exim_endpoint_condition(n['address'], n['port'])
-        return ('Give Exim a certificate for this address and port: `tls_certificate = ${if ' + condition
-                + '{' + n['cert'] + '}{<other certificate>}}` with the same condition in `tls_privatekey`, '
-                'or stop advertising here only: `tls_advertise_hosts = ${if ' + condition + '{}{*}}` '
-                '(keep your current host list in place of `*`). Without a usable tls_certificate Exim '
-                'serves a self-made certificate. Then ' + RELOAD['exim'] + '.')
-    if mta == 'dovecot':
-        return (f"Give this address its own certificate: `local {n['address']} {{ ssl_cert = <{n['cert']}` and "
-                f"`ssl_key = <{n['key']} }}` (Dovecot 2.4: ssl_server_cert_file, ssl_server_key_file), or stop "
-                f"offering TLS there: `local {n['address']} {{ ssl = no }}` (a local block covers every port "
-                f"of the address; nest `protocol imap {{ }}` to narrow it). Then {RELOAD['dovecot']}.")
-    if mta == 'opensmtpd':
-        return (f"Declare a pki and attach it to this listener: `pki mail cert \"{n['cert']}\"`, "
-                f"`pki mail key \"{n['key']}\"`, `listen on {n['address']} port {n['port']} tls pki mail`; or "
-                f"drop `tls` from that `listen on` line. Then {RELOAD['opensmtpd']}.")
-    if mta == 'sendmail':
-        return ('Sendmail serves one certificate for all daemons (`confSERVER_CERT`, `confSERVER_KEY`; the key '
-                'owned by root, mode 0600, or sendmail refuses it as unsafe). To stop advertising on this '
-                f"daemon only, add `M=S` to its DaemonPortOptions (Port={n['port']}, Addr={n['address']}). "
-                f"Then {RELOAD['sendmail']}.")
+def _bind_or_stop(mta: str, n: dict) -> str:
     if mta == 'exchange':
         return (EXCHANGE_REPORT_ONLY + 'find the receive connector bound to this address and port '
                 '(`Get-ReceiveConnector | Format-List Name,Bindings,Fqdn,AuthMechanism,TlsCertificateName`), '
@@ -105,53 +46,25 @@ def fix_for(rule: str, listener: dict, detail: dict | None = None) -> str:
     """The least change that removes the finding, in the listener's MTA's own terms."""
     detail = detail or {}
     mta = (listener.get('mta') or '').lower()
-    n = _names(listener)
-    reload_text = _reload(mta, listener)
+    if rule == 'presented-certificate-differs' and detail.get('no_bound_certificate'):
+        # Served although nothing usable is bound: the fix of a listener that advertises without one.
+        return fix_for('starttls-advertised-without-certificate', listener)
+    adapter = adapter_for(mta)
+    if adapter is not None:
+        text = adapter.fix_text(rule, listener, detail)
+        if text:
+            return text
+        reload_text = adapter.reload_text(listener)
+    else:
+        reload_text = EXCHANGE_RELOAD if mta == 'exchange' else 'reload the server'
+    n = fix_names(listener)
     if rule == 'starttls-advertised-without-certificate':
-        text = _bind_or_stop(mta, n, listener)
-        if mta == 'opensmtpd' and detail.get('store_usable'):
-            text += (' The configured pki is usable, yet the handshake fails: OpenSMTPD 6.8 portable with '
-                     'OpenSSL 3 aborts with `EVP lib` (upstream issues #1171, #1239); upgrade OpenSMTPD, or '
-                     'drop `tls` from this listener until it is fixed.')
-        return text
+        return _bind_or_stop(mta, n)
     if rule == 'implicit-tls-without-certificate':
-        if mta == 'postfix':
-            return (f"Bind a certificate to this wrapper-mode service: `{n['postconf']} -P "
-                    f"'{n['service']}/inet/smtpd_tls_chain_files={n['key']},{n['cert']}'`, or remove the service "
-                    f"from master.cf ({n['defined_at']}). Then {_reload('postfix', listener)}.")
-        if mta == 'exim':
-            return ('Give Exim a usable `tls_certificate`/`tls_privatekey` for this address (an expanded '
-                    'string may depend on `$received_ip_address` and `$received_port`), or remove the port '
-                    f"from `tls_on_connect_ports` and `daemon_smtp_ports`. Then {RELOAD['exim']}.")
-        if mta == 'dovecot':
-            return (f"Set `ssl_cert`/`ssl_key` for this address (`local {n['address']} {{ ... }}`) or disable the "
-                    f"inet_listener with `port = 0`. Then {RELOAD['dovecot']}.")
-        if mta == 'opensmtpd':
-            return (f"Attach a pki to the `listen on {n['address']} port {n['port']} smtps` line (`pki NAME` with "
-                    f"cert and key), or remove the line. Then {RELOAD['opensmtpd']}.")
-        if mta == 'sendmail':
-            return ('Set `confSERVER_CERT`/`confSERVER_KEY` to a usable pair, or remove the `M=s` daemon. '
-                    f"Then {RELOAD['sendmail']}.")
         if mta == 'exchange':
             return EXCHANGE_REPORT_ONLY + 'enable a certificate for the service on this port, or remove the binding.'
         return f"Bind a usable certificate and key to {n['endpoint']}, or stop listening there."
     if rule == 'starttls-not-offered':
-        if mta == 'postfix':
-            return (f"Offer TLS on this service: `{n['postconf']} -P '{n['service']}/inet/smtpd_tls_security_level=may'` "
-                    '(and remove STARTTLS from smtpd_discard_ehlo_keywords if it is there). '
-                    f"Then {_reload('postfix', listener)}.")
-        if mta == 'exim':
-            return ('Let `tls_advertise_hosts` include the clients of this address (default `*`); check that no '
-                    f"condition excludes {n['endpoint']}. Then {RELOAD['exim']}.")
-        if mta == 'dovecot':
-            return (f"Set `ssl = yes` for this listener (globally or in `local {n['address']} {{ }}`). "
-                    f"Then {RELOAD['dovecot']}.")
-        if mta == 'opensmtpd':
-            return (f"Add `tls pki NAME` to the `listen on {n['address']} port {n['port']}` line. "
-                    f"Then {RELOAD['opensmtpd']}.")
-        if mta == 'sendmail':
-            return ('Remove `M=S` from the daemon\'s DaemonPortOptions and make sure confSERVER_CERT/confSERVER_KEY '
-                    f"load (sendmail logs `STARTTLS: ServerCertFile` problems). Then {RELOAD['sendmail']}.")
         if mta == 'exchange':
             return (EXCHANGE_REPORT_ONLY + 'add `Tls` to the receive connector\'s AuthMechanism and enable a '
                     'certificate that names its FQDN for SMTP (event 12014 explains a dropped STARTTLS).')
@@ -175,13 +88,8 @@ def fix_for(rule: str, listener: dict, detail: dict | None = None) -> str:
                 f"Then {reload_text}.")
     if rule == 'private-key-exposed':
         path = detail.get('key') or n['key']
-        if mta == 'exim':
-            owner = f"root:{n['reader'] if n['reader'] != 'root' else 'Debian-exim'}"
-            return f"`chown {owner} {path} && chmod 0640 {path}` (Exim reads it as its own user)."
         return f"`chown root:root {path} && chmod 0600 {path}` ({mta or 'the server'} reads keys as root)."
     if rule == 'presented-certificate-differs':
-        if detail.get('no_bound_certificate'):
-            return _bind_or_stop(mta, n, listener)
         return (f"The certificate on disk is not the one served: reload so that it is loaded ({reload_text}); "
                 'if it still differs, find the rule that binds another certificate to this address (SNI, '
                 'a per-listener override).')
@@ -201,27 +109,12 @@ def fix_for(rule: str, listener: dict, detail: dict | None = None) -> str:
                 'point (NO STARTTLS, USENIX Security 2021). Upgrade the server or proxy; clients must discard '
                 'such bytes.')
     if rule == 'starttls-command-injection':
-        if mta == 'postfix':
-            return 'Upgrade Postfix (CVE-2011-0411 was fixed in 2.8.0, 2.7.3, 2.6.9, 2.5.12 and 2.4.16).'
         return ('The server answers commands sent before TLS as if they came after it (CVE-2011-0411 class). '
                 'Upgrade the server or the proxy in front of it.')
     if rule == 'starttls-after-tls':
         return ('RFC 3207 4.2 forbids offering STARTTLS inside TLS; upgrade the server or the proxy that '
                 'rewrites the capability list.')
     if rule == 'legacy-tls-protocol':
-        if mta == 'postfix':
-            return (f"`{n['postconf']} -e 'smtpd_tls_protocols = >=TLSv1.2' 'smtpd_tls_mandatory_protocols = "
-                    f">=TLSv1.2'`, then {_reload('postfix', listener)}.")
-        if mta == 'exim':
-            return ('GnuTLS builds: `tls_require_ciphers = NORMAL:-VERS-TLS1.0:-VERS-TLS1.1`; OpenSSL builds: '
-                    f"`openssl_options = +no_tlsv1 +no_tlsv1_1`. Then {RELOAD['exim']}.")
-        if mta == 'dovecot':
-            return f"`ssl_min_protocol = TLSv1.2`, then {RELOAD['dovecot']}."
-        if mta == 'opensmtpd':
-            return f"Add `protocols \"tlsv1.2,tlsv1.3\"` to the listen line, then {RELOAD['opensmtpd']}."
-        if mta == 'sendmail':
-            return ("`define(`confSERVER_SSL_OPTIONS', `+SSL_OP_NO_TLSv1 +SSL_OP_NO_TLSv1_1')`, then "
-                    f"{RELOAD['sendmail']}.")
         if mta == 'exchange':
             return EXCHANGE_REPORT_ONLY + 'disable TLS 1.0 and 1.1 in SCHANNEL (Exchange 2019 CU13 does by default).'
         return 'Disable TLS 1.0 and 1.1 (and SSLv3) on the server; allow TLS 1.2 and 1.3.'
