@@ -101,6 +101,7 @@ ARGUMENT_SPEC = {
     'require_audited': {'type': 'bool', 'default': True},
 }
 
+
 def _is_loopback(address: str) -> bool:
     try:
         return ipaddress.ip_address(address).is_loopback

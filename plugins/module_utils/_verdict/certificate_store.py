@@ -98,4 +98,3 @@ def judge_store(case: ListenerCase, tls_in_use: bool) -> set:
         if certificate.get('sha256'):
             described.add(normalise_sha256(certificate['sha256']))
     return described
-

@@ -19,6 +19,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._verdict.values i
     endpoint,
 )
 
+
 def probe_evidence(probe: dict) -> dict:
     """The parts of a probe that explain a finding, bounded and cleaned."""
     target = probe.get('target') or {}
@@ -108,7 +109,6 @@ def host_evidence(listener: dict) -> dict:
     if listener.get('reader_user'):
         evidence['reader_user'] = listener['reader_user']
     return evidence
-
 
 
 class LazyEvidence:

@@ -11,6 +11,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._model import PRO
 from ansible_collections.mailsec.starttls.plugins.module_utils._verdict.records import HOST_VANTAGE, listener_identity
 from ansible_collections.mailsec.starttls.plugins.module_utils._verdict.values import as_port, canonical_address
 
+
 def _probe_identity(probe: dict) -> tuple:
     target = probe.get('target') or {}
     return (probe.get('vantage'), canonical_address(target.get('address')), as_port(target.get('port')),
@@ -170,4 +171,3 @@ def join(listeners: list, probes: list, options: dict | None = None) -> list:
         attach(orphans[key], probe)
     entries.extend(orphans.values())
     return entries
-

@@ -190,7 +190,6 @@ def starttls_worked_unasked(probe: dict) -> bool:
     return str(reply.get('code')) in STARTTLS_OK and bool((probe.get('tls') or {}).get('established'))
 
 
-
 def listener_identity(listener: dict) -> tuple:
     return (listener.get('host'), canonical_address(listener.get('address')), as_port(listener.get('port')))
 

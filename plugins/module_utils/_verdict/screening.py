@@ -140,4 +140,3 @@ def screen_probes(probes) -> tuple:
                           'address': target.get('address') if isinstance(target.get('address'), str) else None,
                           'port': None, 'protocol': None, 'record_error': one_line(problem, 200)})
     return good, stand_ins
-
