@@ -101,6 +101,9 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._verdict.values i
     parse_time,
 )
 
+# The name of as_port before the split, for code written against it on branches not yet merged.
+_as_port = as_port
+
 __all__ = [
     'ANY_TLS', 'BOTH', 'DEFAULT_OPTIONS', 'DNS', 'HOST', 'HOST_VANTAGE', 'NETWORK', 'PROBLEM_RULES', 'RULE_IDS',
     'RULES', 'SEVERITIES', 'SEVERITY_RANK', 'VerdictError', 'applicable_rules', 'as_port', 'canonical_address',
