@@ -197,7 +197,7 @@ def map_entry_for(entries: list, record: dict):
     """The first entry whose listener matches the record (address, port and service where given)."""
     for entry in entries:
         address, port, service = entry['listener']
-        if port is not None and _verdict.as_port(record.get('port')) != port:  # pylint: disable=protected-access
+        if port is not None and _verdict.as_port(record.get('port')) != port:
             continue
         if address is not None and _verdict.canonical_address(address) != _verdict.canonical_address(record.get('address')):
             continue

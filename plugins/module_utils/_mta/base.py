@@ -65,6 +65,7 @@ class MtaAdapter:
         return None
 
     def reload_text(self, listener: dict) -> str:
+        """How the fix text tells the operator to make the MTA load a change to this listener."""
         return 'reload the server'
 
 
