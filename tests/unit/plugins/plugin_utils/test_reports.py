@@ -9,12 +9,14 @@ import copy
 import html.parser
 import json
 import os
+import re
 import stat
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
+from ansible_collections.mailsec.starttls.plugins.filter.judge import FilterModule
 from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict
 from ansible_collections.mailsec.starttls.plugins.plugin_utils import _policy, _report_html, _report_json, _report_junit, _report_markdown, _reports
 from ansible_collections.mailsec.starttls.tests.unit.plugins.plugin_utils import scenarios as sc
@@ -250,6 +252,29 @@ def test_write_reports_is_atomic_and_complete(report, tmp_path):
     again = _reports.write_reports(report, str(target), formats=('json',), basename='again')
     assert sorted(os.listdir(target)) == sorted([os.path.basename(p) for p in written.values()] + ['again.json'])
     assert again == {'json': str(target / 'again.json')}
+
+
+def test_every_entry_point_gives_one_text_per_format(report, tmp_path):
+    # The files (the JSON one streamed), the renderer registry and the report_* filters render through
+    # the same format modules: what a playbook writes with copy is what fleet_assess writes.
+    written = _reports.write_reports(report, str(tmp_path))
+    for name, path in written.items():
+        assert Path(path).read_bytes().decode('utf-8') == _reports.RENDERERS[name](report), name
+    filters = FilterModule().filters()
+    for name in ('junit', 'markdown', 'html'):
+        assert filters[f'report_{name}'](report) == _reports.RENDERERS[name](report), name
+
+
+def test_both_html_layouts_say_the_same_summary_and_waivers(report):
+    listener_page = _report_html.render_listener_page(report)
+    fleet_page = _report_html.render_fleet_page(report)
+    assert 'data-layout="fleet"' in fleet_page and 'data-layout' not in listener_page
+    assert 'script-src' in fleet_page and 'script-src' not in listener_page
+    for pattern in (r'<title>.*?</title>', r'<section id="summary".*?<section id="chart">.*?</section>',
+                    r'<section id="waivers"><h2>Waivers</h2>.*?</table>'):
+        parts = [re.search(pattern, page, re.S) for page in (listener_page, fleet_page)]
+        assert parts[0] and parts[1] and parts[0].group() == parts[1].group(), pattern
+    assert '<script>alert' not in listener_page and '<script>alert' not in fleet_page
 
 
 def test_a_failed_write_leaves_the_old_file(report, tmp_path, monkeypatch):
