@@ -85,4 +85,3 @@ def render_junit(report: dict) -> str:
         # Indenting is for people; at fleet scale it costs seconds and nobody reads the file by eye.
         ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding='unicode') + '\n'
-

@@ -144,4 +144,3 @@ def render_markdown(report: dict) -> str:
         where = f'failed on {md_text(error.get("finding"))}' if error.get('finding') else 'cannot be used'
         out.append(f'- Waiver {error["index"]} {where}: {md_text(error["error"])}')
     return '\n'.join(out).rstrip('\n') + '\n'
-
