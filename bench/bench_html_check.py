@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ansible_collections.mailsec.starttls.plugins.plugin_utils._report_text import all_evidence
+
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 LOAD_TIMEOUT_S = 300
 DRIVER = os.path.join(os.path.dirname(BENCH_DIR), 'tests', 'integration', 'test_report_html.py')
@@ -149,7 +151,7 @@ def check(html_path: str, json_path: str) -> dict:
             if opened['fix'] != 'Fix: ' + finding['fix']:
                 problems.append('the evidence row shows another fix')
             shown = json.loads(opened['text'])
-            if shown != json.loads(json.dumps(_evidence_of(finding))):
+            if shown != json.loads(json.dumps(all_evidence(finding))):
                 problems.append('the evidence row shows other evidence than the JSON report')
         console = browser.problems()
         if console:
@@ -161,15 +163,6 @@ def check(html_path: str, json_path: str) -> dict:
         problems.append(f'CSP: {stderr[-500:]}')
     result['problems'] = problems
     return result
-
-
-def _evidence_of(finding: dict):
-    sightings = finding.get('sightings') or []
-    if len(sightings) < 2:
-        return finding.get('evidence')
-    return {'sightings': [{'vantage': sighting.get('vantage') or 'host configuration', 'summary': sighting.get('summary'),
-                           'evidence': finding.get('evidence') if index == 0 else sighting.get('evidence')}
-                          for index, sighting in enumerate(sightings)]}
 
 
 if __name__ == '__main__':

@@ -65,6 +65,9 @@ OUTCOME_MESSAGES = {
 # Where the fleet report of the run before goes when a run starts: no longer looking current, and
 # still there for the comparison of what changed (_changes).
 PREVIOUS_SUFFIX = '.previous.json'
+# A failed task is printed with its whole result: the failure rule's reason in its message is cut to this
+# many characters (summary.fail_reason and the reports hold all of it).
+FAILURE_REASON_LIMIT = 240
 # Probes are made in batches of this many targets (at least the probe concurrency), so that a long
 # controller phase reports its progress at the default verbosity.
 PROGRESS_BATCH = 250
@@ -266,6 +269,18 @@ def resolved_addresses(address: str) -> list:
         return [address] + [info[4][0] for info in socket.getaddrinfo(address, None, 0, socket.SOCK_STREAM)]
     except (socket.gaierror, UnicodeError, OSError):
         return [address]
+
+
+def failure_message(outcome: str, reason, written: dict) -> str:
+    """The message of a run the failure rule fails: the outcome, its reason cut at a list separator,
+    and the one report to open first."""
+    text = ' '.join(str(reason or '').split())
+    if len(text) > FAILURE_REASON_LIMIT:
+        head = text[:FAILURE_REASON_LIMIT]
+        cut = head.rfind(', ')
+        text = (head[:cut] if cut > FAILURE_REASON_LIMIT // 2 else head.rstrip()) + ' ...'
+    first = next((written[kind] for kind in ('html', 'markdown', 'json', 'junit') if kind in written), None)
+    return f'{OUTCOME_MESSAGES[outcome]}: {text}' + (f' (report: {first})' if first else '')
 
 
 def bind_evidence(host: str, evidence: dict) -> dict:
@@ -549,11 +564,14 @@ class ActionModule(ActionBase):
             result['msg'] = (f"partial report {meta['partial']['name']}: {summary['findings']} finding(s) on "
                              f"{summary['hosts']} host(s); merge with mailsec.starttls.report_merge")
         elif summary['failed'] and args['fail']:
-            # Ansible prints a failed result whole: the findings are in the reports and would bury the message.
+            # Ansible prints a failed result whole: the findings, the resolved ones and the DNS answers are in
+            # the reports and would bury the message, which says what failed and where to read on.
             del result['findings']
+            result['changes'] = {key: value for key, value in report['changes'].items() if key != 'resolved_findings'}
+            if 'dns' in written:
+                del result['dns']
             result['failed'] = True
-            result['msg'] = f"{OUTCOME_MESSAGES[outcome]}: {summary['fail_reason']}" + (
-                f" (reports: {', '.join(written.values())})" if written else '')
+            result['msg'] = failure_message(outcome, summary['fail_reason'], written)
         else:
             result['msg'] = (f"{summary['findings']} finding(s), {summary['unwaived']} unwaived, on "
                              f"{summary['listeners']} listener(s) of {summary['hosts']} host(s)")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict
-from ansible_collections.mailsec.starttls.plugins.plugin_utils import _policy, _reports
+from ansible_collections.mailsec.starttls.plugins.plugin_utils import _policy, _report_html, _report_junit, _report_markdown, _reports
 
 
 def _guard(function, *args, **kwargs):
@@ -72,15 +72,15 @@ def _report_text(renderer, value):
 
 
 def report_junit(value):
-    return _report_text(_reports.render_junit, value)
+    return _report_text(_report_junit.render_junit, value)
 
 
 def report_markdown(value):
-    return _report_text(_reports.render_markdown, value)
+    return _report_text(_report_markdown.render_markdown, value)
 
 
 def report_html(value):
-    return _report_text(_reports.render_html, value)
+    return _report_text(_report_html.render_html, value)
 
 
 class FilterModule:

@@ -345,12 +345,15 @@ dns:
     - With O(dns_checks); the resolvers asked, each domain's answers and fetched policy (without its body), each MX's
       TLSA answer and listeners, the MTA-STS state, C(tlsa_publish) (zone lines for the current and next keys) and
       C(asked) (every question put to a resolver).
+    - Left out when the task fails by O(fail_when) and O(report_dir) is set (it is in C(REPORT_BASENAME.dns.json) there).
   returned: when O(dns_checks) is set and enabled
   type: dict
   sample: {resolvers: ["192.0.2.53:53"], queries: 14, tlsa_publish: ["; mx1: key bound on disk",
            "_25._tcp.mx1.example.org. IN TLSA 3 1 1 8C1F3E9A6B0D4E2F7A5C3B1D9E8F7A6B5C4D3E2F1A0B9C8D7E6F5A4B3C2D1E0F"]}
 changes:
-  description: What changed since the previous report (see docs/reports.md); counts are null without one.
+  description:
+    - What changed since the previous report (see docs/reports.md); counts are null without one.
+    - C(resolved_findings) is left out when the task fails by O(fail_when) (it is in the reports then).
   returned: always
   type: dict
   sample: {previous: {generated_at: "2026-11-27T06:00:00Z", source: /srv/audit/starttls-report.json, findings: 3},

@@ -20,7 +20,7 @@ import hashlib
 import os
 import re
 
-from ansible_collections.mailsec.starttls.plugins.plugin_utils import _changes, _policy, _reports
+from ansible_collections.mailsec.starttls.plugins.plugin_utils import _changes, _policy, _report_json, _reports
 
 PARTIAL_INFIX = '.partial-'
 _NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$')
@@ -48,7 +48,7 @@ def write_partial(report: dict, directory: str, basename: str = _reports.DEFAULT
     path = partial_path(directory, basename, name)
     try:
         os.makedirs(directory, exist_ok=True)
-        _reports.atomic_write(path, _reports.iter_json(report))
+        _reports.atomic_write(path, _report_json.iter_json(report))
     except OSError as exc:
         raise MergeError(f'cannot write partial report {path}: {exc.strerror or exc}')
     return path

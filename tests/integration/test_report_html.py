@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.mailsec.starttls.plugins.plugin_utils import _reports
+from ansible_collections.mailsec.starttls.plugins.plugin_utils import _report_html, _reports
 from ansible_collections.mailsec.starttls.tests.unit.plugins.plugin_utils import scenarios as sc
 
 CHROMIUM_NAMES = ('chromium', 'chromium-browser', 'google-chrome', 'google-chrome-stable')
@@ -264,7 +264,7 @@ def test_html_report_renders_in_chromium(chromium, tmp_path):
 def test_the_checks_can_fail(chromium, tmp_path):
     """A page that runs a script and whose numbers are wrong must be caught by the same checks."""
     report = hostile_report()
-    page = _reports.render_html(report).replace('<footer>', '<footer><script>console.error("injected")</script>')
+    page = _report_html.render_html(report).replace('<footer>', '<footer><script>console.error("injected")</script>')
     page = page.replace("script-src", "x-script-src").replace("default-src 'none'", "default-src 'unsafe-inline'")
     target = tmp_path / 'tampered.html'
     target.write_text(page, encoding='utf-8')

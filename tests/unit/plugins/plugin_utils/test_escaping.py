@@ -40,9 +40,9 @@ def test_the_report_itself_carries_no_raw_control(tmp_path):
     assert '\\u202e' in json.dumps(report, ensure_ascii=False)
 
 
-@pytest.mark.parametrize('renderer', ['render_json', 'render_junit', 'render_markdown', 'render_html'])
-def test_no_rendering_carries_a_raw_control(renderer):
-    text = getattr(_reports, renderer)(hostile_report())
+@pytest.mark.parametrize('report_format', _reports.FORMATS)
+def test_no_rendering_carries_a_raw_control(report_format):
+    text = _reports.RENDERERS[report_format](hostile_report())
     assert not RAW.search(text.replace('\n', '').replace('\t', ''))
     assert '\u202e' not in text and '\x1b' not in text and '\x7f' not in text and '\u009b' not in text
 
@@ -53,6 +53,6 @@ def test_renderers_escape_reports_they_did_not_build():
     report['findings'][0]['summary'] = HOSTILE
     report['hosts'][0]['host'] = HOSTILE
     report['listeners'][0]['host'] = HOSTILE
-    for renderer in (_reports.render_html, _reports.render_junit, _reports.render_markdown, _reports.render_json):
+    for renderer in _reports.RENDERERS.values():
         text = renderer(report)
         assert '\u202e' not in text and '\x1b' not in text and '\x7f' not in text and '\u009b' not in text

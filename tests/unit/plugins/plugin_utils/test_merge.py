@@ -12,7 +12,7 @@ import os
 import pytest
 
 from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict
-from ansible_collections.mailsec.starttls.plugins.plugin_utils import _changes, _merge, _reports
+from ansible_collections.mailsec.starttls.plugins.plugin_utils import _changes, _merge, _report_html, _report_junit, _report_markdown, _reports
 from ansible_collections.mailsec.starttls.tests.unit.plugins.plugin_utils import scenarios as sc
 from ansible_collections.mailsec.starttls.tests.unit.plugins.plugin_utils import schema_check
 
@@ -158,7 +158,7 @@ def test_without_a_previous_report_nothing_is_compared():
     assert report['changes']['previous'] is None and report['changes']['new'] is None
     assert {finding['change'] for finding in report['findings']} == {None}
     assert {finding['first_seen'] for finding in report['findings']} == {'2026-11-28T06:00:00Z'}
-    assert 'No previous report' in _reports.render_markdown(report)
+    assert 'No previous report' in _report_markdown.render_markdown(report)
 
 
 def test_new_resolved_and_persisting_with_first_seen_dates():
@@ -189,13 +189,13 @@ def test_new_resolved_and_persisting_with_first_seen_dates():
     assert changes['previous']['generated_at'] == '2026-11-27T06:00:00Z'
     assert schema_check.validate(day_three, SCHEMA) == []
     # The reports lead with the change.
-    markdown = _reports.render_markdown(day_three)
+    markdown = _report_markdown.render_markdown(day_three)
     assert markdown.index('## What changed') < markdown.index('## Summary')
     assert f"{changes['new']} new, {changes['resolved']} resolved, {changes['persisting']} persisting" in markdown
-    page = _reports.render_html(day_three)
+    page = _report_html.render_html(day_three)
     assert page.index('id="changes"') < page.index('class="cards"')
     assert f'data-resolved="{changes["resolved"]}"' in page and 'data-change="new"' in page
-    assert 'first seen: 2026-11-26T06:00:00Z' in _reports.render_junit(day_three)
+    assert 'first seen: 2026-11-26T06:00:00Z' in _report_junit.render_junit(day_three)
     # A fail_when on the change itself.
     strict = _reports.audit(listeners + healthy, probes + healthy_probes, options, fail_when='changes.new > `0`',
                             meta={'generated_at': '2026-11-28T06:00:00Z'}, previous=day_two)

@@ -11,7 +11,7 @@ import html.parser
 import json
 import re
 
-from ansible_collections.mailsec.starttls.plugins.plugin_utils import _report_html_fleet, _reports
+from ansible_collections.mailsec.starttls.plugins.plugin_utils import _report_html, _report_text, _reports
 from ansible_collections.mailsec.starttls.tests.unit.plugins.plugin_utils.test_reports import hostile_fleet
 
 
@@ -50,15 +50,15 @@ def fleet_report():
 
 def test_large_reports_get_the_fleet_page(monkeypatch):
     report = fleet_report()
-    assert 'data-layout="fleet"' not in _reports.render_html(report)
-    monkeypatch.setattr(_reports, 'HTML_FLEET_LISTENERS', 3)
-    page = _reports.render_html(report)
+    assert 'data-layout="fleet"' not in _report_html.render_html(report)
+    monkeypatch.setattr(_report_html, 'HTML_FLEET_LISTENERS', 3)
+    page = _report_html.render_html(report)
     assert 'data-layout="fleet"' in page
 
 
 def test_fleet_page_escapes_pins_its_script_and_carries_the_numbers():
     report = fleet_report()
-    page = _report_html_fleet.render(report)
+    page = _report_html.render_fleet_page(report)
     parsed = Page()
     parsed.feed(page)
     code = [script for script in parsed.scripts if script['type'] is None]
@@ -78,7 +78,7 @@ def test_fleet_page_escapes_pins_its_script_and_carries_the_numbers():
         finding = by_key[row['data-key']]
         item = evidence[int(row['data-i'])]
         assert item['key'] == finding['key'] and blob['fixes'][item['fix']] == finding['fix']
-        assert item['evidence'] == json.loads(json.dumps(_reports.all_evidence(finding), default=str))
+        assert item['evidence'] == json.loads(json.dumps(_report_text.all_evidence(finding), default=str))
         assert row['data-sev'] == finding['severity'] and row['data-rule'] == finding['id']
         assert row['data-host'] == str(finding['host']) and row['data-waived'] == str(int(finding['waived']))
     assert sorted(parsed.groups) == sorted({finding['id'] for finding in report['findings']})

@@ -9,14 +9,16 @@ import copy
 import html.parser
 import json
 import os
+import re
 import stat
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
+from ansible_collections.mailsec.starttls.plugins.filter.judge import FilterModule
 from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict
-from ansible_collections.mailsec.starttls.plugins.plugin_utils import _policy, _reports
+from ansible_collections.mailsec.starttls.plugins.plugin_utils import _policy, _report_html, _report_json, _report_junit, _report_markdown, _reports
 from ansible_collections.mailsec.starttls.tests.unit.plugins.plugin_utils import scenarios as sc
 from ansible_collections.mailsec.starttls.tests.unit.plugins.plugin_utils import schema_check
 
@@ -62,7 +64,7 @@ def test_the_report_validates_against_the_published_schema(report):
     assert schema_check.unsupported_keywords(schema) == []
     assert schema_check.validate(report, schema) == []
     everything = _reports.audit(*fleet())
-    assert schema_check.validate(json.loads(_reports.render_json(everything)), schema) == []
+    assert schema_check.validate(json.loads(_report_json.render_json(everything)), schema) == []
 
 
 def test_the_schema_checker_can_fail(report):
@@ -97,7 +99,7 @@ def test_summary_counts_agree_with_the_findings(report):
     assert summary['failed'] is True and 'critical or high' in summary['fail_reason']
     assert [w['state'] for w in report['policy']['waivers']] == ['active', 'expired']
     assert report['waivers_expired'][0]['index'] == 1
-    assert json.loads(_reports.render_json(report)) == report
+    assert json.loads(_report_json.render_json(report)) == report
 
 
 def test_probe_and_socket_listeners_are_kept(report):
@@ -111,7 +113,7 @@ def test_probe_and_socket_listeners_are_kept(report):
 
 
 def test_junit_one_case_per_listener_and_rule(report):
-    text = _reports.render_junit(report)
+    text = _report_junit.render_junit(report)
     root = ET.fromstring(text.encode('utf-8'))
     assert root.tag == 'testsuites'
     cases = root.findall('./testsuite/testcase')
@@ -143,7 +145,7 @@ def test_junit_is_well_formed_with_characters_xml_forbids():
                  'listener': {'address': '127.0.0.1', 'port': 25, 'protocol': 'smtp'}, 'vantage': 'v',
                  'summary': 'bad \x00 \x1b byte', 'evidence': {'raw': '\x02'}, 'fix': 'x', 'waived': False, 'waiver': None}]
     report = _reports.build_report(findings, [], [], {'generated_at': 'now'})
-    root = ET.fromstring(_reports.render_junit(report))
+    root = ET.fromstring(_report_junit.render_junit(report))
     failure = root.find('./testsuite/testcase/failure')
     # Visible escapes (the report escapes terminal controls before XML sees them).
     assert '\\x00' in failure.get('message') and '\\x1b' in failure.get('message')
@@ -151,7 +153,7 @@ def test_junit_is_well_formed_with_characters_xml_forbids():
 
 
 def test_markdown_escapes_hostile_text(report):
-    text = _reports.render_markdown(report)
+    text = _report_markdown.render_markdown(report)
     assert text.startswith('# STARTTLS audit report\n')
     assert '**Result: FAILED.**' in text
     assert '<script>' not in text and '<img' not in text and '<b>' not in text
@@ -202,7 +204,7 @@ class DomCollector(html.parser.HTMLParser):
 
 
 def test_html_is_self_contained_escaped_and_carries_the_numbers(report):
-    page = _reports.render_html(report)
+    page = _report_html.render_html(report)
     parser = DomCollector()
     parser.feed(page)
     assert 'script' not in parser.tags and 'img' not in parser.tags and 'iframe' not in parser.tags
@@ -211,7 +213,7 @@ def test_html_is_self_contained_escaped_and_carries_the_numbers(report):
     assert not [name for _tag, name, _value in parser.attributes if name in ('src', 'srcset', 'action', 'style')
                 or name.startswith('on')]
     assert all(value.startswith('#') for _tag, name, value in parser.attributes if name == 'href')
-    assert 'url(' not in _reports.CSS and '@import' not in _reports.CSS
+    assert 'url(' not in _report_html.CSS and '@import' not in _report_html.CSS
     assert '<script>alert("x")</script>' in ''.join(parser.text), 'hostile text is shown as text'
     summary = next(values for tag, values in parser.data_attributes if values.get('id') == 'summary')
     assert int(summary['data-findings']) == report['summary']['findings']
@@ -234,7 +236,7 @@ def test_html_is_self_contained_escaped_and_carries_the_numbers(report):
 def test_html_with_no_findings():
     listeners, probes, options = fleet('postfix-good')
     report = _reports.audit(listeners, probes, options)
-    page = _reports.render_html(report)
+    page = _report_html.render_html(report)
     assert 'data-failed="false"' in page and 'No findings to chart.' in page
     assert report['summary']['failed'] is False
 
@@ -250,6 +252,29 @@ def test_write_reports_is_atomic_and_complete(report, tmp_path):
     again = _reports.write_reports(report, str(target), formats=('json',), basename='again')
     assert sorted(os.listdir(target)) == sorted([os.path.basename(p) for p in written.values()] + ['again.json'])
     assert again == {'json': str(target / 'again.json')}
+
+
+def test_every_entry_point_gives_one_text_per_format(report, tmp_path):
+    # The files (the JSON one streamed), the renderer registry and the report_* filters render through
+    # the same format modules: what a playbook writes with copy is what fleet_assess writes.
+    written = _reports.write_reports(report, str(tmp_path))
+    for name, path in written.items():
+        assert Path(path).read_bytes().decode('utf-8') == _reports.RENDERERS[name](report), name
+    filters = FilterModule().filters()
+    for name in ('junit', 'markdown', 'html'):
+        assert filters[f'report_{name}'](report) == _reports.RENDERERS[name](report), name
+
+
+def test_both_html_layouts_say_the_same_summary_and_waivers(report):
+    listener_page = _report_html.render_listener_page(report)
+    fleet_page = _report_html.render_fleet_page(report)
+    assert 'data-layout="fleet"' in fleet_page and 'data-layout' not in listener_page
+    assert 'script-src' in fleet_page and 'script-src' not in listener_page
+    for pattern in (r'<title>.*?</title>', r'<section id="summary".*?<section id="chart">.*?</section>',
+                    r'<section id="waivers"><h2>Waivers</h2>.*?</table>'):
+        parts = [re.search(pattern, page, re.S) for page in (listener_page, fleet_page)]
+        assert parts[0] and parts[1] and parts[0].group() == parts[1].group(), pattern
+    assert '<script>alert' not in listener_page and '<script>alert' not in fleet_page
 
 
 def test_a_failed_write_leaves_the_old_file(report, tmp_path, monkeypatch):
@@ -307,13 +332,13 @@ def test_one_fault_is_one_row_with_every_vantage_in_each_format():
     advertised = [f for f in report['findings'] if f['id'] == 'starttls-advertised-without-certificate']
     assert len(advertised) == 1 and advertised[0]['vantages'] == ['host', 'controller']
     assert report['summary']['findings'] == 2 and report['summary']['by_severity']['critical'] == 2
-    rendered_html = _reports.render_html(report)
+    rendered_html = _report_html.render_html(report)
     assert rendered_html.count('data-finding-row=') == 2
     assert '<td>host, controller</td>' in rendered_html
-    markdown = _reports.render_markdown(report)
+    markdown = _report_markdown.render_markdown(report)
     assert markdown.count('` starttls-advertised-without-certificate `') == 1
     assert 'from host, controller' in markdown
-    junit = _reports.render_junit(report)
+    junit = _report_junit.render_junit(report)
     failure = ET.fromstring(junit).find(".//testcase[@name='listener 127.0.10.2:25/smtp :: "
                                         "starttls-advertised-without-certificate']/failure")
     # The controller's own evidence is in the failure text, beside the host's.
