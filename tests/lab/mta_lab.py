@@ -31,6 +31,7 @@ import contextlib
 import datetime as dt
 import fcntl
 import hashlib
+import importlib.util
 import json
 import os
 import pty
@@ -511,14 +512,19 @@ def _socket_inodes(pid: int) -> set[str]:
     return inodes
 
 
-def _decode_proc_address(hex_address: str) -> tuple[str, int]:
-    address, port = hex_address.split(':')
-    raw = bytes.fromhex(address)
-    if len(raw) == 4:
-        ip = socket.inet_ntop(socket.AF_INET, raw[::-1])
-    else:
-        ip = socket.inet_ntop(socket.AF_INET6, b''.join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
-    return ip, int(port, 16)
+def _load_plugin_module(name: str):
+    """A dependency-free module of plugins/module_utils, loaded from its file: the lab runs
+    outside any ansible_collections tree, and keeps no copy of what the collection defines."""
+    path = Path(__file__).resolve().parents[2] / 'plugins' / 'module_utils' / f'{name}.py'
+    spec = importlib.util.spec_from_file_location(f'mailsec_lab_{name.lstrip("_")}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# The collection's own /proc/net decoder (_procnet.decode_endpoint), so that the lab and
+# mta_tls_info read socket tables the same way.
+decode_endpoint = _load_plugin_module('_procnet').decode_endpoint
 
 
 def socket_table() -> list[dict]:
@@ -532,7 +538,7 @@ def socket_table() -> list[dict]:
                 listening = kind.startswith('tcp') and fields[3] == '0A'
                 if kind.startswith('tcp') and not listening:
                     continue
-                address, port = _decode_proc_address(fields[1])
+                address, port = decode_endpoint(fields[1])
                 table.append({'kind': kind, 'address': address, 'port': port, 'inode': fields[9]})
     return table
 
