@@ -14,7 +14,7 @@ from ansible.errors import AnsibleActionFail
 
 from ansible_collections.mailsec.starttls.plugins.action import fleet_assess
 from ansible_collections.mailsec.starttls.plugins.module_utils._model import new_probe
-from ansible_collections.mailsec.starttls.tests.unit.plugins.plugin_utils.scenarios import (
+from ansible_collections.mailsec.starttls.tests.unit.plugins.scenarios import (
     listener,
     missing_store,
     store,

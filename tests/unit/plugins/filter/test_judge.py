@@ -12,7 +12,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.mailsec.starttls.plugins.filter.judge import FilterModule
-from ansible_collections.mailsec.starttls.tests.unit.plugins.plugin_utils import scenarios as sc
+from ansible_collections.mailsec.starttls.tests.unit.plugins import scenarios as sc
 
 FILTERS = FilterModule().filters()
 

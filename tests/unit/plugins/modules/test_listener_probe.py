@@ -13,6 +13,7 @@ import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.mailsec.starttls.plugins.modules import listener_probe
+from ansible_collections.mailsec.starttls.tests.unit.plugins.scripted_server import smtp_starttls_refused
 
 
 def run_module(capsys, arguments: dict) -> dict:
@@ -23,31 +24,9 @@ def run_module(capsys, arguments: dict) -> dict:
 
 
 @pytest.fixture
-def smtp_server():
-    """A tiny SMTP listener that greets, lists STARTTLS and refuses it like a Postfix without certificate."""
-    import threading  # pylint: disable=import-outside-toplevel
-    listener = socket.socket()
-    listener.bind(('127.0.0.1', 0))
-    listener.listen(4)
-
-    def serve():
-        conn, _peer = listener.accept()
-        with conn:
-            stream = conn.makefile('rwb')
-            stream.write(b'220 unit ESMTP\r\n')
-            stream.flush()
-            stream.readline()
-            stream.write(b'250-unit\r\n250 STARTTLS\r\n')
-            stream.flush()
-            stream.readline()
-            stream.write(b'454 4.7.0 TLS not available due to local problem\r\n')
-            stream.flush()
-            stream.readline()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    listener.close()
+def smtp_server(scripted):
+    """The port of a scripted SMTP listener that refuses STARTTLS like a Postfix without certificate."""
+    return scripted(smtp_starttls_refused()).port
 
 
 def test_module_returns_probes_and_summary(capsys, smtp_server):
