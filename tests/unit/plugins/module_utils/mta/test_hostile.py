@@ -122,31 +122,20 @@ def test_expansion_budget_counts_total_and_steps():
 
 # -- include fan-out ----------------------------------------------------------------------------
 
-def test_dovecot_self_include_three_times(host):
-    host.write('/etc/dovecot/dovecot.conf', DOVECOT_LISTEN + '!include loop.conf\n')
-    host.write('/etc/dovecot/loop.conf', '!include loop.conf\n!include loop.conf\n!include loop.conf\n')
-    outcome = gather_bounded(host, mtas=['dovecot'])
-    result = outcome['result']
-    assert endpoints(result) == ['127.0.30.1:143', '127.0.30.1:993']
-    assert 'include cycle: /etc/dovecot/loop.conf includes itself' in warnings_text(result)
-    assert outcome['seconds'] < 5
-
-
-def test_exim_self_include_three_times(host):
-    host.write('/etc/exim/configure', EXIM_LISTEN + '.include /etc/exim/configure\n' * 3)
-    outcome = gather_bounded(host, mtas=['exim'], config_paths={'exim': ['/etc/exim/configure']})
-    result = outcome['result']
-    assert endpoints(result) == ['127.0.20.1:25', '127.0.20.1:587']
-    assert 'include cycle' in warnings_text(result)
-    assert outcome['seconds'] < 5
-
-
-def test_opensmtpd_self_include_three_times(host):
-    host.write('/etc/smtpd.conf', SMTPD_LISTEN + 'include "/etc/smtpd.conf"\n' * 3)
-    outcome = gather_bounded(host, mtas=['opensmtpd'])
-    result = outcome['result']
-    assert endpoints(result) == ['127.0.40.1:25', '127.0.40.1:587']
-    assert 'include cycle' in warnings_text(result)
+@pytest.mark.parametrize('mta, files, options, expected, warning', [
+    ('dovecot', {'/etc/dovecot/dovecot.conf': DOVECOT_LISTEN + '!include loop.conf\n',
+                 '/etc/dovecot/loop.conf': '!include loop.conf\n' * 3},
+     {}, ['127.0.30.1:143', '127.0.30.1:993'], 'include cycle: /etc/dovecot/loop.conf includes itself'),
+    ('exim', {'/etc/exim/configure': EXIM_LISTEN + '.include /etc/exim/configure\n' * 3},
+     {'config_paths': {'exim': ['/etc/exim/configure']}}, ['127.0.20.1:25', '127.0.20.1:587'], 'include cycle'),
+    ('opensmtpd', {'/etc/smtpd.conf': SMTPD_LISTEN + 'include "/etc/smtpd.conf"\n' * 3},
+     {}, ['127.0.40.1:25', '127.0.40.1:587'], 'include cycle'),
+])
+def test_a_file_that_includes_itself_three_times(host, mta, files, options, expected, warning):
+    host.files(files)
+    outcome = gather_bounded(host, mtas=[mta], **options)
+    assert endpoints(outcome['result']) == expected
+    assert warning in warnings_text(outcome['result'])
     assert outcome['seconds'] < 5
 
 
