@@ -184,23 +184,18 @@ def test_dovecot_include_try_of_a_key(host, armour):
     assert f'{KEY_PATH} holds' in warnings_text(result) and 'nothing of it quoted' in warnings_text(result)
 
 
-def test_exim_include_of_a_key_and_config_paths_at_a_key(host):
+@pytest.mark.parametrize('mta, config, text, endpoint', [
+    ('exim', '/etc/exim/configure', EXIM_LISTEN + f'.include {KEY_PATH}\n', '127.0.20.1:25'),
+    ('opensmtpd', '/etc/smtpd.conf', SMTPD_LISTEN + f'include "{KEY_PATH}"\n', '127.0.40.1:25'),
+])
+def test_include_of_a_key_and_config_paths_at_a_key(host, mta, config, text, endpoint):
     key_text, lines = fake_private_key()
     host.write(KEY_PATH, key_text, dedent=False)
-    host.write('/etc/exim/configure', EXIM_LISTEN + f'.include {KEY_PATH}\n')
-    outcome = gather_bounded(host, mtas=['exim'], config_paths={'exim': ['/etc/exim/configure', KEY_PATH]})
+    host.write(config, text)
+    outcome = gather_bounded(host, mtas=[mta], config_paths={mta: [config, KEY_PATH]})
     assert_no_key(outcome, lines)
-    assert '127.0.20.1:25' in endpoints(outcome['result'])
+    assert endpoint in endpoints(outcome['result'])
     assert f'{KEY_PATH} holds PEM or private key material' in warnings_text(outcome['result'])
-
-
-def test_opensmtpd_include_of_a_key_and_config_paths_at_a_key(host):
-    key_text, lines = fake_private_key()
-    host.write(KEY_PATH, key_text, dedent=False)
-    host.write('/etc/smtpd.conf', SMTPD_LISTEN + f'include "{KEY_PATH}"\n')
-    outcome = gather_bounded(host, mtas=['opensmtpd'], config_paths={'opensmtpd': ['/etc/smtpd.conf', KEY_PATH]})
-    assert_no_key(outcome, lines)
-    assert '127.0.40.1:25' in endpoints(outcome['result'])
 
 
 def test_postfix_main_cf_that_is_a_key(host):
