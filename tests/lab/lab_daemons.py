@@ -74,10 +74,10 @@ class DaemonSupervisor:
         self.pkgroot = pkgroot
         self.children: list[subprocess.Popen] = []
 
-    def run(self, spec: InstanceSpec, argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+    def run(self, spec: InstanceSpec, argv: list[str], check: bool = False, **kwargs) -> subprocess.CompletedProcess:
         """Run a command in a fresh namespace laid out like the daemon of `spec` sees it."""
         return subprocess.run(self.namespace_argv(self.layout(spec).mounts, argv), env=clean_environment(self.root),
-                              **kwargs)
+                              check=check, **kwargs)
 
     def make_namespace_layers(self) -> None:
         """Files laid over /etc and /var inside each daemon's private mount namespace."""

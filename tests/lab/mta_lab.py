@@ -183,7 +183,6 @@ class Lab:
         specs = {spec.instance: spec for spec in self.specs}
         if instance not in specs:
             raise LabError(f'unknown instance {instance!r}; known: {", ".join(specs)}')
-        kwargs.setdefault('check', False)
         return self.daemons.run(specs[instance], argv, **kwargs)
 
     def renew_certificate(self, name: str) -> str:
