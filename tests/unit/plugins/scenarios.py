@@ -8,6 +8,11 @@ The shapes are those of the real engines: probes as `_probe.engine.probe_many` r
 OpenSMTPD 6.8 in the lab, research/MTA-BEHAVIOUR.md), listeners as `_host.gather_host` builds
 them with `_certs.StoreInspector` stores. Every scenario names the findings it must produce,
 as (id, vantage) pairs, and nothing else may appear.
+
+This is the one catalogue of such records for the unit tests: the judgement, the filters, the
+reports, the policy, DANE, and fleet_assess's stand-in for probe_many all build theirs here
+(`listener`, `store`, `probe`, `tls_ok`, `refused_454`, ...), so that a change of the record
+shapes is made once.
 """
 
 from __future__ import annotations
