@@ -16,7 +16,6 @@ in `unmatched_sockets`.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import resource
@@ -41,6 +40,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._mta.sniff import
     foreign_format,
     templated_where,
 )
+from ansible_collections.mailsec.starttls.plugins.module_utils._procnet import decode_endpoint
 
 DEFAULT_OPTIONS = {
     'root': '/',
@@ -243,10 +243,8 @@ def scan_sockets(ctx, processes: list | None = None) -> list | None:
                 fields = line.split()
                 if len(fields) < 10 or fields[3] != TCP_LISTEN:
                     continue
-                address_hex, _sep, port_hex = fields[1].partition(':')
                 try:
-                    address = decode_address(address_hex)
-                    port = int(port_hex, 16)
+                    address, port = decode_endpoint(fields[1])
                     inode = int(fields[9])
                 except ValueError:
                     continue
@@ -258,18 +256,6 @@ def scan_sockets(ctx, processes: list | None = None) -> list | None:
         ctx.cannot_see(f'{ctx.proc_root}/net/tcp: listening sockets unreadable')
         return None
     return sockets
-
-
-def decode_address(address_hex: str) -> str:
-    """An address from /proc/net/tcp's little-endian-per-word hex."""
-    raw = bytes.fromhex(address_hex)
-    if len(raw) == 4:
-        return str(ipaddress.IPv4Address(raw[::-1]))
-    words = b''.join(raw[index:index + 4][::-1] for index in range(0, 16, 4))
-    address = ipaddress.IPv6Address(words)
-    if address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(address)
 
 
 def map_socket_owners(ctx, sockets: list, processes: list) -> None:

@@ -9,6 +9,7 @@ import ctypes
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -162,6 +163,59 @@ def run_playbook(ansible_env, tmp_path_factory):
         return result
 
     return run
+
+
+# mta_tls_info run by ansible-playbook on localhost with the options a test gives; the result is
+# copied to {{ result_file }} (run_playbook reads it back), also under --check.
+MTA_TLS_INFO_PLAY = """
+- name: Inspect mail listeners and certificate stores
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: AUDIT | Inspect mail listeners and certificate stores
+      mailsec.starttls.mta_tls_info: {options}
+      register: starttls_host
+    - name: REPORT | Keep the result for the test
+      ansible.builtin.copy:
+        content: "{{{{ starttls_host | to_json }}}}"
+        dest: "{{{{ result_file }}}}"
+        mode: '0600'
+      check_mode: false
+"""
+
+
+@pytest.fixture(scope='session')
+def run_mta_tls_info(run_playbook):
+    """run(options, args=()): mta_tls_info with these module options in a real ansible-playbook run;
+    returns what run_playbook returns (stdout, stderr and the module's result under 'result')."""
+    def run(options: dict, args: tuple = ()) -> dict:
+        # JSON is YAML: the options go into the play as one flow mapping, quoted as JSON quotes.
+        return run_playbook(MTA_TLS_INFO_PLAY.format(options=json.dumps(options)), args=args)
+
+    return run
+
+
+def bind_udp_sink(address: str, port: int = 53) -> socket.socket | None:
+    """A UDP socket on address:port that keeps whatever arrives (a resolver nobody should ask), or
+    None when the address is taken."""
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sink.bind((address, port))
+    except OSError:
+        sink.close()
+        return None
+    sink.setblocking(False)
+    return sink
+
+
+def drain(sink: socket.socket) -> list[bytes]:
+    """The datagrams that arrived at a sink since the last drain."""
+    received = []
+    while True:
+        try:
+            received.append(sink.recv(4096))
+        except BlockingIOError:
+            return received
 
 
 @pytest.fixture(scope='session')

@@ -13,26 +13,6 @@ import subprocess
 
 import pytest
 
-HOSTILE_PLAY = """
-- name: Inspect hostile configurations
-  hosts: localhost
-  gather_facts: false
-  tasks:
-    - name: AUDIT | Inspect configurations that include a private key
-      mailsec.starttls.mta_tls_info:
-        mtas: [dovecot, exim, opensmtpd]
-        use_tools: always
-        probe: false
-        scan_sockets: false
-        binaries: "{{ binaries }}"
-        config_paths: "{{ config_paths }}"
-      register: starttls_host
-    - name: REPORT | Keep the result for the test
-      ansible.builtin.copy:
-        content: "{{ starttls_host | to_json }}"
-        dest: "{{ result_file }}"
-        mode: '0600'
-"""
 LAB_TOOLS = ('/opt/mailsec-lab/root/usr/sbin', '/usr/sbin', '/usr/bin')
 
 
@@ -50,7 +30,7 @@ def key_pieces(text: str, body_lines: list, window: int = 12) -> list:
             for start in range(0, len(line) - window + 1) if line[start:start + window] in text]
 
 
-def test_included_private_key_never_reaches_output_at_vvv(run_playbook, tmp_path):
+def test_included_private_key_never_reaches_output_at_vvv(run_mta_tls_info, tmp_path):
     if not shutil.which('openssl'):
         pytest.skip('openssl is needed to make a real key')
     key = tmp_path / 'mail.key'
@@ -69,7 +49,9 @@ def test_included_private_key_never_reaches_output_at_vvv(run_playbook, tmp_path
     config_paths = {'dovecot': [str(tmp_path / 'dovecot.conf')],
                     'exim': [str(tmp_path / 'exim.conf'), str(tmp_path / 'exim-bare.conf'), str(key)],
                     'opensmtpd': [str(tmp_path / 'smtpd.conf'), str(key)]}
-    outcome = run_playbook(HOSTILE_PLAY, {'binaries': binaries, 'config_paths': config_paths}, args=('-vvv',))
+    options = {'mtas': ['dovecot', 'exim', 'opensmtpd'], 'use_tools': 'always', 'probe': False, 'scan_sockets': False,
+               'binaries': binaries, 'config_paths': config_paths}
+    outcome = run_mta_tls_info(options, args=('-vvv',))
     everything = outcome['stdout'] + outcome['stderr'] + str(outcome.get('result'))
     assert key_pieces(everything, body) == []
     assert 'holds PEM or private key material' in outcome['stdout']

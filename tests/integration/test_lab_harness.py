@@ -27,6 +27,7 @@ import pytest
 LAB_DIR = Path(__file__).resolve().parents[1] / 'lab'
 sys.path.insert(0, str(LAB_DIR))
 import mta_lab  # noqa: E402  pylint: disable=import-error,wrong-import-position
+from conftest import bind_udp_sink, drain  # noqa: E402  pylint: disable=wrong-import-position
 
 # The same root as the `lab` fixture in conftest.py: both fixtures share one running lab
 # (start is idempotent), since two labs cannot hold the same addresses at once.
@@ -131,32 +132,11 @@ def probe(address: str, port: int, protocol: str) -> dict:
 # Fixtures
 # ---------------------------------------------------------------------------------------------
 
-def bind_dns_sink() -> socket.socket | None:
-    """A UDP socket on the lab's resolver address: any datagram there is a daemon asking DNS."""
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sink.bind((mta_lab.UNUSED_RESOLVER, 53))
-    except OSError:
-        sink.close()
-        return None
-    sink.setblocking(False)
-    return sink
-
-
-def drain(sink: socket.socket) -> list[bytes]:
-    received = []
-    while True:
-        try:
-            received.append(sink.recv(4096))
-        except BlockingIOError:
-            return received
-
-
 @pytest.fixture(scope='session')
 def dns_sink():
     if os.geteuid() != 0:
         pytest.skip('the lab starts real MTAs on privileged loopback ports and needs root')
-    sink = bind_dns_sink()
+    sink = bind_udp_sink(mta_lab.UNUSED_RESOLVER)
     yield sink
     if sink is not None:
         sink.close()

@@ -7,27 +7,6 @@ from __future__ import annotations
 
 import pytest
 
-INFO_PLAY = """
-- name: Inspect the lab host
-  hosts: localhost
-  gather_facts: false
-  tasks:
-    - name: AUDIT | Inspect mail listeners and certificate stores
-      mailsec.starttls.mta_tls_info:
-        host: lab
-        config_paths: "{{ config_paths }}"
-        probe_options:
-          timeout: 5
-          deadline: 20
-      register: starttls_host
-    - name: REPORT | Keep the result for the test
-      ansible.builtin.copy:
-        content: "{{ starttls_host | to_json }}"
-        dest: "{{ result_file }}"
-        mode: '0600'
-      check_mode: false
-"""
-
 # Where the module and the lab's manifest legitimately see a binding differently: Dovecot's LMTP
 # ignores `local {}` blocks and OpenSMTPD binds no pki to a listen line without `tls`; the module
 # reports what the daemon uses (none), the manifest what the configuration declares nearby.
@@ -35,14 +14,15 @@ BINDING_SEMANTICS_DIFFER = {'dovecot-bound/127.0.30.5:24', 'opensmtpd-main/127.0
 
 
 @pytest.fixture(scope='module')
-def inspected(lab, run_playbook):
+def inspected(lab, run_mta_tls_info):
     # A daemon that refused to start leaves no process to find its configuration from: name it, as a
     # user with a non-standard install would.
     config_paths = {}
     for daemon in lab['daemons']:
         if not daemon['started'] and daemon.get('config_file'):
             config_paths.setdefault(daemon['mta'], []).append(daemon['config_file'])
-    outcome = run_playbook(INFO_PLAY, {'config_paths': config_paths}, args=('--check',))
+    outcome = run_mta_tls_info({'host': 'lab', 'config_paths': config_paths,
+                                'probe_options': {'timeout': 5, 'deadline': 20}}, args=('--check',))
     result = outcome['result']
     # The module inspects the whole host: MTAs that run beside the lab (the demo host in the machine's
     # network namespace, say) are found too. Only the lab's own listeners are compared here.

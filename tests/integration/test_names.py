@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 
 import pytest
 
-from conftest import ansible_bin
+from conftest import ansible_bin, bind_udp_sink, drain
 
 NAME = 'mx.lab.test'
 # A compliant Postfix listener and the KB Q237327 one (STARTTLS advertised, certificate missing: 454).
@@ -48,20 +47,11 @@ PLAYBOOK = """
 
 @pytest.fixture(scope='module')
 def resolver_sink():
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.bind((RESOLVER, 53))
-    sink.setblocking(False)
+    sink = bind_udp_sink(RESOLVER)
+    if sink is None:
+        pytest.fail(f'{RESOLVER}:53 is taken: the test cannot count DNS queries')
     yield sink
     sink.close()
-
-
-def queries(sink) -> list:
-    received = []
-    while True:
-        try:
-            received.append(sink.recv(4096))
-        except BlockingIOError:
-            return received
 
 
 @pytest.fixture(scope='module')
@@ -87,7 +77,7 @@ def probed_by_name(lab, ansible_env, resolver_sink, tmp_path_factory):  # pylint
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-2000:]
     return {'probes': json.loads(result.read_text()),
             'report': json.loads((work / 'reports' / 'starttls-report.json').read_text()),
-            'queries': queries(resolver_sink)}
+            'queries': drain(resolver_sink)}
 
 
 def test_every_address_of_a_name_is_probed_and_says_which_it_was(probed_by_name):

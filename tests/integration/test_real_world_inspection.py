@@ -14,32 +14,13 @@ import pytest
 from ansible_collections.mailsec.starttls.plugins.module_utils._host import gather_host
 from ansible_collections.mailsec.starttls.plugins.module_utils._verdict import judge
 
-INFO_PLAY = """
-- name: Inspect the lab's OpenSMTPD instances
-  hosts: localhost
-  gather_facts: false
-  tasks:
-    - name: AUDIT | Inspect OpenSMTPD listeners and certificate stores
-      mailsec.starttls.mta_tls_info:
-        host: lab
-        mtas: [opensmtpd]
-        probe_options:
-          timeout: 5
-          deadline: 20
-      register: starttls_host
-    - name: REPORT | Keep the result for the test
-      ansible.builtin.copy:
-        content: "{{ starttls_host | to_json }}"
-        dest: "{{ result_file }}"
-        mode: '0600'
-      check_mode: false
-"""
 PKGROOT = os.environ.get('MAILSEC_LAB_PKGROOT', '/opt/mailsec-lab/root')
 EXIM = os.path.join(PKGROOT, 'usr/sbin/exim4')
 
 
-def test_opensmtpd_hostname_without_tls_is_starttls_not_offered(lab, run_playbook):
-    result = run_playbook(INFO_PLAY, args=('--check',))['result']
+def test_opensmtpd_hostname_without_tls_is_starttls_not_offered(lab, run_mta_tls_info):  # pylint: disable=unused-argument
+    options = {'host': 'lab', 'mtas': ['opensmtpd'], 'probe_options': {'timeout': 5, 'deadline': 20}}
+    result = run_mta_tls_info(options, args=('--check',))['result']
     held = [item for item in result['listeners'] if (item['address'], item['port']) == ('127.0.40.8', 25)]
     assert len(held) == 1, [item['id'] for item in result['listeners']]
     listener = held[0]

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.mailsec.starttls.plugins.plugin_utils import _report_html, _reports
-from ansible_collections.mailsec.starttls.tests.unit.plugins.plugin_utils import scenarios as sc
+from ansible_collections.mailsec.starttls.tests.unit.plugins import scenarios as sc
 
 CHROMIUM_NAMES = ('chromium', 'chromium-browser', 'google-chrome', 'google-chrome-stable')
 HOSTILE = ('<script>document.title="pwned";console.error("pwned")</script><img src=x onerror="console.error(1)">'

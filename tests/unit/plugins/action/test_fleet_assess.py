@@ -13,10 +13,12 @@ import pytest
 from ansible.errors import AnsibleActionFail
 
 from ansible_collections.mailsec.starttls.plugins.action import fleet_assess
-from ansible_collections.mailsec.starttls.plugins.module_utils._model import new_probe
-from ansible_collections.mailsec.starttls.tests.unit.plugins.plugin_utils.scenarios import (
+from ansible_collections.mailsec.starttls.tests.unit.plugins.scenarios import (
     listener,
     missing_store,
+    not_advertised,
+    probe,
+    refused_454,
     store,
 )
 
@@ -41,12 +43,9 @@ def probed(monkeypatch):
         calls.append([dict(target) for target in targets])
         results = []
         for target in targets:
-            record = new_probe(target['address'], target['port'], target['protocol'], target.get('sni'),
-                               (options or {}).get('vantage') or 'controller')
-            record.update({'connected': True, 'greeting': {'code': '220', 'lines': ['mx ESMTP']},
-                           'capabilities': ['STARTTLS'], 'starttls_advertised': True,
-                           'starttls_reply': {'code': '454', 'text': '4.7.0 TLS not available'}})
-            results.append(record)
+            results.append(probe(target['address'], target['port'], target['protocol'],
+                                 (options or {}).get('vantage') or 'controller', sni=target.get('sni'),
+                                 starttls_reply={'code': '454', 'text': '4.7.0 TLS not available'}))
         return results
 
     monkeypatch.setattr(fleet_assess, 'probe_many', fake_probe_many)
@@ -182,9 +181,7 @@ def test_the_console_result_carries_no_raw_terminal_or_bidi_control(probed):
     hostile = 'x\x1b[2J\u009b1m\x7f\u202eexe'
     record = good_listener('mx-a', '192.0.2.10', defined_at=f'/etc/postfix/{hostile}:1',
                            service=hostile)
-    record['probe'] = dict(new_probe('192.0.2.10', 25, 'smtp', None, 'host'), connected=True,
-                           greeting={'code': '220', 'lines': [hostile]}, starttls_advertised=True,
-                           starttls_reply={'code': '454', 'text': hostile})
+    record['probe'] = refused_454('192.0.2.10', 25, 'host', text=hostile, greeting={'code': '220', 'lines': [hostile]})
     hostvars = {'mx-a': {'ansible_host': '192.0.2.10', 'starttls_host': evidence(
         record, good_listener('mx-a', f'198.51.100.{hostile}'))}}
     result = run_action({'fail': True}, hostvars)
@@ -211,11 +208,7 @@ def test_probes_of_a_name_come_back_per_address_and_are_bound_to_their_host(monk
         results = []
         for target in targets:
             for address in ('127.0.0.1', '127.0.91.2'):
-                record = new_probe(address, target['port'], target['protocol'], None, options['vantage'],
-                                   target['address'])
-                record.update({'connected': True, 'capabilities': [], 'starttls_advertised': False,
-                               'greeting': {'code': '220', 'lines': ['mx ESMTP']}})
-                results.append(record)
+                results.append(not_advertised(address, target['port'], options['vantage'], name=target['address']))
         return results
 
     monkeypatch.setattr(fleet_assess, 'probe_many', per_address)
@@ -293,10 +286,7 @@ def test_delegated_vantages_are_planned_then_bound_to_their_name(probed, tmp_pat
         'outside': [('203.0.113.25', 25)], 'partner': [('203.0.113.25', 25)], 'gone': [('203.0.113.25', 25)]}
 
     def answer(name, address, port, label):
-        record = new_probe(address, port, 'smtp', None, label)
-        record.update({'connected': True, 'greeting': {'code': '220', 'lines': ['mx ESMTP']},
-                       'capabilities': [], 'starttls_advertised': False})
-        return {'item': name, 'probes': [record]}
+        return {'item': name, 'probes': [not_advertised(address, port, label)]}
 
     delegated = [
         # The launch of an async job has no probes; its async_status result carries the item it polled.

@@ -11,13 +11,13 @@ import pytest
 from ansible.errors import AnsibleActionFail
 
 from ansible_collections.mailsec.starttls.plugins.action import fleet_assess
-from ansible_collections.mailsec.starttls.plugins.module_utils._model import new_probe
 from ansible_collections.mailsec.starttls.tests.unit.plugins.action.test_fleet_assess import (  # pylint: disable=unused-import
     evidence,
     good_listener,
     probed,
     run_action,
 )
+from ansible_collections.mailsec.starttls.tests.unit.plugins.scenarios import unreachable
 
 REPORTS = ('starttls-report.json', 'starttls-report.junit.xml', 'starttls-report.md', 'starttls-report.html')
 
@@ -47,10 +47,8 @@ def unanswered(monkeypatch):
     def fake_probe_many(targets, options=None, connect=None, max_parallel=None):
         results = []
         for target in targets:
-            record = new_probe(target['address'], target['port'], target['protocol'], target.get('sni'),
-                               (options or {}).get('vantage') or 'controller')
-            record['error'] = {'stage': 'connect', 'message': 'connection refused'}
-            results.append(record)
+            results.append(unreachable(target['address'], target['port'], target['protocol'],
+                                       (options or {}).get('vantage') or 'controller', sni=target.get('sni')))
         return results
 
     monkeypatch.setattr(fleet_assess, 'probe_many', fake_probe_many)

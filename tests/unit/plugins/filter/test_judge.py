@@ -12,7 +12,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.mailsec.starttls.plugins.filter.judge import FilterModule
-from ansible_collections.mailsec.starttls.tests.unit.plugins.plugin_utils import scenarios as sc
+from ansible_collections.mailsec.starttls.tests.unit.plugins import scenarios as sc
 
 FILTERS = FilterModule().filters()
 
@@ -75,9 +75,7 @@ def test_findings_filter_turns_unreadable_records_into_judgement_errors():
     broken = [{'host': 'mx1', 'address': '192.0.2.1', 'port': [25], 'protocol': 'smtp'},
               {'host': 'mx2', 'address': '192.0.2.2', 'port': 25, 'binding': 'cert.pem'},
               {'host': 'mx3', 'address': '192.0.2.3', 'port': 25, 'protocol': 'gopher'}]
-    probe = {'target': {'address': '192.0.2.1', 'port': 25, 'protocol': 'smtp'}, 'vantage': 'controller',
-             'tls_mode': 'starttls', 'connected': True, 'starttls_advertised': True,
-             'starttls_reply': {'code': '454', 'text': 'no'}, 'flags': []}
+    probe = sc.refused_454('192.0.2.1', 25, text='no')
     result = FILTERS['findings']([good] + broken, [probe, {'target': ['x'], 'vantage': 'controller'}],
                                  {'now': '2026-12-01T00:00:00Z'})
     errors = sorted((finding['host'] or '-', finding['summary']) for finding in result if finding['id'] == 'judgement-error')

@@ -9,17 +9,19 @@ from __future__ import annotations
 import collections
 import copy
 import json
-import socket
-import ssl
-import subprocess
-import threading
 
 import pytest
 
 from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict
 from ansible_collections.mailsec.starttls.plugins.module_utils._verdict import certificate_store
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine import probe_many
-from ansible_collections.mailsec.starttls.tests.unit.plugins.plugin_utils import scenarios as sc
+from ansible_collections.mailsec.starttls.tests.unit.plugins import scenarios as sc
+from ansible_collections.mailsec.starttls.tests.unit.plugins.scripted_server import (
+    imap_ok_then_bye,
+    self_signed_certificate,
+    smtp_open,
+    smtp_starttls_refused,
+)
 
 SCENARIOS = sc.scenarios()
 
@@ -336,71 +338,24 @@ def test_a_store_that_could_not_be_inspected_is_visible_not_guessed():
 @pytest.fixture(scope='module')
 def exim_like_certificate(tmp_path_factory):
     """A self-signed certificate shaped like Exim's self-made one (O=Exim Developers, short-lived)."""
-    directory = tmp_path_factory.mktemp('exim-auto')
-    cert, key = directory / 'cert.pem', directory / 'key.pem'
-    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', str(key), '-out', str(cert),
-                    '-days', '1', '-subj', '/C=UK/O=Exim Developers/CN=lab-host'], check=True, capture_output=True)
-    return str(cert), str(key)
+    return self_signed_certificate(tmp_path_factory.mktemp('exim-auto'), '/C=UK/O=Exim Developers/CN=lab-host',
+                                   san=None, days=1, key_type='rsa')
 
 
-class Replay:
-    """Serves one scripted connection: ('send', bytes), ('expect', prefix), ('receive',) for raw bytes,
-    ('tls', (cert, key)), ('close',)."""
-
-    def __init__(self, script):
-        self.script = script
-        self.sock = socket.socket()
-        self.sock.bind(('127.0.0.1', 0))
-        self.sock.listen(4)
-        self.port = self.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
-
-    def serve(self):
-        self.sock.settimeout(10)
-        try:
-            conn, _peer = self.sock.accept()
-        except OSError:
-            return
-        conn.settimeout(10)
-        stream = conn.makefile('rb')
-        try:
-            for step in self.script:
-                if step[0] == 'send':
-                    conn.sendall(step[1])
-                elif step[0] == 'expect':
-                    line = stream.readline()
-                    assert line.startswith(step[1].encode()), line
-                elif step[0] == 'receive':
-                    conn.recv(65536)
-                elif step[0] == 'tls':
-                    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-                    context.load_cert_chain(*step[1])
-                    conn = context.wrap_socket(conn, server_side=True)
-                    stream = conn.makefile('rb')
-                elif step[0] == 'close':
-                    break
-        except (OSError, AssertionError, ssl.SSLError):
-            pass
-        finally:
-            conn.close()
-            self.sock.close()
+@pytest.fixture
+def real_probe(scripted):
+    """probe(script, protocol): the engine's record of one connection to a scripted server."""
+    def run_probe(script, protocol='smtp'):
+        server = scripted(script)
+        probe = probe_many([{'address': '127.0.0.1', 'port': server.port, 'protocol': protocol}],
+                           {'vantage': 'controller', 'ehlo_name': 'probe.test', 'timeout': 5, 'deadline': 15})[0]
+        server.finished()
+        return probe
+    return run_probe
 
 
-SMTP_OPEN = [('send', b'220 mail.lab.test ESMTP\r\n'), ('expect', 'EHLO'),
-             ('send', b'250-mail.lab.test\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 8BITMIME\r\n'), ('expect', 'STARTTLS')]
-
-
-def real_probe(script, protocol='smtp'):
-    server = Replay(script)
-    probe = probe_many([{'address': '127.0.0.1', 'port': server.port, 'protocol': protocol}],
-                       {'vantage': 'controller', 'ehlo_name': 'probe.test', 'timeout': 5, 'deadline': 15})[0]
-    server.thread.join(5)
-    return probe
-
-
-def test_real_probe_postfix_454_with_missing_file():
-    probe = real_probe(SMTP_OPEN + [('send', b'454 4.7.0 TLS not available due to local problem\r\n'), ('expect', 'QUIT')])
+def test_real_probe_postfix_454_with_missing_file(real_probe):
+    probe = real_probe(smtp_starttls_refused())
     record = sc.listener('postfix', '127.0.0.1', probe['target']['port'], 'smtp', cert='/etc/postfix/missing.pem',
                          key='/etc/postfix/missing.pem', store_record=sc.missing_store('/etc/postfix/missing.pem'))
     findings = _verdict.judge([record], [probe], {'now': sc.NOW})
@@ -408,19 +363,16 @@ def test_real_probe_postfix_454_with_missing_file():
     assert findings[1]['evidence']['probe']['outcome'] == 'starttls-refused'
 
 
-def test_real_probe_dovecot_ok_then_bye():
-    probe = real_probe([('send', b'* OK [CAPABILITY IMAP4rev1 STARTTLS] Dovecot ready.\r\n'), ('expect', 'a1 CAPABILITY'),
-                        ('send', b'* CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED\r\na1 OK Pre-login capabilities listed.\r\n'),
-                        ('expect', 'a2 STARTTLS'), ('send', b'a2 OK Begin TLS negotiation now.\r\n'),
-                        ('receive',),  # the ClientHello: Dovecot fails only then, and says so in plaintext
-                        ('send', b'* BYE [UNAVAILABLE] TLS initialization failed.\r\n'), ('close',)], 'imap')
+def test_real_probe_dovecot_ok_then_bye(real_probe):
+    # Dovecot fails only on the ClientHello, and says so in plaintext.
+    probe = real_probe(imap_ok_then_bye(), 'imap')
     findings = _verdict.judge([sc.blackbox('127.0.0.1', probe['target']['port'], 'imap')], [probe], {'now': sc.NOW})
     assert pairs(findings) == [('starttls-advertised-without-certificate', 'controller')]
     assert 'BYE [UNAVAILABLE]' in findings[0]['summary']
 
 
-def test_real_probe_opensmtpd_handshake_abort_with_usable_store():
-    probe = real_probe(SMTP_OPEN + [('send', b'220 2.0.0 Ready to start TLS\r\n'), ('close',)])
+def test_real_probe_opensmtpd_handshake_abort_with_usable_store(real_probe):
+    probe = real_probe(smtp_open() + [('send', b'220 2.0.0 Ready to start TLS\r\n'), ('close',)])
     record = sc.listener('opensmtpd', '127.0.0.1', probe['target']['port'], 'smtp', cert='/etc/smtpd/lab.crt',
                          key='/etc/smtpd/lab.key', store_record=sc.store(cert='/etc/smtpd/lab.crt', key='/etc/smtpd/lab.key'))
     findings = _verdict.judge([record], [probe], {'now': sc.NOW})
@@ -428,9 +380,10 @@ def test_real_probe_opensmtpd_handshake_abort_with_usable_store():
     assert 'usable on disk' in findings[0]['summary'] and 'EVP lib' in findings[0]['fix']
 
 
-def test_real_probe_exim_self_made_certificate(exim_like_certificate):
-    probe = real_probe(SMTP_OPEN + [('send', b'220 TLS go ahead\r\n'), ('tls', exim_like_certificate), ('expect', 'EHLO'),
-                                    ('send', b'250-mail.lab.test\r\n250 8BITMIME\r\n'), ('expect', 'QUIT')])
+def test_real_probe_exim_self_made_certificate(real_probe, exim_like_certificate):
+    probe = real_probe(smtp_open() + [('send', b'220 TLS go ahead\r\n'), ('tls', exim_like_certificate),
+                                      ('expect', 'EHLO'), ('send', b'250-mail.lab.test\r\n250 8BITMIME\r\n'),
+                                      ('expect', 'QUIT')])
     assert probe['certificate']['self_signed'] is True and 'Exim Developers' in probe['certificate']['subject']
     bound = sc.listener('exim', '127.0.0.2', 25, 'smtp', cert='/etc/exim4/lab.crt', key='/etc/exim4/lab.key',
                         store_record=sc.store(cert='/etc/exim4/lab.crt', key='/etc/exim4/lab.key'))
@@ -441,17 +394,17 @@ def test_real_probe_exim_self_made_certificate(exim_like_certificate):
     assert all(finding['vantage'] == 'controller' for finding in findings)
 
 
-def test_real_probe_implicit_tls_without_certificate():
+def test_real_probe_implicit_tls_without_certificate(real_probe):
     probe = real_probe([('close',)], 'smtps')
     record = sc.listener('postfix', '127.0.0.1', probe['target']['port'], 'smtps', service='127.0.0.1:submissions')
     findings = _verdict.judge([record], [probe], {'now': sc.NOW})
     assert pairs(findings) == [('implicit-tls-without-certificate', 'controller')]
 
 
-def test_real_probe_response_injection(exim_like_certificate):
-    probe = real_probe(SMTP_OPEN + [('send', b'220 2.0.0 Ready\r\n250 injected after the reply\r\n'),
-                                    ('tls', exim_like_certificate), ('expect', 'EHLO'),
-                                    ('send', b'250-mail.lab.test\r\n250 8BITMIME\r\n'), ('expect', 'QUIT')])
+def test_real_probe_response_injection(real_probe, exim_like_certificate):
+    probe = real_probe(smtp_open() + [('send', b'220 2.0.0 Ready\r\n250 injected after the reply\r\n'),
+                                      ('tls', exim_like_certificate), ('expect', 'EHLO'),
+                                      ('send', b'250-mail.lab.test\r\n250 8BITMIME\r\n'), ('expect', 'QUIT')])
     findings = _verdict.judge([sc.blackbox('127.0.0.1', probe['target']['port'], 'smtp')], [probe], {})
     assert ('pre-tls-surplus', 'controller') in pairs(findings)
     surplus = next(f for f in findings if f['id'] == 'pre-tls-surplus')

@@ -6,18 +6,15 @@
 from __future__ import annotations
 
 from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict
+from ansible_collections.mailsec.starttls.tests.unit.plugins import scenarios as sc
 
 NOW = '2026-01-01T00:00:00Z'
 
 
 def host_listener(**fields) -> dict:
-    record = {'host': 'mx1', 'address': '127.0.0.5', 'port': 25, 'protocol': 'smtp', 'tls_mode': 'starttls',
-              'mta': 'exim', 'instance': 'exim', 'defined_at': '/etc/exim4/exim4.conf:3', 'offers_starttls': True,
-              'offers_starttls_reason': 'tls_advertise_hosts = *', 'listening': True,
-              'binding': {'certificate': None, 'key': None, 'chain': [], 'source': 'x', 'resolved': True},
-              'store': None, 'uncertain': []}
-    record.update(fields)
-    return record
+    fields.setdefault('uncertain', [])
+    return sc.listener('exim', '127.0.0.5', 25, 'smtp', defined_at='/etc/exim4/exim4.conf:3',
+                       offers_starttls_reason='tls_advertise_hosts = *', **fields)
 
 
 def test_an_uncertain_listener_is_a_finding_with_its_reasons():

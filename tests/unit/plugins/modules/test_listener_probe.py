@@ -5,53 +5,22 @@
 
 from __future__ import annotations
 
-import json
 import socket
 
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
-
 from ansible_collections.mailsec.starttls.plugins.modules import listener_probe
-
-
-def run_module(capsys, arguments: dict) -> dict:
-    with patch_module_args(arguments):
-        with pytest.raises(SystemExit):
-            listener_probe.main()
-    return json.loads(capsys.readouterr().out)
+from ansible_collections.mailsec.starttls.tests.unit.plugins.scripted_server import smtp_starttls_refused
 
 
 @pytest.fixture
-def smtp_server():
-    """A tiny SMTP listener that greets, lists STARTTLS and refuses it like a Postfix without certificate."""
-    import threading  # pylint: disable=import-outside-toplevel
-    listener = socket.socket()
-    listener.bind(('127.0.0.1', 0))
-    listener.listen(4)
-
-    def serve():
-        conn, _peer = listener.accept()
-        with conn:
-            stream = conn.makefile('rwb')
-            stream.write(b'220 unit ESMTP\r\n')
-            stream.flush()
-            stream.readline()
-            stream.write(b'250-unit\r\n250 STARTTLS\r\n')
-            stream.flush()
-            stream.readline()
-            stream.write(b'454 4.7.0 TLS not available due to local problem\r\n')
-            stream.flush()
-            stream.readline()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    listener.close()
+def smtp_server(scripted):
+    """The port of a scripted SMTP listener that refuses STARTTLS like a Postfix without certificate."""
+    return scripted(smtp_starttls_refused()).port
 
 
-def test_module_returns_probes_and_summary(capsys, smtp_server):
-    result = run_module(capsys, {'targets': [f'127.0.0.1:{smtp_server}/smtp'], 'vantage': 'unit', 'timeout': 3})
+def test_module_returns_probes_and_summary(run_module, smtp_server):
+    result = run_module(listener_probe, {'targets': [f'127.0.0.1:{smtp_server}/smtp'], 'vantage': 'unit', 'timeout': 3})
     assert result['changed'] is False
     assert result.get('failed') is not True
     probe = result['probes'][0]
@@ -62,21 +31,21 @@ def test_module_returns_probes_and_summary(capsys, smtp_server):
                                  'errors': 0}
 
 
-def test_module_runs_in_check_mode(capsys, smtp_server):
-    result = run_module(capsys, {'targets': [f'127.0.0.1:{smtp_server}/smtp'], '_ansible_check_mode': True})
+def test_module_runs_in_check_mode(run_module, smtp_server):
+    result = run_module(listener_probe, {'targets': [f'127.0.0.1:{smtp_server}/smtp'], '_ansible_check_mode': True})
     assert result['probes'][0]['starttls_reply']['code'] == '454'
 
 
-def test_module_fails_on_a_target_it_cannot_use(capsys):
-    result = run_module(capsys, {'targets': ['127.0.0.1:2525']})
+def test_module_fails_on_a_target_it_cannot_use(run_module):
+    result = run_module(listener_probe, {'targets': ['127.0.0.1:2525']})
     assert result['failed'] is True
     assert 'targets[0]' in result['msg'] and 'give a protocol' in result['msg']
 
 
-def test_unreachable_jump_host_is_reported_per_probe(capsys):
+def test_unreachable_jump_host_is_reported_per_probe(run_module):
     pytest.importorskip('paramiko')
-    result = run_module(capsys, {'targets': ['127.0.0.1:25', '127.0.0.1:143'],
-                                 'jump_host': {'host': '127.0.0.1', 'port': 1}, 'timeout': 2})
+    result = run_module(listener_probe, {'targets': ['127.0.0.1:25', '127.0.0.1:143'],
+                                         'jump_host': {'host': '127.0.0.1', 'port': 1}, 'timeout': 2})
     assert result.get('failed') is not True
     assert [p['connected'] for p in result['probes']] == [False, False]
     assert all(p['error']['stage'] == 'connect' and 'jump host 127.0.0.1' in p['error']['message']
@@ -93,14 +62,14 @@ def test_unreachable_jump_host_is_reported_per_probe(capsys):
     ({'targets': [{'address': '127.0.0.1', 'port': 25.9, 'protocol': 'smtp'}]}, 'targets[0]: target 127.0.0.1: port'),
     ({'targets': [{'address': '127.0.0.1', 'port': 25, 'sni': 'a\x00b'}]}, 'sni contains the control character \\x00'),
 ])
-def test_hostile_options_fail_the_module_before_any_connection(capsys, arguments, message):
+def test_hostile_options_fail_the_module_before_any_connection(run_module, arguments, message):
     listener = socket.socket()
     listener.bind(('127.0.0.1', 0))
     listener.listen(4)
     listener.settimeout(0.2)
     try:
         arguments = dict({'targets': [f'127.0.0.1:{listener.getsockname()[1]}/smtp']}, **arguments)
-        result = run_module(capsys, arguments)
+        result = run_module(listener_probe, arguments)
         with pytest.raises(socket.timeout):
             listener.accept()
     finally:

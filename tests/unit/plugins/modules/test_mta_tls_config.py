@@ -5,42 +5,21 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
-
 from ansible_collections.mailsec.starttls.plugins.modules import mta_tls_config
+from ansible_collections.mailsec.starttls.tests.unit.plugins.mta_tools import POSTCONF, need, postfix_directory
 
-POSTCONF = shutil.which('postconf', path='/usr/sbin:/usr/bin:/sbin')
 MAIN_CF = 'compatibility_level = 3.6\ninet_interfaces = loopback-only\ninet_protocols = ipv4\nsmtpd_tls_security_level = may\n'
 MASTER_CF = '# kept\n127.0.0.1:smtp inet n - n - - smtpd\n127.0.0.1:submission inet n - n - - smtpd\n'
 
 
-def run_module(capsys, arguments: dict, check_mode: bool = False, diff: bool = False) -> dict:
-    arguments = dict(arguments)
-    if check_mode:
-        arguments['_ansible_check_mode'] = True
-    if diff:
-        arguments['_ansible_diff'] = True
-    with patch_module_args(arguments):
-        with pytest.raises(SystemExit):
-            mta_tls_config.main()
-    return json.loads(capsys.readouterr().out)
-
-
 @pytest.fixture
 def postfix_dir(tmp_path):
-    if not POSTCONF:
-        pytest.skip('postconf is not installed')
-    directory = tmp_path / 'pf'
-    directory.mkdir()
-    (directory / 'main.cf').write_text(MAIN_CF)
-    (directory / 'master.cf').write_text(MASTER_CF)
-    return directory
+    need(POSTCONF, 'postconf')
+    return postfix_directory(tmp_path / 'pf', MAIN_CF, MASTER_CF)
 
 
 def arguments(directory, **extra) -> dict:
@@ -50,8 +29,8 @@ def arguments(directory, **extra) -> dict:
 
 @pytest.mark.parametrize('name, value', [('certificate', '/etc/ssl/a.crt\n-o smtpd_tls_security_level=none'),
                                          ('address', '127.0.0.1\r'), ('private_key', '/k\x00')])
-def test_control_characters_are_refused_before_anything_is_read(capsys, name, value):
-    result = run_module(capsys, {'mta': 'postfix', 'port': 25, 'starttls': 'offered', name: value})
+def test_control_characters_are_refused_before_anything_is_read(run_module, name, value):
+    result = run_module(mta_tls_config, {'mta': 'postfix', 'port': 25, 'starttls': 'offered', name: value})
     assert result['failed'] is True
     if 'stage' not in result:
         # ansible-core 2.21 itself refuses a NUL in a path argument, before the module's own check.
@@ -61,9 +40,9 @@ def test_control_characters_are_refused_before_anything_is_read(capsys, name, va
     assert 'control characters' in result['msg']
 
 
-def test_check_mode_shows_the_diff_and_changes_nothing(capsys, postfix_dir):
+def test_check_mode_shows_the_diff_and_changes_nothing(run_module, postfix_dir):
     before = sorted(os.listdir(postfix_dir))
-    result = run_module(capsys, arguments(postfix_dir, starttls='withdrawn'), check_mode=True, diff=True)
+    result = run_module(mta_tls_config, arguments(postfix_dir, starttls='withdrawn'), check_mode=True, diff=True)
     assert result['changed'] is True, result
     assert '-o smtpd_tls_security_level=none' in result['diff'][0]['after']
     assert (postfix_dir / 'master.cf').read_text() == MASTER_CF
@@ -71,23 +50,23 @@ def test_check_mode_shows_the_diff_and_changes_nothing(capsys, postfix_dir):
     assert result['reload_command'][-3:] == ['-c', str(postfix_dir), 'reload']
 
 
-def test_run_backs_up_and_a_second_run_changes_nothing(capsys, postfix_dir):
-    result = run_module(capsys, arguments(postfix_dir, starttls='withdrawn'))
+def test_run_backs_up_and_a_second_run_changes_nothing(run_module, postfix_dir):
+    result = run_module(mta_tls_config, arguments(postfix_dir, starttls='withdrawn'))
     assert result['changed'] is True and result['affected_listeners'] == []
     backup = result['backups'][str(postfix_dir / 'master.cf')]
     assert open(backup).read() == MASTER_CF
     assert 'smtpd_tls_security_level=none' in (postfix_dir / 'master.cf').read_text()
-    again = run_module(capsys, arguments(postfix_dir, starttls='withdrawn'))
+    again = run_module(mta_tls_config, arguments(postfix_dir, starttls='withdrawn'))
     assert again['changed'] is False and again['actions'] == []
 
 
-def test_a_certificate_that_cannot_be_used_is_refused(capsys, postfix_dir, tmp_path):
-    result = run_module(capsys, arguments(postfix_dir, starttls='offered', certificate=str(tmp_path / 'absent.crt'),
-                                          private_key=str(tmp_path / 'absent.key')))
+def test_a_certificate_that_cannot_be_used_is_refused(run_module, postfix_dir, tmp_path):
+    result = run_module(mta_tls_config, arguments(postfix_dir, starttls='offered', certificate=str(tmp_path / 'absent.crt'),
+                                                  private_key=str(tmp_path / 'absent.key')))
     assert result['failed'] is True and 'certificate-missing' in result['msg']
     assert (postfix_dir / 'master.cf').read_text() == MASTER_CF
 
 
-def test_an_unknown_listener_lists_the_instance_listeners(capsys, postfix_dir):
-    result = run_module(capsys, dict(arguments(postfix_dir, starttls='withdrawn'), port=2525))
+def test_an_unknown_listener_lists_the_instance_listeners(run_module, postfix_dir):
+    result = run_module(mta_tls_config, dict(arguments(postfix_dir, starttls='withdrawn'), port=2525))
     assert result['failed'] is True and '127.0.0.1:smtp' in result['msg']

@@ -7,12 +7,7 @@ is not UTF-8."""
 
 from __future__ import annotations
 
-import json
 import os
-
-import pytest
-
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.mailsec.starttls.plugins.modules import mta_tls_info
 from ansible_collections.mailsec.starttls.tests.unit.plugins.module_utils.mta.bounded import (
@@ -21,15 +16,7 @@ from ansible_collections.mailsec.starttls.tests.unit.plugins.module_utils.mta.bo
 )
 
 
-def run_module(capsys, arguments: dict) -> tuple:
-    with patch_module_args(arguments):
-        with pytest.raises(SystemExit):
-            mta_tls_info.main()
-    output = capsys.readouterr().out
-    return output, json.loads(output)
-
-
-def test_no_piece_of_an_included_key_in_the_module_output(capsys, tmp_path):
+def test_no_piece_of_an_included_key_in_the_module_output(run_module, tmp_path):
     key_text, lines = fake_private_key()
     key = tmp_path / 'mail.key'
     key.write_text(key_text)
@@ -39,27 +26,27 @@ def test_no_piece_of_an_included_key_in_the_module_output(capsys, tmp_path):
     exim.write_text(f'local_interfaces = 127.0.20.1\n.include {key}\n')
     smtpd = tmp_path / 'smtpd.conf'
     smtpd.write_text(f'listen on 127.0.40.1 tls\ninclude "{key}"\n')
-    output, result = run_module(capsys, {
+    result = run_module(mta_tls_info, {
         'mtas': ['dovecot', 'exim', 'opensmtpd'], 'use_tools': 'never', 'probe': False, 'scan_sockets': False,
         'config_paths': {'dovecot': [str(dovecot)], 'exim': [str(exim), str(key)],
                          'opensmtpd': [str(smtpd), str(key)]}})
     assert result.get('failed') is not True
-    assert not leaked_key_pieces(output, lines)
+    assert not leaked_key_pieces(run_module.output, lines)
     refused = [item for item in result['warning_details'] if item['message'].startswith(f'{key} holds')]
     assert {item['mta'] for item in refused} == {'dovecot', 'exim', 'opensmtpd'}
     ours = [item for item in result['listeners'] if item['address'] in ('127.0.30.1', '127.0.20.1', '127.0.40.1')]
     assert {item['mta'] for item in ours} == {'dovecot', 'exim', 'opensmtpd'}
 
 
-def test_a_file_name_that_is_not_utf8_does_not_fail_the_task(capsys, tmp_path):
+def test_a_file_name_that_is_not_utf8_does_not_fail_the_task(run_module, tmp_path):
     conf_d = os.fsencode(str(tmp_path / 'conf.d'))
     os.makedirs(conf_d)
     with open(os.path.join(conf_d, b'\xff-listen.conf'), 'wb') as handle:
         handle.write(b'listen = 127.0.30.1\nssl = odd\n')
     dovecot = tmp_path / 'dovecot.conf'
     dovecot.write_text('protocols = imap\n!include conf.d/*.conf\n')
-    output, result = run_module(capsys, {'mtas': ['dovecot'], 'use_tools': 'never', 'probe': False,
-                                         'scan_sockets': False, 'config_paths': {'dovecot': [str(dovecot)]}})
+    result = run_module(mta_tls_info, {'mtas': ['dovecot'], 'use_tools': 'never', 'probe': False,
+                                       'scan_sockets': False, 'config_paths': {'dovecot': [str(dovecot)]}})
     assert result.get('failed') is not True
-    output.encode('utf-8')
+    run_module.output.encode('utf-8')
     assert any('\\xff-listen.conf' in (item['where'] or '') for item in result['warning_details'])

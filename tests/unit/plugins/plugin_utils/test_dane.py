@@ -12,6 +12,7 @@ import pytest
 
 from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict
 from ansible_collections.mailsec.starttls.plugins.plugin_utils import _dane, _mail_dns
+from ansible_collections.mailsec.starttls.tests.unit.plugins import scenarios as sc
 
 
 def digests(tag: str) -> dict:
@@ -37,26 +38,22 @@ def mx_host(records, secure=True, bogus=False, status=None):
 
 def listener(disk=None, mta='postfix'):
     disk = disk or NEW
-    return {'host': 'mx1', 'address': '127.0.70.1', 'port': 25, 'protocol': 'smtp', 'mta': mta, 'mode': 'host',
-            'offers_starttls': True, 'defined_at': '/etc/postfix/master.cf:12',
-            'binding': {'certificate': '/etc/letsencrypt/live/mx1/fullchain.pem', 'key': '/etc/letsencrypt/live/mx1/privkey.pem'},
-            'store': {'usable': True, 'certificate': {'describe': {'sha256': disk['cert_sha256']}},
-                      'tlsa': {'chain': [disk, CA], 'key': {'spki_sha256': disk['spki_sha256'],
-                                                            'spki_sha512': disk['spki_sha512']}}}}
+    cert, key = '/etc/letsencrypt/live/mx1/fullchain.pem', '/etc/letsencrypt/live/mx1/privkey.pem'
+    bound = dict(sc.store(disk['cert_sha256'], cert=cert, key=key),
+                 tlsa={'chain': [disk, CA], 'key': {'spki_sha256': disk['spki_sha256'], 'spki_sha512': disk['spki_sha512']}})
+    return sc.listener(mta, '127.0.70.1', 25, 'smtp', cert=cert, key=key, store_record=bound,
+                       defined_at='/etc/postfix/master.cf:12', mode='host')
 
 
 def probe(served=None, vantage='controller', advertised=True, reply='220', sans=('mx1.example.test',), verified=True):
     served = served or NEW
-    record = {'vantage': vantage, 'target': {'address': '127.0.70.1', 'port': 25, 'protocol': 'smtp'},
-              'connected': True, 'greeting': {'code': '220', 'lines': ['mx1 ESMTP']}, 'starttls_advertised': advertised,
-              'capabilities': ['STARTTLS'] if advertised else []}
-    if advertised:
-        record['starttls_reply'] = {'code': reply, 'text': 'go ahead' if reply == '220' else 'TLS not available'}
-        if reply == '220':
-            record['tls'] = {'established': True, 'version': 'TLSv1.3'}
-            record['certificate'] = {'sha256': served['cert_sha256'], 'subject': f'CN={sans[0]}',
-                                     'sans': list(sans), 'verified': verified, 'tlsa_chain': [served, CA]}
-    return record
+    if not advertised:
+        return sc.not_advertised('127.0.70.1', 25, vantage)
+    if reply != '220':
+        return sc.probe('127.0.70.1', 25, 'smtp', vantage, starttls_reply={'code': reply, 'text': 'TLS not available'})
+    served_certificate = dict(sc.presented(served['cert_sha256'], verified=verified, subject=f'CN={sans[0]}',
+                                           sans=list(sans)), tlsa_chain=[served, CA])
+    return sc.tls_ok('127.0.70.1', 25, 'smtp', vantage, certificate=served_certificate)
 
 
 def gathered(mx, domain=None):

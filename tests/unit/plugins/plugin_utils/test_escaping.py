@@ -12,7 +12,7 @@ import pytest
 
 from ansible_collections.mailsec.starttls.plugins.module_utils import _text, _verdict
 from ansible_collections.mailsec.starttls.plugins.plugin_utils import _reports
-from ansible_collections.mailsec.starttls.tests.unit.plugins.plugin_utils import scenarios as sc
+from ansible_collections.mailsec.starttls.tests.unit.plugins import scenarios as sc
 
 # ESC [2J (clear screen), the 8-bit CSI, DEL, RIGHT-TO-LEFT OVERRIDE, LEFT-TO-RIGHT ISOLATE, a bare CR.
 HOSTILE = 'mail\x1b[2J\u009b31m\x7fevil\u202etxt.exe\u2066x\u2069\rfake'

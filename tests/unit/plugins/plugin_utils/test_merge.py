@@ -13,7 +13,7 @@ import pytest
 
 from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict
 from ansible_collections.mailsec.starttls.plugins.plugin_utils import _changes, _merge, _report_html, _report_junit, _report_markdown, _reports
-from ansible_collections.mailsec.starttls.tests.unit.plugins.plugin_utils import scenarios as sc
+from ansible_collections.mailsec.starttls.tests.unit.plugins import scenarios as sc
 from ansible_collections.mailsec.starttls.tests.unit.plugins.plugin_utils import schema_check
 
 SCHEMA = json.loads(open(os.path.join(os.path.dirname(__file__), '..', '..', '..', '..', 'docs', 'report.schema.json'),

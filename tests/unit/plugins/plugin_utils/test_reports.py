@@ -19,7 +19,7 @@ import pytest
 from ansible_collections.mailsec.starttls.plugins.filter.judge import FilterModule
 from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict
 from ansible_collections.mailsec.starttls.plugins.plugin_utils import _policy, _report_html, _report_json, _report_junit, _report_markdown, _reports
-from ansible_collections.mailsec.starttls.tests.unit.plugins.plugin_utils import scenarios as sc
+from ansible_collections.mailsec.starttls.tests.unit.plugins import scenarios as sc
 from ansible_collections.mailsec.starttls.tests.unit.plugins.plugin_utils import schema_check
 
 SCHEMA_PATH = Path(__file__).resolve().parents[4] / 'docs' / 'report.schema.json'

@@ -6,6 +6,7 @@ a small fake /proc), so that host inspection runs without touching this machine'
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import textwrap
 
@@ -33,8 +34,8 @@ TCP_HEADER = ('  sl  local_address rem_address   st tx_queue rx_queue tr tm->whe
 
 
 def tcp_hex(address: str, port: int) -> str:
-    """An address:port as /proc/net/tcp or tcp6 writes it."""
-    import ipaddress
+    """An address:port as /proc/net/tcp or tcp6 writes it: the inverse of
+    `_procnet.decode_endpoint`, which test_host.py checks in a round trip."""
     packed = ipaddress.ip_address(address).packed
     if len(packed) == 4:
         return f'{packed[::-1].hex().upper()}:{port:04X}'
@@ -53,6 +54,8 @@ class FakeHost:
         self.write('/proc/net/fib_trie', FIB_TRIE)
         self.write('/proc/net/if_inet6', IF_INET6)
         self._write_sockets()
+
+    tcp_hex = staticmethod(tcp_hex)
 
     def path(self, host_path: str) -> str:
         return os.path.join(self.root, host_path.lstrip('/'))

@@ -7,20 +7,22 @@ staged copy, Dovecot local blocks validated by doveconf, Sendmail as a manual ch
 from __future__ import annotations
 
 import os
-import shutil
 import textwrap
 
 import pytest
 
 from ansible_collections.mailsec.starttls.plugins.module_utils import _transaction
-from ansible_collections.mailsec.starttls.plugins.module_utils._host import gather_host
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta import ADAPTERS
-from ansible_collections.mailsec.starttls.plugins.module_utils._mta.context import HostContext
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.dovecot import dovecot_settings, edit_local_block
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.postfix import Resolver, postfix_overrides
-
-POSTCONF = shutil.which('postconf', path='/usr/sbin:/usr/bin:/sbin')
-DOVECONF = shutil.which('doveconf', path='/usr/bin:/usr/sbin')
+from ansible_collections.mailsec.starttls.tests.unit.plugins.mta_tools import (
+    DOVECONF,
+    EXIM,
+    POSTCONF,
+    gather_with_tools,
+    need,
+    postfix_directory,
+)
 
 MAIN_CF = """\
 # site main.cf
@@ -40,18 +42,9 @@ pickup unix n - y 60 1 pickup
 """
 
 
-def gather(tmp_path, mta: str, paths: list) -> tuple:
-    fake_proc = tmp_path / 'proc'
-    (fake_proc / 'net').mkdir(parents=True, exist_ok=True)
-    ctx = HostContext(root='/', use_tools='always', proc_root=str(fake_proc))
-    result = gather_host({'mtas': [mta], 'config_paths': {mta: paths}, 'scan_sockets': False, 'use_tools': 'always'},
-                         ctx=ctx)
-    return ctx, result
-
-
 def plan_for(tmp_path, mta, paths, listener_id, desired):
     """`listener_id` without its MTA and instance part: SERVICE/ADDRESS:PORT."""
-    ctx, result = gather(tmp_path, mta, paths)
+    ctx, result = gather_with_tools(tmp_path, {'mtas': [mta], 'config_paths': {mta: paths}, 'scan_sockets': False})
     service, endpoint = listener_id.rsplit('/', 1)
     listener = next(item for item in result['listeners']
                     if item['service'] == service and f"{item['address']}:{item['port']}" == endpoint)
@@ -100,13 +93,8 @@ def test_postfix_implicit_listener_has_no_starttls_to_change():
 
 @pytest.fixture
 def postfix_dir(tmp_path):
-    if not POSTCONF:
-        pytest.skip('postconf is not installed')
-    directory = tmp_path / 'postfix'
-    directory.mkdir()
-    (directory / 'main.cf').write_text(MAIN_CF)
-    (directory / 'master.cf').write_text(MASTER_CF)
-    return directory
+    need(POSTCONF, 'postconf')
+    return postfix_directory(tmp_path / 'postfix', MAIN_CF, MASTER_CF)
 
 
 def test_postfix_edit_through_postconf_touches_only_that_service(tmp_path, postfix_dir):
@@ -195,8 +183,7 @@ def test_dovecot_settings_refuse_chain_and_odd_values():
 
 @pytest.fixture
 def dovecot_conf(tmp_path):
-    if not DOVECONF:
-        pytest.skip('doveconf is not installed')
+    need(DOVECONF, 'doveconf')
     base = tmp_path / 'run'
     base.mkdir()
     path = tmp_path / 'dovecot.conf'
@@ -256,10 +243,6 @@ def test_sendmail_is_a_manual_change_never_an_edit():
 
 # -- Exim --------------------------------------------------------------------------------------
 
-EXIM = next((path for path in ('/usr/sbin/exim4', '/usr/sbin/exim', '/opt/mailsec-lab/root/usr/sbin/exim4')
-             if os.access(path, os.X_OK)), None)
-
-
 def test_exim_guard_keeps_the_old_value_for_every_other_listener():
     from ansible_collections.mailsec.starttls.plugins.module_utils._mta.exim import guard_option
     text = 'primary_hostname = x\ntls_advertise_hosts = *\n\nbegin acl\n'
@@ -278,8 +261,7 @@ def test_exim_guard_keeps_the_old_value_for_every_other_listener():
 
 @pytest.fixture
 def exim_conf(tmp_path):
-    if not EXIM:
-        pytest.skip('exim is not installed')
+    need(EXIM, 'exim')
     spool = tmp_path / 'spool'
     spool.mkdir()
     path = tmp_path / 'exim4.conf'
@@ -289,12 +271,8 @@ def exim_conf(tmp_path):
 
 
 def test_exim_withdraw_is_validated_by_exim_and_lists_no_sibling(tmp_path, exim_conf):
-    fake_proc = tmp_path / 'proc'
-    (fake_proc / 'net').mkdir(parents=True, exist_ok=True)
-    ctx = HostContext(root='/', use_tools='always', proc_root=str(fake_proc))
-    ctx.options = {'binaries': {'exim': EXIM}}
-    result = gather_host({'mtas': ['exim'], 'config_paths': {'exim': [str(exim_conf)]}, 'scan_sockets': False,
-                          'use_tools': 'always', 'binaries': {'exim': EXIM}}, ctx=ctx)
+    options = {'mtas': ['exim'], 'config_paths': {'exim': [str(exim_conf)]}, 'scan_sockets': False}
+    ctx, result = gather_with_tools(tmp_path, dict(options, binaries={'exim': EXIM}))
     listener = next(item for item in result['listeners'] if item['address'] == '127.0.0.2')
     instance = result['mtas'][0]
     plan = ADAPTERS['exim']().plan_tls_change(ctx, instance, listener, {'starttls': 'withdrawn'}, result['listeners'])
@@ -302,9 +280,7 @@ def test_exim_withdraw_is_validated_by_exim_and_lists_no_sibling(tmp_path, exim_
     outcome = _transaction.apply(plan['changes'], plan['validate'])
     assert outcome['changed'] and [run['argv'][3] for run in outcome['validation']] == ['-bV', '-be']
     # The audit's own reading of the edited file: .2 no longer offers STARTTLS, .3 still does.
-    ctx = HostContext(root='/', use_tools='never', proc_root=str(fake_proc))
-    after = gather_host({'mtas': ['exim'], 'config_paths': {'exim': [str(exim_conf)]}, 'scan_sockets': False,
-                         'use_tools': 'never'}, ctx=ctx)
+    _ctx, after = gather_with_tools(tmp_path, options, use_tools='never')
     offers = {item['address']: item['offers_starttls'] for item in after['listeners']}
     assert offers == {'127.0.0.2': False, '127.0.0.3': True}
 

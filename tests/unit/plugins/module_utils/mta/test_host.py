@@ -8,10 +8,13 @@ from __future__ import annotations
 import json
 import resource
 
+import pytest
+
 from ansible_collections.mailsec.starttls.plugins.module_utils import _host
-from ansible_collections.mailsec.starttls.plugins.module_utils._host import classify_process, decode_address
+from ansible_collections.mailsec.starttls.plugins.module_utils._host import classify_process
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta import ADAPTERS
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import MtaAdapter
+from ansible_collections.mailsec.starttls.plugins.module_utils._procnet import decode_address, decode_endpoint
 
 POSTFIX = {
     '/etc/postfix/main.cf': 'inet_interfaces = 127.0.10.1\ninet_protocols = ipv4\nsmtpd_tls_security_level = may\n'
@@ -25,6 +28,26 @@ def test_decode_address():
     assert decode_address('00000000000000000000000001000000') == '::1'
     assert decode_address('0000000000000000FFFF00000A00007F') == '127.0.0.10'
     assert decode_address('00000000000000000000000000000000') == '::'
+
+
+@pytest.mark.parametrize('address, port', [
+    ('127.0.0.1', 25), ('127.0.10.1', 587), ('0.0.0.0', 0), ('255.255.255.255', 65535),
+    ('::1', 143), ('::', 993), ('2001:db8::7', 4190), ('fe80::1:2:3:4', 24),
+])
+def test_fixture_encoder_is_the_inverse_of_the_decoder(host, address, port):
+    # The fixture host writes /proc/net tables with tcp_hex; the lab and _host read them with
+    # decode_endpoint: both directions of one format, held together here.
+    assert decode_endpoint(host.tcp_hex(address, port)) == (address, port)
+
+
+def test_ipv4_mapped_sockets_decode_as_ipv4(host):
+    assert decode_endpoint(host.tcp_hex('::ffff:127.0.0.10', 25)) == ('127.0.0.10', 25)
+
+
+@pytest.mark.parametrize('column', ['0100007F', '0100007F:', 'XYZ:0019', '0100:0019'])
+def test_malformed_columns_are_value_errors(column):
+    with pytest.raises(ValueError):
+        decode_endpoint(column)
 
 
 def test_classify_process():

@@ -122,31 +122,20 @@ def test_expansion_budget_counts_total_and_steps():
 
 # -- include fan-out ----------------------------------------------------------------------------
 
-def test_dovecot_self_include_three_times(host):
-    host.write('/etc/dovecot/dovecot.conf', DOVECOT_LISTEN + '!include loop.conf\n')
-    host.write('/etc/dovecot/loop.conf', '!include loop.conf\n!include loop.conf\n!include loop.conf\n')
-    outcome = gather_bounded(host, mtas=['dovecot'])
-    result = outcome['result']
-    assert endpoints(result) == ['127.0.30.1:143', '127.0.30.1:993']
-    assert 'include cycle: /etc/dovecot/loop.conf includes itself' in warnings_text(result)
-    assert outcome['seconds'] < 5
-
-
-def test_exim_self_include_three_times(host):
-    host.write('/etc/exim/configure', EXIM_LISTEN + '.include /etc/exim/configure\n' * 3)
-    outcome = gather_bounded(host, mtas=['exim'], config_paths={'exim': ['/etc/exim/configure']})
-    result = outcome['result']
-    assert endpoints(result) == ['127.0.20.1:25', '127.0.20.1:587']
-    assert 'include cycle' in warnings_text(result)
-    assert outcome['seconds'] < 5
-
-
-def test_opensmtpd_self_include_three_times(host):
-    host.write('/etc/smtpd.conf', SMTPD_LISTEN + 'include "/etc/smtpd.conf"\n' * 3)
-    outcome = gather_bounded(host, mtas=['opensmtpd'])
-    result = outcome['result']
-    assert endpoints(result) == ['127.0.40.1:25', '127.0.40.1:587']
-    assert 'include cycle' in warnings_text(result)
+@pytest.mark.parametrize('mta, files, options, expected, warning', [
+    ('dovecot', {'/etc/dovecot/dovecot.conf': DOVECOT_LISTEN + '!include loop.conf\n',
+                 '/etc/dovecot/loop.conf': '!include loop.conf\n' * 3},
+     {}, ['127.0.30.1:143', '127.0.30.1:993'], 'include cycle: /etc/dovecot/loop.conf includes itself'),
+    ('exim', {'/etc/exim/configure': EXIM_LISTEN + '.include /etc/exim/configure\n' * 3},
+     {'config_paths': {'exim': ['/etc/exim/configure']}}, ['127.0.20.1:25', '127.0.20.1:587'], 'include cycle'),
+    ('opensmtpd', {'/etc/smtpd.conf': SMTPD_LISTEN + 'include "/etc/smtpd.conf"\n' * 3},
+     {}, ['127.0.40.1:25', '127.0.40.1:587'], 'include cycle'),
+])
+def test_a_file_that_includes_itself_three_times(host, mta, files, options, expected, warning):
+    host.files(files)
+    outcome = gather_bounded(host, mtas=[mta], **options)
+    assert endpoints(outcome['result']) == expected
+    assert warning in warnings_text(outcome['result'])
     assert outcome['seconds'] < 5
 
 
@@ -195,23 +184,18 @@ def test_dovecot_include_try_of_a_key(host, armour):
     assert f'{KEY_PATH} holds' in warnings_text(result) and 'nothing of it quoted' in warnings_text(result)
 
 
-def test_exim_include_of_a_key_and_config_paths_at_a_key(host):
+@pytest.mark.parametrize('mta, config, text, endpoint', [
+    ('exim', '/etc/exim/configure', EXIM_LISTEN + f'.include {KEY_PATH}\n', '127.0.20.1:25'),
+    ('opensmtpd', '/etc/smtpd.conf', SMTPD_LISTEN + f'include "{KEY_PATH}"\n', '127.0.40.1:25'),
+])
+def test_include_of_a_key_and_config_paths_at_a_key(host, mta, config, text, endpoint):
     key_text, lines = fake_private_key()
     host.write(KEY_PATH, key_text, dedent=False)
-    host.write('/etc/exim/configure', EXIM_LISTEN + f'.include {KEY_PATH}\n')
-    outcome = gather_bounded(host, mtas=['exim'], config_paths={'exim': ['/etc/exim/configure', KEY_PATH]})
+    host.write(config, text)
+    outcome = gather_bounded(host, mtas=[mta], config_paths={mta: [config, KEY_PATH]})
     assert_no_key(outcome, lines)
-    assert '127.0.20.1:25' in endpoints(outcome['result'])
+    assert endpoint in endpoints(outcome['result'])
     assert f'{KEY_PATH} holds PEM or private key material' in warnings_text(outcome['result'])
-
-
-def test_opensmtpd_include_of_a_key_and_config_paths_at_a_key(host):
-    key_text, lines = fake_private_key()
-    host.write(KEY_PATH, key_text, dedent=False)
-    host.write('/etc/smtpd.conf', SMTPD_LISTEN + f'include "{KEY_PATH}"\n')
-    outcome = gather_bounded(host, mtas=['opensmtpd'], config_paths={'opensmtpd': ['/etc/smtpd.conf', KEY_PATH]})
-    assert_no_key(outcome, lines)
-    assert '127.0.40.1:25' in endpoints(outcome['result'])
 
 
 def test_postfix_main_cf_that_is_a_key(host):

@@ -40,10 +40,15 @@ TLS_M4 = """
 """
 
 
-def test_mc_daemon_options_and_tls_defines(host):
-    host.files({'/etc/mail/sendmail.mc': SITE_MC, '/etc/mail/tls.m4': TLS_M4})
+def gather_mc(host, files: dict) -> tuple:
+    """(result, listeners by endpoint) of Sendmail read from /etc/mail/sendmail.mc among `files`."""
+    host.files(files)
     result = host.gather(mtas=['sendmail'], config_paths={'sendmail': ['/etc/mail/sendmail.mc']})
-    listeners = host.by_endpoint(result)
+    return result, host.by_endpoint(result)
+
+
+def test_mc_daemon_options_and_tls_defines(host):
+    result, listeners = gather_mc(host, {'/etc/mail/sendmail.mc': SITE_MC, '/etc/mail/tls.m4': TLS_M4})
     assert sorted(listeners) == ['127.0.50.1:25', '127.0.50.1:465', '127.0.50.1:587', '[::1]:2525']
     mta = listeners['127.0.50.1:25']
     assert mta['binding']['certificate'] == '/etc/mail/tls/mail.crt'
@@ -64,9 +69,7 @@ def test_mc_daemon_options_and_tls_defines(host):
 
 
 def test_mc_defaults_mta_and_msa(host):
-    host.write('/etc/mail/sendmail.mc', "OSTYPE(`linux')dnl\nMAILER(`smtp')dnl\n")
-    result = host.gather(mtas=['sendmail'], config_paths={'sendmail': ['/etc/mail/sendmail.mc']})
-    listeners = host.by_endpoint(result)
+    _result, listeners = gather_mc(host, {'/etc/mail/sendmail.mc': "OSTYPE(`linux')dnl\nMAILER(`smtp')dnl\n"})
     assert sorted(listeners) == ['0.0.0.0:25', '0.0.0.0:587']
     assert 'no DAEMON_OPTIONS' in listeners['0.0.0.0:25']['defined_at']
     assert listeners['0.0.0.0:587']['protocol'] == 'submission'
@@ -75,10 +78,8 @@ def test_mc_defaults_mta_and_msa(host):
 
 
 def test_mc_no_default_msa_and_old_style_daemon_options(host):
-    host.write('/etc/mail/sendmail.mc', "FEATURE(`no_default_msa')\n"
-                                        "define(`confDAEMON_OPTIONS', `Port=2500, Addr=127.0.50.9')\n")
-    listeners = host.by_endpoint(host.gather(mtas=['sendmail'],
-                                             config_paths={'sendmail': ['/etc/mail/sendmail.mc']}))
+    _result, listeners = gather_mc(host, {'/etc/mail/sendmail.mc': "FEATURE(`no_default_msa')\n"
+                                                                   "define(`confDAEMON_OPTIONS', `Port=2500, Addr=127.0.50.9')\n"})
     assert sorted(listeners) == ['127.0.50.9:2500']
 
 
@@ -166,9 +167,8 @@ STARTTLS_M4 = """
 
 
 def test_debian_style_mc(host):
-    host.files({'/etc/mail/sendmail.mc': DEBIAN_STYLE_MC, '/etc/mail/tls/starttls.m4': STARTTLS_M4})
-    result = host.gather(mtas=['sendmail'], config_paths={'sendmail': ['/etc/mail/sendmail.mc']})
-    listeners = host.by_endpoint(result)
+    result, listeners = gather_mc(host, {'/etc/mail/sendmail.mc': DEBIAN_STYLE_MC,
+                                         '/etc/mail/tls/starttls.m4': STARTTLS_M4})
     assert sorted(listeners) == ['127.0.0.1:25', '127.0.0.1:587', '[::1]:25', '[::1]:587']
     assert {item['binding']['certificate'] for item in listeners.values()} == {'/etc/mail/tls/sendmail-server.crt'}
     assert all(item['offers_starttls'] is True for item in listeners.values())
@@ -176,8 +176,7 @@ def test_debian_style_mc(host):
 
 
 def test_explicit_msa_without_no_default_msa_is_not_doubled(host):
-    host.write('/etc/mail/sendmail.mc', "DAEMON_OPTIONS(`Port=smtp, Name=MTA')dnl\n"
-                                        "DAEMON_OPTIONS(`Port=submission, Name=MSA, M=Ea')dnl\n")
-    result = host.gather(mtas=['sendmail'], config_paths={'sendmail': ['/etc/mail/sendmail.mc']})
-    assert sorted(host.by_endpoint(result)) == ['0.0.0.0:25', '0.0.0.0:587']
+    result, listeners = gather_mc(host, {'/etc/mail/sendmail.mc': "DAEMON_OPTIONS(`Port=smtp, Name=MTA')dnl\n"
+                                                                  "DAEMON_OPTIONS(`Port=submission, Name=MSA, M=Ea')dnl\n"})
+    assert sorted(listeners) == ['0.0.0.0:25', '0.0.0.0:587']
     assert 'cannot bind' in host.warnings_text(result)

@@ -9,18 +9,15 @@ and bindings: the tools are the authority, the parsers must agree with them.
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 
-from ansible_collections.mailsec.starttls.plugins.module_utils._host import gather_host
-from ansible_collections.mailsec.starttls.plugins.module_utils._mta.context import HostContext
-
-POSTCONF = shutil.which('postconf', path='/usr/sbin:/usr/bin:/sbin')
-DOVECONF = shutil.which('doveconf', path='/usr/bin:/usr/sbin')
-EXIM_CANDIDATES = ('/usr/sbin/exim4', '/usr/sbin/exim', '/opt/mailsec-lab/root/usr/sbin/exim4')
-EXIM = next((path for path in EXIM_CANDIDATES if os.access(path, os.X_OK)), None)
+from ansible_collections.mailsec.starttls.tests.unit.plugins.mta_tools import (
+    DOVECONF,
+    EXIM,
+    POSTCONF,
+    gather_with_tools,
+    postfix_directory,
+)
 
 
 def summary(result: dict) -> dict:
@@ -32,12 +29,9 @@ def summary(result: dict) -> dict:
 
 def run_both(tmp_path, options: dict) -> tuple:
     """The gather with tools and without, on this machine's paths but no process table."""
-    fake_proc = tmp_path / 'proc'
-    (fake_proc / 'net').mkdir(parents=True, exist_ok=True)
     results = []
     for use_tools in ('always', 'never'):
-        ctx = HostContext(root='/', use_tools=use_tools, proc_root=str(fake_proc))
-        results.append(gather_host(dict(options, use_tools=use_tools), ctx=ctx))
+        results.append(gather_with_tools(tmp_path, options, use_tools)[1])
     return results[0], results[1]
 
 
@@ -50,13 +44,11 @@ def only_instance(result: dict, predicate) -> dict:
 
 @pytest.mark.skipif(POSTCONF is None, reason='postconf is not installed')
 def test_postconf_agrees_with_the_parser(tmp_path):
-    directory = tmp_path / 'postfix-t'
-    directory.mkdir()
-    (directory / 'main.cf').write_text(
+    directory = postfix_directory(
+        tmp_path / 'postfix-t',
         'inet_interfaces = loopback-only\ninet_protocols = ipv4\ncert_dir = /etc/ssl/t\n'
         'smtpd_tls_security_level = may\nsmtpd_tls_cert_file = ${cert_dir}/a.pem\n'
-        'smtpd_tls_key_file =\n    $cert_dir/a.key\n')
-    (directory / 'master.cf').write_text(
+        'smtpd_tls_key_file =\n    $cert_dir/a.key\n',
         '127.0.11.250:smtp inet n - n - - smtpd\n'
         '127.0.11.250:submission inet n - n - - smtpd\n  -o { smtpd_tls_security_level = encrypt }\n'
         '  -o smtpd_tls_cert_file=$cert_dir/sub.pem\n'
@@ -78,12 +70,10 @@ def test_postconf_agrees_with_the_parser(tmp_path):
 
 @pytest.mark.skipif(POSTCONF is None, reason='postconf is not installed')
 def test_postconf_disagreement_is_a_warning(tmp_path):
-    directory = tmp_path / 'postfix-g'
-    directory.mkdir()
-    (directory / 'main.cf').write_text('inet_interfaces = loopback-only\ninet_protocols = ipv4\n')
     # master(8) hands "-osmtpd_tls_wrappermode=yes" to getopt in smtpd, which accepts it;
     # postconf -P (3.7) splits it differently. The gather says so instead of hiding it.
-    (directory / 'master.cf').write_text('127.0.11.252:2525 inet n - n - - smtpd -osmtpd_tls_wrappermode=yes\n')
+    directory = postfix_directory(tmp_path / 'postfix-g', 'inet_interfaces = loopback-only\ninet_protocols = ipv4\n',
+                                  '127.0.11.252:2525 inet n - n - - smtpd -osmtpd_tls_wrappermode=yes\n')
     with_tools, _without = run_both(tmp_path, {'mtas': ['postfix'], 'config_paths': {'postfix': [str(directory)]}})
     listener = [item for item in with_tools['listeners'] if item['port'] == 2525][0]
     assert listener['tls_mode'] == 'implicit'
@@ -142,15 +132,10 @@ def test_exim_bp_agrees_with_the_parser(tmp_path):
 
 @pytest.mark.skipif(POSTCONF is None, reason='postconf is not installed')
 def test_postconf_not_run_for_an_address_no_interface_has(tmp_path):
-    directory = tmp_path / 'postfix-n'
-    directory.mkdir()
-    (directory / 'main.cf').write_text('inet_interfaces = 127.0.11.253\ninet_protocols = ipv4\n')
-    (directory / 'master.cf').write_text('smtp inet n - n - - smtpd\n')
-    fake_proc = tmp_path / 'proc' / 'net'
-    fake_proc.mkdir(parents=True)
-    (fake_proc / 'fib_trie').write_text('Local:\n  |-- 127.0.0.1\n     /32 host LOCAL\n')
-    ctx = HostContext(root='/', use_tools='always', proc_root=str(tmp_path / 'proc'))
-    result = gather_host({'mtas': ['postfix'], 'config_paths': {'postfix': [str(directory)]}}, ctx=ctx)
+    directory = postfix_directory(tmp_path / 'postfix-n', 'inet_interfaces = 127.0.11.253\ninet_protocols = ipv4\n',
+                                  'smtp inet n - n - - smtpd\n')
+    _ctx, result = gather_with_tools(tmp_path, {'mtas': ['postfix'], 'config_paths': {'postfix': [str(directory)]}},
+                                     fib_trie='Local:\n  |-- 127.0.0.1\n     /32 host LOCAL\n')
     assert [item['argv'][0] for item in result['commands'] if str(directory) in ' '.join(item['argv'])] == []
     assert any('127.0.11.253, which no network interface has' in item['message'] for item in result['warnings'])
     assert [(item['address'], item['port']) for item in result['listeners']

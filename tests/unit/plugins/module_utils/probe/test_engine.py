@@ -17,10 +17,15 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine imp
     probe_many,
     summarise,
 )
-
-POSTFIX_EHLO = (b'250-mail.test\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-STARTTLS\r\n'
-                b'250-ENHANCEDSTATUSCODES\r\n250 8BITMIME\r\n')
-POSTFIX_EHLO_TLS = b'250-mail.test\r\n250-PIPELINING\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n'
+from ansible_collections.mailsec.starttls.tests.unit.plugins.scripted_server import (
+    POSTFIX_454,
+    POSTFIX_EHLO,
+    POSTFIX_EHLO_TLS,
+    imap_ok_then_bye,
+    smtp_open,
+    smtp_starttls_ok,
+    smtp_starttls_refused,
+)
 
 
 def fingerprint(cert_path: str) -> str:
@@ -31,12 +36,6 @@ def fingerprint(cert_path: str) -> str:
 def probe(server, protocol='smtp', **options):
     options.setdefault('timeout', 3)
     return probe_many([f'127.0.0.1:{server.port}/{protocol}'], options)[0]
-
-
-def smtp_starttls_ok():
-    return [('send', b'220 mail.test ESMTP Postfix\r\n'), ('expect', 'EHLO'), ('send', POSTFIX_EHLO),
-            ('expect', 'STARTTLS'), ('send', b'220 2.0.0 Ready to start TLS\r\n'), ('tls',),
-            ('expect', 'EHLO'), ('send', POSTFIX_EHLO_TLS), ('expect', 'QUIT')]
 
 
 def test_compliant_smtp_listener(scripted, server_cert):
@@ -65,9 +64,7 @@ def test_compliant_smtp_listener(scripted, server_cert):
 
 
 def test_advertised_then_454_is_the_kb_q237327_case(scripted):
-    server = scripted([('send', b'220 mail.test ESMTP Postfix\r\n'), ('expect', 'EHLO'), ('send', POSTFIX_EHLO),
-                       ('expect', 'STARTTLS'), ('send', b'454 4.7.0 TLS not available due to local problem\r\n'),
-                       ('expect', 'QUIT')])
+    server = scripted(smtp_starttls_refused())
     result = probe(server)
     assert result['starttls_advertised'] is True
     assert result['starttls_reply'] == {'code': '454', 'text': '4.7.0 TLS not available due to local problem'}
@@ -78,12 +75,7 @@ def test_advertised_then_454_is_the_kb_q237327_case(scripted):
 
 
 def test_dovecot_ok_then_plaintext_bye_is_a_failed_handshake(scripted):
-    server = scripted([('send', b'* OK [CAPABILITY IMAP4rev1 STARTTLS] Dovecot ready.\r\n'),
-                       ('expect', 'a1 CAPABILITY'),
-                       ('send', b'* CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS STARTTLS LOGINDISABLED\r\n'
-                                b'a1 OK Pre-login capabilities listed, post-login capabilities have more.\r\n'),
-                       ('expect', 'a2 STARTTLS'), ('send', b'a2 OK Begin TLS negotiation now.\r\n'),
-                       ('sleep', 0.05), ('send', b'* BYE [UNAVAILABLE] TLS initialization failed.\r\n'), ('close',)])
+    server = scripted(imap_ok_then_bye())
     result = probe(server, 'imap')
     assert result['starttls_advertised'] is True
     assert result['starttls_reply']['code'] == 'OK'
@@ -110,9 +102,9 @@ def test_cisco_masking_is_recognised_and_can_be_seen_through(scripted):
 
 
 def test_response_injection_is_flagged_and_discarded(scripted):
-    server = scripted([('send', b'220 mail.test ESMTP\r\n'), ('expect', 'EHLO'), ('send', POSTFIX_EHLO),
-                       ('expect', 'STARTTLS'), ('send', b'220 Ready\r\n250 injected before TLS\r\n'), ('sleep', 0.1),
-                       ('tls',), ('expect', 'EHLO'), ('send', POSTFIX_EHLO_TLS), ('expect', 'QUIT')])
+    server = scripted(smtp_open() + [
+        ('send', b'220 Ready\r\n250 injected before TLS\r\n'), ('sleep', 0.1), ('tls',), ('expect', 'EHLO'),
+        ('send', POSTFIX_EHLO_TLS), ('expect', 'QUIT')])
     result = probe(server)
     assert 'response_injection' in result['flags']
     assert result['pre_tls_surplus'].startswith('250 injected')
@@ -121,10 +113,9 @@ def test_response_injection_is_flagged_and_discarded(scripted):
 
 
 def test_command_injection_probe(scripted):
-    vulnerable = scripted([('send', b'220 mail.test ESMTP\r\n'), ('expect', 'EHLO'), ('send', POSTFIX_EHLO),
-                           ('expect', 'STARTTLS'), ('send', b'220 Ready\r\n'), ('tls',),
-                           ('send', b'250 2.0.0 Ok\r\n'), ('expect', 'EHLO'), ('send', POSTFIX_EHLO_TLS),
-                           ('expect', 'QUIT')])
+    vulnerable = scripted(smtp_open() + [
+        ('send', b'220 Ready\r\n'), ('tls',), ('send', b'250 2.0.0 Ok\r\n'), ('expect', 'EHLO'),
+        ('send', POSTFIX_EHLO_TLS), ('expect', 'QUIT')])
     result = probe(vulnerable, test_command_injection=True)
     assert 'command_injection' in result['flags']
     assert result['injected_reply'].startswith('250')
@@ -135,9 +126,8 @@ def test_command_injection_probe(scripted):
 
 
 def test_starttls_advertised_again_after_tls(scripted):
-    server = scripted([('send', b'220 mail.test\r\n'), ('expect', 'EHLO'), ('send', POSTFIX_EHLO),
-                       ('expect', 'STARTTLS'), ('send', b'220 Ready\r\n'), ('tls',), ('expect', 'EHLO'),
-                       ('send', POSTFIX_EHLO), ('expect', 'QUIT')])
+    server = scripted(smtp_open() + [
+        ('send', b'220 Ready\r\n'), ('tls',), ('expect', 'EHLO'), ('send', POSTFIX_EHLO), ('expect', 'QUIT')])
     assert 'starttls_after_tls' in probe(server)['flags']
 
 
@@ -194,8 +184,7 @@ def test_rejected_ehlo_never_leads_to_starttls(scripted):
 
 
 def test_connection_closed_after_starttls_reply(scripted):
-    server = scripted([('send', b'220 mail.test\r\n'), ('expect', 'EHLO'), ('send', POSTFIX_EHLO),
-                       ('expect', 'STARTTLS'), ('send', b'220 Ready\r\n'), ('close',)])
+    server = scripted(smtp_open() + [('send', b'220 Ready\r\n'), ('close',)])
     result = probe(server)
     assert result['error']['stage'] == 'handshake'
     assert result['tls']['established'] is False
@@ -349,12 +338,12 @@ def refusing_server_answering_the_pipelined_noop(run: int) -> list:
     """Refuses STARTTLS (no certificate) and answers the NOOP sent behind it, as a correct
     plaintext server must; the gap between the two replies varies from run to run."""
     gap = (0.0, 0.0005, 0.005, 0.02)[run % 4]
-    steps = [('send', b'220 mail.test ESMTP\r\n'), ('expect', 'EHLO'), ('send', POSTFIX_EHLO), ('expect', 'STARTTLS')]
+    steps = smtp_open()
     if run % 5 == 4:
         # Both replies in one segment: the surplus is in the reader's buffer at once.
-        steps += [('expect', 'NOOP'), ('send', b'454 4.7.0 TLS not available due to local problem\r\n250 2.0.0 Ok\r\n')]
+        steps += [('expect', 'NOOP'), ('send', POSTFIX_454 + b'250 2.0.0 Ok\r\n')]
     else:
-        steps += [('send', b'454 4.7.0 TLS not available due to local problem\r\n'), ('sleep', gap),
+        steps += [('send', POSTFIX_454), ('sleep', gap),
                   ('expect', 'NOOP'), ('send', b'250 2.0.0 Ok\r\n')]
     return steps + [('expect', 'QUIT')]
 
@@ -377,10 +366,9 @@ def test_refused_starttls_with_an_answered_noop_is_never_injection(scripted):
 
 
 def test_bytes_after_a_positive_starttls_reply_are_injection_in_every_run(scripted):
-    server = scripted([('send', b'220 mail.test ESMTP\r\n'), ('expect', 'EHLO'), ('send', POSTFIX_EHLO),
-                       ('expect', 'STARTTLS'), ('expect', 'NOOP'),
-                       ('send', b'220 2.0.0 Ready to start TLS\r\n250 2.0.0 Ok\r\n'), ('sleep', 0.2), ('tls',),
-                       ('expect', 'EHLO'), ('send', POSTFIX_EHLO_TLS), ('expect', 'QUIT')])
+    server = scripted(smtp_open() + [
+        ('expect', 'NOOP'), ('send', b'220 2.0.0 Ready to start TLS\r\n250 2.0.0 Ok\r\n'), ('sleep', 0.2),
+        ('tls',), ('expect', 'EHLO'), ('send', POSTFIX_EHLO_TLS), ('expect', 'QUIT')])
     runs = 10
     results = probe_many([f'127.0.0.1:{server.port}/smtp'] * runs,
                          {'timeout': 3, 'test_command_injection': True, 'concurrency': 5, 'per_host_limit': 5})
@@ -458,10 +446,10 @@ def test_a_name_that_does_not_resolve_is_one_connect_error(monkeypatch):
 def test_plaintext_after_a_positive_reply_is_injection_however_late_it_comes(scripted, delay):
     # The surplus arrives after the reader looked (delay) and before the server's TLS records: it is
     # held back from the handshake, which completes, and flagged all the same.
-    server = scripted([('send', b'220 mail.test ESMTP\r\n'), ('expect', 'EHLO'), ('send', POSTFIX_EHLO),
-                       ('expect', 'STARTTLS'), ('send', b'220 2.0.0 Ready to start TLS\r\n'), ('sleep', delay),
-                       ('send', b'250 late injected line\r\n'), ('tls',), ('expect', 'EHLO'), ('send', POSTFIX_EHLO_TLS),
-                       ('expect', 'QUIT')])
+    server = scripted(smtp_open() + [
+        ('send', b'220 2.0.0 Ready to start TLS\r\n'), ('sleep', delay),
+        ('send', b'250 late injected line\r\n'), ('tls',), ('expect', 'EHLO'), ('send', POSTFIX_EHLO_TLS),
+        ('expect', 'QUIT')])
     result = probe(server)
     assert result['tls']['established'] is True, result['error']
     assert 'response_injection' in result['flags']
@@ -470,9 +458,9 @@ def test_plaintext_after_a_positive_reply_is_injection_however_late_it_comes(scr
 
 
 def test_a_server_that_never_starts_tls_fails_the_handshake_quickly(scripted):
-    server = scripted([('send', b'220 mail.test ESMTP\r\n'), ('expect', 'EHLO'), ('send', POSTFIX_EHLO),
-                       ('expect', 'STARTTLS'), ('send', b'220 2.0.0 Ready to start TLS\r\n'), ('sleep', 0.1),
-                       ('send', b'500 5.5.2 Error: command not recognized\r\n'), ('sleep', 6)])
+    server = scripted(smtp_open() + [
+        ('send', b'220 2.0.0 Ready to start TLS\r\n'), ('sleep', 0.1),
+        ('send', b'500 5.5.2 Error: command not recognized\r\n'), ('sleep', 6)])
     started = time.monotonic()
     result = probe(server, timeout=8)
     assert time.monotonic() - started < 5

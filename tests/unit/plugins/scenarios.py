@@ -8,6 +8,11 @@ The shapes are those of the real engines: probes as `_probe.engine.probe_many` r
 OpenSMTPD 6.8 in the lab, research/MTA-BEHAVIOUR.md), listeners as `_host.gather_host` builds
 them with `_certs.StoreInspector` stores. Every scenario names the findings it must produce,
 as (id, vantage) pairs, and nothing else may appear.
+
+This is the one catalogue of such records for the unit tests: the judgement, the filters, the
+reports, the policy, DANE, and fleet_assess's stand-in for probe_many all build theirs here
+(`listener`, `store`, `probe`, `tls_ok`, `refused_454`, ...), so that a change of the record
+shapes is made once.
 """
 
 from __future__ import annotations
@@ -114,8 +119,10 @@ SMTP_CAPS = ['PIPELINING', 'SIZE 10240000', 'VRFY', 'ETRN', 'STARTTLS', 'ENHANCE
 SMTP_CAPS_TLS = [cap for cap in SMTP_CAPS if cap != 'STARTTLS']
 
 
-def probe(address, port, protocol, vantage='controller', **fields) -> dict:
-    record = new_probe(address, port, protocol, None, vantage)
+def probe(address, port, protocol, vantage='controller', sni=None, name=None, **fields) -> dict:
+    """A probe that connected and read the greeting and capabilities as the lab's MTAs give them;
+    `name` is the host name the target was given as (the address is one it resolved to)."""
+    record = new_probe(address, port, protocol, sni, vantage, name)
     record.update({'connected': True, 'peer_address': address})
     if record['tls_mode'] == 'starttls':
         if protocol in ('smtp', 'submission', 'lmtp'):
@@ -153,8 +160,9 @@ def tls_ok(address, port, protocol, vantage='controller', certificate=None, vers
     return record
 
 
-def refused_454(address, port, vantage='controller', text='4.7.0 TLS not available due to local problem', **fields):
-    record = probe(address, port, 'smtp', vantage, starttls_reply={'code': '454', 'text': text})
+def refused_454(address, port, vantage='controller', text='4.7.0 TLS not available due to local problem', sni=None,
+                name=None, **fields):
+    record = probe(address, port, 'smtp', vantage, sni, name, starttls_reply={'code': '454', 'text': text})
     record.update(fields)
     return record
 
@@ -175,16 +183,17 @@ def handshake_fails(address, port, protocol, vantage='controller', reply=None, p
     return record
 
 
-def not_advertised(address, port, vantage='controller', **fields):
+def not_advertised(address, port, vantage='controller', sni=None, name=None, **fields):
     caps = [cap for cap in SMTP_CAPS if cap != 'STARTTLS']
-    record = probe(address, port, 'smtp', vantage, capabilities=caps, starttls_advertised=False,
+    record = probe(address, port, 'smtp', vantage, sni, name, capabilities=caps, starttls_advertised=False,
                    capabilities_reply={'code': '250', 'text': 'mail.lab.test\n' + '\n'.join(caps)})
     record.update(fields)
     return record
 
 
-def unreachable(address, port, protocol='smtp', vantage='controller', message='connection refused', flags=()):
-    record = new_probe(address, port, protocol, None, vantage)
+def unreachable(address, port, protocol='smtp', vantage='controller', message='connection refused', flags=(),
+                sni=None):
+    record = new_probe(address, port, protocol, sni, vantage)
     record.update({'error': {'stage': 'connect', 'message': message}, 'flags': list(flags)})
     return record
 
