@@ -34,6 +34,11 @@ _openssl_command: list = []
 # checked), so many listeners presenting one chain cost one signature check.
 _verified_windows: dict = {}
 VERIFIED_CACHE_SIZE = 512
+# Chains that did not verify: (chain, ca_file, ca_path, library) -> (moment, reason). Within a minute of
+# that moment the answer stands: a host whose listeners present one chain that fails costs one check,
+# not one per listener (the openssl command is the expensive part of a host's inspection).
+_refused: dict = {}
+REFUSED_REUSE_SECONDS = 60
 
 
 def openssl_path() -> str | None:
@@ -194,6 +199,9 @@ def verify_chain(chain_der: list, ca_file: str | None = None, ca_path: str | Non
         window = _verified_windows.get(cache_key)
         if window is not None and window[0] <= moment <= window[1]:
             return True, None
+        refused = _refused.get(cache_key)
+        if refused is not None and abs((moment - refused[0]).total_seconds()) <= REFUSED_REUSE_SECONDS:
+            return False, refused[1]
         if use_library:
             with _x509._quiet():
                 verified, reason, window = _verify_with_cryptography(chain, ca_file, ca_path, moment)
@@ -217,6 +225,10 @@ def verify_chain(chain_der: list, ca_file: str | None = None, ca_path: str | Non
             if len(_verified_windows) >= VERIFIED_CACHE_SIZE:
                 _verified_windows.clear()
             _verified_windows[cache_key] = window
+        elif verified is False:
+            if len(_refused) >= VERIFIED_CACHE_SIZE:
+                _refused.clear()
+            _refused[cache_key] = (moment, reason)
         return verified, reason
     except Exception as exc:
         return None, f'verification could not run: {type(exc).__name__}: {exc}'

@@ -115,3 +115,21 @@ def test_verification_falls_back_to_the_openssl_command_and_counts_its_runs(monk
     verified, reason = _trust.verify_chain(chain[:1], ca_file=str(FIXTURES / 'root-ca.pem'), at=NOW)
     assert verified is False and 'unable to get local issuer certificate' in reason
     assert _trust._openssl_runs[0] == 2
+
+
+@needs_openssl
+def test_a_chain_that_fails_is_checked_once_a_minute(monkeypatch):
+    monkeypatch.setattr(_x509, 'BACKEND', 'stdlib')
+    monkeypatch.setattr(_trust, '_openssl_runs', [0])
+    monkeypatch.setattr(_trust, '_refused', {})
+    leaf_only = _x509.pem_to_der_list((FIXTURES / 'leaf-rsa.pem').read_text())[:1]
+    ca_file = str(FIXTURES / 'root-ca.pem')
+    first = _trust.verify_chain(leaf_only, ca_file=ca_file, at=NOW)
+    assert first[0] is False
+    # Many listeners presenting the same failing chain in one inspection: one openssl run.
+    for seconds in (1, 30, 59):
+        assert _trust.verify_chain(leaf_only, ca_file=ca_file, at=NOW + datetime.timedelta(seconds=seconds)) == first
+    assert _trust._openssl_runs[0] == 1
+    # Later (or against other anchors) it is checked again.
+    assert _trust.verify_chain(leaf_only, ca_file=ca_file, at=NOW + datetime.timedelta(minutes=5))[0] is False
+    assert _trust._openssl_runs[0] == 2

@@ -52,6 +52,7 @@ def backend(request, monkeypatch):
 def fresh_verification_caches(monkeypatch):
     monkeypatch.setattr(_trust, '_verified_windows', {})
     monkeypatch.setattr(_trust, '_trust_stores', {})
+    monkeypatch.setattr(_trust, '_refused', {})
 
 
 # ---------------------------------------------------------------------------------------------
