@@ -9,10 +9,11 @@ naming, no file or subprocess I/O (trust stores and the `openssl` command are in
 reader; both paths feed the same renderer so the description is identical whichever one ran.
 
 Public entry points: `describe_der`, `pem_to_der_list`, `pem_blocks`, `hostname_matches`,
-`public_key_der`, `public_key_summary` (`_trust.verify_chain` checks a chain). None of them raises on bad input:
-failures come back as values.
+`public_key_der`, `public_key_summary` (`_trust.verify_chain` checks a chain). None of them raises
+on bad input: failures come back as values.
 
-No signature is checked here (`_trust.verify_chain` does, by the openssl command or cryptography): pure-Python public-key arithmetic would be slow and a lot of code to keep correct.
+No signature is checked here (`_trust.verify_chain` does, by the openssl command or cryptography):
+pure-Python public-key arithmetic would be slow and a lot of code to keep correct.
 """
 
 from __future__ import annotations
@@ -920,8 +921,9 @@ def public_key_der(der: bytes) -> bytes | None:
             try:
                 with _quiet():
                     cert = Cryptography.x509.load_der_x509_certificate(der)
-                    return cert.public_key().public_bytes(Cryptography.serialization.Encoding.DER,
-                                                          Cryptography.serialization.PublicFormat.SubjectPublicKeyInfo)
+                    serialization = Cryptography.serialization
+                    return cert.public_key().public_bytes(serialization.Encoding.DER,
+                                                          serialization.PublicFormat.SubjectPublicKeyInfo)
             except Exception:
                 pass
         top = _Der(der, what='input')
