@@ -482,7 +482,7 @@ def test_verify_chain_reasons_are_readable(verifier):
     else:
         assert 'unable to get local issuer certificate' in reason
     verified, reason = _trust.verify_chain(ders('leaf-rsa-fullchain.pem'), ca_file=ROOT,
-                                          at=datetime.datetime(2036, 1, 1, tzinfo=UTC))
+                                           at=datetime.datetime(2036, 1, 1, tzinfo=UTC))
     assert 'expired' in reason or 'not valid at validation time' in reason
 
 
