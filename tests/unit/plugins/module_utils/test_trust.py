@@ -23,6 +23,14 @@ NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 OPENSSL = shutil.which('openssl')
 needs_openssl = pytest.mark.skipif(not OPENSSL, reason='needs the openssl command')
 
+
+@pytest.fixture(autouse=True)
+def fresh_caches(monkeypatch):
+    """Every test counts its own openssl runs: nothing verified or refused by an earlier test."""
+    monkeypatch.setattr(_trust, '_verified_windows', {})
+    monkeypatch.setattr(_trust, '_refused', {})
+    monkeypatch.setattr(_trust, '_trust_stores', {})
+
 # Inspect three bindings and verify one presented chain in a fresh interpreter, then say whether
 # cryptography was imported: the host task's whole certificate path.
 SCRIPT = r'''
