@@ -31,6 +31,7 @@ def fresh_caches(monkeypatch):
     monkeypatch.setattr(_trust, '_refused', {})
     monkeypatch.setattr(_trust, '_trust_stores', {})
 
+
 # Inspect three bindings and verify one presented chain in a fresh interpreter, then say whether
 # cryptography was imported: the host task's whole certificate path.
 SCRIPT = r'''
