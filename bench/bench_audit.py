@@ -19,14 +19,9 @@ inspection. --no-isolate uses (or starts) the demo host in the machine's own nam
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import shutil
-import signal
-import socket
-import ssl
 import statistics
 import subprocess
 import sys
@@ -37,9 +32,8 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 COLLECTION_ROOT = os.path.dirname(BENCH_DIR)
 sys.path.insert(0, BENCH_DIR)
 
-import bench_probe as probe_bench  # noqa: E402  (after the path change above)
+import benchlib  # noqa: E402  (after the path change above)
 
-LAB_SCRIPT = os.path.join(COLLECTION_ROOT, 'tests', 'lab', 'mta_lab.py')
 AUDIT_PLAYBOOK = 'mailsec.starttls.audit'
 # A demo host this bench starts gets a fresh root /tmp/bench-audit-demo-XXXXXXXX, removed afterwards.
 DEFAULT_DEMO_ROOT = '/tmp/bench-audit-demo'
@@ -55,10 +49,10 @@ EXPECTED_DEMO_FINDINGS = frozenset({
     ('starttls-advertised-without-certificate', DEMO_ADDRESS, 25, 'host'),
     ('starttls-advertised-without-certificate', DEMO_ADDRESS, 25, 'controller'),
 })
-TARGET_RATIO = 1.5
+# Issue 11: the audit's wall time at most 1.6x the ping play's, and its CPU per host at most ping's + 0.2 s.
+TARGET_RATIO = 1.6
+TARGET_EXTRA_CPU_S_PER_HOST = 0.2
 DEFAULT_FORKS = 5  # ansible-core's own default
-NOISY_LOAD_PERCENT = probe_bench.NOISY_LOAD_PERCENT
-IN_NAMESPACE_FLAG = '--in-namespace'
 
 PING_PLAYBOOK = """\
 - name: Ping every host of the fleet (the bench's baseline)
@@ -151,66 +145,12 @@ class CallbackModule(CallbackBase):
 
 
 # --------------------------------------------------------------------------------------------
-# A private namespace
-# --------------------------------------------------------------------------------------------
-
-def run_isolated(script: str, argv: list) -> int:
-    """Run a bench script again inside new network, PID and mount namespaces; return its exit code.
-
-    There it sees only its own lab: no other lab's daemons in the host inspection, no clash over the
-    lab's addresses, nobody else's start or stop of a lab. /proc/stat stays machine-wide, so the
-    load of other work is still measured."""
-    if shutil.which('unshare') is None or os.geteuid() != 0:
-        print('bench: isolation needs root and unshare (util-linux); use --no-isolate', file=sys.stderr)
-        return 2
-    command = ['unshare', '--net', '--pid', '--fork', '--mount-proc', '--kill-child',
-               sys.executable, os.path.abspath(script), *argv, IN_NAMESPACE_FLAG]
-    return subprocess.call(command)
-
-
-def namespace_init() -> int | None:
-    """In a new PID namespace this process is PID 1: bring loopback up, then fork the bench and
-    reap every orphan (the lab's daemons are re-parented here) until the bench ends. Returns the
-    bench's exit code in the parent, None in the child that goes on to run the bench."""
-    subprocess.run(['ip', 'link', 'set', 'lo', 'up'], check=True)
-    if os.getpid() != 1:
-        return None
-    child = os.fork()
-    if child == 0:
-        return None
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: os.kill(child, signal.SIGTERM))
-    while True:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            return 1
-        except InterruptedError:
-            continue
-        if pid == child:
-            return os.waitstatus_to_exitcode(status) & 255
-
-
-# --------------------------------------------------------------------------------------------
 # The demo host
 # --------------------------------------------------------------------------------------------
 
-def accepting(address: str, port: int, timeout_s: float = 1.0) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-def lab_command(action: str, root: str, *extra: str, timeout_s: float = 180.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, LAB_SCRIPT, action, '--root', root, *extra],
-                          capture_output=True, text=True, timeout=timeout_s, check=False)
-
-
 def demo_running_at(root: str) -> bool:
     """A healthy lab at root whose listeners include the demo host's port 25."""
-    completed = lab_command('status', root, '--json', timeout_s=60)
+    completed = benchlib.lab_command('status', root, '--json', timeout_s=60)
     try:
         status = json.loads(completed.stdout)
     except ValueError:
@@ -218,15 +158,6 @@ def demo_running_at(root: str) -> bool:
     wanted = f'{DEMO_ADDRESS}:25'
     return bool(status.get('running') and status.get('healthy')
                 and any(item['id'].endswith(wanted) for item in status.get('listeners', [])))
-
-
-def private_lab_root(prefix: str) -> str:
-    """A fresh lab root for this run alone (PREFIX-XXXXXXXX): two bench runs at once, each in its
-    own namespaces, would otherwise regenerate each other's configuration and certificates."""
-    root = tempfile.mkdtemp(prefix=os.path.basename(prefix) + '-', dir=os.path.dirname(prefix))
-    # The daemons' unprivileged users (dovecot, Debian-exim) read the lab's files below it.
-    os.chmod(root, 0o755)
-    return root
 
 
 class DemoHost:
@@ -253,12 +184,12 @@ class DemoHost:
         for root in dict.fromkeys(candidate for candidate in candidates if candidate):
             if demo_running_at(root):
                 return cls(root, started_here=False)
-        if accepting(DEMO_ADDRESS, 25):
+        if benchlib.accepting(DEMO_ADDRESS, 25):
             raise RuntimeError(f'{DEMO_ADDRESS}:25 is taken by a demo host whose lab root is not one of '
                                f'{", ".join(KNOWN_DEMO_ROOTS)}: pass --demo-root, or leave out --no-isolate')
-        root = explicit_root or private_lab_root(DEFAULT_DEMO_ROOT)
+        root = explicit_root or benchlib.private_lab_root(DEFAULT_DEMO_ROOT)
         started = time.monotonic()
-        completed = lab_command('start', root, '--profile', 'demo')
+        completed = benchlib.lab_command('start', root, '--profile', 'demo')
         if completed.returncode != 0:
             if not explicit_root:
                 shutil.rmtree(root, ignore_errors=True)
@@ -268,11 +199,11 @@ class DemoHost:
         return cls(root, started_here=True, made_root=not explicit_root)
 
     def up(self) -> bool:
-        return all(accepting(address, port) for address, port in DEMO_ENDPOINTS)
+        return all(benchlib.accepting(address, port) for address, port in DEMO_ENDPOINTS)
 
     def stop(self) -> None:
         if self.started_here:
-            completed = lab_command('stop', self.root)
+            completed = benchlib.lab_command('stop', self.root)
             print(f'   {completed.stdout.strip() or completed.stderr.strip()}', flush=True)
             if self.made_root and completed.returncode == 0:
                 shutil.rmtree(self.root, ignore_errors=True)
@@ -465,7 +396,7 @@ def checker_self_test(workdir: str) -> list:
 def find_playbook_command(explicit: str | None) -> str | None:
     if explicit:
         return explicit if os.access(explicit, os.X_OK) else None
-    ansible = probe_bench.find_ansible(None)
+    ansible = benchlib.find_ansible(None)
     if not ansible:
         return None
     candidate = os.path.join(os.path.dirname(ansible), 'ansible-playbook')
@@ -478,7 +409,7 @@ class AuditBench:
         self.workdir = workdir
         self.playbook_command = playbook_command
         self.demo = demo
-        self.collections_parent = probe_bench.collection_tree(workdir)
+        self.collections_parent = benchlib.collection_tree(workdir)
         self.python = arguments.host_python or os.path.join(os.path.dirname(playbook_command), 'python')
         self.hosts = [f'alias{index:03d}' for index in range(1, arguments.hosts + 1)]
         self.run_counter = 0
@@ -495,7 +426,7 @@ class AuditBench:
         self.module_log = os.path.join(workdir, 'module-processes.log')
         self.profile_python = os.path.join(workdir, 'profile-python')
         with open(self.profile_python, 'w', encoding='utf-8') as wrapper:
-            wrapper.write(f'#!/bin/sh\nexec {probe_bench.GNU_TIME} -a -o {self.module_log} -f "%e %U %S %M" '
+            wrapper.write(f'#!/bin/sh\nexec {benchlib.GNU_TIME} -a -o {self.module_log} -f "%e %U %S %M" '
                           f'{self.python} "$@"\n')
         os.chmod(self.profile_python, 0o755)
         self.profile_inventory = os.path.join(workdir, 'inventory-profile.yml')
@@ -547,11 +478,11 @@ class AuditBench:
             os.unlink(self.module_log)
         demo_up_before = self.demo.up()
         connections_before = self.demo.settled_connection_counts()
-        busy_before = probe_bench.machine_busy_s()
-        measured = probe_bench.run_measured(command, self.raw_path(playbook, '.stdout'),
-                                            self.raw_path(playbook, '.stderr'), self.arguments.run_timeout,
-                                            env=self.environment(timing_path, profile), cwd=self.workdir)
-        busy_after = probe_bench.machine_busy_s()
+        busy_before = benchlib.machine_busy_s()
+        measured = benchlib.run_measured(command, self.raw_path(playbook, '.stdout'),
+                                         self.raw_path(playbook, '.stderr'), self.arguments.run_timeout,
+                                         env=self.environment(timing_path, profile), cwd=self.workdir)
+        busy_after = benchlib.machine_busy_s()
         connections_after = self.demo.settled_connection_counts()
         result = {'playbook': playbook, 'forks': forks, 'hosts': len(self.hosts), 'wall_s': measured.wall_s,
                   'cpu_s': measured.cpu_s, 'peak_rss_kib': measured.peak_rss_kib, 'exit_code': measured.exit_code,
@@ -570,7 +501,7 @@ class AuditBench:
         problems = []
         if measured.exit_code != 0 or measured.timed_out:
             problems.append(f'exit {measured.exit_code}{" (timed out)" if measured.timed_out else ""}: '
-                            f'{tail(self.raw_path(playbook, ".stdout"))}')
+                            f'{benchlib.tail(self.raw_path(playbook, ".stdout"))}')
         if not demo_up_before:
             problems.append('the demo host was not accepting on all four listeners before the run')
         if timing is None:
@@ -645,35 +576,20 @@ def summarise_tasks(timing: dict | None, hosts: int) -> list | None:
     return rows
 
 
-def tail(path: str, size: int = 600) -> str:
-    try:
-        with open(path, 'rb') as stream:
-            stream.seek(0, os.SEEK_END)
-            stream.seek(max(0, stream.tell() - size))
-            return stream.read().decode(errors='replace').strip().replace('\n', ' | ')
-    except OSError:
-        return ''
-
-
 # --------------------------------------------------------------------------------------------
 # Reporting
 # --------------------------------------------------------------------------------------------
 
-def median_of(runs: list, key: str):
-    values = [run[key] for run in runs if isinstance(run.get(key), (int, float))]
-    return statistics.median(values) if values else None
-
-
 def aggregate(runs: list) -> dict:
     first = runs[0]
     hosts = first['hosts']
-    wall_s, cpu_s = median_of(runs, 'wall_s'), median_of(runs, 'cpu_s')
-    other = median_of(runs, 'machine_share_other')
+    wall_s, cpu_s = benchlib.median_of(runs, 'wall_s'), benchlib.median_of(runs, 'cpu_s')
+    other = benchlib.median_of(runs, 'machine_share_other')
     summary = {
         'playbook': first['playbook'], 'forks': first['forks'], 'hosts': hosts, 'runs': len(runs),
         'wall_s': wall_s, 'wall_s_all': [round(run['wall_s'], 2) for run in runs],
         'cpu_s': cpu_s, 'cpu_s_per_host': cpu_s / hosts if cpu_s is not None else None,
-        'peak_rss_mib': (median_of(runs, 'peak_rss_kib') or 0) / 1024,
+        'peak_rss_mib': (benchlib.median_of(runs, 'peak_rss_kib') or 0) / 1024,
         'other_load_percent': 100 * other if other is not None else None,
         'max_mismatches': max(run['check']['mismatches'] for run in runs),
         'mismatch_examples': next((run['check']['examples'] for run in runs if run['check']['mismatches']), []),
@@ -703,18 +619,14 @@ def print_table(summaries: list) -> None:
     for summary in summaries:
         wrong = summary['max_mismatches']
         print(f"{summary['playbook']:<8} {summary['forks']:>5} {summary['hosts']:>5} "
-              f"{probe_bench.fmt(summary['wall_s'], '8.2f')} {probe_bench.fmt(summary['cpu_s'], '8.2f')} "
-              f"{probe_bench.fmt(summary['cpu_s_per_host'], '10.3f')} {summary['peak_rss_mib']:8.0f} "
-              f"{probe_bench.fmt(summary['other_load_percent'], '6.0f')} {wrong:>6}  "
+              f"{benchlib.fmt(summary['wall_s'], '8.2f')} {benchlib.fmt(summary['cpu_s'], '8.2f')} "
+              f"{benchlib.fmt(summary['cpu_s_per_host'], '10.3f')} {summary['peak_rss_mib']:8.0f} "
+              f"{benchlib.fmt(summary['other_load_percent'], '6.0f')} {wrong:>6}  "
               f"{', '.join(f'{wall:.2f}' for wall in summary['wall_s_all'])}"
               + ('' if wrong == 0 else '  <-- WRONG RESULTS'))
         for example in summary['mismatch_examples'][:5]:
             print(f'         mismatch: {example}')
-    noisy = [summary['other_load_percent'] for summary in summaries
-             if (summary['other_load_percent'] or 0) > NOISY_LOAD_PERCENT]
-    if noisy:
-        print(f'WARNING: other processes used up to {max(noisy):.0f}% of the machine during these runs (column '
-              'other%); wall times are depressed. Rerun on a quiet machine for figures to keep.')
+    benchlib.warn_if_noisy([summary['other_load_percent'] for summary in summaries])
 
 
 def print_breakdown(ping: dict, audit: dict) -> dict:
@@ -740,7 +652,7 @@ def print_breakdown(ping: dict, audit: dict) -> dict:
 
 
 def find_py_spy() -> str | None:
-    bench_venv = os.environ.get('MAILSEC_BENCH_VENV', os.path.join(probe_bench.CACHE_DIR, 'bench-venv'))
+    bench_venv = os.environ.get('MAILSEC_BENCH_VENV', os.path.join(benchlib.CACHE_DIR, 'bench-venv'))
     in_bench_venv = os.path.join(bench_venv, 'bin', 'py-spy')
     return in_bench_venv if os.access(in_bench_venv, os.X_OK) else shutil.which('py-spy')
 
@@ -765,8 +677,8 @@ def run_profile(bench: AuditBench, arguments: argparse.Namespace, forks: int) ->
         own = result.get('module_cost') or {}
         print(f"   {playbook:<5} wall {result['wall_s']:.2f} s, CPU {result['cpu_s']:.2f} s = "
               f"{modules.get('count', 0)} module processes {modules.get('cpu_s_total', 0.0):.2f} s "
-              f"({probe_bench.fmt(modules.get('cpu_s_median'), '.3f')} s each, "
-              f"{probe_bench.fmt(modules.get('peak_rss_mib_max'), '.0f')} MiB peak) + controller and workers "
+              f"({benchlib.fmt(modules.get('cpu_s_median'), '.3f')} s each, "
+              f"{benchlib.fmt(modules.get('peak_rss_mib_max'), '.0f')} MiB peak) + controller and workers "
               f"{controller_cpu:.2f} s ({controller_cpu / hosts:.3f} s/host); results "
               f"{result_bytes / hosts / 1024:.1f} KiB/host; others used {100 * result['machine_share_other']:.0f}%"
               + (f"; of each module process, gather_host + probes (`cost`) {own.get('cpu_s_median'):.3f} s"
@@ -781,7 +693,7 @@ def run_profile(bench: AuditBench, arguments: argparse.Namespace, forks: int) ->
         if os.path.exists(raw):
             shutil.copy(raw, destination)
             with open(destination + '.top.txt', 'w', encoding='utf-8') as top_file:
-                top_file.write(probe_bench.collapsed_top(raw))
+                top_file.write(benchlib.collapsed_top(raw))
             profile['py_spy'] = {'samples': destination, 'by_process': samples_by_process(raw)}
             print(f"   py-spy of one audit run (wall {result['wall_s']:.2f} s with the sampler on): {destination}"
                   f"{{,.top.txt}}; samples by process: "
@@ -789,7 +701,41 @@ def run_profile(bench: AuditBench, arguments: argparse.Namespace, forks: int) ->
                   flush=True)
     elif arguments.py_spy:
         print('   py-spy not found (bench/setup.sh installs it)', flush=True)
+    if profile.get('ping') and profile.get('audit'):
+        profile['breakdown'] = cost_breakdown(profile['ping'], profile['audit'], hosts)
     return profile
+
+
+def cost_breakdown(ping: dict, audit: dict, hosts: int) -> dict:
+    """The audit's CPU per host against ping's, split as far as the profiling runs can tell: the module
+    process's start (interpreter, AnsiballZ unpacking, Ansible's module_utils: what ping's module process
+    costs), the collection's imports and the result's encoding (the rest of the module process), the
+    inspection itself (`cost` of mta_tls_info), and the controller (result transfer and decoding, the
+    second per-host task, the run-once tasks: the controller and workers' CPU beyond ping's)."""
+    ping_module = (ping['module_processes'] or {}).get('cpu_s_median') or 0.0
+    audit_modules = audit['module_processes'] or {}
+    audit_module = audit_modules.get('cpu_s_median') or 0.0
+    # The audit's module processes: the argument-spec check runs none; mta_tls_info one per host.
+    inspection = ((audit.get('module_cost') or {}).get('cpu_s_median')) or 0.0
+    rows = {
+        'process start (ping module process)': ping_module,
+        'collection imports + result encoding': max(0.0, audit_module - ping_module - inspection),
+        'inspection (gather_host + host probes)': inspection,
+        'controller and workers, per host': audit['controller_cpu_s'] / hosts,
+    }
+    breakdown = {'audit_cpu_s_per_host': audit['cpu_s'] / hosts, 'ping_cpu_s_per_host': ping['cpu_s'] / hosts,
+                 'ping_controller_cpu_s_per_host': ping['controller_cpu_s'] / hosts,
+                 'audit_result_kib_per_host': audit['result_bytes_per_host'] / 1024,
+                 'ping_result_kib_per_host': ping['result_bytes_per_host'] / 1024, 'rows': rows}
+    print(f"   CPU per host: audit {breakdown['audit_cpu_s_per_host']:.3f} s, ping {breakdown['ping_cpu_s_per_host']:.3f} s "
+          f"(+{breakdown['audit_cpu_s_per_host'] - breakdown['ping_cpu_s_per_host']:.3f} s); of the audit's:")
+    for name, value in rows.items():
+        print(f'     {value:6.3f} s  {name}')
+    print(f"     (ping: module process {ping_module:.3f} s, controller and workers "
+          f"{breakdown['ping_controller_cpu_s_per_host']:.3f} s per host; results "
+          f"{breakdown['audit_result_kib_per_host']:.1f} KiB/host for the audit, "
+          f"{breakdown['ping_result_kib_per_host']:.1f} KiB/host for ping)", flush=True)
+    return breakdown
 
 
 def samples_by_process(path: str) -> dict:
@@ -798,46 +744,26 @@ def samples_by_process(path: str) -> dict:
     shells they start, the module processes (AnsiballZ)."""
     counts: dict = {}
     total = 0
-    with open(path, encoding='utf-8', errors='replace') as collapsed:
-        for line in collapsed:
-            stack, _separator, count_text = line.rstrip('\n').rpartition(' ')
-            if not count_text.isdigit():
-                continue
-            processes = [frame for frame in stack.split(';') if frame.startswith('process ')]
-            innermost = processes[-1] if processes else ''
-            if 'AnsiballZ' in innermost and 'bin/sh' not in innermost:
-                kind = 'module processes'
-            elif 'bin/sh' in innermost:
-                kind = 'shells'
-            elif 'ansible-playbook' in innermost:
-                kind = 'controller main' if len(processes) == 1 else 'forked workers'
-            else:
-                kind = 'other'
-            counts[kind] = counts.get(kind, 0) + int(count_text)
-            total += int(count_text)
+    for frames, count in benchlib.collapsed_stacks(path):
+        processes = [frame for frame in frames if frame.startswith('process ')]
+        innermost = processes[-1] if processes else ''
+        if 'AnsiballZ' in innermost and 'bin/sh' not in innermost:
+            kind = 'module processes'
+        elif 'bin/sh' in innermost:
+            kind = 'shells'
+        elif 'ansible-playbook' in innermost:
+            kind = 'controller main' if len(processes) == 1 else 'forked workers'
+        else:
+            kind = 'other'
+        counts[kind] = counts.get(kind, 0) + count
+        total += count
     return {kind: 100 * count / max(total, 1) for kind, count in sorted(counts.items(), key=lambda item: -item[1])}
 
 
 def environment_facts(playbook_command: str, isolated: bool, demo: DemoHost) -> dict:
-    cpu_model = 'unknown'
-    try:
-        with open('/proc/cpuinfo', encoding='utf-8') as cpuinfo:
-            cpu_model = next((line.split(':', 1)[1].strip() for line in cpuinfo if line.startswith('model name')),
-                             'unknown')
-    except OSError:
-        pass
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = None
-    return {
-        'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-        'host': platform.node(), 'cpu': cpu_model, 'cores': os.cpu_count(), 'kernel': platform.release(),
-        'python': sys.version.split()[0], 'openssl': ssl.OPENSSL_VERSION, 'loadavg_at_start': load,
-        'ansible_playbook': (playbook_command, probe_bench.version_of([playbook_command, '--version'])),
-        'git': probe_bench.version_of(['git', '-C', COLLECTION_ROOT, 'rev-parse', '--short', 'HEAD']),
-        'isolated': isolated, 'demo_root': demo.root, 'demo_started_here': demo.started_here,
-    }
+    return dict(benchlib.machine_facts(),
+                ansible_playbook=(playbook_command, benchlib.version_of([playbook_command, '--version'])),
+                isolated=isolated, demo_root=demo.root, demo_started_here=demo.started_here)
 
 
 def parse_arguments(argv: list | None) -> argparse.Namespace:
@@ -870,7 +796,7 @@ def parse_arguments(argv: list | None) -> argparse.Namespace:
     parser.add_argument('--results-dir', default=os.path.join(BENCH_DIR, 'results'))
     parser.add_argument('--keep-raw', action='store_true',
                         help='keep every run output and report in the results directory')
-    parser.add_argument(IN_NAMESPACE_FLAG, dest='in_namespace', action='store_true', help=argparse.SUPPRESS)
+    parser.add_argument(benchlib.IN_NAMESPACE_FLAG, dest='in_namespace', action='store_true', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -880,14 +806,11 @@ def main(argv: list | None = None) -> int:
     if arguments.self_test:
         with tempfile.TemporaryDirectory(prefix='mailsec-bench-audit-check-') as check_dir:
             missed = checker_self_test(check_dir)
-        print(f"checker self-test: {'PASS' if not missed else 'FAIL ' + '; '.join(missed)}")
+        print(benchlib.self_test_line(missed))
         return 1 if missed else 0
-    if arguments.isolate and not arguments.in_namespace:
-        return run_isolated(__file__, raw_argv)
-    if arguments.in_namespace:
-        exit_code = namespace_init()
-        if exit_code is not None:
-            return exit_code
+    exit_code = benchlib.isolate(__file__, raw_argv, arguments.isolate, arguments.in_namespace)
+    if exit_code is not None:
+        return exit_code
 
     hosts = arguments.hosts or (5 if arguments.smoke else 100)
     arguments.hosts = hosts
@@ -897,8 +820,7 @@ def main(argv: list | None = None) -> int:
     if arguments.smoke:
         with tempfile.TemporaryDirectory(prefix='mailsec-bench-audit-check-') as check_dir:
             checker_missed = checker_self_test(check_dir)
-        print(f"checker self-test: {'PASS' if not checker_missed else 'FAIL ' + '; '.join(checker_missed)}",
-              flush=True)
+        print(benchlib.self_test_line(checker_missed), flush=True)
     playbook_command = find_playbook_command(arguments.ansible_playbook)
     if not playbook_command:
         print('bench: ansible-playbook not found (--ansible-playbook, tests/setup.sh)', file=sys.stderr)
@@ -931,7 +853,7 @@ def main(argv: list | None = None) -> int:
                         audit_facts = result['check'].get('facts') or {}
                         extra = (f", {audit_facts.get('controller_probes')} controller probes for "
                                  f"{audit_facts.get('distinct_endpoints')} endpoints, module "
-                                 f"{probe_bench.fmt((result.get('module_cost') or {}).get('cpu_s_median'), '.3f')} "
+                                 f"{benchlib.fmt((result.get('module_cost') or {}).get('cpu_s_median'), '.3f')} "
                                  f"s CPU/host")
                     print(f"   run {repetition} forks {forks:>2} {playbook:<5} wall {result['wall_s']:6.2f} s, "
                           f"cpu {result['cpu_s']:6.2f} s, rss {result['peak_rss_kib'] / 1024:.0f} MiB, "
@@ -978,20 +900,15 @@ def main(argv: list | None = None) -> int:
     verdicts = []
 
     def add(target: str, ok: bool | None, detail: str) -> None:
-        verdicts.append(probe_bench.verdict(target, ok, detail))
+        verdicts.append(benchlib.verdict(target, ok, detail))
 
     if checker_missed is not None:
-        add('result checker catches wrong audits (self-test)', not checker_missed,
-            '; '.join(checker_missed) or 'a correct synthetic audit passes, six kinds of wrong one are caught')
+        verdicts.append(benchlib.self_test_verdict(
+            checker_missed, 'a correct synthetic audit passes, six kinds of wrong one are caught'))
     for forks in forks_values:
         for playbook in ('ping', 'audit'):
-            summary = summaries.get((forks, playbook))
-            if summary is None:
-                add(f'{playbook} -f {forks} results correct', False, 'not run')
-            else:
-                add(f'{playbook} -f {forks} results correct', summary['max_mismatches'] == 0,
-                    f"{summary['max_mismatches']} mismatches in the worst of {summary['runs']} run(s)"
-                    + (f": {summary['mismatch_examples'][0]}" if summary['mismatch_examples'] else ''))
+            verdicts.append(benchlib.correctness_verdict(f'{playbook} -f {forks} results correct',
+                                                         summaries.get((forks, playbook))))
     judged_forks = DEFAULT_FORKS if DEFAULT_FORKS in ratios else (forks_values[0] if forks_values else None)
     for forks, ratio in ratios.items():
         judged = forks == judged_forks and not arguments.smoke
@@ -999,12 +916,18 @@ def main(argv: list | None = None) -> int:
                   f"= {ratio:.2f}x at N={hosts}")
         add(f'audit wall <= {TARGET_RATIO}x ping wall, -f {forks}' + ('' if judged else ' (informative)'),
             (ratio <= TARGET_RATIO) if judged else None, detail)
+        extra_cpu = summaries[(forks, 'audit')]['cpu_s_per_host'] - summaries[(forks, 'ping')]['cpu_s_per_host']
+        add(f'audit CPU per host <= ping + {TARGET_EXTRA_CPU_S_PER_HOST} s, -f {forks}'
+            + ('' if judged else ' (informative)'),
+            (extra_cpu <= TARGET_EXTRA_CPU_S_PER_HOST) if judged else None,
+            f"{summaries[(forks, 'audit')]['cpu_s_per_host']:.3f} s vs {summaries[(forks, 'ping')]['cpu_s_per_host']:.3f} s "
+            f"= {extra_cpu:+.3f} s per host")
 
-    return probe_bench.finish(verdicts, arguments, f"bench-audit{'-smoke' if arguments.smoke else ''}",
-                              {'environment': facts, 'arguments': dict(vars(arguments)),
-                               'summaries': list(summaries.values()), 'ratios': ratios, 'best_forks': best,
-                               'breakdowns': breakdowns, 'profile': profile,
-                               'runs': [run for key_runs in runs.values() for run in key_runs]})
+    return benchlib.finish(verdicts, arguments, f"bench-audit{'-smoke' if arguments.smoke else ''}",
+                           {'environment': facts, 'arguments': dict(vars(arguments)),
+                            'summaries': list(summaries.values()), 'ratios': ratios, 'best_forks': best,
+                            'breakdowns': breakdowns, 'profile': profile,
+                            'runs': [run for key_runs in runs.values() for run in key_runs]})
 
 
 if __name__ == '__main__':

@@ -39,7 +39,7 @@ TARGET_SECONDS = 60.0
 TARGET_PEAK_MIB = 2048.0
 sys.path.insert(0, BENCH_DIR)
 
-import bench_audit  # noqa: E402  (after the path change above)
+import benchlib  # noqa: E402  (after the path change above)
 
 
 def collections_parent() -> str:
@@ -70,8 +70,8 @@ def capture(path: str) -> int:
     from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine import normalise_options, probe_many
     from ansible_collections.mailsec.starttls.plugins.modules.mta_tls_info import host_prober
 
-    root = bench_audit.private_lab_root('/tmp/bench-fleet-lab')
-    started = bench_audit.lab_command('start', root, '--json', timeout_s=600)
+    root = benchlib.private_lab_root('/tmp/bench-fleet-lab')
+    started = benchlib.lab_command('start', root, '--json', timeout_s=600)
     if started.returncode != 0:
         print(f'bench: could not start the lab: {(started.stderr or started.stdout)[-2000:]}', file=sys.stderr)
         return 1
@@ -107,7 +107,7 @@ def capture(path: str) -> int:
                 targets.append({'address': address, 'port': listener['port'], 'protocol': listener.get('protocol')})
         probes = probe_many(targets, normalise_options(dict(probe_options, vantage='controller')))
     finally:
-        bench_audit.lab_command('stop', root, timeout_s=300)
+        benchlib.lab_command('stop', root, timeout_s=300)
         shutil.rmtree(root, ignore_errors=True)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w', encoding='utf-8') as output:
@@ -302,7 +302,7 @@ def parse_arguments(argv: list | None) -> argparse.Namespace:
     parser.add_argument('--target-seconds', type=float, default=TARGET_SECONDS)
     parser.add_argument('--enforce', action='store_true', help='exit 1 when a target is missed')
     parser.add_argument('--smoke', action='store_true', help='a small fleet (400 hosts: above 1000 listeners, so the HTML is the fleet page), for CI')
-    parser.add_argument(bench_audit.IN_NAMESPACE_FLAG, dest='in_namespace', action='store_true', help=argparse.SUPPRESS)
+    parser.add_argument(benchlib.IN_NAMESPACE_FLAG, dest='in_namespace', action='store_true', help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
     if arguments.smoke:
         arguments.hosts = min(arguments.hosts, 400)
@@ -313,9 +313,7 @@ def main(argv: list | None = None) -> int:
     raw_argv = list(sys.argv[1:] if argv is None else argv)
     arguments = parse_arguments(raw_argv)
     if arguments.mode == 'capture':
-        if not arguments.in_namespace:
-            return bench_audit.run_isolated(__file__, raw_argv)
-        exit_code = bench_audit.namespace_init()
+        exit_code = benchlib.isolate(__file__, raw_argv, True, arguments.in_namespace)
         if exit_code is not None:
             return exit_code
         return capture(arguments.capture)

@@ -18,14 +18,11 @@ See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import glob
 import json
 import os
-import platform
 import resource
 import shutil
-import ssl
 import statistics
 import subprocess
 import sys
@@ -36,15 +33,13 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 COLLECTION_ROOT = os.path.dirname(BENCH_DIR)
 sys.path.insert(0, BENCH_DIR)
 
-import bench_audit  # noqa: E402  (after the path change above)
-import bench_probe as probe_bench  # noqa: E402
+import benchlib  # noqa: E402  (after the path change above)
 
 MODULE_NAME = 'mailsec.starttls.mta_tls_info'
 DEFAULT_LAB_ROOT = '/tmp/bench-hostinfo-lab'
 DEFAULT_ONLY = 'postfix,exim,dovecot'
 HOST_NAME = 'bench-host'
 TARGET_CPU_S = 0.3
-NOISY_LOAD_PERCENT = probe_bench.NOISY_LOAD_PERCENT
 WAYS = ('adhoc', 'module', 'exploded')
 PHASES = ('discovery', 'stores', 'full')
 PHASE_TITLES = {
@@ -64,7 +59,7 @@ IMPORT_GROUPS = (('ansible_collections.mailsec', 'mailsec.starttls module_utils'
 class LabSubset:
     def __init__(self, root: str | None, only: str):
         self.made_root = root is None
-        self.root = os.path.realpath(root or bench_audit.private_lab_root(DEFAULT_LAB_ROOT))
+        self.root = os.path.realpath(root or benchlib.private_lab_root(DEFAULT_LAB_ROOT))
         self.only = only
         self.started_here = False
         self.manifest: dict = {}
@@ -75,13 +70,13 @@ class LabSubset:
             # starting a lab there would rewrite their configuration under them.
             raise RuntimeError(f'a lab runs (or ran) at {self.root}; isolated, the bench needs a root of its own: '
                                'leave out --lab-root')
-        already = bench_audit.lab_command('status', self.root, '--json', timeout_s=60)
+        already = benchlib.lab_command('status', self.root, '--json', timeout_s=60)
         try:
             was_running = bool(json.loads(already.stdout).get('healthy'))
         except ValueError:
             was_running = False
         started = time.monotonic()
-        completed = bench_audit.lab_command('start', self.root, '--only', self.only, '--json', timeout_s=300)
+        completed = benchlib.lab_command('start', self.root, '--only', self.only, '--json', timeout_s=300)
         if completed.returncode != 0:
             raise RuntimeError(f'could not start the lab at {self.root} (--only {self.only}): '
                                f'{(completed.stderr or completed.stdout).strip()[-2000:]}')
@@ -94,7 +89,7 @@ class LabSubset:
     def stop(self) -> None:
         completed = None
         if self.started_here:
-            completed = bench_audit.lab_command('stop', self.root)
+            completed = benchlib.lab_command('stop', self.root)
             print(f'   {completed.stdout.strip() or completed.stderr.strip()}', flush=True)
         if self.made_root and (completed is None or completed.returncode == 0):
             shutil.rmtree(self.root, ignore_errors=True)
@@ -235,7 +230,7 @@ class HostInfoBench:
         self.ansible = ansible
         self.lab = lab
         self.python = arguments.host_python or os.path.join(os.path.dirname(ansible), 'python')
-        self.collections_parent = probe_bench.collection_tree(workdir)
+        self.collections_parent = benchlib.collection_tree(workdir)
         self.module_args = {'host': HOST_NAME, 'ca_file': lab.ca_file}
         self.run_counter = 0
         self.ansiballz: str | None = None
@@ -256,10 +251,10 @@ class HostInfoBench:
     def measure(self, way: str, command: list, env: dict | None = None) -> tuple:
         self.run_counter += 1
         stdout_path = self.raw_path(way, '.stdout')
-        busy_before = probe_bench.machine_busy_s()
-        measured = probe_bench.run_measured(command, stdout_path, self.raw_path(way, '.stderr'),
-                                            self.arguments.run_timeout, env=env, cwd=self.workdir)
-        busy_after = probe_bench.machine_busy_s()
+        busy_before = benchlib.machine_busy_s()
+        measured = benchlib.run_measured(command, stdout_path, self.raw_path(way, '.stderr'),
+                                         self.arguments.run_timeout, env=env, cwd=self.workdir)
+        busy_after = benchlib.machine_busy_s()
         with open(stdout_path, encoding='utf-8', errors='replace') as stdout_file:
             text = stdout_file.read()
         run = {'way': way, 'wall_s': measured.wall_s, 'cpu_s': measured.cpu_s, 'peak_rss_kib': measured.peak_rss_kib,
@@ -429,18 +424,13 @@ def phase_worker(job_path: str) -> int:
 # Reporting
 # --------------------------------------------------------------------------------------------
 
-def median_of(runs: list, key: str):
-    values = [run[key] for run in runs if isinstance(run.get(key), (int, float))]
-    return statistics.median(values) if values else None
-
-
 def aggregate(way: str, runs: list) -> dict:
-    other = median_of(runs, 'machine_share_other')
+    other = benchlib.median_of(runs, 'machine_share_other')
     return {
-        'way': way, 'runs': len(runs), 'wall_s': median_of(runs, 'wall_s'), 'cpu_s': median_of(runs, 'cpu_s'),
-        'cost_cpu_s': median_of(runs, 'cost_cpu_s'), 'cost_wall_s': median_of(runs, 'cost_wall_s'),
+        'way': way, 'runs': len(runs), 'wall_s': benchlib.median_of(runs, 'wall_s'), 'cpu_s': benchlib.median_of(runs, 'cpu_s'),
+        'cost_cpu_s': benchlib.median_of(runs, 'cost_cpu_s'), 'cost_wall_s': benchlib.median_of(runs, 'cost_wall_s'),
         'cost_cpu_s_all': [run.get('cost_cpu_s') for run in runs],
-        'peak_rss_mib': (median_of(runs, 'peak_rss_kib') or 0) / 1024,
+        'peak_rss_mib': (benchlib.median_of(runs, 'peak_rss_kib') or 0) / 1024,
         'other_load_percent': 100 * other if other is not None else None,
         'max_mismatches': max(run['check']['mismatches'] for run in runs),
         'mismatch_examples': next((run['check']['examples'] for run in runs if run['check']['mismatches']), []),
@@ -458,7 +448,7 @@ def print_table(summaries: list) -> None:
     print(header)
     print('-' * len(header))
     for summary in summaries:
-        fmt = probe_bench.fmt
+        fmt = benchlib.fmt
         print(f"{WAY_TITLES[summary['way']]:<34} {summary['runs']:>4} {fmt(summary['wall_s'], '7.2f')} "
               f"{fmt(summary['cpu_s'], '7.3f')} {fmt(summary['cost_cpu_s'], '10.3f')} "
               f"{fmt(summary['cost_wall_s'], '11.3f')} {summary['peak_rss_mib']:8.0f} "
@@ -466,31 +456,15 @@ def print_table(summaries: list) -> None:
               + ('' if summary['max_mismatches'] == 0 else '  <-- WRONG RESULTS'))
         for example in summary['mismatch_examples'][:5]:
             print(f'         mismatch: {example}')
-    noisy = [summary['other_load_percent'] for summary in summaries
-             if (summary['other_load_percent'] or 0) > NOISY_LOAD_PERCENT]
-    if noisy:
-        print(f'WARNING: other processes used up to {max(noisy):.0f}% of the machine during these runs (column '
-              'other%); wall times are depressed. Rerun on a quiet machine for figures to keep.')
+    benchlib.warn_if_noisy([summary['other_load_percent'] for summary in summaries])
 
 
 def environment_facts(ansible: str, python: str, isolated: bool, lab: LabSubset) -> dict:
-    cpu_model = 'unknown'
-    try:
-        with open('/proc/cpuinfo', encoding='utf-8') as cpuinfo:
-            cpu_model = next((line.split(':', 1)[1].strip() for line in cpuinfo if line.startswith('model name')),
-                             'unknown')
-    except OSError:
-        pass
-    return {
-        'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-        'host': platform.node(), 'cpu': cpu_model, 'cores': os.cpu_count(), 'kernel': platform.release(),
-        'python': sys.version.split()[0], 'openssl': ssl.OPENSSL_VERSION, 'loadavg_at_start': os.getloadavg(),
-        'ansible': (ansible, probe_bench.version_of([ansible, '--version'])),
-        'target_python': (python, probe_bench.version_of([python, '--version'])),
-        'cryptography': probe_bench.version_of([python, '-c', 'import cryptography; print(cryptography.__version__)']),
-        'git': probe_bench.version_of(['git', '-C', COLLECTION_ROOT, 'rev-parse', '--short', 'HEAD']),
-        'isolated': isolated, 'lab_root': lab.root, 'lab_only': lab.only,
-    }
+    return dict(benchlib.machine_facts(),
+                ansible=(ansible, benchlib.version_of([ansible, '--version'])),
+                target_python=(python, benchlib.version_of([python, '--version'])),
+                cryptography=benchlib.version_of([python, '-c', 'import cryptography; print(cryptography.__version__)']),
+                isolated=isolated, lab_root=lab.root, lab_only=lab.only)
 
 
 def parse_arguments(argv: list | None) -> argparse.Namespace:
@@ -515,7 +489,7 @@ def parse_arguments(argv: list | None) -> argparse.Namespace:
     parser.add_argument('--run-timeout', type=float, default=300.0)
     parser.add_argument('--results-dir', default=os.path.join(BENCH_DIR, 'results'))
     parser.add_argument('--keep-raw', action='store_true', help='keep every output in the results directory')
-    parser.add_argument(bench_audit.IN_NAMESPACE_FLAG, dest='in_namespace', action='store_true',
+    parser.add_argument(benchlib.IN_NAMESPACE_FLAG, dest='in_namespace', action='store_true',
                         help=argparse.SUPPRESS)
     parser.add_argument('--phase-worker', metavar='JOB', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -528,21 +502,17 @@ def main(argv: list | None = None) -> int:
         return phase_worker(arguments.phase_worker)
     if arguments.self_test:
         missed = checker_self_test()
-        print(f"checker self-test: {'PASS' if not missed else 'FAIL ' + '; '.join(missed)}")
+        print(benchlib.self_test_line(missed))
         return 1 if missed else 0
-    if arguments.isolate and not arguments.in_namespace:
-        return bench_audit.run_isolated(__file__, raw_argv)
-    if arguments.in_namespace:
-        exit_code = bench_audit.namespace_init()
-        if exit_code is not None:
-            return exit_code
+    exit_code = benchlib.isolate(__file__, raw_argv, arguments.isolate, arguments.in_namespace)
+    if exit_code is not None:
+        return exit_code
 
     repeat = arguments.repeat or (1 if arguments.smoke else 5)
     checker_missed = checker_self_test() if arguments.smoke else None
     if checker_missed is not None:
-        print(f"checker self-test: {'PASS' if not checker_missed else 'FAIL ' + '; '.join(checker_missed)}",
-              flush=True)
-    ansible = probe_bench.find_ansible(arguments.ansible)
+        print(benchlib.self_test_line(checker_missed), flush=True)
+    ansible = benchlib.find_ansible(arguments.ansible)
     if not ansible:
         print('bench: ansible not found (--ansible, tests/setup.sh)', file=sys.stderr)
         return 2
@@ -571,7 +541,7 @@ def main(argv: list | None = None) -> int:
                 run['repetition'] = repetition
                 runs[way].append(run)
                 print(f"   run {repetition} {way:<8} wall {run['wall_s']:5.2f} s, CPU {run['cpu_s']:.3f} s, "
-                      f"cost.cpu_seconds {probe_bench.fmt(run['cost_cpu_s'], '.3f')}, "
+                      f"cost.cpu_seconds {benchlib.fmt(run['cost_cpu_s'], '.3f')}, "
                       f"rss {run['peak_rss_kib'] / 1024:.0f} MiB, {run['check']['mismatches']} wrong, "
                       f"others used {100 * run['machine_share_other']:.0f}% of the machine", flush=True)
             for phase in PHASES:
@@ -599,7 +569,7 @@ def main(argv: list | None = None) -> int:
           f"({', '.join(result_facts.get('mtas_running', []))}) in {result_facts.get('instances_running')} instances, "
           f"{result_facts.get('listener_records')} listener records ({result_facts.get('listening')} listening, "
           f"{result_facts.get('probed')} probed from the host); "
-          f"result {probe_bench.fmt(result_facts.get('result_kib'), '.0f')} KiB")
+          f"result {benchlib.fmt(result_facts.get('result_kib'), '.0f')} KiB")
 
     phase_summary = {}
     print('\nphases of gather_host (fresh process each, CPU self + children around gather_host alone):')
@@ -641,15 +611,13 @@ def main(argv: list | None = None) -> int:
     verdicts = []
 
     def add(target: str, ok: bool | None, detail: str) -> None:
-        verdicts.append(probe_bench.verdict(target, ok, detail))
+        verdicts.append(benchlib.verdict(target, ok, detail))
 
     if checker_missed is not None:
-        add('result checker catches wrong results (self-test)', not checker_missed,
-            '; '.join(checker_missed) or 'a correct synthetic result passes, six kinds of wrong one are caught')
+        verdicts.append(benchlib.self_test_verdict(
+            checker_missed, 'a correct synthetic result passes, six kinds of wrong one are caught'))
     for way, summary in summaries.items():
-        add(f'{way} results correct', summary['max_mismatches'] == 0,
-            f"{summary['max_mismatches']} mismatches in the worst of {summary['runs']} run(s)"
-            + (f": {summary['mismatch_examples'][0]}" if summary['mismatch_examples'] else ''))
+        verdicts.append(benchlib.correctness_verdict(f'{way} results correct', summary))
     adhoc = summaries.get('adhoc') or {}
     listening = result_facts.get('listening') or 0
     cost = adhoc.get('cost_cpu_s')
@@ -657,17 +625,17 @@ def main(argv: list | None = None) -> int:
     add(f'gather_host + probes (cost.cpu_seconds) <= {TARGET_CPU_S} s CPU per host'
         + (' (informative in smoke mode)' if arguments.smoke else ''),
         None if arguments.smoke or cost is None else cost <= TARGET_CPU_S,
-        f"{probe_bench.fmt(cost, '.3f')} s ({shape_text}"
+        f"{benchlib.fmt(cost, '.3f')} s ({shape_text}"
         + (f', {1000 * cost / listening:.1f} ms per listener)' if cost and listening else ')'))
     module = summaries.get('module') or {}
     add(f'whole module process <= {TARGET_CPU_S} s CPU per host (informative)', None,
-        f"{probe_bench.fmt(module.get('cpu_s'), '.3f')} s (AnsiballZ zip), "
-        f"{probe_bench.fmt((summaries.get('exploded') or {}).get('cpu_s'), '.3f')} s unzipped with .pyc")
+        f"{benchlib.fmt(module.get('cpu_s'), '.3f')} s (AnsiballZ zip), "
+        f"{benchlib.fmt((summaries.get('exploded') or {}).get('cpu_s'), '.3f')} s unzipped with .pyc")
 
-    return probe_bench.finish(verdicts, arguments, f"bench-hostinfo{'-smoke' if arguments.smoke else ''}",
-                              {'environment': facts, 'lab': shape, 'arguments': vars(arguments),
-                               'summaries': summaries, 'phases': phase_summary, 'phase_runs': phases,
-                               'imports': imports, 'runs': runs})
+    return benchlib.finish(verdicts, arguments, f"bench-hostinfo{'-smoke' if arguments.smoke else ''}",
+                           {'environment': facts, 'lab': shape, 'arguments': vars(arguments),
+                            'summaries': summaries, 'phases': phase_summary, 'phase_runs': phases,
+                            'imports': imports, 'runs': runs})
 
 
 if __name__ == '__main__':

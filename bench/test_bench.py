@@ -249,3 +249,26 @@ def test_fleet_hosts_are_distinct_copies_of_real_lab_instances():
     findings = _verdict.judge(listeners, probes, {})
     serious = {finding['host'] for finding in findings if finding['severity'] in ('critical', 'high')}
     assert 0 < len(serious) < 40
+
+
+def test_benchlib_measures_the_whole_tree_and_reports_targets(tmp_path):
+    import benchlib  # noqa: E402  pylint: disable=import-outside-toplevel
+    # A grandchild that burns CPU and exits before its parent: still counted.
+    burn = 'import time; end = time.process_time() + 0.3\nwhile time.process_time() < end: pass'
+    parent = f'import subprocess, sys; subprocess.run([sys.executable, "-c", {burn!r}], check=True)'
+    measured = benchlib.run_measured([sys.executable, '-c', parent], str(tmp_path / 'out'), str(tmp_path / 'err'), 60)
+    assert measured.exit_code == 0 and not measured.timed_out
+    assert measured.cpu_s >= 0.3
+    assert benchlib.correctness_verdict('x correct', None)['result'] == 'FAIL'
+    wrong = {'max_mismatches': 2, 'runs': 3, 'mismatch_examples': ['bad fingerprint']}
+    assert benchlib.correctness_verdict('x correct', wrong)['detail'] == \
+        '2 mismatches in the worst of 3 run(s): bad fingerprint'
+    assert benchlib.self_test_verdict([], 'all caught')['result'] == 'PASS'
+
+    class Arguments:
+        results_dir = str(tmp_path / 'results')
+        enforce = True
+
+    assert benchlib.finish([benchlib.verdict('a', None, 'informative')], Arguments, 't', {}) == 0
+    assert benchlib.finish([benchlib.correctness_verdict('b', wrong)], Arguments, 't', {}) == 1
+    assert len(os.listdir(tmp_path / 'results')) >= 1

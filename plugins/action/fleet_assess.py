@@ -30,6 +30,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine imp
     probe_many,
 )
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.ssh import JUMP_HOST_ARGUMENT_SPEC, jump_connector
+from ansible_collections.mailsec.starttls.plugins.module_utils import _host_result
 from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict
 from ansible_collections.mailsec.starttls.plugins.module_utils._model import ANY_ADDRESS
 from ansible_collections.mailsec.starttls.plugins.module_utils._text import visible
@@ -285,10 +286,11 @@ def failure_message(outcome: str, reason, written: dict) -> str:
 
 def bind_evidence(host: str, evidence: dict) -> dict:
     """A host's inspection result bound to its inventory name: the host's own `host` fields are
-    overwritten (a managed host is not trusted to say whose evidence it sends, docs/reports.md)."""
-    bound = dict(evidence, host=host)
+    overwritten (a managed host is not trusted to say whose evidence it sends, docs/reports.md).
+    Certificates described once per host come back into each record (_host_result.expand)."""
+    bound = dict(_host_result.expand(evidence), host=host)
     bound['listeners'] = [dict(record, host=host) if isinstance(record, dict) else record
-                          for record in evidence['listeners']]
+                          for record in bound['listeners']]
     sockets = evidence.get('unmatched_sockets')
     bound['unmatched_sockets'] = [dict(item, host=host) for item in sockets if isinstance(item, dict)] \
         if isinstance(sockets, list) else []

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict
+from ansible_collections.mailsec.starttls.plugins.module_utils import _host_result, _verdict
 from ansible_collections.mailsec.starttls.plugins.plugin_utils import _policy, _report_html, _report_junit, _report_markdown, _reports
 
 
@@ -35,7 +35,7 @@ def _require_list(value, what: str) -> list:
 
 
 def findings(listeners, probes=None, options=None):
-    listeners = _require_list(listeners, 'listeners')
+    listeners = [_host_result.expand(item) for item in _require_list(listeners, 'listeners')]
     probes = _require_list(probes, 'probes')
     flat_listeners, flat_probes, judge_options = _reports.collect_inputs(listeners, probes, options)
     return _guard(_verdict.judge, flat_listeners, flat_probes, judge_options)
@@ -55,7 +55,7 @@ def waive(finding_list, waivers=None, today=None):
 
 
 def report(listeners, probes=None, options=None, waivers=None, fail_when=None, meta=None, previous=None):
-    listeners = _require_list(listeners, 'listeners')
+    listeners = [_host_result.expand(item) for item in _require_list(listeners, 'listeners')]
     probes = _require_list(probes, 'probes')
     if meta is not None and not isinstance(meta, dict):
         raise AnsibleFilterError('meta must be a dictionary')

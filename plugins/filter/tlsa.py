@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.mailsec.starttls.plugins.module_utils import _tlsa
+from ansible_collections.mailsec.starttls.plugins.module_utils import _host_result, _tlsa
 
 
 def tlsa_records(evidence, mx_name=None, port=25, ttl=None, next_keys=True):
@@ -28,7 +28,7 @@ def tlsa_records(evidence, mx_name=None, port=25, ttl=None, next_keys=True):
                 lines.append(line)
 
     seen = set()
-    for listener in evidence.get('listeners') or []:
+    for listener in _host_result.listeners_of(evidence):
         store = (listener.get('binding') or {}).get('store') or listener.get('store') or {}
         for part in store if isinstance(store, list) else [store]:
             key = ((part or {}).get('tlsa') or {}).get('key') or {}

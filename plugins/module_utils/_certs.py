@@ -6,7 +6,8 @@
 One (certificate, key, chain) binding on the host is checked the way the MTA will meet it:
 the files exist, the daemon's user can reach and read them (mode bits, owner, groups, POSIX
 ACLs, every parent directory), the certificate parses, the key matches it, it is in date,
-names and chain. Standard library plus the `openssl` command; `cryptography` when present.
+names and chain. Standard library plus the `openssl` command; `cryptography` when present and a
+process checks enough keys and chains to pay for its import (`_trust.library_for_checks`).
 
 Private key material is read only to derive its public key. It never enters a result, an
 error message or a log: key loading errors are reported by class, not by text.
@@ -18,17 +19,10 @@ import datetime
 import grp
 import os
 import pwd
-import shutil
 import stat
 import struct
 
-from ansible_collections.mailsec.starttls.plugins.module_utils import _command, _files, _tlsa, _x509
-
-try:
-    from cryptography.hazmat.primitives import serialization as _serialization
-    HAS_CRYPTOGRAPHY = _x509.HAS_CRYPTOGRAPHY
-except Exception:
-    HAS_CRYPTOGRAPHY = False
+from ansible_collections.mailsec.starttls.plugins.module_utils import _command, _files, _tlsa, _trust, _x509
 
 PROBLEM_IDS = (
     'certificate-missing',
@@ -49,7 +43,7 @@ PROBLEM_IDS = (
 MAX_STORE_FILE_BYTES = 4 << 20
 KEY_LABELS = ('PRIVATE KEY', 'RSA PRIVATE KEY', 'EC PRIVATE KEY', 'DSA PRIVATE KEY',
               'ENCRYPTED PRIVATE KEY', 'OPENSSH PRIVATE KEY')
-OPENSSL_TIMEOUT_SECONDS = 20
+OPENSSL_TIMEOUT_SECONDS = _trust.OPENSSL_TIMEOUT_SECONDS
 
 _READ = 4
 _SEARCH = 1
@@ -62,7 +56,7 @@ _ACL_USER_OBJ, _ACL_USER, _ACL_GROUP_OBJ, _ACL_GROUP, _ACL_MASK, _ACL_OTHER = 0x
 
 
 def _use_cryptography() -> bool:
-    return HAS_CRYPTOGRAPHY and _x509.use_cryptography()
+    return _trust.library_for_checks()
 
 
 def _group_ids(names: tuple) -> frozenset:
@@ -162,7 +156,6 @@ class StoreInspector:
         self._group_members = None
         self._descriptions: dict = {}
         self._verifications: dict = {}
-        self._openssl = None
         self.counters = {'file_reads': 0, 'key_loads': 0, 'verifications': 0}
 
     # -- public -------------------------------------------------------------------------------
@@ -527,17 +520,13 @@ class StoreInspector:
         return self._public_key_with_openssl(pem_text)
 
     def _public_key_with_openssl(self, pem_text: str) -> tuple:
-        if self._openssl is None:
-            self._openssl = shutil.which('openssl') or ''
-        if not self._openssl:
+        if not _trust.openssl_path():
             return None, None, 'neither cryptography nor the openssl command is available to load the key'
         try:
             # The key goes through a pipe, never a command line or a temporary file; an
             # empty passphrase keeps openssl from prompting for one.
-            returncode, stdout, _stderr = _command.run(
-                [self._openssl, 'pkey', '-pubout', '-outform', 'DER', '-passin', 'pass:'],
-                input_bytes=pem_text.encode('latin-1'), env=dict(os.environ, LC_ALL='C'),
-                timeout=OPENSSL_TIMEOUT_SECONDS)
+            returncode, stdout, _stderr = _trust.run_openssl(
+                ['pkey', '-pubout', '-outform', 'DER', '-passin', 'pass:'], input_bytes=pem_text.encode('latin-1'))
         except _command.CommandError as exc:
             return None, None, f'openssl pkey could not run ({exc})'
         if returncode != 0 or not stdout:
@@ -560,7 +549,7 @@ class StoreInspector:
         outcome = self._verifications.get(cache_key)
         if outcome is None:
             self.counters['verifications'] += 1
-            outcome = _x509.verify_chain(list(chain), ca_file=self.ca_file, ca_path=self.ca_path, at=moment)
+            outcome = _trust.verify_chain(list(chain), ca_file=self.ca_file, ca_path=self.ca_path, at=moment)
             self._verifications[cache_key] = outcome
         return outcome
 
@@ -794,19 +783,19 @@ def _public_key_with_cryptography(pem_text: str) -> tuple:
         try:
             # The RSA consistency check (primality of p and q) costs ~80 ms and is not what the
             # MTA does either: OpenSSL's SSL_CTX_check_private_key compares public halves, as we do.
-            key = _serialization.load_pem_private_key(data, password=None, unsafe_skip_rsa_key_validation=True)
+            key = _x509.Cryptography.serialization.load_pem_private_key(data, password=None, unsafe_skip_rsa_key_validation=True)
         except TypeError as exc:
             if 'unsafe_skip_rsa_key_validation' not in str(exc):
                 raise
-            key = _serialization.load_pem_private_key(data, password=None)  # cryptography < 39
+            key = _x509.Cryptography.serialization.load_pem_private_key(data, password=None)  # cryptography < 39
     except TypeError:
         return None, True, None  # cryptography's way of saying a passphrase is needed
     except Exception as exc:
         # The class is enough to act on; the message is not shown so nothing of the key can leak.
         return None, False, f'the key does not load ({type(exc).__name__})'
     try:
-        spki = key.public_key().public_bytes(_serialization.Encoding.DER,
-                                             _serialization.PublicFormat.SubjectPublicKeyInfo)
+        serialization = _x509.Cryptography.serialization
+        spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     except Exception as exc:
         return None, None, f'the public half cannot be derived ({type(exc).__name__})'
     return spki, False, None

@@ -27,7 +27,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._model import (
     WILDCARD_ADDRESSES,
     family_wildcards,
 )
-from ansible_collections.mailsec.starttls.plugins.module_utils._mta import ADAPTERS, HostContext
+from ansible_collections.mailsec.starttls.plugins.module_utils._mta import ADAPTERS, HostContext, may_be_present
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import (
     MAX_LISTENERS,
     is_local_address,
@@ -448,11 +448,13 @@ def gather_host(options: dict | None = None, probe=None, store_inspector=None, c
     selected = merged['mtas'] or list(ADAPTERS)
     instances, listeners = [], []
     for name in selected:
-        adapter_class = ADAPTERS.get(name)
-        if adapter_class is None:
+        if name not in ADAPTERS:
             ctx.warn(f'unknown MTA {name!r}; known: {", ".join(ADAPTERS)}')
             continue
-        adapter = adapter_class()
+        if not may_be_present(ctx, name):
+            # Nothing of it on this host: its adapter is not even imported.
+            continue
+        adapter = ADAPTERS[name]()
         try:
             found = adapter.detect(ctx)
         except Exception as exc:  # an adapter bug must not hide the other MTAs

@@ -3,16 +3,17 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """What a certificate says about itself, and whether a presented chain verifies.
 
-Runs on the managed host's Python (3.8+) with the standard library alone. When `cryptography`
-is importable it parses the certificate instead of the built-in DER reader; both paths feed
-the same renderer so the description is identical whichever one ran.
+Runs on the managed host's Python (3.8+) with the standard library alone: pure parsing and
+naming, no file or subprocess I/O (trust stores and the `openssl` command are in `_trust`).
+`cryptography`, when asked for (BACKEND), parses the certificate instead of the built-in DER
+reader; both paths feed the same renderer so the description is identical whichever one ran.
 
 Public entry points: `describe_der`, `pem_to_der_list`, `pem_blocks`, `hostname_matches`,
-`verify_chain`, `public_key_der`, `public_key_summary`. None of them raises on bad input:
-failures come back as values.
+`public_key_der`, `public_key_summary` (`_trust.verify_chain` checks a chain). None of them raises
+on bad input: failures come back as values.
 
-No signature is checked here except inside `verify_chain` (by cryptography or the openssl
-command): pure-Python public-key arithmetic would be slow and a lot of code to keep correct.
+No signature is checked here (`_trust.verify_chain` does, by the openssl command or cryptography):
+pure-Python public-key arithmetic would be slow and a lot of code to keep correct.
 """
 
 from __future__ import annotations
@@ -23,35 +24,59 @@ import contextlib
 import datetime
 import hashlib
 import ipaddress
-import os
 import re
-import shutil
-import tempfile
-import threading
 import warnings
 
-from ansible_collections.mailsec.starttls.plugins.module_utils import _command, _files
 
-try:
-    from cryptography import x509 as _cx509
-    from cryptography.hazmat.primitives import serialization as _serialization
-    from cryptography.hazmat.primitives.asymmetric import dsa as _dsa
-    from cryptography.hazmat.primitives.asymmetric import ec as _ec
-    from cryptography.hazmat.primitives.asymmetric import ed448 as _ed448
-    from cryptography.hazmat.primitives.asymmetric import ed25519 as _ed25519
-    from cryptography.hazmat.primitives.asymmetric import rsa as _rsa
-    HAS_CRYPTOGRAPHY = True
-except Exception:  # ImportError, and also half-installed wheels whose Rust part fails to load
-    HAS_CRYPTOGRAPHY = False
+class Cryptography:
+    """The parts of `cryptography` this collection uses, imported on first use.
 
-try:
-    from cryptography.x509 import verification as _cverification
-    HAS_CRYPTOGRAPHY_VERIFICATION = HAS_CRYPTOGRAPHY
-except Exception:  # cryptography < 42 has no path validation
-    HAS_CRYPTOGRAPHY_VERIFICATION = False
+    Importing it costs about 60 ms of CPU, more than a small host's whole inspection, and the
+    standard library and the `openssl` command answer the same questions; so nothing imports it at
+    module load. `load()` tries once per process; after it the attributes are the modules (or None).
+    """
 
-# Which implementation parses certificates: 'auto' (cryptography when importable), 'stdlib' or
-# 'cryptography'. Tests flip it to prove both give the same answer; `_certs` follows it too.
+    tried = False
+    available = False
+    x509 = serialization = dsa = ec = ed448 = ed25519 = rsa = None
+    verification = None  # cryptography >= 42 only
+
+    @classmethod
+    def load(cls) -> bool:
+        if not cls.tried:
+            cls.tried = True
+            try:
+                from cryptography import x509 as cx509
+                from cryptography.hazmat.primitives import serialization
+                from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+                cls.x509, cls.serialization, cls.dsa, cls.ec = cx509, serialization, dsa, ec
+                cls.ed448, cls.ed25519, cls.rsa = ed448, ed25519, rsa
+                cls.available = True
+            except Exception:  # ImportError, and also half-installed wheels whose Rust part fails to load
+                cls.available = False
+            if cls.available:
+                try:
+                    from cryptography.x509 import verification
+                    cls.verification = verification
+                except Exception:  # cryptography < 42 has no path validation
+                    cls.verification = None
+        return cls.available
+
+
+def has_cryptography() -> bool:
+    """Whether `cryptography` can be imported (imports it)."""
+    return Cryptography.load()
+
+
+def has_cryptography_verification() -> bool:
+    """Whether `cryptography` >= 42 (path validation) can be imported (imports it)."""
+    return Cryptography.load() and Cryptography.verification is not None
+
+
+# Which implementation parses certificates and checks keys and chains: 'auto' (the DER reader; the
+# `openssl` command for keys and chains until `cryptography` pays for its import, see
+# _trust.library_for_checks), 'stdlib' (never `cryptography`) or 'cryptography'. Tests flip it to
+# prove that every path gives the same answer; `_certs` and `_trust` follow it too.
 BACKEND = 'auto'
 
 DESCRIBE_KEYS = (
@@ -69,10 +94,11 @@ UTC = datetime.timezone.utc
 
 
 def use_cryptography() -> bool:
-    """True when certificate parsing should go through `cryptography`."""
-    if BACKEND == 'stdlib':
+    """True when certificate parsing should go through `cryptography`: only when asked for, since
+    the DER reader gives the same description without the import."""
+    if BACKEND != 'cryptography':
         return False
-    return HAS_CRYPTOGRAPHY
+    return Cryptography.load()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -538,7 +564,7 @@ def _crypto_name(name) -> list:
 
 
 def _crypto_general_name(general_name) -> str:
-    cx = _cx509
+    cx = Cryptography.x509
     if isinstance(general_name, cx.DNSName):
         return 'DNS:' + general_name.value
     if isinstance(general_name, cx.IPAddress):
@@ -575,7 +601,7 @@ def _quiet():
 def _parse_with_cryptography(der: bytes) -> dict:
     """The fields of _parse_certificate, read by cryptography. Raises on anything unusual."""
     with _quiet():
-        return _fields_from_cryptography(_cx509.load_der_x509_certificate(der))
+        return _fields_from_cryptography(Cryptography.x509.load_der_x509_certificate(der))
 
 
 def _fields_from_cryptography(cert) -> dict:
@@ -584,22 +610,22 @@ def _fields_from_cryptography(cert) -> dict:
     subject_key_id = authority_key_id = None
     for extension in extensions:
         value = extension.value
-        if isinstance(value, _cx509.SubjectAlternativeName):
+        if isinstance(value, Cryptography.x509.SubjectAlternativeName):
             sans = [_crypto_general_name(name) for name in value]
-        elif isinstance(value, _cx509.SubjectKeyIdentifier):
+        elif isinstance(value, Cryptography.x509.SubjectKeyIdentifier):
             subject_key_id = value.digest
-        elif isinstance(value, _cx509.AuthorityKeyIdentifier):
+        elif isinstance(value, Cryptography.x509.AuthorityKeyIdentifier):
             authority_key_id = value.key_identifier
     public_key = cert.public_key()
-    if isinstance(public_key, _rsa.RSAPublicKey):
+    if isinstance(public_key, Cryptography.rsa.RSAPublicKey):
         key_type, key_bits = 'RSA', public_key.key_size
-    elif isinstance(public_key, _ec.EllipticCurvePublicKey):
+    elif isinstance(public_key, Cryptography.ec.EllipticCurvePublicKey):
         key_type, key_bits = 'EC', public_key.curve.key_size
-    elif isinstance(public_key, _ed25519.Ed25519PublicKey):
+    elif isinstance(public_key, Cryptography.ed25519.Ed25519PublicKey):
         key_type, key_bits = 'Ed25519', EDDSA_KEY_BITS['Ed25519']
-    elif isinstance(public_key, _ed448.Ed448PublicKey):
+    elif isinstance(public_key, Cryptography.ed448.Ed448PublicKey):
         key_type, key_bits = 'Ed448', EDDSA_KEY_BITS['Ed448']
-    elif isinstance(public_key, _dsa.DSAPublicKey):
+    elif isinstance(public_key, Cryptography.dsa.DSAPublicKey):
         key_type, key_bits = 'DSA', public_key.key_size
     else:
         raise ValueError('key type left to the DER reader')
@@ -882,288 +908,6 @@ def hostname_matches(sans: list, subject_cn: str | None, name: str) -> bool:
 # ---------------------------------------------------------------------------------------------
 # Chain verification
 
-_trust_lock = threading.Lock()
-_trust_stores: dict = {}
-_openssl_command: list = []
-# Successful verifications: (chain, ca_file, ca_path) -> (not before, not after) of the verified
-# path. A path that verified stays verified at any moment inside that window (revocation is not
-# checked), so many listeners presenting one chain cost one signature check.
-_verified_windows: dict = {}
-VERIFIED_CACHE_SIZE = 512
-
-
-def _openssl_path() -> str | None:
-    if not _openssl_command:
-        _openssl_command.append(shutil.which('openssl'))
-    return _openssl_command[0]
-
-
-def _directory_files(directory: str) -> list:
-    try:
-        names = sorted(os.listdir(directory))
-    except OSError:
-        return []
-    return [os.path.join(directory, name) for name in names
-            if os.path.isfile(os.path.join(directory, name))]
-
-
-def _read_trust_certificates(ca_file: str | None, ca_path: str | None) -> tuple[list, list]:
-    """DER of the trust anchors from a bundle file and/or an OpenSSL hash directory."""
-    sources = []
-    if ca_file is None and ca_path is None:
-        defaults = ssl_default_verify_paths()
-        bundles = [path for path in (defaults['cafile'], defaults['openssl_cafile'])
-                   if path and os.path.isfile(path)]
-        if bundles:
-            sources.append(bundles[0])
-        else:
-            # Only a hash directory; the hash links duplicate files, dropped below.
-            for directory in (defaults['capath'], defaults['openssl_capath']):
-                if directory and os.path.isdir(directory):
-                    sources.extend(_directory_files(directory))
-                    break
-    else:
-        if ca_file is not None:
-            sources.append(ca_file)
-        if ca_path is not None:
-            if not os.path.isdir(ca_path):
-                return [], [f'{ca_path}: not a directory']
-            sources.extend(_directory_files(ca_path))
-    anchors = []
-    seen = set()
-    problems = []
-    for source in sources:
-        try:
-            # A bundle is a regular file of bounded size; a FIFO or device given as ca_file is refused.
-            content = _files.read_regular(source, 64 * MAX_DER_BYTES)
-        except OSError as exc:
-            problems.append(f'{source}: {exc.strerror or exc}')
-            continue
-        for der in pem_to_der_list(content):
-            if der not in seen:
-                seen.add(der)
-                anchors.append(der)
-    return anchors, problems
-
-
-def ssl_default_verify_paths() -> dict:
-    import ssl
-    paths = ssl.get_default_verify_paths()
-    return {
-        'cafile': paths.cafile,
-        'capath': paths.capath,
-        'openssl_cafile': paths.openssl_cafile,
-        'openssl_capath': paths.openssl_capath,
-    }
-
-
-def _trust_store(ca_file: str | None, ca_path: str | None):
-    """(cryptography Store, None) or (None, reason); built once per process per source."""
-    key = (ca_file, ca_path)
-    with _trust_lock:
-        cached = _trust_stores.get(key)
-        if cached is not None:
-            return cached
-        try:
-            anchors, problems = _read_trust_certificates(ca_file, ca_path)
-            certificates = []
-            store = None
-            with _quiet():
-                for der in anchors:
-                    try:
-                        certificates.append(_cx509.load_der_x509_certificate(der))
-                    except Exception:  # one anchor that newer cryptography refuses must not disable the rest
-                        continue
-                if certificates:
-                    store = _cverification.Store(certificates)
-            if store is not None:
-                cached = (store, None)
-            else:
-                where = ', '.join(str(part) for part in key if part) or 'the system trust store'
-                reason = '; '.join(problems) or 'no certificates found'
-                cached = (None, f'no trust anchors in {where}: {reason}')
-        except Exception as exc:
-            cached = (None, f'trust store could not be loaded: {exc}')
-        _trust_stores[key] = cached
-        return cached
-
-
-def _verification_subject_from_sans(sans: list):
-    """A (kind, value) name that the leaf itself carries: its first DNS or IP SAN."""
-    for san in sans:
-        if san.startswith('DNS:'):
-            name = san[4:]
-            if name.startswith('*.'):
-                # A wildcard covers any one label; check it with a concrete name it covers.
-                name = 'wildcard-check' + name[1:]
-            return 'dns', name
-        if san.startswith('IP:') and _ip_literal(san[3:]) is not None:
-            return 'ip', san[3:]
-    return None
-
-
-_NO_SAN = 'leaf certificate has no DNS or IP subjectAltName to verify against'
-
-
-def verify_chain(chain_der: list, ca_file: str | None = None, ca_path: str | None = None,
-                 at: datetime.datetime | None = None) -> tuple:
-    """Whether the leaf (chain_der[0]) chains to a trust anchor through chain_der[1:].
-
-    Name-agnostic: the leaf is checked as a TLS server certificate for a name it carries
-    itself. Returns (True, None), (False, reason), or (None, reason) when nothing could check.
-    The trust anchors (ca_file / ca_path, or the system store) are loaded once per process.
-    """
-    try:
-        if not chain_der:
-            return None, 'no certificate to verify'
-        chain = tuple(bytes(der) for der in chain_der)
-        moment = _as_utc(at)
-        use_library = HAS_CRYPTOGRAPHY_VERIFICATION and BACKEND != 'stdlib'
-        cache_key = (chain, ca_file, ca_path, use_library)
-        window = _verified_windows.get(cache_key)
-        if window is not None and window[0] <= moment <= window[1]:
-            return True, None
-        if use_library:
-            with _quiet():
-                verified, reason, window = _verify_with_cryptography(chain, ca_file, ca_path, moment)
-        else:
-            leaf = describe_der(chain[0])
-            if leaf['error']:
-                return False, f'leaf: {leaf["error"]}'
-            subject = _verification_subject_from_sans(leaf['sans'])
-            if subject is None:
-                return False, _NO_SAN
-            for position, der in enumerate(chain[1:], 1):
-                try:
-                    _parse_certificate(der)
-                except DerError as exc:
-                    return False, f'chain certificate {position} does not parse: {exc}'
-            if not _openssl_path():
-                return None, 'neither cryptography >= 42 nor the openssl command is available to verify'
-            verified, reason = _verify_with_openssl(chain, ca_file, ca_path, moment)
-            window = _presented_window(chain) if verified else None
-        if verified and window is not None:
-            if len(_verified_windows) >= VERIFIED_CACHE_SIZE:
-                _verified_windows.clear()
-            _verified_windows[cache_key] = window
-        return verified, reason
-    except Exception as exc:
-        return None, f'verification could not run: {type(exc).__name__}: {exc}'
-
-
-def _validity_window(certificates) -> tuple:
-    starts, ends = [], []
-    for cert in certificates:
-        if hasattr(cert, 'not_valid_before_utc'):
-            starts.append(cert.not_valid_before_utc)
-            ends.append(cert.not_valid_after_utc)
-        else:
-            starts.append(cert.not_valid_before.replace(tzinfo=UTC))
-            ends.append(cert.not_valid_after.replace(tzinfo=UTC))
-    return max(starts), min(ends)
-
-
-def _presented_window(chain: tuple):
-    # openssl does not say which anchor it used; the presented certificates bound the window.
-    starts, ends = [], []
-    for der in chain:
-        try:
-            fields = _parse_certificate(der)
-        except DerError:
-            return None
-        starts.append(fields['not_before'])
-        ends.append(fields['not_after'])
-    return max(starts), min(ends)
-
-
-def _verify_with_cryptography(chain: tuple, ca_file, ca_path, moment) -> tuple:
-    """(verified, reason, validity window of the verified path or None)."""
-    try:
-        leaf = _cx509.load_der_x509_certificate(chain[0])
-    except Exception as exc:
-        return False, f'leaf does not parse: {exc}', None
-    intermediates = []
-    for position, der in enumerate(chain[1:], 1):
-        try:
-            intermediates.append(_cx509.load_der_x509_certificate(der))
-        except Exception as exc:
-            return False, f'chain certificate {position} does not parse: {exc}', None
-    try:
-        san = leaf.extensions.get_extension_for_class(_cx509.SubjectAlternativeName).value
-        sans = [_crypto_general_name(name) for name in san
-                if isinstance(name, (_cx509.DNSName, _cx509.IPAddress))]
-    except _cx509.ExtensionNotFound:
-        sans = []
-    except Exception as exc:
-        return False, f'leaf extensions do not parse: {exc}', None
-    subject = _verification_subject_from_sans(sans)
-    if subject is None:
-        return False, _NO_SAN, None
-    store, reason = _trust_store(ca_file, ca_path)
-    if store is None:
-        return None, reason, None
-    kind, value = subject
-    try:
-        if kind == 'dns':
-            name = _cverification.DNSName(value)
-        else:
-            name = _cverification.IPAddress(ipaddress.ip_address(value))
-    except Exception as exc:
-        return False, f'leaf name {value!r} cannot be verified: {exc}', None
-    try:
-        verifier = _cverification.PolicyBuilder().store(store).time(moment).build_server_verifier(name)
-        path = verifier.verify(leaf, intermediates)
-    except _cverification.VerificationError as exc:
-        message = str(exc)
-        if 'candidates exhausted with no interior errors' in message:
-            # Nothing was wrong with a certificate; the path just never reached an anchor.
-            top = intermediates[-1] if intermediates else leaf
-            message = (f'no path to a trust anchor: the presented chain ends at issuer '
-                       f'"{format_name(_crypto_name(top.issuer))}", which is neither presented nor trusted')
-        return False, message, None
-    except Exception as exc:
-        return False, f'{type(exc).__name__}: {exc}', None
-    try:
-        window = _validity_window(path)
-    except Exception:
-        window = None
-    return True, None, window
-
-
-_OPENSSL_VERIFY_ERROR = re.compile(r'error (\d+) at (\d+) depth lookup: ?(.*)')
-
-
-def _verify_with_openssl(chain: tuple, ca_file, ca_path, moment) -> tuple:
-    with tempfile.TemporaryDirectory(prefix='mailsec-verify-') as workdir:
-        leaf_file = os.path.join(workdir, 'leaf.pem')
-        with open(leaf_file, 'w', encoding='ascii') as handle:
-            handle.write(_der_to_pem(chain[0]))
-        command = [_openssl_path(), 'verify', '-purpose', 'sslserver',
-                   '-attime', str(int(moment.timestamp()))]
-        if ca_file is not None:
-            command += ['-CAfile', ca_file]
-        if ca_path is not None:
-            command += ['-CApath', ca_path]
-        if len(chain) > 1:
-            untrusted_file = os.path.join(workdir, 'untrusted.pem')
-            with open(untrusted_file, 'w', encoding='ascii') as handle:
-                handle.write(''.join(_der_to_pem(der) for der in chain[1:]))
-            command += ['-untrusted', untrusted_file]
-        command.append(leaf_file)
-        try:
-            returncode, stdout, stderr = _command.run(command, env=dict(os.environ, LC_ALL='C'), timeout=30)
-        except _command.CommandError as exc:
-            return None, f'openssl verify could not run: {exc}'
-    output = (stdout + stderr).decode('utf-8', 'replace')
-    if returncode == 0 and ': OK' in output:
-        return True, None
-    found = _OPENSSL_VERIFY_ERROR.search(output)
-    if found:
-        return False, f'{found.group(3).strip()} (depth {found.group(2)})'
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    return None, 'openssl verify failed: ' + (lines[0] if lines else f'exit {returncode}')
-
-
 def _der_to_pem(der: bytes) -> str:
     body = base64.b64encode(der).decode('ascii')
     lines = [body[index:index + 64] for index in range(0, len(body), 64)]
@@ -1176,9 +920,10 @@ def public_key_der(der: bytes) -> bytes | None:
         if use_cryptography():
             try:
                 with _quiet():
-                    cert = _cx509.load_der_x509_certificate(der)
-                    return cert.public_key().public_bytes(_serialization.Encoding.DER,
-                                                          _serialization.PublicFormat.SubjectPublicKeyInfo)
+                    cert = Cryptography.x509.load_der_x509_certificate(der)
+                    serialization = Cryptography.serialization
+                    return cert.public_key().public_bytes(serialization.Encoding.DER,
+                                                          serialization.PublicFormat.SubjectPublicKeyInfo)
             except Exception:
                 pass
         top = _Der(der, what='input')

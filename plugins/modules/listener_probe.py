@@ -19,8 +19,8 @@ description:
     a second handshake.
   - A listener that misbehaves (refuses, hangs, sends garbage, injects bytes) yields a classified probe
     with the stage it happened in; the module fails only for arguments it cannot use.
-  - Runs with the Python standard library alone; uses C(cryptography) for chain verification when it is
-    present, else the C(openssl) command.
+  - Runs with the Python standard library alone; verifies chains with the C(openssl) command, and with
+    C(cryptography) where the command is missing or enough chains are verified for its import to pay off.
   - A target given as a host name is resolved with the system resolver (C(getaddrinfo); the hosts file,
     then DNS as C(nsswitch.conf) says) and every address it has is probed as a listener of its own, in the
     resolver's order; each result names the address in C(target.address) of RV(probes) and the name in

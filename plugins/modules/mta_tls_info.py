@@ -176,6 +176,11 @@ listeners:
       not expired, and null when a check that matters could not be made (C(store.unknown) says why).
     - C(listening) is true, false, or null when the sockets could not be seen; C(probe) is the host's own
       probe (as M(mailsec.starttls.listener_probe) returns it) or null.
+    - Each certificate is described once per host, in RV(certificates). Where a listener saw one (C(store.certificate.describe),
+      C(probe.certificate), the C(store) of each C(binding.sni) entry) the record keeps its C(sha256) and only what belongs
+      to that place (C(hostname_match), C(chain_length), C(verified), C(verify_error), C(tlsa_chain), C(error)); a
+      description that could not be made (C(error) set) stays whole. The audit's judgement, its reports and the collection's
+      filters take the result as registered and put the two together.
     - C(uncertain) lists what host inspection could not tell about this listener (C(what) is V(address),
       V(offers_starttls), V(binding) or V(configuration); C(where) the file and line; C(reason) what was not
       understood); the audit turns a non-empty list into an C(inspection-uncertain) finding. An address that
@@ -217,6 +222,28 @@ listeners:
       probe:
         starttls_advertised: true
         starttls_reply: {code: "454", text: 4.7.0 TLS not available due to local problem}
+certificates:
+  description:
+    - Every certificate seen on the host (bound in a store or presented to the host's own probe), described once,
+      keyed by its SHA-256 fingerprint (lowercase hex); listener records refer to it by C(sha256).
+    - C(expired) and C(days_left) are as of the inspection.
+  returned: always
+  type: dict
+  version_added: 0.1.0
+  sample:
+    9699962823490f84ae98a0f20e53d8a744f6d81c9112cf295e47d4bfacc7df8e:
+      subject: CN=mail.example.org,O=Example
+      issuer: CN=Example CA,O=Example
+      sans: ["DNS:mail.example.org", "IP:192.0.2.25"]
+      not_before: "2026-12-02T16:41:28Z"
+      not_after: "2027-12-02T17:41:28Z"
+      expired: false
+      days_left: 364
+      self_signed: false
+      key_type: RSA
+      key_bits: 2048
+      serial: "1005"
+      signature_algorithm: sha256WithRSAEncryption
 unmatched_sockets:
   description: Listening sockets on mail ports (or owned by an MTA) that no configured listener explains.
   returned: always
@@ -265,6 +292,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mailsec.starttls.plugins.module_utils import _tlsa
 from ansible_collections.mailsec.starttls.plugins.module_utils._certs import StoreInspector
 from ansible_collections.mailsec.starttls.plugins.module_utils._host import gather_host
+from ansible_collections.mailsec.starttls.plugins.module_utils._host_result import compact
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine import (
     TargetError,
     normalise_options,
@@ -350,10 +378,12 @@ def main() -> None:
         extra['next_keys'] = _tlsa.next_keys(
             [(listener.get('binding') or {}).get('certificate') for listener in gathered['listeners']],
             params['next_keys'], inspector.load_public_key, layouts=params['next_key_layouts'])
+    travelling = compact(gathered)
     module.exit_json(
         changed=False,
         mtas=gathered['mtas'],
-        listeners=gathered['listeners'],
+        listeners=travelling['listeners'],
+        certificates=travelling['certificates'],
         unmatched_sockets=gathered['unmatched_sockets'],
         warning_details=gathered['warnings'],
         not_visible=gathered['not_visible'],

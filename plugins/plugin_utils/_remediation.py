@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 
-from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict
+from ansible_collections.mailsec.starttls.plugins.module_utils import _host_result, _verdict
 
 POLICIES = ('auto', 'withdraw', 'bind')
 EDITABLE_MTAS = ('postfix', 'exim', 'dovecot', 'sendmail')
@@ -147,12 +147,13 @@ def _module_args(record: dict, **state) -> dict:
     return args
 
 
-def plan(findings: list, records: list, host: str, certificates: list | None = None, policy: str = 'auto',
+def plan(findings: list, records, host: str, certificates: list | None = None, policy: str = 'auto',
          current: list | None = None, disable_implicit: bool = False, names: list | None = None,
          allow_shared: bool = False, only: list | None = None) -> list:
     """One action per listener with findings. `findings`: the input findings of this host;
     `current`: this host's findings now (a finding the input has but the judgement no longer
-    shows is left alone: resolved since the report); `records`: mta_tls_info listener records;
+    shows is left alone: resolved since the report); `records`: the host's mta_tls_info result (or
+    its listener records, as gather_host makes them);
     `only`: selectors ({mta, instance, address, port, service}, each key optional) that limit the
     listeners remediated (none: all)."""
     if policy not in POLICIES:
@@ -166,8 +167,9 @@ def plan(findings: list, records: list, host: str, certificates: list | None = N
     by_listener: dict = {}
     for finding in wanted:
         by_listener.setdefault(_finding_key(finding), []).append(finding)
+    records = _host_result.listeners_of(records)
     record_by_key = {}
-    for record in records or []:
+    for record in records:
         record_by_key.setdefault(_listener_key(host, record), record)
     actions = []
     for key, group in by_listener.items():

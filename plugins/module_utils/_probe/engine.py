@@ -33,7 +33,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.wire impor
     TlsLayer,
     observing_context,
 )
-from ansible_collections.mailsec.starttls.plugins.module_utils import _tlsa, _x509
+from ansible_collections.mailsec.starttls.plugins.module_utils import _tlsa, _trust, _x509
 from ansible_collections.mailsec.starttls.plugins.module_utils._text import visible_deep
 
 DEFAULT_OPTIONS = {
@@ -216,7 +216,7 @@ class CertificateDescriber:
         if cached is not None:
             return dict(cached)
         record = _x509.describe_der(chain[0], expected_names=expected_names or None)
-        verified, verify_error = _x509.verify_chain(chain, ca_file=self.ca_file, ca_path=self.ca_path)
+        verified, verify_error = _trust.verify_chain(chain, ca_file=self.ca_file, ca_path=self.ca_path)
         record.update({'chain_length': len(chain), 'verified': verified, 'verify_error': verify_error})
         # What a DANE TLSA record can pin, for every certificate served (docs/dane-mta-sts.md).
         record['tlsa_chain'] = _tlsa.chain_digests(chain)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.mailsec.starttls.plugins.module_utils import _certs, _command, _x509
+from ansible_collections.mailsec.starttls.plugins.module_utils import _certs, _command, _trust, _x509
 
 FIXTURES = Path(__file__).parent / 'fixtures' / 'certs'
 UTC = datetime.timezone.utc
@@ -39,12 +39,12 @@ needs_nobody = pytest.mark.skipif(not HAS_NOBODY, reason='needs the nobody user'
 @pytest.fixture(params=['cryptography', 'stdlib'])
 def backend(request, monkeypatch):
     """Both ways to load keys: cryptography, or the openssl command with the DER reader."""
-    if request.param == 'cryptography' and not _x509.HAS_CRYPTOGRAPHY:
+    if request.param == 'cryptography' and not _x509.has_cryptography():
         pytest.skip('cryptography is not installed')
     if request.param == 'stdlib' and not shutil.which('openssl'):
         pytest.skip('the openssl command is not installed')
     monkeypatch.setattr(_x509, 'BACKEND', request.param)
-    monkeypatch.setattr(_x509, '_verified_windows', {})
+    monkeypatch.setattr(_trust, '_verified_windows', {})
     return request.param
 
 
@@ -545,7 +545,7 @@ def test_nothing_configured(backend, store):
 
 
 def test_both_backends_reach_the_same_verdicts(store, monkeypatch):
-    if not _x509.HAS_CRYPTOGRAPHY or not shutil.which('openssl'):
+    if not _x509.has_cryptography() or not shutil.which('openssl'):
         pytest.skip('needs cryptography and the openssl command')
     bindings = [
         ('leaf-rsa.pem', 'leaf-rsa.key', ['intermediate-ca.pem']), ('leaf-rsa.pem', 'other-rsa.key', None),
@@ -556,7 +556,7 @@ def test_both_backends_reach_the_same_verdicts(store, monkeypatch):
     ]
 
     def verdicts():
-        monkeypatch.setattr(_x509, '_verified_windows', {})
+        monkeypatch.setattr(_trust, '_verified_windows', {})
         outcome = []
         for cert, key, chain in bindings:
             result = inspect(store, cert, key, chain, expected_names=['mail.lab.test'])
@@ -575,7 +575,7 @@ def test_both_backends_reach_the_same_verdicts(store, monkeypatch):
 
 def test_no_key_loader_available(store, monkeypatch):
     monkeypatch.setattr(_x509, 'BACKEND', 'stdlib')
-    monkeypatch.setattr(_certs.shutil, 'which', lambda name: None)
+    monkeypatch.setattr(_trust, '_openssl_command', [None])
     result = inspect(store, 'leaf-rsa.pem', 'leaf-rsa.key', ['intermediate-ca.pem'])
     assert_shape(result)
     assert result['key']['matches_certificate'] is None and result['usable'] is None

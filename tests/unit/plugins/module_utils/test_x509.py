@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.mailsec.starttls.plugins.module_utils import _x509
+from ansible_collections.mailsec.starttls.plugins.module_utils import _trust, _x509
 
 FIXTURES = Path(__file__).parent / 'fixtures' / 'certs'
 UTC = datetime.timezone.utc
@@ -42,7 +42,7 @@ def tlv(tag: int, content: bytes) -> bytes:
 
 @pytest.fixture(params=['cryptography', 'stdlib'])
 def backend(request, monkeypatch):
-    if request.param == 'cryptography' and not _x509.HAS_CRYPTOGRAPHY:
+    if request.param == 'cryptography' and not _x509.has_cryptography():
         pytest.skip('cryptography is not installed')
     monkeypatch.setattr(_x509, 'BACKEND', request.param)
     return request.param
@@ -50,15 +50,16 @@ def backend(request, monkeypatch):
 
 @pytest.fixture(autouse=True)
 def fresh_verification_caches(monkeypatch):
-    monkeypatch.setattr(_x509, '_verified_windows', {})
-    monkeypatch.setattr(_x509, '_trust_stores', {})
+    monkeypatch.setattr(_trust, '_verified_windows', {})
+    monkeypatch.setattr(_trust, '_trust_stores', {})
+    monkeypatch.setattr(_trust, '_refused', {})
 
 
 # ---------------------------------------------------------------------------------------------
 # describe_der
 
 
-@pytest.mark.skipif(not _x509.HAS_CRYPTOGRAPHY, reason='needs cryptography to compare against')
+@pytest.mark.skipif(not _x509.has_cryptography(), reason='needs cryptography to compare against')
 @pytest.mark.parametrize('file_name', CERTIFICATE_FILES)
 def test_both_readers_describe_every_fixture_identically(file_name, monkeypatch):
     for position, certificate in enumerate(ders(file_name)):
@@ -341,7 +342,7 @@ def compressed_ec_spki(spki: bytes, flip_parity: bool = False) -> bytes:
 def test_compressed_and_uncompressed_ec_points_are_the_same_key(backend, file_name, bits):
     spki = _x509.public_key_der(der(file_name))
     compressed = compressed_ec_spki(spki)
-    if _x509.HAS_CRYPTOGRAPHY:  # the hand-made encoding is the same key to an independent reader
+    if _x509.has_cryptography():  # the hand-made encoding is the same key to an independent reader
         from cryptography.hazmat.primitives.serialization import load_der_public_key  # pylint: disable=import-outside-toplevel
         assert load_der_public_key(compressed).public_numbers() == load_der_public_key(spki).public_numbers()
     summary = _x509.public_key_summary(spki)
@@ -437,9 +438,9 @@ def test_hostname_matches_tolerates_junk():
 @pytest.fixture(params=['cryptography', 'openssl'])
 def verifier(request, monkeypatch):
     if request.param == 'cryptography':
-        if not _x509.HAS_CRYPTOGRAPHY_VERIFICATION:
+        if not _x509.has_cryptography_verification():
             pytest.skip('cryptography >= 42 is not installed')
-        monkeypatch.setattr(_x509, 'BACKEND', 'auto')
+        monkeypatch.setattr(_x509, 'BACKEND', 'cryptography')
     else:
         if not OPENSSL:
             pytest.skip('no openssl command')
@@ -451,14 +452,14 @@ ROOT = str(FIXTURES / 'root-ca.pem')
 
 
 def test_chain_to_the_given_anchor_verifies(verifier, tmp_path):
-    assert _x509.verify_chain(ders('leaf-rsa-fullchain.pem'), ca_file=ROOT, at=NOW) == (True, None)
+    assert _trust.verify_chain(ders('leaf-rsa-fullchain.pem'), ca_file=ROOT, at=NOW) == (True, None)
     # A wildcard-only leaf is checked against a concrete name under its wildcard.
-    assert _x509.verify_chain([der('leaf-ec.pem'), der('intermediate-ca.pem')], ca_file=ROOT, at=NOW) == (True, None)
+    assert _trust.verify_chain([der('leaf-ec.pem'), der('intermediate-ca.pem')], ca_file=ROOT, at=NOW) == (True, None)
     # Anchors from a hash directory (openssl -CApath finds them by subject hash).
     shutil.copy(ROOT, tmp_path / 'root-ca.pem')
     if OPENSSL:
         subprocess.run([OPENSSL, 'rehash', str(tmp_path)], check=True, capture_output=True)
-    assert _x509.verify_chain(ders('leaf-rsa-fullchain.pem'), ca_path=str(tmp_path), at=NOW) == (True, None)
+    assert _trust.verify_chain(ders('leaf-rsa-fullchain.pem'), ca_path=str(tmp_path), at=NOW) == (True, None)
 
 
 @pytest.mark.parametrize('chain, at, fragment', [
@@ -469,65 +470,66 @@ def test_chain_to_the_given_anchor_verifies(verifier, tmp_path):
 ])
 def test_chains_that_do_not_verify(verifier, chain, at, fragment):
     chain_der = [certificate for file_name in chain for certificate in ders(file_name)]
-    verified, reason = _x509.verify_chain(chain_der, ca_file=ROOT, at=at)
+    verified, reason = _trust.verify_chain(chain_der, ca_file=ROOT, at=at)
     assert verified is False
     assert isinstance(reason, str) and fragment in reason
 
 
 def test_verify_chain_reasons_are_readable(verifier):
-    verified, reason = _x509.verify_chain([der('leaf-rsa.pem')], ca_file=ROOT, at=NOW)
+    verified, reason = _trust.verify_chain([der('leaf-rsa.pem')], ca_file=ROOT, at=NOW)
     if verifier == 'cryptography':
         assert 'CN=Lab Intermediate CA,O=Lab' in reason
     else:
         assert 'unable to get local issuer certificate' in reason
-    verified, reason = _x509.verify_chain(ders('leaf-rsa-fullchain.pem'), ca_file=ROOT,
-                                          at=datetime.datetime(2036, 1, 1, tzinfo=UTC))
+    verified, reason = _trust.verify_chain(ders('leaf-rsa-fullchain.pem'), ca_file=ROOT,
+                                           at=datetime.datetime(2036, 1, 1, tzinfo=UTC))
     assert 'expired' in reason or 'not valid at validation time' in reason
 
 
 def test_self_signed_certificate_as_its_own_anchor(verifier):
     anchor = str(FIXTURES / 'selfsigned-ec.pem')
-    assert _x509.verify_chain([der('selfsigned-ec.pem')], ca_file=anchor, at=NOW) == (True, None)
+    assert _trust.verify_chain([der('selfsigned-ec.pem')], ca_file=anchor, at=NOW) == (True, None)
 
 
 def test_bad_input_to_verify_chain(verifier):
-    assert _x509.verify_chain([], ca_file=ROOT) == (None, 'no certificate to verify')
-    verified, reason = _x509.verify_chain([b'\x30\x03\x02\x01\x01'], ca_file=ROOT, at=NOW)
+    assert _trust.verify_chain([], ca_file=ROOT) == (None, 'no certificate to verify')
+    verified, reason = _trust.verify_chain([b'\x30\x03\x02\x01\x01'], ca_file=ROOT, at=NOW)
     assert verified is False and reason
-    verified, reason = _x509.verify_chain([der('leaf-rsa.pem'), b'junk'], ca_file=ROOT, at=NOW)
+    verified, reason = _trust.verify_chain([der('leaf-rsa.pem'), b'junk'], ca_file=ROOT, at=NOW)
     assert verified is False and reason
-    verified, reason = _x509.verify_chain(ders('leaf-rsa-fullchain.pem'), ca_file='/nonexistent/ca.pem', at=NOW)
+    verified, reason = _trust.verify_chain(ders('leaf-rsa-fullchain.pem'), ca_file='/nonexistent/ca.pem', at=NOW)
     assert verified is None and '/nonexistent/ca.pem' in reason
 
 
 def test_verified_chains_are_reused_inside_their_validity_window(verifier, monkeypatch):
     chain = ders('leaf-rsa-fullchain.pem')
-    assert _x509.verify_chain(chain, ca_file=ROOT, at=NOW) == (True, None)
+    assert _trust.verify_chain(chain, ca_file=ROOT, at=NOW) == (True, None)
 
     def must_not_run(*args, **kwargs):
         raise AssertionError('verified again')
 
-    monkeypatch.setattr(_x509, '_verify_with_cryptography', must_not_run)
-    monkeypatch.setattr(_x509, '_verify_with_openssl', must_not_run)
-    assert _x509.verify_chain(chain, ca_file=ROOT, at=NOW + datetime.timedelta(days=300)) == (True, None)
+    monkeypatch.setattr(_trust, '_verify_with_cryptography', must_not_run)
+    monkeypatch.setattr(_trust, '_verify_with_openssl', must_not_run)
+    assert _trust.verify_chain(chain, ca_file=ROOT, at=NOW + datetime.timedelta(days=300)) == (True, None)
     # Outside the window the chain is checked again (and here the check itself is refused).
-    verified, reason = _x509.verify_chain(chain, ca_file=ROOT, at=datetime.datetime(2036, 1, 1, tzinfo=UTC))
+    verified, reason = _trust.verify_chain(chain, ca_file=ROOT, at=datetime.datetime(2036, 1, 1, tzinfo=UTC))
     assert verified is None and 'verified again' in reason
 
 
-@pytest.mark.skipif(not _x509.HAS_CRYPTOGRAPHY_VERIFICATION, reason='needs cryptography >= 42')
+@pytest.mark.skipif(not _x509.has_cryptography_verification(), reason='needs cryptography >= 42')
 def test_trust_store_is_loaded_once_per_process(monkeypatch):
     reads = []
-    original = _x509._read_trust_certificates
+    original = _trust._read_trust_certificates
 
     def counting(ca_file, ca_path):
         reads.append((ca_file, ca_path))
         return original(ca_file, ca_path)
 
-    monkeypatch.setattr(_x509, '_read_trust_certificates', counting)
+    monkeypatch.setattr(_trust, '_read_trust_certificates', counting)
+    monkeypatch.setattr(_x509, 'BACKEND', 'cryptography')
     for attempt in range(5):
-        _x509.verify_chain(ders('leaf-rsa-fullchain.pem'), at=NOW)   # system store: our root is not in it
-        _x509.verify_chain(ders('leaf-rsa-fullchain.pem'), ca_file=ROOT, at=NOW)
+        _trust.verify_chain(ders('leaf-rsa-fullchain.pem'), at=NOW)   # system store: our root is not in it
+        _trust.verify_chain(ders('leaf-rsa-fullchain.pem'), ca_file=ROOT, at=NOW)
     assert len(reads) == 2 and set(reads) == {(None, None), (ROOT, None)}
 
 
@@ -543,10 +545,10 @@ def negative_serial(certificate: bytes) -> bytes:
     return bytes(patched)
 
 
-@pytest.mark.skipif(not _x509.HAS_CRYPTOGRAPHY_VERIFICATION, reason='needs cryptography >= 42')
+@pytest.mark.skipif(not _x509.has_cryptography_verification(), reason='needs cryptography >= 42')
 def test_trust_store_skips_odd_anchors_without_warnings(monkeypatch, tmp_path):
     """System bundles hold CAs that cryptography warns about or refuses; neither may reach the user."""
-    monkeypatch.setattr(_x509, 'BACKEND', 'auto')
+    monkeypatch.setattr(_x509, 'BACKEND', 'cryptography')
     odd = negative_serial(der('selfsigned-ec.pem'))
     bundle = tmp_path / 'bundle.pem'
     # Undecodable base64, a DER that is not a certificate, a negative serial, then the real anchor.
@@ -554,26 +556,26 @@ def test_trust_store_skips_odd_anchors_without_warnings(monkeypatch, tmp_path):
                       + (FIXTURES / 'root-ca.pem').read_text())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        assert _x509.verify_chain(ders('leaf-rsa-fullchain.pem'), ca_file=str(bundle), at=NOW) == (True, None)
+        assert _trust.verify_chain(ders('leaf-rsa-fullchain.pem'), ca_file=str(bundle), at=NOW) == (True, None)
         # The same certificate described or presented warns no more than as an anchor.
         assert _x509.describe_der(odd, NOW)['serial'].startswith('-')
         assert _x509.public_key_der(odd) == _x509.public_key_der(der('selfsigned-ec.pem'))
-        verified, reason = _x509.verify_chain([odd], ca_file=ROOT, at=NOW)
+        verified, reason = _trust.verify_chain([odd], ca_file=ROOT, at=NOW)
         assert verified is False and reason
     assert [str(warning.message) for warning in caught] == []
 
 
 def test_no_verifier_at_all(monkeypatch):
     monkeypatch.setattr(_x509, 'BACKEND', 'stdlib')
-    monkeypatch.setattr(_x509, '_openssl_command', [None])
-    verified, reason = _x509.verify_chain(ders('leaf-rsa-fullchain.pem'), ca_file=ROOT, at=NOW)
+    monkeypatch.setattr(_trust, '_openssl_command', [None])
+    verified, reason = _trust.verify_chain(ders('leaf-rsa-fullchain.pem'), ca_file=ROOT, at=NOW)
     assert verified is None and 'openssl' in reason
 
 
 def test_verification_name_comes_from_the_leaf():
-    assert _x509._verification_subject_from_sans(['email:a@b', 'IP:192.0.2.7', 'DNS:a.example']) == ('ip', '192.0.2.7')
-    assert _x509._verification_subject_from_sans(['DNS:*.example.org']) == ('dns', 'wildcard-check.example.org')
-    assert _x509._verification_subject_from_sans(['URI:https://example.org/']) is None
+    assert _trust._verification_subject_from_sans(['email:a@b', 'IP:192.0.2.7', 'DNS:a.example']) == ('ip', '192.0.2.7')
+    assert _trust._verification_subject_from_sans(['DNS:*.example.org']) == ('dns', 'wildcard-check.example.org')
+    assert _trust._verification_subject_from_sans(['URI:https://example.org/']) is None
 
 
 def test_module_imports_without_optional_parts(tmp_path):
@@ -587,7 +589,7 @@ def test_module_imports_without_optional_parts(tmp_path):
             '    return real(name, *a, **k)\n'
             'builtins.__import__ = fake\n'
             'from ansible_collections.mailsec.starttls.plugins.module_utils import _x509\n'
-            'assert not _x509.HAS_CRYPTOGRAPHY\n'
+            'assert not _x509.has_cryptography()\n'
             'print(_x509.describe_der(open(sys.argv[1], "rb").read())["error"])\n')
     certificate_file = tmp_path / 'leaf-rsa.der'
     certificate_file.write_bytes(der('leaf-rsa.pem'))
