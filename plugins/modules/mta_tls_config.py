@@ -55,7 +55,7 @@ options:
     description: The MTA whose listener is changed.
     type: str
     required: true
-    choices: [postfix, exim, dovecot, sendmail]
+    choices: [postfix, exim, dovecot, opensmtpd, sendmail]
   instance:
     description:
       - The instance as M(mailsec.starttls.mta_tls_info) names it (the C(instance) of each of its RV(mailsec.starttls.mta_tls_info#module:mtas)),
@@ -256,7 +256,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._host import gath
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta import ADAPTERS, HostContext
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import normalise_address
 
-EDITABLE = ('postfix', 'exim', 'dovecot', 'sendmail')
+EDITABLE = ('postfix', 'exim', 'dovecot', 'opensmtpd', 'sendmail')
 # What makes a pair unfit to bind; certificate-expiring and private-key-exposed are findings of their own.
 REFUSING_PROBLEMS = ('certificate-missing', 'certificate-unreadable', 'certificate-unparsable', 'key-missing',
                      'key-unreadable', 'certificate-key-mismatch', 'certificate-expired', 'key-encrypted')
@@ -382,7 +382,8 @@ def main() -> None:
     result['listener'] = short_listener(listener)
 
     desired = {'starttls': params['starttls'], 'implicit_tls': params['implicit_tls'],
-               'certificate': params['certificate'], 'private_key': params['private_key'], 'chain': params['chain']}
+               'certificate': params['certificate'], 'private_key': params['private_key'], 'chain': params['chain'],
+               'reload_command': params['reload_command']}
     inspector = StoreInspector(ca_file=params['ca_file'], ca_path=params['ca_path'])
     if params['certificate']:
         store, refusal = check_pair(inspector, params['certificate'], params['private_key'], params['chain'],
