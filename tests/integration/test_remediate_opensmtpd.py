@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import smtplib
 import subprocess
@@ -147,13 +148,16 @@ def test_tls_off_with_certificate_offer_is_worse_on_opensmtpd_6_8_and_rolled_bac
     change = change_for(failed['record'], '127.0.40.8', 25)
     assert change['action'] == 'offer' and 'starttls-not-offered' in change['rules']
     # Advertised now, and the handshake aborts: a critical finding instead of a medium one.
-    assert 'new on: 127.0.40.8:25 starttls-advertised-without-certificate' in failed['output']
+    regression = re.search(r'new on: 127\.0\.40\.8:25 ([a-z, -]+)', failed['output'])
+    assert regression and 'starttls-advertised-without-certificate' in regression.group(1), failed['output'][-6000:]
+    assert 'failed and was rolled back (1 file(s) restored' in failed['output']
     assert conf.read_bytes() == original
     assert ehlo('127.0.40.8') == (False, 503)
 
 
 def test_candidate_rejected_by_smtpd_leaves_the_file_byte_identical(ansible_env, work, lab):
-    # A key that smtpd refuses to load (mode 0644: "insecure permissions"): the candidate fails smtpd -n.
+    # 127.0.40.7: smtps without a pki. The key supplied is one smtpd refuses to load (mode 0644: "insecure
+    # permissions"), which only smtpd itself knows: the candidate fails smtpd -n.
     loose = work / 'loose'
     loose.mkdir(exist_ok=True)
     shutil.copy(f"{lab['root']}/certs/opensmtpd.crt", loose / 'loose.crt')
@@ -162,11 +166,11 @@ def test_candidate_rejected_by_smtpd_leaves_the_file_byte_identical(ansible_env,
     conf = conf_path(lab, 'opensmtpd-main')
     before = snapshot(lab['root'])
     failed = remediate(ansible_env, work, lab, settings(lab, {
-        'starttls_remediate_listeners': only('127.0.40.6'), 'starttls_remediate_policy': 'bind',
-        'starttls_certificates': [{'address': '127.0.40.6', 'certificate': str(loose / 'loose.crt'),
+        'starttls_remediate_listeners': only('127.0.40.7', 465), 'starttls_remediate_policy': 'bind',
+        'starttls_certificates': [{'address': '127.0.40.7', 'certificate': str(loose / 'loose.crt'),
                                    'private_key': str(loose / 'loose.key')}]}), expect_rc=2)
     assert 'OpenSMTPD rejects the candidate configuration (smtpd -n)' in failed['output']
-    assert 'insecure permissions' in failed['output']
+    assert 'insecure permissions' in failed['output'], failed['output'][-6000:]
     assert snapshot(lab['root']) == before
     assert not [name for name in os.listdir(conf.parent) if 'candidate' in name]
     assert failed['record']['rolled_back'] is True
@@ -175,16 +179,16 @@ def test_candidate_rejected_by_smtpd_leaves_the_file_byte_identical(ansible_env,
 def test_failed_restart_is_rolled_back_and_the_mta_serves_as_before(ansible_env, work, lab):
     conf = conf_path(lab, 'opensmtpd-main')
     original = conf.read_bytes()
-    # The restart runs (with the new configuration) and then reports failure; the rollback restores the file
-    # and runs it again, which restarts smtpd with the original configuration.
+    # 127.0.40.1:25 advertises and aborts every handshake. The restart runs (with the new configuration) and
+    # then reports failure; the rollback restores the file and runs it again: smtpd with the original file.
     failing = ['/bin/sh', '-c', '"$@"; exit 1', 'failing-restart', *restart_argv(lab, 'opensmtpd-main')]
     failed = remediate(ansible_env, work, lab, settings(lab, {
-        'starttls_remediate_listeners': only('127.0.40.6'), 'starttls_remediate_policy': 'withdraw'},
+        'starttls_remediate_listeners': only('127.0.40.1'), 'starttls_remediate_policy': 'withdraw'},
         {f"opensmtpd/opensmtpd:{conf}": failing}), expect_rc=2)
     assert 'failed and was rolled back (1 file(s) restored' in failed['output']
     assert conf.read_bytes() == original
     assert failed['record']['rolled_back'] is True
-    assert ehlo('127.0.40.6')[0] is True   # advertised again: the original configuration is what runs
+    assert ehlo('127.0.40.1')[0] is True   # advertised again: the original configuration is what runs
 
 
 def test_renewed_certificate_restart_is_named_but_never_seen_on_the_wire(ansible_env, work, lab, lab_instance):
