@@ -198,15 +198,58 @@ def test_renewed_certificate_restart_is_named_but_never_seen_on_the_wire(ansible
     lab_instance.renew_certificate('opensmtpd')
     conf = conf_path(lab, 'opensmtpd-main')
     smtpd = settings(lab)['starttls_binaries']['smtpd']
-    completed = subprocess.run(
-        [ansible_bin('ansible'), 'all', '-i', 'localhost,', '-c', 'local', '-m', 'mailsec.starttls.mta_tls_config',
-         '-a', json.dumps({'mta': 'opensmtpd', 'instance': f'opensmtpd:{conf}', 'address': '127.0.40.1',
-                           'port': 25, 'binaries': {'smtpd': smtpd}})],
-        env=ansible_env, capture_output=True, text=True, timeout=300, check=False)
-    assert completed.returncode == 0, completed.stdout[-4000:]
-    result = json.loads(completed.stdout.split('=>', 1)[1])
+    result = run_module(ansible_env, {'mta': 'opensmtpd', 'instance': f'opensmtpd:{conf}', 'address': '127.0.40.1',
+                                      'port': 25, 'binaries': {'smtpd': smtpd}})
     assert result['changed'] is False and result['listener']['binding_source'].endswith('pki opensmtpd')
     # No systemd unit runs the lab's smtpd and its file is not the default one: no restart is guessed.
     assert result['reload_command'] is None
     done = remediate(ansible_env, work, lab, settings(lab, {'starttls_remediate_listeners': only('127.0.40.1')}))
     assert not any('presented-certificate-differs' in change['rules'] for change in done['record']['changes'])
+
+
+def test_missing_certificate_the_pki_is_repointed_and_smtpd_starts(ansible_env, work, lab, lab_instance):
+    """opensmtpd-cert-missing: its one pki names files that do not exist, so smtpd refuses to start
+    (`load_pki_tree: failed to load certificate file`). The audit sees a configured listener that does
+    not listen (listener-drift): the role's policies give guidance for it, and mta_tls_config makes the
+    change: the supplied pair re-points that pki (no other line uses it), smtpd -n accepts the candidate,
+    and the restart brings the listener up."""
+    conf = conf_path(lab, 'opensmtpd-cert-missing')
+    original = conf.read_text()
+    with pytest.raises(OSError):
+        ehlo('127.0.40.2')
+    variables = settings(lab, {'starttls_config_paths': {'opensmtpd': [str(conf)]},
+                               'starttls_remediate_listeners': only('127.0.40.2')})
+    audited = remediate(ansible_env, work, lab, variables, args=('--check',))
+    change = change_for(audited['record'], '127.0.40.2', 25)
+    assert change['rules'] == ['listener-drift'] and change['action'] == 'guidance', change
+    assert conf.read_text() == original
+
+    args = {'mta': 'opensmtpd', 'instance': f'opensmtpd:{conf}', 'address': '127.0.40.2', 'port': 25,
+            'starttls': 'offered', 'certificate': f"{lab['root']}/certs/opensmtpd.crt",
+            'private_key': f"{lab['root']}/certs/opensmtpd.key",
+            'config_paths': {'opensmtpd': [str(conf)]}, 'reload_command': restart_argv(lab, 'opensmtpd-cert-missing'),
+            'binaries': settings(lab)['starttls_binaries']}
+    checked = run_module(ansible_env, args, '--check', '--diff')
+    assert checked['changed'] is True and conf.read_text() == original
+    assert checked['validation'][0]['rc'] == 0
+    done = run_module(ansible_env, args)
+    assert done['changed'] is True and done['reload_command'] == restart_argv(lab, 'opensmtpd-cert-missing')
+    removed = [line for line in original.splitlines() if line not in conf.read_text().splitlines()]
+    assert [line.split(' ', 3)[:3] for line in removed] == [['pki', 'opensmtpd', 'cert'], ['pki', 'opensmtpd', 'key']]
+    assert [line.split(': ', 1)[1] for line in done['actions']] == [
+        f'pki opensmtpd cert "{args["certificate"]}" (was {lab["root"]}/certs/absent/opensmtpd.crt)',
+        f'pki opensmtpd key "{args["private_key"]}" (was {lab["root"]}/certs/absent/opensmtpd.key)']
+    lab_instance.restart('opensmtpd-cert-missing')
+    assert ehlo('127.0.40.2')[0] is True   # smtpd starts now, and advertises STARTTLS with a pki bound
+    assert run_module(ansible_env, args)['changed'] is False
+
+
+def run_module(ansible_env, args: dict, *options) -> dict:
+    """mailsec.starttls.mta_tls_config run on this host by `ansible` (its JSON result)."""
+    completed = subprocess.run(
+        [ansible_bin('ansible'), 'all', '-i', 'localhost,', '-c', 'local', '-m', 'mailsec.starttls.mta_tls_config',
+         '-a', json.dumps(args), *options],
+        env=ansible_env, capture_output=True, text=True, timeout=300, check=False)
+    assert completed.returncode == 0, completed.stdout[-4000:]
+    text = completed.stdout.split('=>', 1)[1]
+    return json.JSONDecoder().raw_decode(text.strip())[0]
