@@ -404,10 +404,6 @@ class OpenSmtpdAdapter(MtaAdapter):
         if not smtpd:
             raise EditError('smtpd is not found (binaries: {smtpd: PATH}): the candidate cannot be validated '
                             'with smtpd -n', stage='plan')
-        reload_command = desired.get('reload_command') or self.reload_command(ctx, instance)
-        if not reload_command:
-            raise EditError('OpenSMTPD cannot re-read its configuration and no way to restart this instance is '
-                            'known (no systemd unit, no init script): give reload_command', stage='plan')
         text = read_file(real_path)
         config = parse_config(ctx, config_path)
         line_path, line_number = listener['defined_at'].rsplit(':', 1)
@@ -433,6 +429,10 @@ class OpenSmtpdAdapter(MtaAdapter):
         affected = [other['id'] for other in others
                     if other['id'] != listener['id'] and other.get('defined_at') == listener['defined_at']]
         new_text = edit.text()
+        reload_command = desired.get('reload_command') or self.reload_command(ctx, instance)
+        if new_text != text and not reload_command:
+            raise EditError('OpenSMTPD cannot re-read its configuration and no way to restart this instance is '
+                            'known (no systemd unit, no init script): give reload_command', stage='plan')
         return {
             'changes': {real_path: new_text} if new_text != text else {},
             'validate': lambda candidates: validate_smtpd(smtpd, candidates),
