@@ -20,19 +20,27 @@ description:
     Dovecot gets settings in a C(local ADDRESS) block (C(ssl = no), or C(ssl_cert = <FILE) and
     C(ssl_key = <FILE)). Exim gets C(tls_advertise_hosts), or C(tls_certificate) and C(tls_privatekey), as an
     expansion guarded on C($received_ip_address) and C($received_port) that keeps the old value for every other
-    listener. Sendmail is never edited; the result gives the exact C(.mc) change and the rebuild.
+    listener. OpenSMTPD gets C(tls pki NAME) (or C(smtps pki NAME)) on the listener's C(listen on) line, or loses
+    C(tls), C(tls-require) and C(pki) there; the certificate is bound through a C(pki) declaration (an existing
+    one with the same files, the line's own pki when no other line uses it, else a new C(mailsec-NAME) pki).
+    Sendmail is never edited; the result gives the exact C(.mc) change and the rebuild.
   - A change to something that other listeners share (a Postfix service without an address that listens on
-    several, a Dovecot address with several ports) lists them in RV(affected_listeners) and is refused unless
+    several, a Dovecot address with several ports, an OpenSMTPD C(listen on) line for an interface or a name with
+    several addresses) lists them in RV(affected_listeners) and is refused unless
     O(allow_shared=true).
   - Before a certificate is bound, it and its key are checked on the host exactly as
     M(mailsec.starttls.mta_tls_info) checks them (readable by the daemon's user, parse, key matches, not
     expired, names when O(expected_names) is given); a bad pair is refused with the reason.
   - Every edit is a transaction, like M(ansible.builtin.lineinfile) with C(validate) and C(backup) - the
     candidate is written beside the original, validated by the MTA itself (C(postconf -n/-M/-P) on a staged
-    directory; C(doveconf -c CANDIDATE -n); C(exim -C CANDIDATE -bV) and C(-be) of the new expansion), then
+    directory; C(doveconf -c CANDIDATE -n); C(exim -C CANDIDATE -bV) and C(-be) of the new expansion;
+    C(smtpd -n -f CANDIDATE), which also loads every pki certificate and key), then
     renamed over the original after a backup. On any failure no
     file has changed. Unrelated lines, comments and order are kept.
   - Never reloads the MTA; RV(reload_command) says how, and the P(mailsec.starttls.remediate#role) role runs it.
+    OpenSMTPD cannot re-read its configuration; its RV(reload_command) is a restart (the systemd unit the daemon
+    runs in, or Debian's unit or init script for C(/etc/smtpd.conf)), and without one known an OpenSMTPD change
+    needs O(reload_command).
   - Values with newlines or other control characters, and characters that the configuration syntax would
     read as something else, are refused.
 author:
@@ -55,7 +63,7 @@ options:
     description: The MTA whose listener is changed.
     type: str
     required: true
-    choices: [postfix, exim, dovecot, sendmail]
+    choices: [postfix, exim, dovecot, opensmtpd, sendmail]
   instance:
     description:
       - The instance as M(mailsec.starttls.mta_tls_info) names it (the C(instance) of each of its RV(mailsec.starttls.mta_tls_info#module:mtas)),
@@ -85,11 +93,12 @@ options:
   implicit_tls:
     description:
       - For implicit-TLS listeners (465, 993, 995) only. V(bound) binds O(certificate) to the listener;
-        V(disabled) takes the listener out of service (Postfix comments its C(master.cf) entry out).
+        V(disabled) takes the listener out of service (Postfix comments its C(master.cf) entry out, OpenSMTPD its
+        C(listen on) line).
     type: str
     choices: [bound, disabled]
   certificate:
-    description: Certificate file to bind (PEM; for Postfix it may hold the chain after the leaf).
+    description: Certificate file to bind (PEM; for Postfix, Dovecot and OpenSMTPD it may hold the chain after the leaf).
     type: path
   private_key:
     description: Private key file of O(certificate). Its path is returned; its contents are never read into the result.
@@ -123,7 +132,8 @@ options:
     type: dict
     default: {}
   binaries:
-    description: Paths of the MTA tools when they are not on the C(PATH), keyed C(postconf), C(postfix), C(exim), C(doveconf), C(dovecot).
+    description: Paths of the MTA tools when they are not on the C(PATH), keyed C(postconf), C(postfix), C(exim), C(doveconf), C(dovecot),
+      C(smtpd).
     type: dict
     default: {}
   ca_file:
@@ -133,7 +143,10 @@ options:
     description: Directory of hashed trust anchors for the certificate check instead of the system store.
     type: path
 notes:
-  - OpenSMTPD listeners are not changed by this version; their findings carry the fix text.
+  - OpenSMTPD 6.8.0p2 with OpenSSL 3 (Debian 12) aborts every TLS handshake; binding a certificate there does not
+    make a listener work, and the P(mailsec.starttls.remediate#role) role rolls such a change back after its
+    re-probe. OpenSMTPD edits only the main C(smtpd.conf), never an included file; C(chain) is refused (the chain
+    goes into the certificate file).
   - Exim is edited only in a single configuration file (not Debian's split configuration); its reload is a
     C(SIGHUP) to the running daemon.
   - A Dovecot C(local) block applies to every port of its address; the C(lmtp) service ignores it.
@@ -176,6 +189,16 @@ EXAMPLES = r"""
     certificate: /etc/ssl/mail/imap.example.org.crt
     private_key: /etc/ssl/private/imap.example.org.key
     allow_shared: true   # the block applies to 993 on that address too
+
+- name: PATCH | Bind a certificate to one OpenSMTPD listener (tls pki on its listen line; a restart applies it)
+  mailsec.starttls.mta_tls_config:
+    mta: opensmtpd
+    address: 192.0.2.26
+    port: 25
+    starttls: offered
+    certificate: /etc/ssl/mail/mx.example.org.crt
+    private_key: /etc/ssl/private/mx.example.org.key
+  register: patch_opensmtpd
 
 - name: PATCH | Reload what changed (the module never reloads)
   ansible.builtin.command:
@@ -222,8 +245,9 @@ validation:
   elements: dict
   sample: [{argv: [postconf, -c, <candidate>, -M], rc: 0, stderr: ""}]
 reload_command:
-  description: The MTA's own reload for this instance (or O(reload_command)), for the caller to run after a change.
-  returned: always (null for Sendmail)
+  description: The MTA's own reload for this instance (or O(reload_command)), for the caller to run after a change;
+    for OpenSMTPD a restart.
+  returned: always (null for Sendmail, and for an OpenSMTPD instance whose restart is not known)
   type: list
   elements: str
   sample: [/usr/sbin/postfix, -c, /etc/postfix, reload]
@@ -256,7 +280,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._host import gath
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta import ADAPTERS, HostContext
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import normalise_address
 
-EDITABLE = ('postfix', 'exim', 'dovecot', 'sendmail')
+EDITABLE = ('postfix', 'exim', 'dovecot', 'opensmtpd', 'sendmail')
 # What makes a pair unfit to bind; certificate-expiring and private-key-exposed are findings of their own.
 REFUSING_PROBLEMS = ('certificate-missing', 'certificate-unreadable', 'certificate-unparsable', 'key-missing',
                      'key-unreadable', 'certificate-key-mismatch', 'certificate-expired', 'key-encrypted')
@@ -382,7 +406,8 @@ def main() -> None:
     result['listener'] = short_listener(listener)
 
     desired = {'starttls': params['starttls'], 'implicit_tls': params['implicit_tls'],
-               'certificate': params['certificate'], 'private_key': params['private_key'], 'chain': params['chain']}
+               'certificate': params['certificate'], 'private_key': params['private_key'], 'chain': params['chain'],
+               'reload_command': params['reload_command']}
     inspector = StoreInspector(ca_file=params['ca_file'], ca_path=params['ca_path'])
     if params['certificate']:
         store, refusal = check_pair(inspector, params['certificate'], params['private_key'], params['chain'],

@@ -17,7 +17,7 @@ import fnmatch
 from ansible_collections.mailsec.starttls.plugins.module_utils import _host_result, _verdict
 
 POLICIES = ('auto', 'withdraw', 'bind')
-EDITABLE_MTAS = ('postfix', 'exim', 'dovecot', 'sendmail')
+EDITABLE_MTAS = ('postfix', 'exim', 'dovecot', 'opensmtpd', 'sendmail')
 
 # The rules each action resolves; anything else on the listener keeps its guidance.
 BIND_RESOLVES = ('starttls-advertised-without-certificate', 'implicit-tls-without-certificate',

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import json
@@ -212,21 +213,24 @@ class Lab:
             raise LabError(f'{shlex.join(argv)}: {completed.stderr.strip()[-500:]}')
 
     def restart(self, instance: str) -> int:
-        """Stop one running daemon and start it again with its configuration as it is now; returns the new
+        """Stop one daemon (if it runs) and start it again with its configuration as it is now; returns the new
         pid and records it in the manifest."""
         with self._locked():
             manifest = self.manifest()
             entry = next((item for item in manifest['daemons'] if item['instance'] == instance), None)
             specs = {spec.instance: spec for spec in self.specs}
-            if entry is None or instance not in specs or not entry.get('pid'):
-                raise LabError(f'{instance} is not a running daemon of the lab at {self.root}')
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(entry['pgid'] or entry['pid'], signal.SIGTERM)
+            if entry is None or instance not in specs:
+                raise LabError(f'{instance} is not a daemon of the lab at {self.root}')
+            if entry.get('pid'):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(entry['pgid'] or entry['pid'], signal.SIGTERM)
             deadline = time.monotonic() + 10
             addresses = {(listener.address, listener.port) for listener in specs[instance].listeners}
-            while (process_alive(entry['pid']) or addresses & listening_now()) and time.monotonic() < deadline:
+            while ((entry.get('pid') and process_alive(entry['pid'])) or addresses & listening_now()) \
+                    and time.monotonic() < deadline:
                 time.sleep(0.1)
-            daemon = self.daemons.layout(specs[instance])
+            # A daemon that refused to start (its configuration since repaired) must start now.
+            daemon = self.daemons.layout(dataclasses.replace(specs[instance], expect_starts=True))
             self.daemons.launch_and_wait([daemon])
             entry.update(pid=daemon.pid, pgid=os.getpgid(daemon.pid), started=True)
             self._write_manifest(manifest)

@@ -41,6 +41,12 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._mta.base import 
     setting,
     strip_hash_comment,
 )
+from ansible_collections.mailsec.starttls.plugins.module_utils._transaction import (
+    EditError,
+    read_file,
+    refuse_unsafe,
+    run_tool,
+)
 
 DEFAULT_CONFIGS = ('/etc/smtpd.conf', '/etc/mail/smtpd.conf', '/usr/local/etc/smtpd.conf')
 MAX_INCLUDE_DEPTH = 16
@@ -410,6 +416,73 @@ class OpenSmtpdAdapter(MtaAdapter):
             record['notes'].append(KEY_MODE_NOTE)
         return record
 
+    # -- remediation (mta_tls_config): `tls pki NAME` on the listen line, validated by smtpd -n ---
+    def plan_tls_change(self, ctx, instance: dict, listener: dict, desired: dict, others: list) -> dict:
+        """The listener's `listen on` line gets `tls pki NAME` (or `smtps pki NAME`), or loses `tls`,
+        `tls-require` and `pki`; a certificate is bound through a `pki` declaration. Only the main
+        configuration file is edited. A line that covers several listeners (an interface, `all`, a
+        name with several addresses) is changed as a whole and its other listeners are listed in
+        `affected`: splitting it would pin the addresses the interface has today.
+
+        Returns {'changes': {path: text}, 'validate', 'actions', 'affected', 'reload_command'}.
+        """
+        config_path = instance['config_path']
+        real_path = ctx.resolve(config_path)
+        smtpd = ctx.tool('smtpd')
+        if not smtpd:
+            raise EditError('smtpd is not found (binaries: {smtpd: PATH}): the candidate cannot be validated '
+                            'with smtpd -n', stage='plan')
+        text = read_file(real_path)
+        config = parse_config(ctx, config_path)
+        line_path, line_number = listener['defined_at'].rsplit(':', 1)
+        if os.path.normpath(line_path) != os.path.normpath(config_path):
+            raise EditError(f'the listen line of {listener["id"]} is in the included file {line_path}: change it '
+                            'there by hand (only the main configuration file is edited)', stage='plan')
+        edit = SmtpdConfEdit(text)
+        line_index = int(line_number) - 1
+        wanted = opensmtpd_line_state(listener, desired)
+        actions = []
+        pki_name = None
+        if wanted.get('certificate'):
+            pki_name, pki_actions = edit.bind_pki(config, config_path, wanted['certificate'], wanted['private_key'],
+                                                  listener['defined_at'], line_index, listener['id'], ctx)
+            actions += pki_actions
+        elif wanted['mode'] in ('tls', 'tls-require') and listener.get('tls_mode') != 'implicit':
+            # Offer with the pki that applies now (named on the line, or the hostname's default pki):
+            # named explicitly, as OpenSMTPD 7.3 and later require.
+            binding = listener.get('binding') or {}
+            names = [entry.get('name') for entry in binding.get('sni') or [] if entry.get('name')]
+            pki_name = names[0] if names else default_pki_name(binding.get('source') or '')
+        actions += edit.set_listen(line_index, wanted['mode'], pki_name, config_path)
+        affected = [other['id'] for other in others
+                    if other['id'] != listener['id'] and other.get('defined_at') == listener['defined_at']]
+        new_text = edit.text()
+        reload_command = desired.get('reload_command') or self.reload_command(ctx, instance)
+        if new_text != text and not reload_command:
+            raise EditError('OpenSMTPD cannot re-read its configuration and no way to restart this instance is '
+                            'known (no systemd unit, no init script): give reload_command', stage='plan')
+        return {
+            'changes': {real_path: new_text} if new_text != text else {},
+            'validate': lambda candidates: validate_smtpd(smtpd, candidates),
+            'actions': actions,
+            'affected': affected,
+            'reload_command': reload_command,
+        }
+
+    def reload_command(self, ctx, instance: dict) -> list | None:
+        """OpenSMTPD has no reload (`smtpctl` cannot make smtpd re-read smtpd.conf): a restart. The
+        systemd unit the daemon runs in, else Debian's unit or init script for the default file."""
+        unit = systemd_unit(ctx, instance.get('pid'))
+        systemctl = ctx.which('systemctl')
+        if unit and systemctl:
+            return [systemctl, 'restart', unit]
+        default = instance.get('config_path') in ('/etc/smtpd.conf', '/etc/mail/smtpd.conf')
+        if default and systemctl and ctx.exists('/run/systemd/system'):
+            return [systemctl, 'restart', 'opensmtpd.service']
+        if default and ctx.exists('/etc/init.d/opensmtpd'):
+            return ['/etc/init.d/opensmtpd', 'restart']
+        return None
+
 
 def pki_binding(config: dict, name: str, source: str) -> dict:
     entry = config['pki'].get(name)
@@ -479,3 +552,270 @@ def interface_by_name(ctx, interface: str) -> list:
             if address and address not in found:
                 found.append(address)
     return [item for item in found if item]
+
+
+# -- remediation helpers ----------------------------------------------------------------------
+
+# A path written into smtpd.conf between double quotes: no quote, backslash or `$` (macro).
+_UNSAFE_PATH = re.compile(r'["\\$]|^\s|\s$')
+# One word of a raw smtpd.conf line: a quoted string or a run of other characters.
+_RAW_WORD = re.compile(r'"(?:[^"\\]|\\.)*"|\'[^\']*\'|[^\s"\']+')
+PKI_PREFIX = 'mailsec-'
+
+
+def opensmtpd_line_state(listener: dict, desired: dict) -> dict:
+    """{'mode': 'tls'|'tls-require'|'smtps'|'none'|'disabled', 'certificate', 'private_key'} wanted on
+    the listener's line; EditError for a request that does not fit the listener."""
+    implicit = listener.get('tls_mode') == 'implicit'
+    starttls = desired.get('starttls')
+    if implicit and starttls:
+        raise EditError('an implicit-TLS listener (smtps) has no STARTTLS to offer or withdraw: use '
+                        'implicit_tls=bound or implicit_tls=disabled', stage='arguments')
+    if not implicit and desired.get('implicit_tls'):
+        raise EditError('implicit_tls applies to implicit-TLS (smtps) listeners only', stage='arguments')
+    if desired.get('chain'):
+        raise EditError('OpenSMTPD reads the chain from the pki cert file itself: put the certificate and its '
+                        'chain into one file and give that as certificate', stage='arguments')
+    certificate = desired.get('certificate')
+    key = desired.get('private_key')
+    if certificate:
+        if not key:
+            raise EditError('private_key is required for OpenSMTPD (pki NAME key)', stage='arguments')
+        for name, value in (('certificate', certificate), ('private_key', key)):
+            if _UNSAFE_PATH.search(refuse_unsafe(name, value)):
+                raise EditError(f'{name}: quotes, backslashes, "$" and surrounding spaces cannot be written into '
+                                'a smtpd.conf pki declaration', stage='arguments')
+    if desired.get('implicit_tls') == 'disabled':
+        return {'mode': 'disabled'}
+    if implicit:
+        return {'mode': 'smtps', 'certificate': certificate, 'private_key': key}
+    if starttls == 'withdrawn':
+        return {'mode': 'none'}
+    line = ((listener.get('tls_settings') or {}).get('listen') or {}).get('value') or ''
+    mode = 'tls-require' if 'tls-require' in line.split() else 'tls'
+    return {'mode': mode, 'certificate': certificate, 'private_key': key}
+
+
+def default_pki_name(source: str) -> str | None:
+    """The pki named in a binding source `... pki NAME (default pki: ...)`."""
+    match = re.search(r' pki (\S+) \(default pki', source)
+    return match.group(1) if match else None
+
+
+def _unquote_word(word: str) -> str:
+    try:
+        parts = shlex.split(word, posix=True)
+    except ValueError:
+        return word
+    return parts[0] if len(parts) == 1 else word
+
+
+class SmtpdConfEdit:
+    """Minimal edits of smtpd.conf text: words of one line replaced, removed or added with the
+    rest of the line (spacing, comment) as it was; whole lines inserted or commented out."""
+
+    def __init__(self, text: str):
+        self.lines = text.splitlines(keepends=True)
+        self.inserted: dict = {}
+
+    def text(self) -> str:
+        out = []
+        for index, line in enumerate(self.lines):
+            out.extend(self.inserted.get(index, []))
+            out.append(line)
+        out.extend(self.inserted.get(len(self.lines), []))
+        return ''.join(out)
+
+    def _words(self, index: int) -> tuple:
+        """(code part of the line, [(start, end, word)]) of one physical line."""
+        if index >= len(self.lines):
+            raise EditError(f'line {index + 1} is beyond the end of the file: it changed since it was read',
+                            stage='plan')
+        raw = self.lines[index].rstrip('\r\n')
+        if raw.rstrip().endswith('\\'):
+            raise EditError(f'line {index + 1} continues on the next line (backslash): change it by hand',
+                            stage='plan')
+        code = strip_hash_comment(raw)
+        return code, [(match.start(), match.end(), match.group(0)) for match in _RAW_WORD.finditer(code)]
+
+    def _listen_words(self, index: int, where: str) -> list:
+        code, words = self._words(index)
+        plain = [_unquote_word(word) for _start, _end, word in words]
+        if plain[:2] != ['listen', 'on'] or '$' in code:
+            raise EditError(f'{where} is not a plain `listen on` line (macros or continuation): change it by '
+                            'hand', stage='plan')
+        return words
+
+    def set_listen(self, index: int, mode: str, pki_name: str | None, path: str) -> list:
+        where = f'{path}:{index + 1}'
+        words = self._listen_words(index, where)
+        plain = [_unquote_word(word) for _start, _end, word in words]
+        if 'secure' in plain:
+            raise EditError(f'{where} uses `secure` (OpenSMTPD 6.0 grammar: one line for ports 25 and 465): split '
+                            'it into `tls` and `smtps` lines by hand', stage='plan')
+        if mode == 'disabled':
+            line = self.lines[index]
+            self.lines[index] = '# mailsec.starttls disabled: ' + line
+            return [f'{where}: comment the listen line out']
+        edits = []   # (start, end, replacement), applied right to left
+        actions = []
+        modes = [position for position, word in enumerate(plain) if word in ('tls', 'tls-require', 'smtps')]
+        pkis = [position for position, word in enumerate(plain) if word == 'pki' and position + 1 < len(plain)]
+        last = len(words) - 1
+        if mode == 'none':
+            if any(word in ('auth', 'auth-optional') for word in plain):
+                raise EditError(f'{where} has auth, which OpenSMTPD allows only with TLS (and which would send '
+                                'passwords in clear): withdraw STARTTLS by hand, or bind a certificate instead',
+                                stage='plan')
+            drop = []
+            for position in modes:
+                drop.append(position)
+                if position + 1 <= last and plain[position + 1] == 'verify':
+                    drop.append(position + 1)
+            for position, word in enumerate(plain):
+                if word in ('pki', 'ca') and position + 1 <= last and position > 2:
+                    drop += [position, position + 1]
+            for position in sorted(set(drop)):
+                start = words[position - 1][1] if position > 0 else words[position][0]
+                edits.append((start, words[position][1], ''))
+            if drop:
+                actions.append(f'{where}: remove ' + ' '.join(plain[position] for position in sorted(set(drop))))
+        else:
+            if not modes:
+                addition = ' ' + mode + (f' pki {pki_name}' if pki_name and not pkis else '')
+                edits.append((words[last][1], words[last][1], addition))
+                actions.append(f'{where}: add{addition}')
+            if pki_name and pkis:
+                position = pkis[0] + 1
+                if plain[position] != pki_name:
+                    edits.append((words[position][0], words[position][1], pki_name))
+                    actions.append(f'{where}: pki {plain[position]} -> pki {pki_name}')
+            elif pki_name and modes:
+                anchor = modes[0] + (1 if modes[0] + 1 <= last and plain[modes[0] + 1] == 'verify' else 0)
+                edits.append((words[anchor][1], words[anchor][1], f' pki {pki_name}'))
+                actions.append(f'{where}: add pki {pki_name}')
+        line = self.lines[index]
+        for start, end, replacement in sorted(edits, reverse=True):
+            line = line[:start] + replacement + line[end:]
+        self.lines[index] = line
+        return actions
+
+    def bind_pki(self, config: dict, path: str, certificate: str, key: str, where: str, line_index: int,
+                 listener_id: str, ctx) -> tuple:
+        """(pki name, actions): a pki with this certificate and key that the listen line can name. An
+        existing one with the same files is reused; the line's own pki is re-pointed when no other
+        line uses it; else a new `mailsec-NAME` pki (a name no client sends as SNI) is declared."""
+        for name, entry in config['pki'].items():
+            if entry.get('cert') == certificate and entry.get('key') == key:
+                return name, []
+        users = pki_users(ctx, config)
+        words = [_unquote_word(word) for _start, _end, word in self._listen_words(line_index, where)]
+        own = words[words.index('pki') + 1] if 'pki' in words[2:-1] else None
+        entry = config['pki'].get(own) if own else None
+        if entry and users.get(own, set()) <= {where} and self._in_file(entry, path):
+            return own, self._repoint(entry, own, certificate, key, path)
+        stem = re.sub(r'[^A-Za-z0-9_.-]+', '-', os.path.splitext(os.path.basename(certificate))[0]).strip('-.')
+        name = PKI_PREFIX + (stem or 'certificate')
+        counter = 1
+        while name in config['pki']:
+            counter += 1
+            name = f'{PKI_PREFIX}{stem or "certificate"}-{counter}'
+        keyword = 'certificate' if any(self._pki_keyword(entry) == 'certificate'
+                                       for entry in config['pki'].values()) else 'cert'
+        block = [f'# mailsec.starttls: certificate of {listener_id}\n',
+                 f'pki {name} {keyword} "{certificate}"\n', f'pki {name} key "{key}"\n']
+        before = self._pki_anchor(config, path, line_index)
+        self.inserted.setdefault(before, []).extend(block)
+        return name, [f'{path}: declare pki {name} ({certificate}, {key})']
+
+    @staticmethod
+    def _in_file(entry: dict, path: str) -> bool:
+        places = [entry.get('cert_where'), entry.get('key_where')]
+        return all(place and os.path.normpath(place.rsplit(':', 1)[0]) == os.path.normpath(path)
+                   for place in places)
+
+    def _pki_keyword(self, entry: dict) -> str | None:
+        place = entry.get('cert_where')
+        if not place:
+            return None
+        try:
+            _code, words = self._words(int(place.rsplit(':', 1)[1]) - 1)
+        except (EditError, ValueError):
+            return None
+        return _unquote_word(words[2][2]) if len(words) > 2 else None
+
+    def _repoint(self, entry: dict, name: str, certificate: str, key: str, path: str) -> list:
+        actions = []
+        for kind, value in (('cert', certificate), ('key', key)):
+            index = int(entry[f'{kind}_where'].rsplit(':', 1)[1]) - 1
+            _code, words = self._words(index)
+            if len(words) < 4 or '$' in words[3][2]:
+                raise EditError(f'{entry[f"{kind}_where"]} is not a plain pki declaration: change it by hand',
+                                stage='plan')
+            if _unquote_word(words[3][2]) == value:
+                continue
+            start, end, _word = words[3]
+            line = self.lines[index]
+            self.lines[index] = line[:start] + f'"{value}"' + line[end:]
+            actions.append(f'{path}:{index + 1}: pki {name} {kind} "{value}" (was {_unquote_word(words[3][2])})')
+        return actions
+
+    def _pki_anchor(self, config: dict, path: str, line_index: int) -> int:
+        """The line before which a new pki goes: after the last pki line above the listen line, else
+        before the first listen line (smtpd resolves `pki NAME` on a listen line when it reads it)."""
+        last = None
+        for entry in config['pki'].values():
+            for place in (entry.get('cert_where'), entry.get('key_where')):
+                if place and os.path.normpath(place.rsplit(':', 1)[0]) == os.path.normpath(path):
+                    index = int(place.rsplit(':', 1)[1]) - 1
+                    if index < line_index and (last is None or index > last):
+                        last = index
+        if last is not None:
+            return last + 1
+        listens = [int(item['where'].rsplit(':', 1)[1]) - 1 for item in config['listen']
+                   if os.path.normpath(item['where'].rsplit(':', 1)[0]) == os.path.normpath(path)]
+        return min(listens + [line_index])
+
+
+def pki_users(ctx, config: dict) -> dict:
+    """pki name -> the `where` of every listen line that uses it (named, or the hostname's default)."""
+    users: dict = {}
+    for listen in config['listen']:
+        options = parse_listen(listen['words'])
+        names = list(options['pki'])
+        if not names and options['mode'] != 'none':
+            names = [options['hostname'] or host_name(ctx)]
+        for name in names:
+            users.setdefault(name, set()).add(listen['where'])
+    return users
+
+
+def systemd_unit(ctx, pid) -> str | None:
+    """The systemd service unit a running smtpd belongs to (from /proc/PID/cgroup)."""
+    if not pid:
+        return None
+    text = _read_proc(ctx, f'{int(pid)}/cgroup') or ''
+    for line in text.splitlines():
+        match = re.search(r'/([A-Za-z0-9@_.:-]+\.service)$', line.strip())
+        if match and 'smtpd' in match.group(1):
+            return match.group(1)
+    return None
+
+
+def validate_smtpd(smtpd: str, candidates: dict) -> list:
+    """`smtpd -n -f CANDIDATE`: smtpd parses the candidate (beside the original, so includes
+    resolve as they will) and loads every pki certificate and key it names, with its checks of
+    the key file's owner and mode."""
+    runs = []
+    for original, candidate in candidates.items():
+        run = run_tool([smtpd, '-n', '-f', candidate])
+        runs.append({'argv': ['smtpd', '-n', '-f', '<candidate>'], 'rc': run['rc'],
+                     'stderr': run['stderr'].replace(candidate, '<candidate>')[-2000:]})
+        if run['error']:
+            message = run['error'].replace(candidate, '<candidate>')
+            current = run_tool([smtpd, '-n', '-f', original])
+            if current['error']:
+                message += ' (smtpd rejects the current configuration as well: ' + current['error'] + ')'
+            raise EditError(f'OpenSMTPD rejects the candidate configuration (smtpd -n): {message}',
+                            stage='validate', details={'validation': runs})
+    return runs

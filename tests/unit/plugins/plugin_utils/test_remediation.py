@@ -65,6 +65,15 @@ def test_auto_withdraws_when_no_certificate_fits():
     assert fitting['action'] == 'bind'
 
 
+def test_opensmtpd_listeners_are_edited_not_only_guided():
+    record = listener(address='192.0.2.40', service='listen on 192.0.2.40', mta='opensmtpd', instance='opensmtpd')
+    action = only(_remediation.plan([finding('starttls-advertised-without-certificate', address='192.0.2.40',
+                                             mta='opensmtpd', instance='opensmtpd')], [record], HOST))
+    assert action['action'] == 'withdraw'
+    assert action['module_args'] == {'mta': 'opensmtpd', 'instance': 'opensmtpd', 'address': '192.0.2.40', 'port': 25,
+                                     'service': 'listen on 192.0.2.40', 'starttls': 'withdrawn', 'allow_shared': False}
+
+
 def test_withdraw_policy_never_binds_and_bind_policy_never_withdraws():
     findings = [finding('starttls-advertised-without-certificate')]
     assert only(_remediation.plan(findings, [PORT25, PORT587], HOST, SUPPLIED, 'withdraw'))['action'] == 'withdraw'
