@@ -97,6 +97,22 @@ options:
             a machine in the middle see every probe; do so only in a lab.
         type: bool
         default: true
+  detail:
+    description:
+      - How much of each probe record to return.
+      - V(compact) keeps what tells what the listener did (target, greeting, whether STARTTLS was advertised
+        and its reply, the handshake, the certificate's identity, validity and verification, flags, the
+        error and the total time): about a third of the size of a full record, and Ansible's handling of
+        a large result on the controller costs in proportion.
+      - V(full) adds the capability lists before and after TLS, the reply that carried them, the certificate's
+        issuer, names, key, serial and DANE digests (C(tlsa_chain)), and the time of every stage. The judgement
+        (M(mailsec.starttls.fleet_assess) with C(vantage_probes)) reads full records; the audit role asks
+        for them.
+      - The RV(summary) counts are the same with either.
+    type: str
+    choices: [compact, full]
+    default: compact
+    version_added: 0.1.0
 requirements:
   - paramiko (only with O(jump_host))
 seealso:
@@ -139,10 +155,41 @@ EXAMPLES = r"""
 
 RETURN = r"""
 probes:
-  description: One probe per target, in the order of O(targets).
+  description:
+    - One probe per target, in the order of O(targets).
+    - With O(detail=compact) (the default) each record has the keys C(target), C(vantage), C(tls_mode),
+      C(connected), C(greeting), C(starttls_advertised), C(starttls_reply), C(tls), C(certificate), C(flags),
+      C(error) and C(timings_ms) (only C(total)); C(target) and C(tls) leave out keys that are null, and
+      C(certificate) holds only C(sha256), C(subject), C(not_after), C(days_left), C(expired), C(verified),
+      C(verify_error), C(hostname_match) (and C(error) when the certificate could not be read).
+      C(peer_address) is there only when it differs from C(target.address), C(capabilities_reply) only when
+      the server refused EHLO (flag V(ehlo_rejected)), C(pre_tls_surplus), C(injected_reply) and C(attempts)
+      only when they are set.
+    - With O(detail=full) every key below is there in every record.
   returned: always
   type: list
   elements: dict
+  sample:
+    - target: {"address": "127.0.60.1", "port": 25, "protocol": "smtp"}
+      vantage: controller
+      tls_mode: starttls
+      connected: true
+      greeting: {"code": "220", "lines": ["mail.lab.test ESMTP Postfix"]}
+      starttls_advertised: true
+      starttls_reply: {"code": "220", "text": "2.0.0 Ready to start TLS"}
+      tls: {"established": true, "version": "TLSv1.3", "cipher": "TLS_AES_256_GCM_SHA384"}
+      certificate:
+        sha256: 5f1c0e...
+        subject: CN=mail.lab.test
+        not_after: "2027-11-28T00:00:00Z"
+        days_left: 365
+        expired: false
+        verified: true
+        verify_error: null
+        hostname_match: null
+      flags: []
+      error: null
+      timings_ms: {"total": 6.3}
   contains:
     target:
       description:
@@ -163,7 +210,9 @@ probes:
       type: bool
       sample: true
     peer_address:
-      description: The address connected to (for a name, the one that answered).
+      description:
+        - The address connected to (for a name, the one that answered).
+        - With O(detail=compact) only when it differs from C(target.address).
       type: str
       sample: 127.0.60.1
     greeting:
@@ -171,16 +220,16 @@ probes:
       type: dict
       sample: {"code": "220", "lines": ["mail.lab.test ESMTP Postfix"]}
     capabilities:
-      description: Capabilities before TLS (EHLO keywords with their parameters, IMAP capability atoms, POP3 CAPA lines, ManageSieve capabilities).
+      description: Capabilities before TLS (EHLO keywords with their parameters, IMAP capability atoms, POP3 CAPA lines, ManageSieve capabilities). Only with O(detail=full).
       type: list
       elements: str
       sample: ["PIPELINING", "SIZE 10240000", "STARTTLS", "8BITMIME"]
     capabilities_reply:
-      description: The reply that carried the capabilities (shows a rejected EHLO).
+      description: The reply that carried the capabilities (shows a rejected EHLO). With O(detail=compact) only when EHLO was refused.
       type: dict
       sample: {"code": "250", "text": "mail.lab.test\nPIPELINING\nSTARTTLS"}
     capabilities_after_tls:
-      description: Capabilities asked for again under TLS; null when TLS was not established.
+      description: Capabilities asked for again under TLS; null when TLS was not established. Only with O(detail=full).
       type: list
       elements: str
       sample: ["PIPELINING", "SIZE 10240000", "AUTH PLAIN"]
@@ -209,6 +258,10 @@ probes:
         - The presented leaf certificate, with the verification of the whole presented chain against the
           trust store (O(ca_file), O(ca_path) or the system store). Null when none was presented.
         - C(hostname_match) is null when no name was expected.
+        - With O(detail=compact) only C(sha256), C(subject), C(not_after), C(days_left), C(expired), C(verified),
+          C(verify_error), C(hostname_match), and C(error) when it is set.
+        - C(tlsa_chain) (only with O(detail=full)) lists the SHA-256 and SHA-512 digests of every presented
+          certificate and its public key, leaf first, for DANE TLSA records.
       type: dict
       sample:
         sha256: 5f1c0e...
@@ -244,14 +297,19 @@ probes:
       type: dict
       sample: {"stage": "handshake", "message": "connection closed during the TLS handshake"}
     timings_ms:
-      description: Milliseconds spent per stage, and in all.
+      description: Milliseconds spent per stage, and in all; with O(detail=compact) only C(total).
       type: dict
       sample: {"connect": 0.2, "greeting": 1.1, "capabilities": 0.6, "starttls": 0.4, "handshake": 3.2, "post_tls": 0.5, "total": 6.3}
     attempts:
-      description: With O(attempts) above 1, the outcome of each attempt in short.
+      description: With O(attempts) above 1, the outcome of each attempt in short (with O(detail=compact) only then).
       type: list
       elements: dict
       sample: []
+detail:
+  description: The shape of the records in RV(probes), as O(detail) asked.
+  returned: always
+  type: str
+  sample: compact
 summary:
   description: Counts over all probes.
   returned: always
@@ -269,11 +327,11 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine imp
     probe_many,
     summarise,
 )
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe.detail import DEFAULT_DETAIL, DETAIL_LEVELS, shape
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.ssh import (
-    HAS_PARAMIKO,
     JUMP_HOST_ARGUMENT_SPEC,
-    PARAMIKO_IMPORT_ERROR,
     jump_connector,
+    paramiko_import_error,
 )
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.validate import jump_host as check_jump_host
 
@@ -296,6 +354,7 @@ def main() -> None:
             'test_command_injection': {'type': 'bool', 'default': False},
             'source_address': {'type': 'str'},
             'jump_host': {'type': 'dict', 'options': JUMP_HOST_ARGUMENT_SPEC},
+            'detail': {'type': 'str', 'choices': list(DETAIL_LEVELS), 'default': DEFAULT_DETAIL},
         },
         supports_check_mode=True,
     )
@@ -311,8 +370,9 @@ def main() -> None:
         module.fail_json(msg=str(exc))
     connect, jump = None, None
     if jump_spec:
-        if not HAS_PARAMIKO:
-            module.fail_json(msg=missing_required_lib('paramiko'), exception=PARAMIKO_IMPORT_ERROR)
+        import_error = paramiko_import_error()
+        if import_error is not None:
+            module.fail_json(msg=missing_required_lib('paramiko'), exception=import_error)
         connect, jump = jump_connector(jump_spec, checked['timeout'])
         options['vantage'] = options['vantage'] or f"jump:{jump_spec['host']}"
     try:
@@ -323,7 +383,8 @@ def main() -> None:
     finally:
         if jump is not None:
             jump.close()
-    module.exit_json(changed=False, probes=probes, summary=summarise(probes))
+    module.exit_json(changed=False, probes=shape(probes, module.params['detail']), summary=summarise(probes),
+                     detail=module.params['detail'])
 
 
 if __name__ == '__main__':

@@ -62,6 +62,31 @@ def test_module_returns_probes_and_summary(capsys, smtp_server):
                                  'errors': 0}
 
 
+def test_module_returns_compact_records_by_default(capsys, smtp_server):
+    result = run_module(capsys, {'targets': [f'127.0.0.1:{smtp_server}/smtp'], 'vantage': 'unit', 'timeout': 3})
+    assert result['detail'] == 'compact'
+    probe = result['probes'][0]
+    assert 'capabilities' not in probe and 'capabilities_after_tls' not in probe
+    assert probe['target'] == {'address': '127.0.0.1', 'port': smtp_server, 'protocol': 'smtp'}
+    assert set(probe['timings_ms']) == {'total'}
+    assert probe['tls'] is None and probe['certificate'] is None
+
+
+def test_module_returns_full_records_when_asked(capsys, smtp_server):
+    result = run_module(capsys, {'targets': [f'127.0.0.1:{smtp_server}/smtp'], 'timeout': 3, 'detail': 'full'})
+    assert result['detail'] == 'full'
+    probe = result['probes'][0]
+    assert probe['capabilities'] == ['STARTTLS']
+    assert probe['capabilities_reply'] == {'code': '250', 'text': 'unit\nSTARTTLS'}
+    assert probe['target']['sni'] is None and probe['target']['name'] is None
+    assert {'connect', 'greeting', 'capabilities', 'starttls', 'total'} <= set(probe['timings_ms'])
+
+
+def test_module_refuses_an_unknown_detail(capsys):
+    result = run_module(capsys, {'targets': ['127.0.0.1:25'], 'detail': 'everything'})
+    assert result['failed'] is True and 'detail' in result['msg']
+
+
 def test_module_runs_in_check_mode(capsys, smtp_server):
     result = run_module(capsys, {'targets': [f'127.0.0.1:{smtp_server}/smtp'], '_ansible_check_mode': True})
     assert result['probes'][0]['starttls_reply']['code'] == '454'
