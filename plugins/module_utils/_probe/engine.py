@@ -220,6 +220,8 @@ class CertificateDescriber:
         record.update({'chain_length': len(chain), 'verified': verified, 'verify_error': verify_error})
         # What a DANE TLSA record can pin, for every certificate served (docs/dane-mta-sts.md).
         record['tlsa_chain'] = _tlsa.chain_digests(chain)
+        # Certificate names are server text: made visible once per distinct chain, not per probe.
+        record = visible_deep(record)
         with self.lock:
             self.cache[key] = record
         return dict(record)
@@ -274,9 +276,13 @@ class TargetProbe:
             if self.transport is not None:
                 self.transport.close()
             self.record['timings_ms']['total'] = _elapsed_ms(started)
-        # Server text (banners, replies, certificate names, surplus bytes) goes to terminals and
-        # reports: terminal controls and bidi overrides become visible escapes here, once.
+        # Server text (banners, replies, surplus bytes) goes to terminals and reports: terminal
+        # controls and bidi overrides become visible escapes here, once. The certificate description
+        # is already visible (CertificateDescriber), and shared by every probe of the same chain.
+        certificate = self.record['certificate']
+        self.record['certificate'] = None
         self.record = visible_deep(self.record)
+        self.record['certificate'] = certificate
         return self.record
 
     def _timed(self, stage: str, func, *args):
