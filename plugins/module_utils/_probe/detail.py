@@ -23,17 +23,12 @@ DEFAULT_DETAIL = 'compact'
 # and the DANE digests (`tlsa_chain`, a quarter of a full record).
 COMPACT_CERTIFICATE_KEYS = ('sha256', 'subject', 'sans', 'not_before', 'not_after', 'days_left', 'expired',
                             'self_signed', 'verified', 'verify_error', 'hostname_match')
-# Keys every compact record has (null when the dialog did not get that far).
-COMPACT_KEYS = ('target', 'vantage', 'tls_mode', 'connected', 'greeting', 'starttls_advertised', 'starttls_reply',
-                'tls', 'certificate', 'flags', 'error', 'timings_ms')
-# Keys a compact record has only when they say something (never null, never empty).
-COMPACT_WHEN_SET = ('pre_tls_surplus', 'injected_reply', 'attempts')
-
-
-def _without_nulls(record: dict | None) -> dict | None:
-    if record is None:
-        return None
-    return {key: value for key, value in record.items() if value is not None}
+# Keys every compact record has, with the value the full record has (null when the dialog did not
+# get that far): a compact record is a full record with keys left out, never with values changed,
+# except `certificate` and `timings_ms`, which keep a subset of their keys.
+COMPACT_KEYS = ('target', 'vantage', 'tls_mode', 'connected', 'peer_address', 'greeting', 'starttls_advertised',
+                'starttls_reply', 'pre_tls_surplus', 'injected_reply', 'tls', 'certificate', 'flags', 'error',
+                'timings_ms', 'attempts')
 
 
 def compact_certificate(certificate: dict | None) -> dict | None:
@@ -48,21 +43,12 @@ def compact_certificate(certificate: dict | None) -> dict | None:
 def compact(probe: dict) -> dict:
     """The compact shape of one full probe record (a new dictionary; the record is not changed)."""
     record = {key: probe.get(key) for key in COMPACT_KEYS}
-    record['target'] = _without_nulls(probe.get('target'))
-    record['tls'] = _without_nulls(probe.get('tls'))
     record['certificate'] = compact_certificate(probe.get('certificate'))
     timings = probe.get('timings_ms') or {}
     record['timings_ms'] = {'total': timings['total']} if 'total' in timings else {}
-    peer = probe.get('peer_address')
-    if peer is not None and peer != (probe.get('target') or {}).get('address'):
-        # A name's answer from another address than the one asked (or a connect() that went elsewhere).
-        record['peer_address'] = peer
     if 'ehlo_rejected' in (probe.get('flags') or []):
         # The refusal is why nothing else was asked: the one capability reply that matters.
         record['capabilities_reply'] = probe.get('capabilities_reply')
-    for key in COMPACT_WHEN_SET:
-        if probe.get(key):
-            record[key] = probe[key]
     return record
 
 

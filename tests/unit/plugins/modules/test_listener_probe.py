@@ -67,7 +67,8 @@ def test_module_returns_compact_records_by_default(capsys, smtp_server):
     assert result['detail'] == 'compact'
     probe = result['probes'][0]
     assert 'capabilities' not in probe and 'capabilities_after_tls' not in probe
-    assert probe['target'] == {'address': '127.0.0.1', 'port': smtp_server, 'protocol': 'smtp'}
+    assert probe['target'] == {'address': '127.0.0.1', 'port': smtp_server, 'protocol': 'smtp', 'sni': None,
+                               'name': None}
     assert set(probe['timings_ms']) == {'total'}
     assert probe['tls'] is None and probe['certificate'] is None
 
