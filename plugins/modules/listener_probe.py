@@ -101,9 +101,9 @@ options:
     description:
       - How much of each probe record to return.
       - V(compact) keeps what tells what the listener did (target, greeting, whether STARTTLS was advertised
-        and its reply, the handshake, the certificate's identity, validity and verification, flags, the
-        error and the total time): about a third of the size of a full record, and Ansible's handling of
-        a large result on the controller costs in proportion.
+        and its reply, the handshake, the certificate's identity, names, validity and verification, flags,
+        the error and the total time), every key the judgement decides by. It is about half the size of a
+        full record, and Ansible's handling of a large result on the controller costs in proportion.
       - V(full) adds the capability lists before and after TLS, the reply that carried them, the certificate's
         issuer, names, key, serial and DANE digests (C(tlsa_chain)), and the time of every stage. The judgement
         (M(mailsec.starttls.fleet_assess) with C(vantage_probes)) reads full records; the audit role asks
@@ -157,39 +157,44 @@ RETURN = r"""
 probes:
   description:
     - One probe per target, in the order of O(targets).
-    - With O(detail=compact) (the default) each record has the keys C(target), C(vantage), C(tls_mode),
-      C(connected), C(greeting), C(starttls_advertised), C(starttls_reply), C(tls), C(certificate), C(flags),
-      C(error) and C(timings_ms) (only C(total)); C(target) and C(tls) leave out keys that are null, and
-      C(certificate) holds only C(sha256), C(subject), C(not_after), C(days_left), C(expired), C(verified),
-      C(verify_error), C(hostname_match) (and C(error) when the certificate could not be read).
-      C(peer_address) is there only when it differs from C(target.address), C(capabilities_reply) only when
-      the server refused EHLO (flag V(ehlo_rejected)), C(pre_tls_surplus), C(injected_reply) and C(attempts)
-      only when they are set.
     - With O(detail=full) every key below is there in every record.
+    - With O(detail=compact) (the default) a record is the full record without C(capabilities),
+      C(capabilities_after_tls) and C(capabilities_reply) (kept when the server refused EHLO, flag
+      V(ehlo_rejected)), with only C(total) in C(timings_ms), and with a C(certificate) of only C(sha256),
+      C(subject), C(sans), C(not_before), C(not_after), C(days_left), C(expired), C(self_signed), C(verified),
+      C(verify_error), C(hostname_match) (and C(error) when the certificate could not be read). Every other
+      key is there with the same value as in the full record.
   returned: always
   type: list
   elements: dict
   sample:
-    - target: {"address": "127.0.60.1", "port": 25, "protocol": "smtp"}
+    - target: {"address": "127.0.60.1", "port": 25, "protocol": "smtp", "sni": null, "name": null}
       vantage: controller
       tls_mode: starttls
       connected: true
+      peer_address: 127.0.60.1
       greeting: {"code": "220", "lines": ["mail.lab.test ESMTP Postfix"]}
       starttls_advertised: true
       starttls_reply: {"code": "220", "text": "2.0.0 Ready to start TLS"}
-      tls: {"established": true, "version": "TLSv1.3", "cipher": "TLS_AES_256_GCM_SHA384"}
+      pre_tls_surplus: null
+      injected_reply: null
+      tls: {"established": true, "version": "TLSv1.3", "cipher": "TLS_AES_256_GCM_SHA384", "error": null, "sni": null}
       certificate:
         sha256: 5f1c0e...
         subject: CN=mail.lab.test
+        sans: ["DNS:mail.lab.test", "IP:127.0.60.1"]
+        not_before: "2026-11-28T00:00:00Z"
         not_after: "2027-11-28T00:00:00Z"
         days_left: 365
         expired: false
+        self_signed: false
         verified: true
         verify_error: null
         hostname_match: null
       flags: []
       error: null
       timings_ms: {"total": 6.3}
+      attempts: []
   contains:
     target:
       description:
@@ -210,9 +215,7 @@ probes:
       type: bool
       sample: true
     peer_address:
-      description:
-        - The address connected to (for a name, the one that answered).
-        - With O(detail=compact) only when it differs from C(target.address).
+      description: The address connected to (for a name, the one that answered).
       type: str
       sample: 127.0.60.1
     greeting:
@@ -258,8 +261,8 @@ probes:
         - The presented leaf certificate, with the verification of the whole presented chain against the
           trust store (O(ca_file), O(ca_path) or the system store). Null when none was presented.
         - C(hostname_match) is null when no name was expected.
-        - With O(detail=compact) only C(sha256), C(subject), C(not_after), C(days_left), C(expired), C(verified),
-          C(verify_error), C(hostname_match), and C(error) when it is set.
+        - With O(detail=compact) only C(sha256), C(subject), C(sans), C(not_before), C(not_after), C(days_left),
+          C(expired), C(self_signed), C(verified), C(verify_error), C(hostname_match), and C(error) when it is set.
         - C(tlsa_chain) (only with O(detail=full)) lists the SHA-256 and SHA-512 digests of every presented
           certificate and its public key, leaf first, for DANE TLSA records.
       type: dict
@@ -301,7 +304,7 @@ probes:
       type: dict
       sample: {"connect": 0.2, "greeting": 1.1, "capabilities": 0.6, "starttls": 0.4, "handshake": 3.2, "post_tls": 0.5, "total": 6.3}
     attempts:
-      description: With O(attempts) above 1, the outcome of each attempt in short (with O(detail=compact) only then).
+      description: With O(attempts) above 1, the outcome of each attempt in short.
       type: list
       elements: dict
       sample: []
