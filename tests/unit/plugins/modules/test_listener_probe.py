@@ -134,3 +134,16 @@ def test_hostile_options_fail_the_module_before_any_connection(capsys, arguments
     assert result['failed'] is True
     assert message in result['msg']
     assert 'internal error' not in result['msg']
+
+
+def test_paramiko_is_imported_only_for_a_jump_host():
+    """Importing paramiko costs every module run 0.1-0.2 s; only a probe through a jump host needs it."""
+    import os  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    code = ('import sys\n'
+            'from ansible_collections.mailsec.starttls.plugins.modules import listener_probe\n'
+            'print("paramiko" in sys.modules)\n')
+    completed = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
+                               env=dict(os.environ, PYTHONPATH=os.pathsep.join(path for path in sys.path if path)))
+    assert completed.stdout.strip() == 'False'
