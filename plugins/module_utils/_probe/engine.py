@@ -542,8 +542,11 @@ def probe_many(targets: list, options: dict | None = None, connect=None, max_par
         results[index] = first
 
     # Through a jump host, never more probes at once than it has channels (its MaxSessions): a probe
-    # waiting for a channel would spend its own deadline waiting.
-    workers = max(1, min(options['concurrency'], len(parsed), max_parallel or options['concurrency']))
+    # waiting for a channel would spend its own deadline waiting. No more threads than can probe at
+    # once under the per-address limits either (500 targets on one address with a limit of 8 need 8,
+    # not 128 threads that mostly wait and contend for the interpreter).
+    runnable = sum(min(options['per_host_limit'], len(indexes)) for indexes in by_host.values())
+    workers = max(1, min(options['concurrency'], runnable, max_parallel or options['concurrency']))
     order = _interleave(by_host)
     if workers == 1:
         for index in order:

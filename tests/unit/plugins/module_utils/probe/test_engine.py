@@ -499,3 +499,21 @@ def test_certificate_names_are_made_visible_once_per_chain(monkeypatch):
     assert first['subject'] == 'CN=mx\\x1b[2J\\u202egnp.exe'
     assert first['sans'] == ['DNS:mx\\u2067.test']
     assert second == first and len(calls) == 1
+
+
+def test_no_more_threads_than_the_per_address_limits_let_probe(monkeypatch):
+    from ansible_collections.mailsec.starttls.plugins.module_utils._probe import engine  # pylint: disable=import-outside-toplevel
+    sizes = []
+    real_pool = engine.ThreadPoolExecutor
+
+    def recording_pool(max_workers):
+        sizes.append(max_workers)
+        return real_pool(max_workers=max_workers)
+    monkeypatch.setattr(engine, 'ThreadPoolExecutor', recording_pool)
+    # Port 1 on loopback refuses at once: every probe ends in stage connect.
+    one_address = ['127.0.0.1:1/smtp'] * 20
+    results = probe_many(one_address, {'per_host_limit': 3, 'concurrency': 64, 'timeout': 2})
+    two_addresses = probe_many(one_address + ['127.0.0.2:1/smtp'] * 2, {'per_host_limit': 3, 'concurrency': 64,
+                                                                         'timeout': 2})
+    assert sizes == [3, 5]
+    assert all(result['error']['stage'] == 'connect' for result in results + two_addresses)
