@@ -841,6 +841,22 @@ def aggregate(scenario: dict, tool: str, runs: list) -> dict:
     }
 
 
+def paired_ratios(runs: dict, n: int) -> dict:
+    """Each tool's listeners/s over a peer's within the same repetition: the tools of one repetition
+    run back to back, so a ratio of the two is less at the mercy of load that drifts between
+    repetitions than the ratio of the medians."""
+    paired = {}
+    for tool in ('engine', 'module', 'module:full'):
+        for peer in ('nmap', 'sslyze'):
+            each = []
+            for mine, theirs in zip(runs.get(tool, []), runs.get(peer, [])):
+                if mine.get('wall_s') and theirs.get('wall_s') and not mine['check']['mismatches']:
+                    each.append((n / mine['wall_s']) / (n / theirs['wall_s']))
+            if each:
+                paired[f'{tool}/{peer}'] = {'median': statistics.median(each), 'each': each}
+    return paired
+
+
 def summaries_of(scenario: dict, runs: dict) -> dict:
     return {tool: aggregate(scenario, tool, tool_runs) for tool, tool_runs in runs.items() if tool_runs}
 
@@ -1089,11 +1105,17 @@ def run_scenario(bench: Bench, name: str, scenario: dict, tools: list, repeat: i
             if (summaries.get(tool) or {}).get('listeners_per_s') and (summaries.get(peer) or {}).get('listeners_per_s'):
                 ratios[f'{tool}/{peer}'] = summaries[tool]['listeners_per_s'] / summaries[peer]['listeners_per_s']
     if ratios:
-        print('ratios (listeners/s): ' + ', '.join(f'{key} {value:.2f}x' for key, value in ratios.items()))
+        print('ratios (listeners/s, of the medians): '
+              + ', '.join(f'{key} {value:.2f}x' for key, value in ratios.items()))
+    paired = paired_ratios(runs, scenario['n'])
+    if paired:
+        print('ratios within each repetition (tools interleaved under the same load), median [each]: '
+              + ', '.join(f"{key} {value['median']:.2f}x {[round(item, 2) for item in value['each']]}"
+                          for key, value in paired.items()))
     verdicts = judge(name, scenario, summaries, tools, arguments.smoke, arguments.require_module, skipped)
     return {'scenario': name, 'n': scenario['n'], 'delay_ms': scenario['delay_ms'], 'repeat': repeat,
             'summaries': summaries, 'ratios': ratios, 'verdicts': verdicts, 'skipped': skipped,
-            'module_profile': module_profile,
+            'module_profile': module_profile, 'paired_ratios': paired,
             'runs': runs, 'fixture_log_tail': fixture_output.strip().splitlines()[-3:]}
 
 
