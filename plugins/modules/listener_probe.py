@@ -223,7 +223,10 @@ probes:
       type: dict
       sample: {"code": "220", "lines": ["mail.lab.test ESMTP Postfix"]}
     capabilities:
-      description: Capabilities before TLS (EHLO keywords with their parameters, IMAP capability atoms, POP3 CAPA lines, ManageSieve capabilities). Only with O(detail=full).
+      description:
+        - Capabilities before TLS (EHLO keywords with their parameters, IMAP capability atoms, POP3 CAPA lines,
+          ManageSieve capabilities).
+        - Only with O(detail=full).
       type: list
       elements: str
       sample: ["PIPELINING", "SIZE 10240000", "STARTTLS", "8BITMIME"]

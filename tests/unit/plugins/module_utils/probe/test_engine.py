@@ -513,7 +513,7 @@ def test_no_more_threads_than_the_per_address_limits_let_probe(monkeypatch):
     # Port 1 on loopback refuses at once: every probe ends in stage connect.
     one_address = ['127.0.0.1:1/smtp'] * 20
     results = probe_many(one_address, {'per_host_limit': 3, 'concurrency': 64, 'timeout': 2})
-    two_addresses = probe_many(one_address + ['127.0.0.2:1/smtp'] * 2, {'per_host_limit': 3, 'concurrency': 64,
-                                                                         'timeout': 2})
+    two_addresses = probe_many(one_address + ['127.0.0.2:1/smtp'] * 2,
+                               {'per_host_limit': 3, 'concurrency': 64, 'timeout': 2})
     assert sizes == [3, 5]
     assert all(result['error']['stage'] == 'connect' for result in results + two_addresses)
