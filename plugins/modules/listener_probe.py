@@ -105,9 +105,9 @@ options:
         the error and the total time), every key the judgement decides by. It is about half the size of a
         full record, and Ansible's handling of a large result on the controller costs in proportion.
       - V(full) adds the capability lists before and after TLS, the reply that carried them, the certificate's
-        issuer, names, key, serial and DANE digests (C(tlsa_chain)), and the time of every stage. The judgement
-        (M(mailsec.starttls.fleet_assess) with C(vantage_probes)) reads full records; the audit role asks
-        for them.
+        issuer, key, serial, signature algorithm, chain length and DANE digests (C(tlsa_chain)), and the time
+        of every stage. The judgement finds the same faults in compact records, but its evidence and the DANE
+        check read what only full records have; the audit role asks its vantage hosts for full records.
       - The RV(summary) counts are the same with either.
     type: str
     choices: [compact, full]
