@@ -157,7 +157,7 @@ def main(argv: list | None = None) -> int:
     sys.path.insert(0, bench_probe.collection_tree(workdir))
     # pylint: disable=import-outside-toplevel
     from ansible_collections.mailsec.starttls.plugins.module_utils._probe import engine, ssh
-    if not ssh.HAS_PARAMIKO:
+    if ssh.paramiko_import_error() is not None:
         print(f'bench_jump: SKIP, {sys.executable} has no paramiko (tests/setup.sh installs it in venv-core-*)')
         shutil.rmtree(workdir, ignore_errors=True)
         return 0

@@ -42,13 +42,15 @@ ENGINE_MODULE = 'ansible_collections.mailsec.starttls.plugins.module_utils._prob
 ENGINE_FILE = os.path.join(COLLECTION_ROOT, 'plugins', 'module_utils', '_probe', 'engine.py')
 MODULE_NAME = 'mailsec.starttls.listener_probe'
 EHLO_NAME = 'bench-client.mailsec.test'
-TOOLS = ('engine', 'module', 'nmap', 'sslyze', 'smtplib')
+TOOLS = ('engine', 'module', 'module:full', 'nmap', 'sslyze', 'smtplib')
 MIB = 1024 * 1024
 
+# Listeners spread over many loopback addresses (two or four ports each) and served by several
+# processes: a fleet of separate servers, probed with the engine's default per-address limit.
 SCENARIOS = {
-    'throughput': {'n': 500, 'delay_ms': 0.0},
-    'slow': {'n': 200, 'delay_ms': 50.0},
-    'smoke': {'n': 40, 'delay_ms': 0.0},
+    'throughput': {'n': 500, 'delay_ms': 0.0, 'addresses': 250, 'processes': 4},
+    'slow': {'n': 200, 'delay_ms': 50.0, 'addresses': 100, 'processes': 2},
+    'smoke': {'n': 40, 'delay_ms': 0.0, 'addresses': 20, 'processes': 2},
 }
 # Figures from /work/shared/research/PERFORMANCE-ANCHORS.md (same machine class), used only when a
 # peer could not be measured in this run.
@@ -56,6 +58,9 @@ ANCHOR_LISTENERS_PER_S = {('nmap', 500, 0.0): 238.0, ('sslyze', 500, 0.0): 53.0,
                           ('nmap', 200, 50.0): 5.5, ('sslyze', 200, 50.0): 29.0}
 TARGET_VS_NMAP = 2.5
 TARGET_VS_SSLYZE = 10.0
+TARGET_MODULE_VS_NMAP = 1.5
+# A fixture process busier than this share of one core may be what limits the client.
+FIXTURE_SATURATED_PERCENT = 90.0
 TARGET_SLOW_LISTENERS_PER_S = 250.0
 TARGET_CPU_MS_PER_LISTENER = 1.5
 TARGET_PEAK_RSS_MIB = 100.0
@@ -155,7 +160,7 @@ def machine_busy_s() -> float:
 
 class FixtureProcess:
     def __init__(self, python: str, n: int, delay_ms: float, base_port: int, workdir: str,
-                 max_lifetime_s: float, distinct_certs: int):
+                 max_lifetime_s: float, distinct_certs: int, addresses: int = 1, processes: int = 1):
         self.manifest_path = os.path.join(workdir, 'manifest.json')
         self.stats_path = f'{self.manifest_path}.stats'
         self.log_path = os.path.join(workdir, 'fixture.log')
@@ -164,7 +169,8 @@ class FixtureProcess:
             [python, os.path.join(BENCH_DIR, 'fixture.py'), '--n', str(n), '--delay-ms', str(delay_ms),
              '--base-port', str(base_port), '--manifest', self.manifest_path,
              '--workdir', os.path.join(workdir, 'fixture'), '--max-lifetime', str(int(max_lifetime_s)),
-             '--distinct-certs', str(distinct_certs)],
+             '--distinct-certs', str(distinct_certs), '--addresses', str(addresses),
+             '--processes', str(processes)],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.manifest: dict = {}
         self.signals_sent = 0
@@ -249,7 +255,7 @@ class Verdicts:
 
     def expect(self, listener: dict, condition: bool, what: str) -> None:
         if not condition:
-            self.mismatches.append(f"{listener['port']}/{listener['kind']}: {what}")
+            self.mismatches.append(f"{listener.get('address', '?')}:{listener['port']}/{listener['kind']}: {what}")
 
     def summary(self) -> dict:
         return {'checked': self.checked, 'mismatches': len(self.mismatches), 'examples': self.mismatches[:5]}
@@ -268,8 +274,8 @@ def check_probes(manifest: dict, probes) -> dict:
             verdicts.expect(listener, False, 'probe is not a dict')
             continue
         target = probe.get('target') or {}
-        if target.get('port') != listener['port']:
-            verdicts.expect(listener, False, f"probe out of order (port {target.get('port')})")
+        if target.get('port') != listener['port'] or target.get('address', listener['address']) != listener['address']:
+            verdicts.expect(listener, False, f"probe out of order ({target.get('address')} port {target.get('port')})")
             continue
         tls = probe.get('tls') or {}
         established = bool(tls.get('established'))
@@ -296,12 +302,16 @@ def check_nmap(manifest: dict, xml_path: str) -> dict:
     except (OSError, ElementTree.ParseError) as error:
         verdicts.mismatches.append(f'unreadable nmap XML: {error}')
         return verdicts.summary()
-    scripts_by_port: dict = {}
-    for port in root.iter('port'):
-        scripts_by_port[int(port.get('portid'))] = {script.get('id'): script for script in port.iter('script')}
+    scripts_by_listener: dict = {}
+    for host in root.iter('host'):
+        address = next((item.get('addr') for item in host.iter('address') if item.get('addrtype') in ('ipv4', 'ipv6')),
+                       None)
+        for port in host.iter('port'):
+            scripts_by_listener[(address, int(port.get('portid')))] = {
+                script.get('id'): script for script in port.iter('script')}
     for listener in manifest['listeners']:
         verdicts.checked += 1
-        scripts = scripts_by_port.get(listener['port'], {})
+        scripts = scripts_by_listener.get((listener['address'], listener['port']), {})
         commands = scripts.get('smtp-commands')
         if commands is None:
             verdicts.expect(listener, False, 'no smtp-commands output')
@@ -328,10 +338,13 @@ def check_sslyze(manifest: dict, json_path: str) -> dict:
     except (OSError, ValueError) as error:
         verdicts.mismatches.append(f'unreadable sslyze JSON: {error}')
         return verdicts.summary()
-    by_port = {result['server_location']['port']: result for result in document.get('server_scan_results', [])}
+    by_listener = {}
+    for result in document.get('server_scan_results', []):
+        location = result['server_location']
+        by_listener[(location.get('ip_address') or location.get('hostname'), location['port'])] = result
     for listener in manifest['listeners']:
         verdicts.checked += 1
-        result = by_port.get(listener['port'])
+        result = by_listener.get((listener['address'], listener['port']))
         if result is None:
             verdicts.expect(listener, False, 'not in sslyze output')
             continue
@@ -442,10 +455,9 @@ class Bench:
         self.run_counter = 0
 
     def engine_options(self, manifest: dict, variant: str | None = None) -> dict:
-        # The fixture's listeners stand for N separate servers that share one loopback address only
-        # for convenience; the per-address limit (default 8) protects one real server and would
-        # otherwise cap the whole fleet at 8 probes in flight.
-        options = {'ehlo_name': EHLO_NAME, 'ca_file': manifest['ca_file'], 'per_host_limit': 128}
+        # The engine's defaults (concurrency, per-address limit) as a user gets them: the listeners
+        # are spread over many addresses as a fleet's are. Only the bench CA is given, for `verified`.
+        options = {'ca_file': manifest['ca_file']}
         options.update(parse_assignments(self.arguments.engine_option))
         if variant:
             options.update(self.arguments.variants[variant])
@@ -458,7 +470,7 @@ class Bench:
         """None when the tool can run, else why not."""
         if tool == 'engine' or tool.startswith('engine:'):
             return None if os.path.exists(ENGINE_FILE) else f'{os.path.relpath(ENGINE_FILE, COLLECTION_ROOT)} missing'
-        if tool == 'module':
+        if tool in ('module', 'module:full'):
             if not os.path.exists(os.path.join(COLLECTION_ROOT, 'plugins', 'modules', 'listener_probe.py')):
                 return 'plugins/modules/listener_probe.py missing'
             return None if self.ansible else 'ansible not found (--ansible, bench/setup.sh --with-ansible)'
@@ -474,6 +486,8 @@ class Bench:
         self.run_counter += 1
         if tool.startswith('engine:'):
             return self.run_engine(manifest, variant=tool.split(':', 1)[1])
+        if tool == 'module:full':
+            return self.run_module(manifest, detail='full')
         runner = getattr(self, f'run_{tool}')
         return runner(manifest)
 
@@ -510,8 +524,10 @@ class Bench:
             return result
         if worker.get('error'):
             result['error'] = worker['error']
-        # In-process figures: probe_many alone, without interpreter start-up and imports.
-        result.update(wall_s=worker.get('wall_s'), cpu_s=worker.get('cpu_s'),
+        # The engine as a program that uses it runs it: the whole process, interpreter start-up and
+        # imports included (wall_s, cpu_s); call_* are probe_many alone.
+        result.update(wall_s=measured.wall_s, cpu_s=measured.cpu_s,
+                      call_wall_s=worker.get('wall_s'), call_cpu_s=worker.get('cpu_s'),
                       peak_rss_kib=worker.get('peak_rss_kib', measured.peak_rss_kib),
                       rss_before_kib=worker.get('rss_before_kib'), threads_peak=worker.get('threads_peak'),
                       gc_collections=worker.get('gc_collections'), gc_s=worker.get('gc_s'),
@@ -522,36 +538,41 @@ class Bench:
         result['outcomes'] = summarise_outcomes(worker.get('probes'))
         return result
 
-    def run_module(self, manifest: dict) -> dict:
-        vars_path = self.raw_path('module', '-vars.json')
-        with open(vars_path, 'w', encoding='utf-8') as vars_file:
-            json.dump({'bench_targets': target_strings(manifest)}, vars_file)
-        module_args = dict(self.engine_options(manifest), targets='{{ bench_targets }}')
-        env = dict(os.environ,
-                   ANSIBLE_COLLECTIONS_PATH=self.collections_parent,
-                   ANSIBLE_STDOUT_CALLBACK='minimal', ANSIBLE_LOAD_CALLBACK_PLUGINS='0',
-                   ANSIBLE_LOCALHOST_WARNING='0', ANSIBLE_INVENTORY_UNPARSED_WARNING='0',
-                   ANSIBLE_NOCOLOR='1', ANSIBLE_HOME=os.path.join(self.workdir, 'ansible-home'),
-                   ANSIBLE_LOCAL_TEMP=os.path.join(self.workdir, 'ansible-tmp'))
-        command = [self.ansible, 'localhost', '-m', MODULE_NAME, '-e', f'@{vars_path}',
-                   '-a', json.dumps(module_args)]
-        stdout_path = self.raw_path('module', '.stdout')
-        measured = run_measured(command, stdout_path, self.raw_path('module', '.stderr'),
-                                self.arguments.tool_timeout, env=env, cwd=self.workdir)
+    def ansible_environment(self, **extra) -> dict:
+        """What a user's shell would have: the collection on the path, nothing tuned for speed.
+        Ad-hoc `ansible` prints with its default callback (minimal); the warnings about an implicit
+        localhost only add noise to the output the bench reads."""
+        return dict(os.environ,
+                    ANSIBLE_COLLECTIONS_PATH=self.collections_parent,
+                    ANSIBLE_LOCALHOST_WARNING='0', ANSIBLE_INVENTORY_UNPARSED_WARNING='0',
+                    ANSIBLE_NOCOLOR='1', ANSIBLE_HOME=os.path.join(self.workdir, 'ansible-home'),
+                    ANSIBLE_LOCAL_TEMP=os.path.join(self.workdir, 'ansible-tmp'), **extra)
+
+    def module_command(self, manifest: dict, detail: str | None = None, targets: list | None = None) -> list:
+        """`ansible localhost -m mailsec.starttls.listener_probe -a '{"targets": [...]}'` as a user types
+        it: every target inline in the JSON arguments, and the options the engine gets."""
+        module_args = {'targets': target_strings(manifest) if targets is None else targets}
+        module_args.update(self.engine_options(manifest))
+        if detail:
+            module_args['detail'] = detail
+        return [self.ansible, 'localhost', '-m', MODULE_NAME, '-a', json.dumps(module_args)]
+
+    def run_module(self, manifest: dict, detail: str | None = None) -> dict:
+        name = 'module' if detail is None else f'module-{detail}'
+        stdout_path = self.raw_path(name, '.stdout')
+        measured = run_measured(self.module_command(manifest, detail), stdout_path, self.raw_path(name, '.stderr'),
+                                self.arguments.tool_timeout, env=self.ansible_environment(), cwd=self.workdir)
         result = {'wall_s': measured.wall_s, 'cpu_s': measured.cpu_s, 'peak_rss_kib': measured.peak_rss_kib,
                   'exit_code': measured.exit_code, 'timed_out': measured.timed_out}
+        host_result = parse_adhoc(stdout_path)
         probes = None
-        try:
-            # The ad-hoc 'minimal' callback prints `localhost | SUCCESS => {...}` (the json
-            # callback moved out of ansible-core into ansible.posix in 2.19).
-            with open(stdout_path, encoding='utf-8') as stdout_file:
-                text = stdout_file.read()
-            host_result = json.loads(text[text.index(' => ') + 4:])
+        if host_result is None:
+            result['error'] = f'unreadable ansible output: {self.tail(self.raw_path(name, ".stderr"))}'
+        else:
             probes = host_result.get('probes')
+            result['output_bytes'] = os.path.getsize(stdout_path)
             if host_result.get('failed'):
                 result['error'] = str(host_result.get('msg'))[:500]
-        except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
-            result['error'] = f'unreadable ansible output ({error}): {self.tail(self.raw_path("module", ".stderr"))}'
         result['check'] = check_probes(manifest, probes)
         result['outcomes'] = summarise_outcomes(probes)
         return result
@@ -563,12 +584,15 @@ class Bench:
         # version scan (-sV) to pay for; every other data file comes from nmap's own directory.
         datadir = os.path.join(self.workdir, 'nmap-data')
         os.makedirs(datadir, exist_ok=True)
-        ports = [listener['port'] for listener in manifest['listeners']]
+        ports = sorted({listener['port'] for listener in manifest['listeners']})
         with open(os.path.join(datadir, 'nmap-services'), 'w', encoding='ascii') as services:
             services.writelines(f'smtp\t{port}/tcp\t0.5\n' for port in ports)
         xml_path = self.raw_path('nmap', '.xml')
+        # Every address with every port: where the listener count is not a multiple of the address
+        # count, the last port is closed on some addresses (nmap reports it closed, no script runs).
+        addresses = list(dict.fromkeys(listener['address'] for listener in manifest['listeners']))
         command = [self.nmap, '-Pn', '-n', '-p', port_spec(ports), '--datadir', datadir,
-                   '--script', 'ssl-cert,smtp-commands', '-oX', xml_path, manifest['address']]
+                   '--script', 'ssl-cert,smtp-commands', '-oX', xml_path] + addresses
         measured = run_measured(command, self.raw_path('nmap', '.stdout'), self.raw_path('nmap', '.stderr'),
                                 self.arguments.tool_timeout, cwd=datadir)
         return {'wall_s': measured.wall_s, 'cpu_s': measured.cpu_s, 'peak_rss_kib': measured.peak_rss_kib,
@@ -617,6 +641,18 @@ class Bench:
                 return stream.read().decode(errors='replace').strip()
         except OSError:
             return ''
+
+
+def parse_adhoc(stdout_path: str) -> dict | None:
+    """The host result that ad-hoc `ansible` printed (`localhost | SUCCESS => {...}` from the default
+    minimal callback; the json callback moved out of ansible-core into ansible.posix in 2.19)."""
+    try:
+        with open(stdout_path, encoding='utf-8') as stdout_file:
+            text = stdout_file.read()
+        host_result = json.loads(text[text.index(' => ') + 4:])
+    except (OSError, ValueError):
+        return None
+    return host_result if isinstance(host_result, dict) else None
 
 
 def summarise_outcomes(probes) -> dict:
@@ -779,6 +815,10 @@ def aggregate(scenario: dict, tool: str, runs: list) -> dict:
     handshakes = median_of(runs, 'server_handshakes')
     mismatches = max((run['check']['mismatches'] for run in runs), default=None)
     other_share = median_of(runs, 'machine_share_other')
+    call_wall_s = median_of(runs, 'call_wall_s')
+    call_cpu_s = median_of(runs, 'call_cpu_s')
+    busiest = [run['server_busiest_percent'] for run in runs if run.get('server_busiest_percent') is not None]
+    output_bytes = median_of(runs, 'output_bytes')
     return {
         'tool': tool, 'n': n, 'delay_ms': scenario['delay_ms'], 'runs': len(runs),
         'wall_s': wall_s,
@@ -793,7 +833,41 @@ def aggregate(scenario: dict, tool: str, runs: list) -> dict:
         'mismatch_examples': next((run['check']['examples'] for run in runs if run['check']['mismatches']), []),
         'errors': sorted({str(run['error'])[:300] for run in runs if run.get('error')}),
         'timed_out': any(run.get('timed_out') for run in runs),
+        # probe_many alone (engine rows): without interpreter start-up, imports and output.
+        'call_listeners_per_s': (n / call_wall_s) if call_wall_s else None,
+        'call_cpu_ms_per_listener': (call_cpu_s * 1000 / n) if call_cpu_s is not None else None,
+        'server_busiest_percent': max(busiest) if busiest else None,
+        'output_bytes_per_listener': (output_bytes / n) if output_bytes else None,
     }
+
+
+def paired_ratios(runs: dict, n: int) -> dict:
+    """Each tool's listeners/s over a peer's within the same repetition: the tools of one repetition
+    run back to back, so a ratio of the two is less at the mercy of load that drifts between
+    repetitions than the ratio of the medians."""
+    paired = {}
+    for tool in ('engine', 'module', 'module:full'):
+        for peer in ('nmap', 'sslyze'):
+            each = []
+            for mine, theirs in zip(runs.get(tool, []), runs.get(peer, [])):
+                if mine.get('wall_s') and theirs.get('wall_s') and not mine['check']['mismatches']:
+                    each.append((n / mine['wall_s']) / (n / theirs['wall_s']))
+            if each:
+                paired[f'{tool}/{peer}'] = {'median': statistics.median(each), 'each': each}
+    return paired
+
+
+def summaries_of(scenario: dict, runs: dict) -> dict:
+    return {tool: aggregate(scenario, tool, tool_runs) for tool, tool_runs in runs.items() if tool_runs}
+
+
+def fixture_busiest_percent(before: dict, after: dict, wall_s: float | None) -> float | None:
+    """The busiest fixture process's CPU during a run, in percent of one core: near 100 the fixture,
+    not the client, may set the pace."""
+    first, last = before.get('process_cpu_s'), after.get('process_cpu_s')
+    if not wall_s or not isinstance(first, list) or not isinstance(last, list) or len(first) != len(last):
+        return None
+    return 100 * max(end - start for start, end in zip(first, last)) / wall_s
 
 
 def fmt(value, spec: str) -> str:
@@ -802,7 +876,7 @@ def fmt(value, spec: str) -> str:
 
 def print_table(summaries: list, skipped: dict) -> None:
     header = (f"{'tool':<14} {'N':>5} {'delay':>6} {'wall s':>8} {'lst/s':>8} {'cpu ms/l':>9} {'RSS MiB':>8} "
-              f"{'srv ms/l':>9} {'hs/lst':>7} {'other%':>6} {'wrong':>6}")
+              f"{'srv ms/l':>9} {'srv max%':>8} {'hs/lst':>7} {'other%':>6} {'wrong':>6}")
     print(header)
     print('-' * len(header))
     for summary in summaries:
@@ -812,14 +886,25 @@ def print_table(summaries: list, skipped: dict) -> None:
               f"{fmt(summary['wall_s'], '8.2f')} {fmt(summary['listeners_per_s'], '8.1f')} "
               f"{fmt(summary['client_cpu_ms_per_listener'], '9.2f')} {fmt(summary['peak_rss_mib'], '8.1f')} "
               f"{fmt(summary['server_cpu_ms_per_listener'], '9.2f')} "
+              f"{fmt(summary.get('server_busiest_percent'), '8.0f')} "
               f"{fmt(summary['server_handshakes_per_working_listener'], '7.2f')} "
               f"{fmt(summary['other_load_percent'], '6.0f')} {fmt(wrong, '6d')}{flag}")
+        if summary.get('call_listeners_per_s'):
+            print(f"         probe_many alone: {summary['call_listeners_per_s']:.1f} listeners/s, "
+                  f"{fmt(summary['call_cpu_ms_per_listener'], '.2f')} ms CPU/listener (the row: the whole process)")
+        if summary.get('output_bytes_per_listener'):
+            print(f"         output: {summary['output_bytes_per_listener']:.0f} bytes per listener")
         for error in summary['errors']:
             print(f'         error: {error}')
         for example in summary['mismatch_examples']:
             print(f'         mismatch: {example}')
     for tool, reason in skipped.items():
         print(f'{tool:<14} skipped: {reason}')
+    saturated = [summary['tool'] for summary in summaries
+                 if (summary.get('server_busiest_percent') or 0) > FIXTURE_SATURATED_PERCENT]
+    if saturated:
+        print(f"WARNING: a fixture process used more than {FIXTURE_SATURATED_PERCENT:.0f}% of a core during the runs "
+              f"of {', '.join(saturated)}: the fixture may have set their pace (raise --processes).")
     noisy = [summary for summary in summaries if (summary.get('other_load_percent') or 0) > NOISY_LOAD_PERCENT]
     if noisy:
         worst = max(summary['other_load_percent'] for summary in noisy)
@@ -859,12 +944,12 @@ def judge(scenario_name: str, scenario: dict, summaries: dict, tools: list, smok
     def add(name: str, ok: bool | None, detail: str) -> None:
         verdicts.append(verdict(name, ok, detail, scenario=scenario_name))
 
-    for tool in ('engine', 'module'):
+    for tool in ('engine', 'module', 'module:full'):
         if tool not in tools:
             continue
         summary = summaries.get(tool)
         if summary is None:
-            optional = tool == 'module' and not require_module
+            optional = tool.startswith('module') and not require_module
             add(f'{tool} results correct', None if optional else False,
                 f"not run: {(skipped or {}).get(tool, 'no result')}")
         else:
@@ -875,6 +960,10 @@ def judge(scenario_name: str, scenario: dict, summaries: dict, tools: list, smok
         if summary is not None and summary['max_mismatches']:
             verdicts.append({'scenario': scenario_name, 'target': f'{tool} results correct', 'result': 'FLAG',
                              'detail': f"{summary['max_mismatches']} mismatches (peer, not enforced)"})
+    busiest = max((summary.get('server_busiest_percent') or 0 for summary in summaries.values()), default=0)
+    if busiest:
+        add(f'fixture not saturated (busiest process <= {FIXTURE_SATURATED_PERCENT:.0f}% of a core)',
+            None if busiest <= FIXTURE_SATURATED_PERCENT or smoke else False, f'{busiest:.0f}% at most')
     if smoke or engine is None or not engine['listeners_per_s']:
         return verdicts
     rate = engine['listeners_per_s']
@@ -888,16 +977,25 @@ def judge(scenario_name: str, scenario: dict, summaries: dict, tools: list, smok
         return anchor, 'anchor figure'
 
     if delay == 0 and n >= 500:
-        for tool, factor in (('nmap', TARGET_VS_NMAP), ('sslyze', TARGET_VS_SSLYZE)):
+        module = summaries.get('module')
+        for tool, factor, who, who_rate in (('nmap', TARGET_VS_NMAP, 'engine', rate),
+                                            ('sslyze', TARGET_VS_SSLYZE, 'engine', rate),
+                                            ('nmap', TARGET_MODULE_VS_NMAP, 'module (ad hoc)',
+                                             (module or {}).get('listeners_per_s'))):
+            if who_rate is None:
+                continue
             peer, source = peer_rate(tool)
             if peer:
-                add(f'engine >= {factor}x {tool} listeners/s', rate >= factor * peer,
-                    f'{rate:.0f}/s vs {peer:.0f}/s ({source}): {rate / peer:.2f}x')
+                add(f'{who} >= {factor}x {tool} listeners/s', who_rate >= factor * peer,
+                    f'{who_rate:.0f}/s vs {peer:.0f}/s ({source}): {who_rate / peer:.2f}x')
             else:
-                add(f'engine >= {factor}x {tool} listeners/s', None, f'{tool} not measured, no anchor')
+                add(f'{who} >= {factor}x {tool} listeners/s', None, f'{tool} not measured, no anchor')
         add(f'engine about {EXPECTED_THROUGHPUT:.0f} listeners/s (informative)', None, f'{rate:.0f}/s')
-        cpu = engine['client_cpu_ms_per_listener']
-        add(f'engine client CPU <= {TARGET_CPU_MS_PER_LISTENER} ms/listener', cpu is not None
+        # The CPU target is the probing's own (probe_many alone), as it was set.
+        cpu = engine.get('call_cpu_ms_per_listener')
+        if cpu is None:
+            cpu = engine['client_cpu_ms_per_listener']
+        add(f'engine client CPU <= {TARGET_CPU_MS_PER_LISTENER} ms/listener (probe_many alone)', cpu is not None
             and cpu <= TARGET_CPU_MS_PER_LISTENER, f'{fmt(cpu, ".2f")} ms/listener')
         rss = engine['peak_rss_mib']
         add(f'engine peak RSS <= {TARGET_PEAK_RSS_MIB:.0f} MiB at N={n}', rss is not None
@@ -947,16 +1045,19 @@ def run_scenario(bench: Bench, name: str, scenario: dict, tools: list, repeat: i
     fixture_dir = os.path.join(bench.workdir, f'fixture-{name}')
     os.makedirs(fixture_dir, exist_ok=True)
     fixture = FixtureProcess(arguments.fixture_python, scenario['n'], scenario['delay_ms'], arguments.base_port,
-                             fixture_dir, max_lifetime, arguments.distinct_certs)
+                             fixture_dir, max_lifetime, arguments.distinct_certs,
+                             scenario.get('addresses', 1), scenario.get('processes', 1))
     runs: dict = {tool: [] for tool in active_tools}
+    module_profile = None
     try:
         fixture.wait_ready()
         manifest = fixture.manifest
         scenario = dict(scenario, working=sum(1 for listener in manifest['listeners']
                                               if listener['kind'] == 'starttls'))
-        print(f"\n== {name}: {scenario['n']} listeners on {manifest['address']}:{manifest['base_port']}+, "
-              f"{scenario['delay_ms']:.0f} ms per reply, {repeat} repeat(s), tools: {', '.join(active_tools)}",
-              flush=True)
+        print(f"\n== {name}: {scenario['n']} listeners on {scenario.get('addresses', 1)} address(es) from "
+              f"{manifest['address']}, ports {manifest['base_port']}+, served by {scenario.get('processes', 1)} "
+              f"process(es), {scenario['delay_ms']:.0f} ms per reply, {repeat} repeat(s), "
+              f"tools: {', '.join(active_tools)}", flush=True)
         for repetition in range(1, repeat + 1):
             for tool in active_tools:
                 before = fixture.stats()
@@ -973,6 +1074,8 @@ def run_scenario(bench: Bench, name: str, scenario: dict, tools: list, repeat: i
                 result['server_cpu_s'] = after['cpu_s'] - before['cpu_s']
                 result['server_handshakes'] = after['handshakes'] - before['handshakes']
                 result['server_connections'] = after['connections'] - before['connections']
+                result['server_busiest_percent'] = fixture_busiest_percent(
+                    before, after, result.get('process_wall_s') or result.get('wall_s'))
                 result['repetition'] = repetition
                 runs[tool].append(result)
                 wall = result.get('wall_s')
@@ -980,28 +1083,226 @@ def run_scenario(bench: Bench, name: str, scenario: dict, tools: list, repeat: i
                       f"cpu {fmt(result.get('cpu_s'), '.2f')} s, "
                       f"rss {fmt((result.get('peak_rss_kib') or 0) / 1024, '.0f')} MiB, "
                       f"{result['server_connections']} connections, {result['server_handshakes']} handshakes, "
+                      f"busiest fixture process {fmt(result['server_busiest_percent'], '.0f')}% of a core, "
                       f"{result['check']['mismatches']} wrong, others used "
                       f"{100 * result['machine_share_other']:.0f}% of the machine", flush=True)
         if arguments.profile:
             bench.run_counter += 1
             profile_result = bench.run_engine(manifest, profile=arguments.profile)
             save_profile(bench, name, profile_result)
+        if 'module' in active_tools and not arguments.smoke and not arguments.no_module_profile:
+            module_profile = profile_module_path(bench, manifest, summaries_of(scenario, runs))
     finally:
         fixture_output = fixture.stop()
-    summaries = {tool: aggregate(scenario, tool, tool_runs) for tool, tool_runs in runs.items() if tool_runs}
+    summaries = summaries_of(scenario, runs)
     print()
     print_table(list(summaries.values()), skipped)
+    if module_profile:
+        print_module_profile(module_profile)
     ratios = {}
-    engine = summaries.get('engine')
-    for peer in ('nmap', 'sslyze', 'module'):
-        if engine and peer in summaries and engine['listeners_per_s'] and summaries[peer]['listeners_per_s']:
-            ratios[f'engine/{peer}'] = engine['listeners_per_s'] / summaries[peer]['listeners_per_s']
+    for tool in ('engine', 'module', 'module:full'):
+        for peer in ('nmap', 'sslyze'):
+            if (summaries.get(tool) or {}).get('listeners_per_s') and (summaries.get(peer) or {}).get('listeners_per_s'):
+                ratios[f'{tool}/{peer}'] = summaries[tool]['listeners_per_s'] / summaries[peer]['listeners_per_s']
     if ratios:
-        print('ratios (listeners/s): ' + ', '.join(f'{key} {value:.2f}x' for key, value in ratios.items()))
+        print('ratios (listeners/s, of the medians): '
+              + ', '.join(f'{key} {value:.2f}x' for key, value in ratios.items()))
+    paired = paired_ratios(runs, scenario['n'])
+    if paired:
+        print('ratios within each repetition (tools interleaved under the same load), median [each]: '
+              + ', '.join(f"{key} {value['median']:.2f}x {[round(item, 2) for item in value['each']]}"
+                          for key, value in paired.items()))
     verdicts = judge(name, scenario, summaries, tools, arguments.smoke, arguments.require_module, skipped)
     return {'scenario': name, 'n': scenario['n'], 'delay_ms': scenario['delay_ms'], 'repeat': repeat,
             'summaries': summaries, 'ratios': ratios, 'verdicts': verdicts, 'skipped': skipped,
+            'module_profile': module_profile, 'paired_ratios': paired,
             'runs': runs, 'fixture_log_tail': fixture_output.strip().splitlines()[-3:]}
+
+
+# --------------------------------------------------------------------------------------------
+# Where the ad-hoc module path spends its time
+# --------------------------------------------------------------------------------------------
+
+# Run inside an unpacked AnsiballZ module (`explode`): the module's main() with probe_many and
+# exit_json timed (wall and process CPU, all threads), imports timed from the first line.
+MODULE_HARNESS = r'''
+import json, os, sys, time
+marks = {'start': (time.perf_counter(), time.process_time())}
+sys.path.insert(0, sys.argv[1])
+sys.argv = [sys.argv[0], os.path.join(sys.argv[1], 'args')]
+from ansible_collections.mailsec.starttls.plugins.modules import listener_probe as module
+from ansible.module_utils.basic import AnsibleModule
+marks['imported'] = (time.perf_counter(), time.process_time())
+probe_many = module.probe_many
+def timed_probe_many(*args, **kwargs):
+    marks['probe_start'] = (time.perf_counter(), time.process_time())
+    try:
+        return probe_many(*args, **kwargs)
+    finally:
+        marks['probe_end'] = (time.perf_counter(), time.process_time())
+module.probe_many = timed_probe_many
+exit_json = AnsibleModule.exit_json
+def timed_exit_json(self, **kwargs):
+    marks['exit_start'] = (time.perf_counter(), time.process_time())
+    try:
+        exit_json(self, **kwargs)
+    finally:
+        marks['exit_end'] = (time.perf_counter(), time.process_time())
+        with open(os.environ['MAILSEC_BENCH_MARKS'], 'w') as marks_file:
+            json.dump(marks, marks_file)
+AnsibleModule.exit_json = timed_exit_json
+module.main()
+'''
+
+
+def keep_module_file(bench: Bench, manifest: dict, label: str, targets: list | None, detail: str | None) -> str | None:
+    """One unmeasured ad-hoc run that keeps its AnsiballZ file; returns a copy of it."""
+    remote_tmp = os.path.join(bench.workdir, f'remote-tmp-{label}')
+    shutil.rmtree(remote_tmp, ignore_errors=True)
+    env = bench.ansible_environment(ANSIBLE_KEEP_REMOTE_FILES='1', ANSIBLE_REMOTE_TMP=remote_tmp)
+    subprocess.run(bench.module_command(manifest, detail, targets), env=env, cwd=bench.workdir,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=bench.arguments.tool_timeout,
+                   check=False)
+    found = sorted(glob.glob(os.path.join(remote_tmp, '**', 'AnsiballZ_listener_probe.py'), recursive=True))
+    if not found:
+        return None
+    kept = os.path.join(bench.workdir, f'AnsiballZ-{label}.py')
+    shutil.copy(found[-1], kept)
+    return kept
+
+
+def module_interpreter(ansiballz: str) -> str:
+    with open(ansiballz, encoding='utf-8') as module_file:
+        first = module_file.readline()
+    return first[2:].strip().split()[0] if first.startswith('#!') else sys.executable
+
+
+def measure_median(bench: Bench, label: str, command: list, repeat: int, env: dict | None = None,
+                   cwd: str | None = None) -> dict:
+    walls, cpus = [], []
+    for attempt in range(repeat):
+        measured = run_measured(command, os.path.join(bench.workdir, f'profile-{label}-{attempt}.out'),
+                                os.path.join(bench.workdir, f'profile-{label}-{attempt}.err'),
+                                bench.arguments.tool_timeout, env=env, cwd=cwd or bench.workdir)
+        if measured.exit_code == 0:
+            walls.append(measured.wall_s)
+            cpus.append(measured.cpu_s)
+    if not walls:
+        return {'wall_s': None, 'cpu_s': None, 'error': bench.tail(os.path.join(bench.workdir, f'profile-{label}-0.err'))}
+    return {'wall_s': statistics.median(walls), 'cpu_s': statistics.median(cpus),
+            'output_bytes': os.path.getsize(os.path.join(bench.workdir, f'profile-{label}-0.out'))}
+
+
+def inside_module(bench: Bench, ansiballz: str, label: str, repeat: int) -> dict:
+    """The module's own phases, unpacked with cached bytecode: imports, probe_many, exit_json."""
+    python = module_interpreter(ansiballz)
+    exploded = os.path.join(bench.workdir, f'exploded-{label}')
+    os.makedirs(exploded, exist_ok=True)
+    shutil.copy(ansiballz, os.path.join(exploded, 'AnsiballZ.py'))
+    subprocess.run([python, 'AnsiballZ.py', 'explode'], cwd=exploded, check=True, capture_output=True, timeout=120)
+    debug_dir = os.path.join(exploded, 'debug_dir')
+    harness = os.path.join(bench.workdir, 'module_harness.py')
+    with open(harness, 'w', encoding='utf-8') as harness_file:
+        harness_file.write(MODULE_HARNESS)
+    phases: dict = {}
+    for attempt in range(repeat + 1):
+        marks_path = os.path.join(bench.workdir, f'marks-{label}.json')
+        env = dict(os.environ, MAILSEC_BENCH_MARKS=marks_path)
+        completed = subprocess.run([python, harness, debug_dir], cwd=exploded, env=env, capture_output=True,
+                                   timeout=bench.arguments.tool_timeout, check=False)
+        if attempt == 0:
+            continue  # the first run writes the bytecode caches
+        try:
+            with open(marks_path, encoding='utf-8') as marks_file:
+                marks = json.load(marks_file)
+        except (OSError, ValueError):
+            return {'error': completed.stderr.decode(errors='replace')[-500:]}
+        for phase, (start, end) in (('imports', ('start', 'imported')), ('probing', ('probe_start', 'probe_end')),
+                                    ('serialisation', ('exit_start', 'exit_end'))):
+            if start in marks and end in marks:
+                phases.setdefault(phase, []).append((marks[end][0] - marks[start][0], marks[end][1] - marks[start][1]))
+    return {phase: {'wall_s': statistics.median(item[0] for item in values),
+                    'cpu_s': statistics.median(item[1] for item in values)} for phase, values in phases.items()}
+
+
+def profile_module_path(bench: Bench, manifest: dict, summaries: dict) -> dict:
+    """Split the ad-hoc module run into Ansible's start-up, the controller's handling of the task and
+    its result, the module process's start-up (unpacking, compiling, importing), the probing and the
+    result's serialisation, by differences of runs made now (median of --profile-repeat each)."""
+    repeat = bench.arguments.profile_repeat
+    n = len(manifest['listeners'])
+    env = bench.ansible_environment()
+    print(f'   profiling the module path ({repeat} run(s) per step)...', flush=True)
+    profile: dict = {'n': n, 'repeat': repeat}
+    profile['ping'] = measure_median(bench, 'ping', [bench.ansible, 'localhost', '-m', 'ansible.builtin.ping'],
+                                     repeat, env=env)
+    profile['adhoc_empty'] = measure_median(bench, 'adhoc-empty', bench.module_command(manifest, None, []), repeat,
+                                            env=env)
+    empty_file = keep_module_file(bench, manifest, 'empty', [], None)
+    if empty_file:
+        profile['module_empty'] = measure_median(bench, 'module-empty', [module_interpreter(empty_file), empty_file],
+                                                 repeat)
+    for detail in ('compact', 'full'):
+        summary = summaries.get('module' if detail == 'compact' else 'module:full') or {}
+        adhoc = {'wall_s': summary.get('wall_s'),
+                 'cpu_s': (summary.get('client_cpu_ms_per_listener') or 0) * n / 1000 or None}
+        if adhoc['wall_s'] is None:
+            adhoc = measure_median(bench, f'adhoc-{detail}', bench.module_command(manifest, detail), repeat, env=env)
+        full_file = keep_module_file(bench, manifest, detail, None, detail)
+        entry = {'adhoc': adhoc}
+        if full_file:
+            entry['module'] = measure_median(bench, f'module-{detail}', [module_interpreter(full_file), full_file],
+                                             repeat)
+            entry['inside'] = inside_module(bench, full_file, detail, repeat)
+        profile[detail] = entry
+    profile['phases'] = module_phases(profile)
+    return profile
+
+
+def _minus(first: dict | None, *others: dict | None) -> dict:
+    result = {}
+    for key in ('wall_s', 'cpu_s'):
+        values = [item.get(key) if item else None for item in (first,) + others]
+        result[key] = None if any(value is None for value in values) else values[0] - sum(values[1:])
+    return result
+
+
+def module_phases(profile: dict) -> dict:
+    """Per detail level: the phases of one ad-hoc run, as differences of the measured runs."""
+    phases: dict = {}
+    controller_empty = _minus(profile.get('adhoc_empty'), profile.get('module_empty'))
+    for detail in ('compact', 'full'):
+        entry = profile.get(detail) or {}
+        inside = entry.get('inside') or {}
+        module = entry.get('module')
+        probing = inside.get('probing')
+        serialisation = inside.get('serialisation')
+        phases[detail] = {
+            'ansible start-up and a trivial module (ping, for reference)': profile.get('ping'),
+            'controller: start-up, task, AnsiballZ packing (empty run minus its module process)': controller_empty,
+            'module process: interpreter, unzip, compile, imports, arguments': _minus(module, probing, serialisation),
+            'of which imports (unpacked, bytecode cached)': inside.get('imports'),
+            'module process: probing (probe_many)': probing,
+            'module process: result serialisation and output (exit_json)': serialisation,
+            'controller: result handling (decode, copy, callback output)':
+                _minus(_minus(entry.get('adhoc'), module), controller_empty),
+            'whole ad-hoc run': entry.get('adhoc'),
+            'result bytes printed by the module': {'bytes': (module or {}).get('output_bytes')},
+        }
+    return phases
+
+
+def print_module_profile(profile: dict) -> None:
+    print(f"\nwhere the ad-hoc module path spends its time (N={profile['n']}, median of {profile['repeat']}; "
+          'differences of runs, so a row may be off by the noise of the others):')
+    for detail, rows in profile['phases'].items():
+        print(f'  detail={detail}:')
+        for name, figures in rows.items():
+            figures = figures or {}
+            if 'bytes' in figures:
+                print(f"    {name:<86} {fmt(figures['bytes'], 'd') if figures['bytes'] is not None else '-'} bytes")
+                continue
+            print(f"    {name:<86} wall {fmt(figures.get('wall_s'), '6.3f')} s  CPU {fmt(figures.get('cpu_s'), '6.3f')} s")
 
 
 def save_profile(bench: Bench, scenario_name: str, profile_result: dict) -> None:
@@ -1092,6 +1393,12 @@ def parse_arguments(argv: list | None) -> argparse.Namespace:
     parser.add_argument('--engine-variant', action='append', default=[], metavar='LABEL:KEY=JSON[,KEY=JSON]',
                         help='also measure the engine with other options, as tool engine:LABEL in the same '
                              'runs, e.g. wide:per_host_limit=256,concurrency=256 (repeatable)')
+    parser.add_argument('--addresses', type=int,
+                        help='spread the listeners over this many loopback addresses (default: per scenario)')
+    parser.add_argument('--processes', type=int, help='fixture processes (default: per scenario)')
+    parser.add_argument('--no-module-profile', action='store_true',
+                        help='skip the profile of the ad-hoc module path after the measured runs')
+    parser.add_argument('--profile-repeat', type=int, default=3, help='runs per step of the module-path profile')
     parser.add_argument('--engine-worker', metavar='JOB', help=argparse.SUPPRESS)
     parser.add_argument('--smtplib-worker', metavar='JOB', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -1120,16 +1427,23 @@ def main(argv: list | None = None) -> int:
     position = tools.index('engine') + 1 if 'engine' in tools else 0
     tools[position:position] = variant_tools
     if arguments.no_peers:
-        tools = [tool for tool in tools if tool in ('engine', 'module') or tool.startswith('engine:')]
+        tools = [tool for tool in tools if tool.startswith(('engine', 'module'))]
     if arguments.n is not None or arguments.delay_ms is not None:
-        scenarios = {'custom': {'n': arguments.n or 500, 'delay_ms': arguments.delay_ms or 0.0}}
+        n = arguments.n or 500
+        scenarios = {'custom': {'n': n, 'delay_ms': arguments.delay_ms or 0.0, 'addresses': max(1, n // 2),
+                                'processes': 4}}
     elif arguments.smoke:
-        scenarios = {'smoke': SCENARIOS['smoke']}
+        scenarios = {'smoke': dict(SCENARIOS['smoke'])}
     elif arguments.scenario == 'all':
-        scenarios = {name: SCENARIOS[name] for name in ('throughput', 'slow')}
+        scenarios = {name: dict(SCENARIOS[name]) for name in ('throughput', 'slow')}
     else:
-        scenarios = {arguments.scenario: SCENARIOS[arguments.scenario]}
+        scenarios = {arguments.scenario: dict(SCENARIOS[arguments.scenario])}
     repeat = arguments.repeat or (1 if arguments.smoke else 3)
+    for scenario in scenarios.values():
+        if arguments.addresses:
+            scenario['addresses'] = arguments.addresses
+        if arguments.processes:
+            scenario['processes'] = arguments.processes
 
     workdir = tempfile.mkdtemp(prefix='mailsec-bench-')
     bench = Bench(arguments, workdir)

@@ -1,16 +1,23 @@
 # Copyright: mailsec.starttls contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Benchmark fixture: one asyncio process serving N SMTP listeners on loopback.
+"""Benchmark fixture: asyncio processes serving N SMTP listeners on loopback.
 
-Listener i listens on ADDRESS:BASE_PORT+i and behaves by its kind:
+Listener i listens on the (i mod A)-th address from ADDRESS on (A = --addresses) and on port
+BASE_PORT + i div A, so that 500 listeners over 250 addresses are two ports on each address; with
+one address (the default) listener i is ADDRESS:BASE_PORT+i. It behaves by its kind:
   starttls      advertises STARTTLS and completes TLS with a certificate issued by a bench CA
   no_starttls   does not advertise STARTTLS (answers 502 if a client sends it anyway)
   starttls_454  advertises STARTTLS, then answers 454 (Postfix's reply when no certificate loads)
 Kinds repeat every ten listeners: eight working, one of each broken kind (80/10/10).
 
-The fixture writes a JSON manifest (ports, kinds, expected certificate fingerprints; never key
-material), prints one line `READY <manifest>` on stdout, serves until SIGTERM/SIGINT or its
-maximum lifetime, and on SIGUSR1 writes its counters to `<manifest>.stats`.
+With --processes P above 1, P forked processes each bind every listener (SO_REUSEPORT: the kernel
+spreads the connections over them), so that one process's CPU does not cap the client; the first
+process only creates the certificates, starts them, and sums their counters.
+
+The fixture writes a JSON manifest (addresses, ports, kinds, expected certificate fingerprints; never
+key material), prints one line `READY <manifest>` on stdout, serves until SIGTERM/SIGINT or its
+maximum lifetime, and on SIGUSR1 writes its counters to `<manifest>.stats` (with the CPU time of
+each serving process, so that a saturated fixture shows).
 
 It is deliberately small: every benchmarked client shares the machine's two cores with it, so
 its per-session cost sets the ceiling of the whole benchmark.
@@ -21,14 +28,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import ipaddress
 import json
 import os
+import resource
 import shutil
 import signal
 import ssl
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 KINDS_PER_TEN = ('starttls',) * 8 + ('no_starttls', 'starttls_454')
@@ -218,36 +228,44 @@ def write_json_atomically(path: str, document: dict) -> None:
     os.replace(partial, path)
 
 
-async def serve_all(arguments: argparse.Namespace, workdir: str) -> int:
-    ca_file, leaves = make_certificates(workdir, arguments.distinct_certs)
-    key_file = os.path.join(workdir, 'leaf.key')
-    contexts = [server_context(leaf['cert_file'], key_file) for leaf in leaves]
-    fixture = Fixture(arguments.delay_ms / 1000.0, contexts)
+def listener_address(first: str, index: int, addresses: int) -> str:
+    return str(ipaddress.ip_address(first) + index % addresses)
 
-    servers = []
+
+def plan_listeners(arguments: argparse.Namespace, leaves: list) -> list:
+    """Every listener's address, port, kind and expected certificate, in index order."""
     listeners = []
     for index in range(arguments.n):
-        port = arguments.base_port + index
-        servers.append(await asyncio.start_server(
-            fixture.handler(index), arguments.address, port, backlog=arguments.backlog,
-            limit=LINE_LIMIT, reuse_address=True))
         kind = listener_kind(index)
         leaf = leaves[index % len(leaves)]
-        listener = {'address': arguments.address, 'port': port, 'kind': kind,
+        listener = {'address': listener_address(arguments.address, index, arguments.addresses),
+                    'port': arguments.base_port + index // arguments.addresses, 'kind': kind,
                     'starttls_advertised': kind != 'no_starttls',
                     'tls_established': kind == 'starttls',
                     'starttls_code': {'starttls': 220, 'no_starttls': 502, 'starttls_454': 454}[kind]}
         if kind == 'starttls':
             listener.update(cert_sha256=leaf['sha256'], cert_sha1=leaf['sha1'], subject_cn=leaf['subject_cn'])
         listeners.append(listener)
+    return listeners
 
-    manifest_path = arguments.manifest
-    write_json_atomically(manifest_path, {
-        'pid': os.getpid(), 'address': arguments.address, 'base_port': arguments.base_port,
-        'n': arguments.n, 'delay_ms': arguments.delay_ms, 'ca_file': ca_file,
-        'server_name': SERVER_NAME, 'python': sys.version.split()[0], 'openssl': ssl.OPENSSL_VERSION,
-        'listeners': listeners,
-    })
+
+def process_cpu_s() -> float:
+    usage = os.times()
+    return usage.user + usage.system
+
+
+async def serve(arguments: argparse.Namespace, listeners: list, contexts: list, stats_path: str,
+                reuse_port: bool, on_ready) -> dict:
+    """Serve every listener until SIGTERM/SIGINT or the maximum lifetime; returns the counters.
+
+    On SIGUSR1 the counters go to `stats_path`, numbered: 1 when serving starts, one more per signal.
+    """
+    fixture = Fixture(arguments.delay_ms / 1000.0, contexts)
+    servers = []
+    for index, listener in enumerate(listeners):
+        servers.append(await asyncio.start_server(
+            fixture.handler(index), listener['address'], listener['port'], backlog=arguments.backlog,
+            limit=LINE_LIMIT, reuse_address=True, reuse_port=reuse_port or None))
 
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
@@ -256,29 +274,185 @@ async def serve_all(arguments: argparse.Namespace, workdir: str) -> int:
     def write_stats() -> None:
         nonlocal stats_sequence
         stats_sequence += 1
-        usage = os.times()
-        write_json_atomically(f'{manifest_path}.stats', {
-            'sequence': stats_sequence, 'cpu_s': usage.user + usage.system, **fixture.counters.as_dict()})
+        write_json_atomically(stats_path, {'sequence': stats_sequence, 'cpu_s': process_cpu_s(),
+                                           'process_cpu_s': [process_cpu_s()], **fixture.counters.as_dict()})
 
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, lambda: stop.done() or stop.set_result('signal'))
     loop.add_signal_handler(signal.SIGUSR1, write_stats)
     loop.call_later(arguments.max_lifetime, lambda: stop.done() or stop.set_result('max lifetime'))
     write_stats()
-    say(f'READY {manifest_path}')
-
+    on_ready()
     reason = await stop
     for server in servers:
         server.close()
     write_stats()
-    say(f'STOPPED {reason} {json.dumps(fixture.counters.as_dict())}')
+    return dict(fixture.counters.as_dict(), reason=reason)
+
+
+def write_manifest(arguments: argparse.Namespace, ca_file: str, listeners: list) -> None:
+    write_json_atomically(arguments.manifest, {
+        'pid': os.getpid(), 'address': arguments.address, 'addresses': arguments.addresses,
+        'processes': arguments.processes, 'base_port': arguments.base_port,
+        'n': arguments.n, 'delay_ms': arguments.delay_ms, 'ca_file': ca_file,
+        'server_name': SERVER_NAME, 'python': sys.version.split()[0], 'openssl': ssl.OPENSSL_VERSION,
+        'listeners': listeners,
+    })
+
+
+def serve_in_this_process(arguments: argparse.Namespace, ca_file: str, listeners: list, contexts: list) -> int:
+    def ready() -> None:
+        # Written once every listener is bound: a client that reads it finds them all listening.
+        write_manifest(arguments, ca_file, listeners)
+        say(f'READY {arguments.manifest}')
+    counters = asyncio.run(serve(arguments, listeners, contexts, f'{arguments.manifest}.stats', False, ready))
+    reason = counters.pop('reason')
+    say(f'STOPPED {reason} {json.dumps(counters)}')
     return 0
+
+
+PARENT_SIGNALS = {signal.SIGUSR1, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
+
+
+def read_stats(path: str) -> dict:
+    try:
+        with open(path, encoding='utf-8') as stats_file:
+            return json.load(stats_file)
+    except (OSError, ValueError):
+        return {'sequence': -1}
+
+
+class ServingProcesses:
+    """P forked processes serving every listener (SO_REUSEPORT); this one sums their counters."""
+
+    def __init__(self, arguments: argparse.Namespace, listeners: list, contexts: list):
+        self.arguments = arguments
+        self.stats_path = f'{arguments.manifest}.stats'
+        self.pids: list = []
+        self.forwarded = 0
+        self.sequence = 0
+        ready_read, ready_write = os.pipe()
+        for number in range(arguments.processes):
+            pid = os.fork()
+            if pid == 0:
+                os.close(ready_read)
+                os._exit(self.child(number, listeners, contexts, ready_write))  # pylint: disable=protected-access
+            self.pids.append(pid)
+        os.close(ready_write)
+        self.wait_ready(ready_read)
+
+    def child(self, number: int, listeners: list, contexts: list, ready_write: int) -> int:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, PARENT_SIGNALS)
+        try:
+            asyncio.run(serve(self.arguments, listeners, contexts, self.child_stats(number), True,
+                              lambda: os.write(ready_write, b'1')))
+        except (RuntimeError, OSError) as error:
+            say(f'FAILED serving process {number}: {error}')
+            return 1
+        return 0
+
+    def child_stats(self, number: int) -> str:
+        return f'{self.stats_path}.{number}'
+
+    def wait_ready(self, ready_read: int) -> None:
+        ready = b''
+        while len(ready) < len(self.pids):
+            chunk = os.read(ready_read, 64)
+            if not chunk:
+                self.stop_children()
+                raise RuntimeError('a serving process stopped before it was ready')
+            ready += chunk
+        os.close(ready_read)
+
+    def collect(self) -> dict:
+        """Ask every process for its counters (one signal each) and sum them."""
+        self.forwarded += 1
+        for pid in self.pids:
+            os.kill(pid, signal.SIGUSR1)
+        return self.sum_stats(1 + self.forwarded, deadline_s=10.0)
+
+    def sum_stats(self, wanted: int, deadline_s: float) -> dict:
+        deadline = time.monotonic() + deadline_s
+        while True:
+            stats = [read_stats(self.child_stats(number)) for number in range(len(self.pids))]
+            if all(item['sequence'] >= wanted for item in stats) or time.monotonic() > deadline:
+                break
+            time.sleep(0.002)
+        total = {name: sum(item.get(name, 0) for item in stats) for name in Counters.__slots__}
+        total['process_cpu_s'] = [item.get('cpu_s', 0.0) for item in stats]
+        total['cpu_s'] = sum(total['process_cpu_s']) + process_cpu_s()
+        return total
+
+    def write(self, total: dict) -> None:
+        self.sequence += 1
+        write_json_atomically(self.stats_path, dict(total, sequence=self.sequence))
+
+    def stop_children(self) -> None:
+        for pid in self.pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for pid in self.pids:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+    def run(self) -> int:
+        self.write(self.sum_stats(1, deadline_s=10.0))
+        say(f'READY {self.arguments.manifest}')
+        end = time.monotonic() + self.arguments.max_lifetime
+        reason = 'max lifetime'
+        while time.monotonic() < end:
+            received = signal.sigtimedwait(PARENT_SIGNALS, max(0.0, min(1.0, end - time.monotonic())))
+            if received is None:
+                continue
+            if received.si_signo == signal.SIGUSR1:
+                self.write(self.collect())
+            elif received.si_signo == signal.SIGCHLD:
+                if any(os.waitpid(pid, os.WNOHANG)[0] for pid in self.pids):
+                    reason = 'a serving process stopped'
+                    break
+            else:
+                reason = 'signal'
+                break
+        total = self.collect()
+        self.stop_children()
+        self.write(total)
+        counters = {name: total[name] for name in Counters.__slots__}
+        say(f'STOPPED {reason} {json.dumps(counters)}')
+        return 0 if reason != 'a serving process stopped' else 1
+
+
+def serve_all(arguments: argparse.Namespace, workdir: str) -> int:
+    ca_file, leaves = make_certificates(workdir, arguments.distinct_certs)
+    key_file = os.path.join(workdir, 'leaf.key')
+    contexts = [server_context(leaf['cert_file'], key_file) for leaf in leaves]
+    listeners = plan_listeners(arguments, leaves)
+    if arguments.processes == 1:
+        return serve_in_this_process(arguments, ca_file, listeners, contexts)
+    # Signals wait for sigtimedwait in this process; each child unblocks them for its event loop.
+    signal.pthread_sigmask(signal.SIG_BLOCK, PARENT_SIGNALS)
+    processes = ServingProcesses(arguments, listeners, contexts)
+    write_manifest(arguments, ca_file, listeners)
+    return processes.run()
+
+
+def raise_file_limit() -> None:
+    """Every serving process holds every listening socket plus the sessions in flight."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--n', type=int, default=500, help='number of listeners')
-    parser.add_argument('--address', default='127.0.70.1', help='loopback address to bind')
+    parser.add_argument('--address', default='127.0.70.1', help='first loopback address to bind')
+    parser.add_argument('--addresses', type=int, default=1,
+                        help='spread the listeners over this many consecutive addresses from --address')
+    parser.add_argument('--processes', type=int, default=1, help='serving processes (SO_REUSEPORT)')
     parser.add_argument('--base-port', type=int, default=20000, help='port of listener 0')
     parser.add_argument('--delay-ms', type=float, default=0.0, help='pause before every server reply')
     parser.add_argument('--manifest', help='where to write the JSON manifest (default: in the work dir)')
@@ -287,23 +461,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--max-lifetime', type=float, default=1800.0, help='seconds before the fixture stops itself')
     parser.add_argument('--backlog', type=int, default=512)
     arguments = parser.parse_args(argv)
-    if not arguments.address.startswith('127.') and arguments.address != '::1':
-        parser.error('the fixture binds loopback addresses only')
-    if arguments.n < 1 or arguments.base_port + arguments.n > 65536:
+    try:
+        first = ipaddress.ip_address(arguments.address)
+        last = first + max(0, arguments.addresses - 1)
+    except ValueError as error:
+        parser.error(str(error))
+    loopback = ipaddress.ip_network('127.0.0.0/8')
+    if not ((first in loopback and last in loopback) or (arguments.address == '::1' and arguments.addresses == 1)):
+        parser.error('the fixture binds loopback addresses only (127.0.0.0/8, or ::1 alone)')
+    if arguments.addresses < 1 or arguments.processes < 1:
+        parser.error('--addresses and --processes are at least 1')
+    ports = -(-arguments.n // arguments.addresses)
+    if arguments.n < 1 or arguments.base_port + ports > 65536:
         parser.error('listeners do not fit in the port range')
+    raise_file_limit()
 
     own_workdir = arguments.workdir is None
     workdir = tempfile.mkdtemp(prefix='mailsec-bench-fixture-') if own_workdir else arguments.workdir
     os.makedirs(workdir, exist_ok=True)
     if arguments.manifest is None:
         arguments.manifest = os.path.join(workdir, 'manifest.json')
+    pid = os.getpid()
     try:
-        return asyncio.run(serve_all(arguments, workdir))
+        return serve_all(arguments, workdir)
     except (RuntimeError, OSError) as error:
         say(f'FAILED {error}')
         return 1
     finally:
-        if own_workdir:
+        if own_workdir and os.getpid() == pid:
             shutil.rmtree(workdir, ignore_errors=True)
 
 

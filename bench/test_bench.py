@@ -150,7 +150,7 @@ def test_check_probes_flags_missing_output():
     assert bench_probe.check_probes(sample_manifest(), None)['mismatches'] == 1
 
 
-NMAP_XML = """<?xml version="1.0"?><nmaprun><host><ports>
+NMAP_XML = """<?xml version="1.0"?><nmaprun><host><address addr="127.0.70.1" addrtype="ipv4"/><ports>
 <port protocol="tcp" portid="20000"><script id="smtp-commands" output="bench, PIPELINING, STARTTLS"/>
 <script id="ssl-cert" output="..."><elem key="pem">{pem}</elem></script></port>
 <port protocol="tcp" portid="20001"><script id="smtp-commands" output="bench, PIPELINING"/></port>
@@ -183,7 +183,7 @@ def test_check_sslyze(tmp_path, fixture_manifest):
     manifest['listeners'][0]['cert_sha256'] = fixture_manifest['listeners'][0]['cert_sha256']
 
     def result(port, completed):
-        entry = {'server_location': {'port': port},
+        entry = {'server_location': {'ip_address': '127.0.70.1', 'hostname': '127.0.70.1', 'port': port},
                  'scan_status': 'COMPLETED' if completed else 'ERROR_NO_CONNECTIVITY'}
         if completed:
             entry['scan_result'] = {'certificate_info': {'result': {'certificate_deployments': [
@@ -197,6 +197,52 @@ def test_check_sslyze(tmp_path, fixture_manifest):
     assert bench_probe.check_sslyze(manifest, str(json_path))['mismatches'] == 0
     json_path.write_text(json.dumps({'server_scan_results': [result(20000, False), result(20001, True)]}))
     assert bench_probe.check_sslyze(manifest, str(json_path))['mismatches'] == 3
+
+
+def test_checkers_tell_addresses_apart(tmp_path, fixture_manifest):
+    """Listeners on different addresses share port numbers: a result is matched by address and port."""
+    manifest = sample_manifest()
+    manifest['listeners'][1]['address'] = '127.0.70.2'
+    probes = correct_probes()
+    assert bench_probe.check_probes(manifest, probes)['mismatches'] == 1
+    probes[1]['target']['address'] = '127.0.70.2'
+    assert bench_probe.check_probes(manifest, probes)['mismatches'] == 0
+    certificate_file = os.path.join(os.path.dirname(fixture_manifest['ca_file']), 'leaf-00.pem')
+    with open(certificate_file, encoding='ascii') as pem_file:
+        pem = pem_file.read()
+    manifest['listeners'][0]['cert_sha256'] = fixture_manifest['listeners'][0]['cert_sha256']
+    xml_path = tmp_path / 'nmap.xml'
+    xml_path.write_text(NMAP_XML.format(pem=pem))
+    # Port 20001 was scanned on 127.0.70.1 only: the listener on 127.0.70.2 has no result.
+    assert bench_probe.check_nmap(manifest, str(xml_path))['mismatches'] == 1
+
+
+def test_fixture_spreads_listeners_over_addresses_and_processes(tmp_path):
+    manifest_path = tmp_path / 'manifest.json'
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(BENCH_DIR, 'fixture.py'), '--n', '6', '--addresses', '3', '--processes', '2',
+         '--base-port', str(FIXTURE_PORT + 60), '--manifest', str(manifest_path), '--workdir', str(tmp_path / 'certs'),
+         '--distinct-certs', '1', '--max-lifetime', '60'],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().startswith('READY ')
+        manifest = json.loads(manifest_path.read_text())
+        assert [(item['address'], item['port']) for item in manifest['listeners']] == [
+            ('127.0.70.1', FIXTURE_PORT + 60), ('127.0.70.2', FIXTURE_PORT + 60), ('127.0.70.3', FIXTURE_PORT + 60),
+            ('127.0.70.1', FIXTURE_PORT + 61), ('127.0.70.2', FIXTURE_PORT + 61), ('127.0.70.3', FIXTURE_PORT + 61)]
+        for _round in range(2):
+            probes = [smtplib_probe(listener) for listener in manifest['listeners']]
+            assert bench_probe.check_probes(manifest, probes)['mismatches'] == 0
+        fixture = bench_probe.FixtureProcess.__new__(bench_probe.FixtureProcess)
+        fixture.process, fixture.stats_path, fixture.signals_sent = process, str(manifest_path) + '.stats', 0
+        stats = fixture.stats()
+        # Both serving processes counted: 12 sessions, each process's CPU reported.
+        assert stats['connections'] == 12 and stats['active'] == 0
+        assert len(stats['process_cpu_s']) == 2
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+        assert 'STOPPED signal' in process.stdout.read()
 
 
 def test_port_spec():

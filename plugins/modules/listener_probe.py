@@ -97,6 +97,22 @@ options:
             a machine in the middle see every probe; do so only in a lab.
         type: bool
         default: true
+  detail:
+    description:
+      - How much of each probe record to return.
+      - V(compact) keeps what tells what the listener did (target, greeting, whether STARTTLS was advertised
+        and its reply, the handshake, the certificate's identity, names, validity and verification, flags,
+        the error and the total time), every key the judgement decides by. It is about half the size of a
+        full record, and Ansible's handling of a large result on the controller costs in proportion.
+      - V(full) adds the capability lists before and after TLS, the reply that carried them, the certificate's
+        issuer, key, serial, signature algorithm, chain length and DANE digests (C(tlsa_chain)), and the time
+        of every stage. The judgement finds the same faults in compact records, but its evidence and the DANE
+        check read what only full records have; the audit role asks its vantage hosts for full records.
+      - The RV(summary) counts are the same with either.
+    type: str
+    choices: [compact, full]
+    default: compact
+    version_added: 0.1.0
 requirements:
   - paramiko (only with O(jump_host))
 seealso:
@@ -139,10 +155,46 @@ EXAMPLES = r"""
 
 RETURN = r"""
 probes:
-  description: One probe per target, in the order of O(targets).
+  description:
+    - One probe per target, in the order of O(targets).
+    - With O(detail=full) every key below is there in every record.
+    - With O(detail=compact) (the default) a record is the full record without C(capabilities),
+      C(capabilities_after_tls) and C(capabilities_reply) (kept when the server refused EHLO, flag
+      V(ehlo_rejected)), with only C(total) in C(timings_ms), and with a C(certificate) of only C(sha256),
+      C(subject), C(sans), C(not_before), C(not_after), C(days_left), C(expired), C(self_signed), C(verified),
+      C(verify_error), C(hostname_match) (and C(error) when the certificate could not be read). Every other
+      key is there with the same value as in the full record.
   returned: always
   type: list
   elements: dict
+  sample:
+    - target: {"address": "127.0.60.1", "port": 25, "protocol": "smtp", "sni": null, "name": null}
+      vantage: controller
+      tls_mode: starttls
+      connected: true
+      peer_address: 127.0.60.1
+      greeting: {"code": "220", "lines": ["mail.lab.test ESMTP Postfix"]}
+      starttls_advertised: true
+      starttls_reply: {"code": "220", "text": "2.0.0 Ready to start TLS"}
+      pre_tls_surplus: null
+      injected_reply: null
+      tls: {"established": true, "version": "TLSv1.3", "cipher": "TLS_AES_256_GCM_SHA384", "error": null, "sni": null}
+      certificate:
+        sha256: 5f1c0e...
+        subject: CN=mail.lab.test
+        sans: ["DNS:mail.lab.test", "IP:127.0.60.1"]
+        not_before: "2026-11-28T00:00:00Z"
+        not_after: "2027-11-28T00:00:00Z"
+        days_left: 365
+        expired: false
+        self_signed: false
+        verified: true
+        verify_error: null
+        hostname_match: null
+      flags: []
+      error: null
+      timings_ms: {"total": 6.3}
+      attempts: []
   contains:
     target:
       description:
@@ -171,16 +223,19 @@ probes:
       type: dict
       sample: {"code": "220", "lines": ["mail.lab.test ESMTP Postfix"]}
     capabilities:
-      description: Capabilities before TLS (EHLO keywords with their parameters, IMAP capability atoms, POP3 CAPA lines, ManageSieve capabilities).
+      description:
+        - Capabilities before TLS (EHLO keywords with their parameters, IMAP capability atoms, POP3 CAPA lines,
+          ManageSieve capabilities).
+        - Only with O(detail=full).
       type: list
       elements: str
       sample: ["PIPELINING", "SIZE 10240000", "STARTTLS", "8BITMIME"]
     capabilities_reply:
-      description: The reply that carried the capabilities (shows a rejected EHLO).
+      description: The reply that carried the capabilities (shows a rejected EHLO). With O(detail=compact) only when EHLO was refused.
       type: dict
       sample: {"code": "250", "text": "mail.lab.test\nPIPELINING\nSTARTTLS"}
     capabilities_after_tls:
-      description: Capabilities asked for again under TLS; null when TLS was not established.
+      description: Capabilities asked for again under TLS; null when TLS was not established. Only with O(detail=full).
       type: list
       elements: str
       sample: ["PIPELINING", "SIZE 10240000", "AUTH PLAIN"]
@@ -209,6 +264,10 @@ probes:
         - The presented leaf certificate, with the verification of the whole presented chain against the
           trust store (O(ca_file), O(ca_path) or the system store). Null when none was presented.
         - C(hostname_match) is null when no name was expected.
+        - With O(detail=compact) only C(sha256), C(subject), C(sans), C(not_before), C(not_after), C(days_left),
+          C(expired), C(self_signed), C(verified), C(verify_error), C(hostname_match), and C(error) when it is set.
+        - C(tlsa_chain) (only with O(detail=full)) lists the SHA-256 and SHA-512 digests of every presented
+          certificate and its public key, leaf first, for DANE TLSA records.
       type: dict
       sample:
         sha256: 5f1c0e...
@@ -244,7 +303,7 @@ probes:
       type: dict
       sample: {"stage": "handshake", "message": "connection closed during the TLS handshake"}
     timings_ms:
-      description: Milliseconds spent per stage, and in all.
+      description: Milliseconds spent per stage, and in all; with O(detail=compact) only C(total).
       type: dict
       sample: {"connect": 0.2, "greeting": 1.1, "capabilities": 0.6, "starttls": 0.4, "handshake": 3.2, "post_tls": 0.5, "total": 6.3}
     attempts:
@@ -252,6 +311,11 @@ probes:
       type: list
       elements: dict
       sample: []
+detail:
+  description: The shape of the records in RV(probes), as O(detail) asked.
+  returned: always
+  type: str
+  sample: compact
 summary:
   description: Counts over all probes.
   returned: always
@@ -269,11 +333,11 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine imp
     probe_many,
     summarise,
 )
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe.detail import DEFAULT_DETAIL, DETAIL_LEVELS, shape
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.ssh import (
-    HAS_PARAMIKO,
     JUMP_HOST_ARGUMENT_SPEC,
-    PARAMIKO_IMPORT_ERROR,
     jump_connector,
+    paramiko_import_error,
 )
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.validate import jump_host as check_jump_host
 
@@ -296,6 +360,7 @@ def main() -> None:
             'test_command_injection': {'type': 'bool', 'default': False},
             'source_address': {'type': 'str'},
             'jump_host': {'type': 'dict', 'options': JUMP_HOST_ARGUMENT_SPEC},
+            'detail': {'type': 'str', 'choices': list(DETAIL_LEVELS), 'default': DEFAULT_DETAIL},
         },
         supports_check_mode=True,
     )
@@ -311,8 +376,9 @@ def main() -> None:
         module.fail_json(msg=str(exc))
     connect, jump = None, None
     if jump_spec:
-        if not HAS_PARAMIKO:
-            module.fail_json(msg=missing_required_lib('paramiko'), exception=PARAMIKO_IMPORT_ERROR)
+        import_error = paramiko_import_error()
+        if import_error is not None:
+            module.fail_json(msg=missing_required_lib('paramiko'), exception=import_error)
         connect, jump = jump_connector(jump_spec, checked['timeout'])
         options['vantage'] = options['vantage'] or f"jump:{jump_spec['host']}"
     try:
@@ -323,7 +389,8 @@ def main() -> None:
     finally:
         if jump is not None:
             jump.close()
-    module.exit_json(changed=False, probes=probes, summary=summarise(probes))
+    module.exit_json(changed=False, probes=shape(probes, module.params['detail']), summary=summarise(probes),
+                     detail=module.params['detail'])
 
 
 if __name__ == '__main__':

@@ -220,6 +220,8 @@ class CertificateDescriber:
         record.update({'chain_length': len(chain), 'verified': verified, 'verify_error': verify_error})
         # What a DANE TLSA record can pin, for every certificate served (docs/dane-mta-sts.md).
         record['tlsa_chain'] = _tlsa.chain_digests(chain)
+        # Certificate names are server text: made visible once per distinct chain, not per probe.
+        record = visible_deep(record)
         with self.lock:
             self.cache[key] = record
         return dict(record)
@@ -274,9 +276,13 @@ class TargetProbe:
             if self.transport is not None:
                 self.transport.close()
             self.record['timings_ms']['total'] = _elapsed_ms(started)
-        # Server text (banners, replies, certificate names, surplus bytes) goes to terminals and
-        # reports: terminal controls and bidi overrides become visible escapes here, once.
+        # Server text (banners, replies, surplus bytes) goes to terminals and reports: terminal
+        # controls and bidi overrides become visible escapes here, once. The certificate description
+        # is already visible (CertificateDescriber), and shared by every probe of the same chain.
+        certificate = self.record['certificate']
+        self.record['certificate'] = None
         self.record = visible_deep(self.record)
+        self.record['certificate'] = certificate
         return self.record
 
     def _timed(self, stage: str, func, *args):
@@ -536,8 +542,11 @@ def probe_many(targets: list, options: dict | None = None, connect=None, max_par
         results[index] = first
 
     # Through a jump host, never more probes at once than it has channels (its MaxSessions): a probe
-    # waiting for a channel would spend its own deadline waiting.
-    workers = max(1, min(options['concurrency'], len(parsed), max_parallel or options['concurrency']))
+    # waiting for a channel would spend its own deadline waiting. No more threads than can probe at
+    # once under the per-address limits either (500 targets on one address with a limit of 8 need 8,
+    # not 128 threads that mostly wait and contend for the interpreter).
+    runnable = sum(min(options['per_host_limit'], len(indexes)) for indexes in by_host.values())
+    workers = max(1, min(options['concurrency'], runnable, max_parallel or options['concurrency']))
     order = _interleave(by_host)
     if workers == 1:
         for index in order:

@@ -31,6 +31,32 @@ def test_module_returns_probes_and_summary(run_module, smtp_server):
                                  'errors': 0}
 
 
+def test_module_returns_compact_records_by_default(run_module, smtp_server):
+    result = run_module(listener_probe, {'targets': [f'127.0.0.1:{smtp_server}/smtp'], 'vantage': 'unit', 'timeout': 3})
+    assert result['detail'] == 'compact'
+    probe = result['probes'][0]
+    assert 'capabilities' not in probe and 'capabilities_after_tls' not in probe
+    assert probe['target'] == {'address': '127.0.0.1', 'port': smtp_server, 'protocol': 'smtp', 'sni': None,
+                               'name': None}
+    assert set(probe['timings_ms']) == {'total'}
+    assert probe['tls'] is None and probe['certificate'] is None
+
+
+def test_module_returns_full_records_when_asked(run_module, smtp_server):
+    result = run_module(listener_probe, {'targets': [f'127.0.0.1:{smtp_server}/smtp'], 'timeout': 3, 'detail': 'full'})
+    assert result['detail'] == 'full'
+    probe = result['probes'][0]
+    assert probe['capabilities'] == ['STARTTLS']
+    assert probe['capabilities_reply'] == {'code': '250', 'text': 'unit\nSTARTTLS'}
+    assert probe['target']['sni'] is None and probe['target']['name'] is None
+    assert {'connect', 'greeting', 'capabilities', 'starttls', 'total'} <= set(probe['timings_ms'])
+
+
+def test_module_refuses_an_unknown_detail(run_module):
+    result = run_module(listener_probe, {'targets': ['127.0.0.1:25'], 'detail': 'everything'})
+    assert result['failed'] is True and 'detail' in result['msg']
+
+
 def test_module_runs_in_check_mode(run_module, smtp_server):
     result = run_module(listener_probe, {'targets': [f'127.0.0.1:{smtp_server}/smtp'], '_ansible_check_mode': True})
     assert result['probes'][0]['starttls_reply']['code'] == '454'
@@ -77,3 +103,16 @@ def test_hostile_options_fail_the_module_before_any_connection(run_module, argum
     assert result['failed'] is True
     assert message in result['msg']
     assert 'internal error' not in result['msg']
+
+
+def test_paramiko_is_imported_only_for_a_jump_host():
+    """Importing paramiko costs every module run 0.1-0.2 s; only a probe through a jump host needs it."""
+    import os  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    code = ('import sys\n'
+            'from ansible_collections.mailsec.starttls.plugins.modules import listener_probe\n'
+            'print("paramiko" in sys.modules)\n')
+    completed = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
+                               env=dict(os.environ, PYTHONPATH=os.pathsep.join(path for path in sys.path if path)))
+    assert completed.stdout.strip() == 'False'

@@ -468,3 +468,40 @@ def test_a_server_that_never_starts_tls_fails_the_handshake_quickly(scripted):
     assert result['error']['stage'] == 'handshake'
     assert 'command not recognized' in result['tls']['server_plaintext']
     assert 'response_injection' not in result['flags']
+
+
+def test_certificate_names_are_made_visible_once_per_chain(monkeypatch):
+    """The describer escapes server text in the certificate description before it caches it, so
+    every probe of that chain shares one visible description (the engine no longer walks it per probe)."""
+    from ansible_collections.mailsec.starttls.plugins.module_utils._probe import engine  # pylint: disable=import-outside-toplevel
+    calls = []
+
+    def describe_der(der, expected_names=None):
+        calls.append(der)
+        return {'sha256': 'ab' * 32, 'subject': 'CN=mx\x1b[2J\u202egnp.exe', 'sans': ['DNS:mx\u2067.test']}
+    monkeypatch.setattr(engine._x509, 'describe_der', describe_der)
+    monkeypatch.setattr(engine._x509, 'verify_chain', lambda chain, ca_file=None, ca_path=None: (False, 'untrusted'))
+    describer = engine.CertificateDescriber(None, None)
+    first = describer.describe([b'leaf'], [])
+    second = describer.describe([b'leaf'], [])
+    assert first['subject'] == 'CN=mx\\x1b[2J\\u202egnp.exe'
+    assert first['sans'] == ['DNS:mx\\u2067.test']
+    assert second == first and len(calls) == 1
+
+
+def test_no_more_threads_than_the_per_address_limits_let_probe(monkeypatch):
+    from ansible_collections.mailsec.starttls.plugins.module_utils._probe import engine  # pylint: disable=import-outside-toplevel
+    sizes = []
+    real_pool = engine.ThreadPoolExecutor
+
+    def recording_pool(max_workers):
+        sizes.append(max_workers)
+        return real_pool(max_workers=max_workers)
+    monkeypatch.setattr(engine, 'ThreadPoolExecutor', recording_pool)
+    # Port 1 on loopback refuses at once: every probe ends in stage connect.
+    one_address = ['127.0.0.1:1/smtp'] * 20
+    results = probe_many(one_address, {'per_host_limit': 3, 'concurrency': 64, 'timeout': 2})
+    two_addresses = probe_many(one_address + ['127.0.0.2:1/smtp'] * 2,
+                               {'per_host_limit': 3, 'concurrency': 64, 'timeout': 2})
+    assert sizes == [3, 5]
+    assert all(result['error']['stage'] == 'connect' for result in results + two_addresses)
