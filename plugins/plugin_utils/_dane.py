@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 
 from ansible_collections.mailsec.starttls.plugins.module_utils import _tlsa, _verdict, _x509
+from ansible_collections.mailsec.starttls.plugins.plugin_utils import _mail_dns
 
 DANE_PORT = 25
 MAX_AGE_FLOOR = 86400
@@ -112,6 +113,13 @@ STS_POLICY_FIX = ('Serve a policy at https://mta-sts.DOMAIN/.well-known/mta-sts.
 STS_WEBPKI_FIX = ('Serve mta-sts.DOMAIN over HTTPS with a certificate from a CA that senders trust, that names '
                   'mta-sts.DOMAIN and is complete (leaf and intermediates); senders ignore a policy they cannot '
                   'fetch this way and keep the cached one until max_age ends.')
+
+
+def _tlsrpt_fix(domain: str) -> str:
+    return (f'Publish one TXT record: `_smtp._tls.{domain}. 3600 IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@{domain}"` '
+            '(or `rua=https://...` to receive the reports over HTTPS; several destinations separated by commas), '
+            'remove any other record there that starts with `v=TLSRPTv1`, and make the mailbox accept the daily '
+            'reports (RFC 8460 3). Senders then tell you when DANE or MTA-STS made them fail to deliver.')
 
 
 def _enforce_fix(listener: dict) -> str:
@@ -414,6 +422,78 @@ def judge_sts(domain: dict, mx_hosts: dict, entries: list, findings: _Findings, 
     return state
 
 
+# -- TLS-RPT ---------------------------------------------------------------------------------------
+
+TLSRPT_VERSION = 'v=TLSRPTv1'
+_TLSRPT_EXTENSION = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$')
+_TLSRPT_URI = re.compile(r'^(?:mailto:[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+|https://[^\s,;/]+\.[^\s,;]+)$', re.I)
+
+
+def tlsrpt_problems(text: str) -> list:
+    """What makes one TLS-RPT TXT record unusable (RFC 8460 3: `v=TLSRPTv1; rua=URI[,URI]`, the URIs
+    `mailto:` or `https:`, other fields NAME=VALUE); empty when senders can use it."""
+    fields = [field.strip() for field in str(text).split(';')]
+    problems = []
+    if fields[0] != TLSRPT_VERSION:
+        problems.append(f'it does not start with `{TLSRPT_VERSION};` but with {fields[0][:40]!r}')
+    if fields and fields[-1] == '':
+        fields = fields[:-1]
+    rua = None
+    for field in fields[1:]:
+        name, equals, value = field.partition('=')
+        name, value = name.strip(), value.strip()
+        if not equals or not value:
+            problems.append(f'field {field[:40]!r} is not NAME=VALUE')
+        elif name == 'rua':
+            rua = value
+        elif not _TLSRPT_EXTENSION.match(name):
+            problems.append(f'field name {name[:40]!r} is not valid')
+    if rua is None:
+        problems.append('it has no `rua=` field (where the reports go)')
+    else:
+        for uri in re.split(r'\s*,\s*', rua):
+            if not _TLSRPT_URI.match(uri):
+                problems.append(f'rua destination {uri[:60]!r} is neither `mailto:ADDRESS` nor `https://HOST/...`')
+    return problems
+
+
+def judge_tlsrpt(domain: dict, mx_hosts: dict, findings: _Findings) -> None:
+    """A domain that publishes MTA-STS or DANE without a usable TLS-RPT record: senders that fail to
+    deliver under the policy (the faults this collection looks for) tell nobody (RFC 8460)."""
+    name = domain['domain']
+    exchanges = [exchange['name'] for exchange in domain.get('exchanges') or []]
+    sts = bool(domain.get('sts_records'))
+    dane = [exchange for exchange in exchanges if ((mx_hosts.get(exchange) or {}).get('tlsa') or {}).get('records')]
+    if not sts and not dane:
+        return
+    answer = domain.get('tlsrpt_txt')
+    if answer is not None and (answer.get('bogus') or answer.get('status') in ('TIMEOUT', 'SERVFAIL', 'REFUSED')):
+        return  # no answer is not an absent record; dnssec-invalid covers a bogus zone
+    texts = ([_mail_dns.txt_text(record) for record in answer.get('records') or []] if answer is not None
+             else list(domain.get('tlsrpt') or []))
+    # Near misses (`v=tlsrptv1`, `v=TLSRPTv1 rua=`) count as the domain's attempt, so they are reported
+    # as malformed rather than as missing; senders discard them either way (RFC 8460 3).
+    candidates = [text for text in texts if text.lower().startswith('v=tlsrpt')]
+    promise = ' and '.join(part for part in (
+        'an MTA-STS policy' if sts else '', f'DANE TLSA records (MX {", ".join(dane[:3])})' if dane else '') if part)
+    evidence = {'dns': _dns_evidence(answer) if answer is not None else {'records': texts},
+                'mta_sts': sts, 'tlsa_mx': dane}
+    stand_in = _stand_in(f'_smtp._tls.{name}', 53, 'dns')
+    if not candidates:
+        findings.add('tlsrpt-missing', stand_in, None,
+                     f'{name} publishes {promise} but no TLS-RPT record at _smtp._tls.{name}: senders that cannot '
+                     'deliver under it report to nobody', evidence, _tlsrpt_fix(name))
+        return
+    if len(candidates) > 1:
+        problems = [f'{len(candidates)} TLS-RPT records: senders ignore them all']
+    else:
+        problems = tlsrpt_problems(candidates[0])
+    if problems:
+        findings.add('tlsrpt-invalid', stand_in, None,
+                     f'_smtp._tls.{name}: the TLS-RPT record is malformed ({"; ".join(problems)[:160]}): senders '
+                     'treat the domain as having none', dict(evidence, problems=problems), _tlsrpt_fix(name))
+
+
 def _parse_tags(text: str) -> dict:
     tags = {}
     for part in str(text).split(';'):
@@ -438,6 +518,7 @@ def judge(gathered: dict, listeners: list, probes: list, options: dict | None = 
     for domain in gathered.get('domains') or []:
         domains.append(judge_sts(domain, gathered.get('mx_hosts') or {}, entries, findings, host_addresses,
                                  options.get('previous') or {}))
+        judge_tlsrpt(domain, gathered.get('mx_hosts') or {}, findings)
     return {'findings': findings.findings, 'domains': domains, 'mx': mx_summaries}
 
 

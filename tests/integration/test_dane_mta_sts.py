@@ -102,6 +102,8 @@ def dane(lab, sshd, ansible_env, tmp_path_factory):  # pylint: disable=unused-ar
             # kb.lab.test: MTA-STS enforce over the KB Q237327 listener (454).
             'kb IN MX 10 mail.kb', 'mail.kb IN A 127.0.10.2',
             '_mta-sts.kb IN TXT "v=STSv1; id=1"', 'mta-sts.kb IN A 127.0.53.4',
+            # Its TLS-RPT record names a destination without a scheme: senders ignore it.
+            '_smtp._tls.kb IN TXT "v=TLSRPTv1; rua=tlsrpt@kb.lab.test"',
             # badcert.lab.test: the policy host presents a certificate no trusted CA issued.
             'badcert IN MX 10 mail-a', '_mta-sts.badcert IN TXT "v=STSv1; id=1"', 'mta-sts.badcert IN A 127.0.53.5',
         ]},
@@ -202,6 +204,21 @@ def test_policy_host_with_a_bad_certificate(dane):
     assert len(findings) == 1
     assert 'certificate' in findings[0]['summary'] or 'verify' in findings[0]['summary']
     assert found(dane['report'], 'sts-webpki-invalid', 'mta-sts.lab.test') == []
+
+
+def test_tls_rpt_missing_or_malformed_where_mta_sts_or_dane_is_published(dane):
+    rules = {finding['host']: finding['id'] for finding in dane['report']['findings']
+             if finding['id'] in ('tlsrpt-missing', 'tlsrpt-invalid')}
+    # lab.test publishes a well-formed record; kb.lab.test a malformed one; badcert.lab.test (MTA-STS) and
+    # unsigned.test (TLSA only) none.
+    assert rules == {'_smtp._tls.kb.lab.test': 'tlsrpt-invalid', '_smtp._tls.badcert.lab.test': 'tlsrpt-missing',
+                     '_smtp._tls.unsigned.test': 'tlsrpt-missing'}, rules
+    invalid = found(dane['report'], 'tlsrpt-invalid', '_smtp._tls.kb.lab.test')[0]
+    assert invalid['severity'] == 'low' and 'tlsrpt@kb.lab.test' in invalid['summary']
+    assert invalid['evidence']['dns']['records'] == ['"v=TLSRPTv1; rua=tlsrpt@kb.lab.test"']
+    assert '"v=TLSRPTv1; rua=mailto:tlsrpt@kb.lab.test"' in invalid['fix']
+    missing = found(dane['report'], 'tlsrpt-missing', '_smtp._tls.unsigned.test')[0]
+    assert missing['evidence']['tlsa_mx'] == ['mx.unsigned.test'] and missing['evidence']['mta_sts'] is False
 
 
 def test_no_query_went_anywhere_but_the_lab_resolver(dane):
