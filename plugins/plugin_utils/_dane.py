@@ -530,3 +530,222 @@ def publish_lines(gathered_mx: list) -> list:
             if line not in lines:
                 lines.append(line)
     return lines
+
+
+# -- the records to publish, per MX of one host (printed by the remediation role, never applied) ----
+
+def _bound_listeners(host_result: dict, port: int) -> list:
+    return [listener for listener in host_result.get('listeners') or []
+            if isinstance(listener, dict) and _verdict._as_port(listener.get('port')) == port
+            and ((listener.get('binding') or {}).get('certificate') or _store_key(listener).get('spki_sha256'))]
+
+
+def _current_digests(listener: dict) -> dict:
+    """The SPKI digests of the key a listener serves: from the bound certificate's public key, else
+    from the public half of the bound key (both computed on the host; no key leaves it)."""
+    chain = _store_digests(listener)
+    if chain and chain[0].get('spki_sha256'):
+        return {key: chain[0].get(key) for key in ('spki_sha256', 'spki_sha512')}
+    key = _store_key(listener)
+    return {name: key.get(name) for name in ('spki_sha256', 'spki_sha512')} if key.get('spki_sha256') else {}
+
+
+def _mx_answer(dns: dict, mx_name: str) -> dict | None:
+    """The TLSA answer the DNS step read for an MX name ({records, secure, bogus, status}), if any."""
+    answer = ((dns.get('mx_hosts') or {}).get(mx_name) or {}).get('tlsa')
+    if answer is not None:
+        return answer
+    for summary in dns.get('tlsa') or []:
+        if summary.get('mx') == mx_name:
+            return {'records': summary.get('records') or [], 'secure': summary.get('dnssec'), 'status': None}
+    return None
+
+
+def publish_plan(host_result: dict, host: str | None = None, mx_names=None, dns: dict | None = None,
+                 port: int = DANE_PORT, include_next: bool = True) -> list:
+    """Per MX name that one host answers for: the keys to pin (current, next) with whether a TLSA
+    record already pins each, the published records that pin none of them, and what is missing.
+
+    The MX names: those the DNS step (`dns`, the `dns` result of fleet_assess or its .dns.json)
+    matched to this host's listeners; else `mx_names`; else the host's name. Only public-key
+    digests computed on the host are used."""
+    port = int(port)
+    listeners = _bound_listeners(host_result, port)
+    dns = dns if isinstance(dns, dict) else {}
+    groups = []
+    keys = {_verdict.listener_key(listener): listener for listener in listeners}
+    for summary in dns.get('tlsa') or []:
+        if not str(summary.get('tlsa_owner') or '').startswith(f'_{port}._tcp.'):
+            continue
+        mine = [keys[key] for key in summary.get('listeners') or [] if key in keys]
+        if mine:
+            groups.append({'mx': summary['mx'], 'listeners': mine})
+    if not groups:
+        names = [name for name in (mx_names or [host]) if name]
+        groups = [{'mx': str(name).rstrip('.').lower(), 'listeners': listeners} for name in names]
+    return [_plan_group(group['mx'], group['listeners'], host_result, _mx_answer(dns, group['mx']) if dns else None,
+                        port, include_next) for group in groups]
+
+
+def _plan_group(mx_name: str, listeners: list, host_result: dict, answer: dict | None, port: int,
+                include_next: bool) -> dict:
+    group = {'mx': mx_name, 'owner': _tlsa.tlsa_owner(mx_name, port),
+             'listeners': [f"{listener.get('address')}:{listener.get('port')}" for listener in listeners],
+             'dns': None, 'keys': [], 'stale': [], 'notes': []}
+    records = []
+    if answer is not None:
+        group['dns'] = {'records': list(answer.get('records') or []), 'secure': answer.get('secure'),
+                        'status': answer.get('status'), 'bogus': bool(answer.get('bogus'))}
+        if not answer.get('bogus') and answer.get('status') not in ('TIMEOUT', 'SERVFAIL', 'REFUSED'):
+            records = [_tlsa.parse_record(text) for text in answer.get('records') or []]
+        else:
+            group['notes'].append(f'the TLSA answer for {group["owner"]} was {answer.get("status") or "bogus"}: '
+                                  'which records are published is not known')
+            group['dns'] = None
+    usable = [record for record in records if not record['problem']]
+    pinned: list = []
+    by_digest: dict = {}
+    certificates = set()
+    for listener in listeners:
+        binding = listener.get('binding') or {}
+        certificates.add(binding.get('certificate'))
+        digests = _current_digests(listener)
+        label = f"{listener.get('address')}:{listener.get('port')}"
+        if not digests:
+            group['notes'].append(f'{label}: the bound certificate {binding.get("certificate")} could not be read, '
+                                  'so no record can be computed for it')
+            continue
+        entry = by_digest.get(digests['spki_sha256'])
+        if entry is None:
+            matched = _tlsa.match_key(usable, digests) + [
+                record for record in _tlsa.match_chain(usable, _store_digests(listener))]
+            entry = {'role': 'current', 'path': binding.get('key') or binding.get('certificate'),
+                     'certificate': binding.get('certificate'), 'source': 'bound on disk', 'listeners': [],
+                     'digests': digests, 'also_next': False, 'published': _published(matched, group)}
+            pinned.extend(matched)
+            by_digest[digests['spki_sha256']] = entry
+            group['keys'].append(entry)
+        entry['listeners'].append(label)
+    # A DANE-TA record that authenticates the chain served now covers any next key the same CA certifies.
+    ta_covers = any(record['usage'] == 2 for record in pinned)
+    if include_next:
+        _plan_next_keys(group, host_result, certificates, usable, pinned, by_digest, ta_covers)
+    for record in records:
+        if record['problem'] or not any(record is other for other in pinned):
+            group['stale'].append({'record': _tlsa.presentation(record), 'problem': record['problem']})
+    return group
+
+
+def _published(matched: list, group: dict):
+    """The published records that pin a key; None when there is no DNS data to tell."""
+    if group['dns'] is None:
+        return None
+    seen = []
+    for record in matched:
+        text = _tlsa.presentation(record)
+        if text not in seen:
+            seen.append(text)
+    return seen
+
+
+def _plan_next_keys(group, host_result, certificates, usable, pinned, by_digest, ta_covers) -> None:
+    if 'next_keys' not in host_result:
+        group['notes'].append('next keys were not looked for (mta_tls_info without next_keys or next_key_layouts)')
+        return
+    found_any = False
+    for key in host_result.get('next_keys') or []:
+        if key.get('for_certificate') not in (None, *certificates):
+            continue
+        found_any = True
+        if key.get('unknown_next_key'):
+            group['notes'].append(
+                f'NO NEXT KEY: the {key.get("source")} lineage {key.get("lineage")} makes a new key at each renewal and '
+                'none is staged, so its record cannot be published in advance: stage the next key (certbot '
+                '--reuse-key, acme.sh without --always-force-new-domain-key, or a key in starttls_next_keys) or '
+                'publish a DANE-TA record (2 1 1) for the issuing CA')
+            continue
+        if key.get('error') or not key.get('spki_sha256'):
+            group['notes'].append(f'NO NEXT KEY from {key.get("path")} ({key.get("source")}): '
+                                  f'{key.get("error") or "no public key"}')
+            continue
+        current = by_digest.get(key['spki_sha256'])
+        if current is not None:
+            # The renewal keeps this key (certbot reuse_key, acme.sh's default): one record serves both.
+            current['also_next'] = True
+            current['next_source'] = f"{key.get('path')} ({key.get('source')})"
+            continue
+        matched = _tlsa.match_key(usable, key)
+        pinned.extend(matched)
+        entry = {'role': 'next', 'path': key.get('path'), 'certificate': key.get('for_certificate'),
+                 'source': key.get('source'), 'listeners': [], 'digests': {name: key.get(name) for name in
+                                                                           ('spki_sha256', 'spki_sha512')},
+                 'also_next': False, 'published': _published(matched, group), 'ta_covered': ta_covers}
+        by_digest[key['spki_sha256']] = entry
+        group['keys'].append(entry)
+    if not found_any:
+        group['notes'].append('NO NEXT KEY staged for the next renewal was found (starttls_next_keys matched no '
+                              'readable key, and no certbot or acme.sh lineage holds the bound certificate): publish '
+                              'the record of the next key two TTLs before the renewal that brings it')
+
+
+def _key_comment(entry: dict, detail: bool) -> str:
+    if not detail:
+        return (f"current key: {entry['path']}" if entry['role'] == 'current'
+                else f"next key: {entry['path']} ({entry['source']})")
+    if entry['role'] == 'current':
+        text = f"CURRENT key {entry['path']} (certificate {entry['certificate']}, on {', '.join(entry['listeners'])})"
+        if entry.get('also_next'):
+            text += f"; also the NEXT key: the renewal keeps it ({entry.get('next_source')})"
+    else:
+        text = f"NEXT key {entry['path']} ({entry['source']}"
+        text += f", for {entry['certificate']})" if entry.get('certificate') else ')'
+    published = entry.get('published')
+    if published is None:
+        status = 'publication unknown (no DNS data)'
+    elif published:
+        status = 'PUBLISHED (' + '; '.join(' '.join(text.split()[:3]) + ' ' + text.split()[-1][:8].upper() + '...'
+                                           for text in published[:3]) + ')'
+    else:
+        status = 'NOT PUBLISHED'
+    if entry['role'] == 'current' and not entry.get('also_next'):
+        todo = ('keep it until the renewal has replaced this key, then remove it (two TTLs later)' if published
+                else 'publish it now' if published is not None else 'it must be published while this key is served')
+    elif entry['role'] == 'current':
+        todo = 'keep it' if published or published is None else 'publish it now'
+    elif entry.get('ta_covered') and not published:
+        todo = 'covered by the DANE-TA record that authenticates the current chain; publish it to pin the key itself'
+    else:
+        todo = ('keep it' if published else 'publish it now, two TTLs or more before the renewal'
+                if published is not None else 'it must be published two TTLs or more before the renewal')
+    return f'{text}: {status}: {todo}'
+
+
+def plan_lines(groups: list, ttl=None, detail: bool = True) -> list:
+    """Zone-file lines for publish_plan's groups: a record per key after a `;` comment saying whether it
+    is the current or the next key and whether it is already published; notes and stale records as
+    comments."""
+    lines: list = []
+    for group in groups:
+        if detail:
+            dns = group.get('dns')
+            if dns is None:
+                state = 'published TLSA records unknown (no DNS data: run the audit with starttls_dns_checks)'
+            else:
+                state = (f"{len(dns['records'])} TLSA record(s) published, "
+                         + ('DNSSEC-validated' if dns.get('secure') else 'NOT DNSSEC-validated (senders ignore them)'))
+            lines.append(f"; MX {group['mx']} (listeners {', '.join(group['listeners']) or 'none'}): {state}")
+        for entry in group['keys']:
+            for line in _tlsa.zone_lines(group['owner'], entry['digests'], ttl=ttl,
+                                         comment=_key_comment(entry, detail)):
+                if line.startswith(';') or line not in lines:
+                    lines.append(line)
+        if not detail:
+            continue
+        for stale in group['stale']:
+            why = (f"unusable ({stale['problem']})" if stale['problem']
+                   else 'pins none of these keys (another host of this MX may serve its key)')
+            lines.append(f"; published, {why}: remove it once no listener of {group['mx']} serves that key:")
+            lines.append(f"; {' '.join(str(part) for part in (group['owner'], ttl, 'IN TLSA') if part is not None)} "
+                         f"{stale['record'].upper() if not stale['problem'] else stale['record']}")
+        lines.extend(f'; {note}' for note in group['notes'])
+    return lines
