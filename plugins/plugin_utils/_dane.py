@@ -573,11 +573,11 @@ def publish_plan(host_result: dict, host: str | None = None, mx_names=None, dns:
     listeners = _bound_listeners(host_result, port)
     dns = dns if isinstance(dns, dict) else {}
     groups = []
-    keys = {_verdict.listener_key(listener): listener for listener in listeners}
     for summary in dns.get('tlsa') or []:
         if not str(summary.get('tlsa_owner') or '').startswith(f'_{port}._tcp.'):
             continue
-        mine = [keys[key] for key in summary.get('listeners') or [] if key in keys]
+        covered = set(summary.get('listeners') or [])
+        mine = [listener for listener in listeners if _verdict.listener_key(listener) in covered]
         if mine:
             groups.append({'mx': summary['mx'], 'listeners': mine})
     if not groups:
