@@ -730,6 +730,8 @@ def plan_lines(groups: list, ttl=None, detail: bool = True) -> list:
             dns = group.get('dns')
             if dns is None:
                 state = 'published TLSA records unknown (no DNS data: run the audit with starttls_dns_checks)'
+            elif not dns['records']:
+                state = 'no TLSA record published (DANE is not in effect for this name)'
             else:
                 state = (f"{len(dns['records'])} TLSA record(s) published, "
                          + ('DNSSEC-validated' if dns.get('secure') else 'NOT DNSSEC-validated (senders ignore them)'))

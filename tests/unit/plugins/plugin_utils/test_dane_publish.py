@@ -143,3 +143,9 @@ def test_bad_input_is_a_filter_error():
         tlsa_records(host_result(), dns=['not', 'a', 'dict'], host='mx1')
     with pytest.raises(AnsibleFilterError):
         tlsa_records(host_result())
+
+
+def test_a_name_without_records_says_dane_is_not_in_effect():
+    lines = tlsa_records(host_result(staged()), host='mx1', dns=dns_result([]))
+    assert lines[0].endswith('): no TLSA record published (DANE is not in effect for this name)')
+    assert all('NOT PUBLISHED' in comment_before(lines, line) for line in lines if not line.startswith(';'))
