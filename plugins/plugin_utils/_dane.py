@@ -571,6 +571,8 @@ def publish_plan(host_result: dict, host: str | None = None, mx_names=None, dns:
     digests computed on the host are used."""
     port = int(port)
     listeners = _bound_listeners(host_result, port)
+    if not listeners:
+        return []
     dns = dns if isinstance(dns, dict) else {}
     groups = []
     for summary in dns.get('tlsa') or []:
@@ -725,6 +727,8 @@ def plan_lines(groups: list, ttl=None, detail: bool = True) -> list:
     is the current or the next key and whether it is already published; notes and stale records as
     comments."""
     lines: list = []
+    if detail and not groups:
+        lines.append('; no SMTP listener with a bound certificate on the MX port: no TLSA record to publish')
     for group in groups:
         if detail:
             dns = group.get('dns')

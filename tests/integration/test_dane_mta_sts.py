@@ -12,6 +12,7 @@ import datetime
 import hashlib
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -248,7 +249,6 @@ def openssl_spki_sha256(path, private_key=False) -> str:
 
 def lab_files(root) -> dict:
     """Every configuration file of the lab's MTAs (nothing may change)."""
-    from pathlib import Path  # pylint: disable=import-outside-toplevel
     return {str(path): path.read_bytes() for path in Path(root).rglob('*')
             if path.is_file() and path.suffix in ('.cf', '.conf') and '/queue' not in str(path)}
 

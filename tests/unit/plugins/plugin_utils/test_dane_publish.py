@@ -98,8 +98,9 @@ def test_the_mx_names_of_the_dns_step_decide_which_listeners_are_mx_listeners():
     assert [(group['mx'], group['listeners']) for group in groups] == [('mx1.example.test', ['127.0.70.1:25'])]
     # Listeners on other ports, and without a bound certificate, are not MX listeners.
     unbound = dict(listener(), binding={}, store={})
-    groups = _dane.publish_plan(host_result(listeners=[unbound, dict(listener(), port=587)]), host='mx1')
-    assert groups[0]['listeners'] == [] and groups[0]['keys'] == []
+    assert _dane.publish_plan(host_result(listeners=[unbound, dict(listener(), port=587)]), host='mx1') == []
+    assert tlsa_records(host_result(listeners=[unbound]), host='mx1') == [
+        '; no SMTP listener with a bound certificate on the MX port: no TLSA record to publish']
 
 
 @pytest.mark.parametrize('next_key, words', [
