@@ -27,7 +27,7 @@ def tlsa_records(evidence, mx_name=None, port=25, ttl=None, next_keys=True, dns=
     try:
         groups = _dane.publish_plan(evidence, host=host, mx_names=names, dns=dns or None, port=int(port),
                                     include_next=bool(next_keys))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, AttributeError) as exc:
         raise AnsibleFilterError(f'tlsa_records: {exc}')
     return _dane.plan_lines(groups, ttl=ttl, detail=bool(detail) if detail is not None else bool(dns is not None or host))
 

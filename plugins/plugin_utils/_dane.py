@@ -534,20 +534,30 @@ def publish_lines(gathered_mx: list) -> list:
 
 # -- the records to publish, per MX of one host (printed by the remediation role, never applied) ----
 
+_HEX = {'spki_sha256': re.compile(r'^[0-9a-f]{64}$'), 'spki_sha512': re.compile(r'^[0-9a-f]{128}$')}
+
+
+def _spki(digests) -> dict:
+    """The SPKI digests of a host's record, only when they are what they claim to be (hex of the
+    right length): a managed host is not trusted, and these go into zone-file lines."""
+    if not isinstance(digests, dict) or not _HEX['spki_sha256'].match(str(digests.get('spki_sha256') or '')):
+        return {}
+    return {name: digests.get(name) if pattern.match(str(digests.get(name) or '')) else None
+            for name, pattern in _HEX.items()}
+
+
 def _bound_listeners(host_result: dict, port: int) -> list:
     return [listener for listener in host_result.get('listeners') or []
-            if isinstance(listener, dict) and _verdict._as_port(listener.get('port')) == port
-            and ((listener.get('binding') or {}).get('certificate') or _store_key(listener).get('spki_sha256'))]
+            if isinstance(listener, dict) and isinstance(listener.get('binding') or {}, dict)
+            and _verdict._as_port(listener.get('port')) == port
+            and ((listener.get('binding') or {}).get('certificate') or _spki(_store_key(listener)))]
 
 
 def _current_digests(listener: dict) -> dict:
     """The SPKI digests of the key a listener serves: from the bound certificate's public key, else
     from the public half of the bound key (both computed on the host; no key leaves it)."""
     chain = _store_digests(listener)
-    if chain and chain[0].get('spki_sha256'):
-        return {key: chain[0].get(key) for key in ('spki_sha256', 'spki_sha512')}
-    key = _store_key(listener)
-    return {name: key.get(name) for name in ('spki_sha256', 'spki_sha512')} if key.get('spki_sha256') else {}
+    return (_spki(chain[0]) if chain else {}) or _spki(_store_key(listener))
 
 
 def _mx_answer(dns: dict, mx_name: str) -> dict | None:
@@ -656,7 +666,7 @@ def _plan_next_keys(group, host_result, certificates, usable, pinned, by_digest,
         return
     found_any = False
     for key in host_result.get('next_keys') or []:
-        if key.get('for_certificate') not in (None, *certificates):
+        if not isinstance(key, dict) or key.get('for_certificate') not in (None, *certificates):
             continue
         found_any = True
         if key.get('unknown_next_key'):
@@ -666,10 +676,11 @@ def _plan_next_keys(group, host_result, certificates, usable, pinned, by_digest,
                 '--reuse-key, acme.sh without --always-force-new-domain-key, or a key in starttls_next_keys) or '
                 'publish a DANE-TA record (2 1 1) for the issuing CA')
             continue
-        if key.get('error') or not key.get('spki_sha256'):
+        if key.get('error') or not _spki(key):
             group['notes'].append(f'NO NEXT KEY from {key.get("path")} ({key.get("source")}): '
                                   f'{key.get("error") or "no public key"}')
             continue
+        key = dict(key, **_spki(key))
         current = by_digest.get(key['spki_sha256'])
         if current is not None:
             # The renewal keeps this key (certbot reuse_key, acme.sh's default): one record serves both.
@@ -679,8 +690,7 @@ def _plan_next_keys(group, host_result, certificates, usable, pinned, by_digest,
         matched = _tlsa.match_key(usable, key)
         pinned.extend(matched)
         entry = {'role': 'next', 'path': key.get('path'), 'certificate': key.get('for_certificate'),
-                 'source': key.get('source'), 'listeners': [], 'digests': {name: key.get(name) for name in
-                                                                           ('spki_sha256', 'spki_sha512')},
+                 'source': key.get('source'), 'listeners': [], 'digests': _spki(key),
                  'also_next': False, 'published': _published(matched, group), 'ta_covered': ta_covers}
         by_digest[key['spki_sha256']] = entry
         group['keys'].append(entry)
@@ -722,6 +732,12 @@ def _key_comment(entry: dict, detail: bool) -> str:
     return f'{text}: {status}: {todo}'
 
 
+def _comment(text: str) -> str:
+    """A zone-file comment of one line: paths and names come from the host and the DNS, and a line
+    break in them must not start a record line (control characters are made visible)."""
+    return '; ' + _verdict.one_line(text, 600)
+
+
 def plan_lines(groups: list, ttl=None, detail: bool = True) -> list:
     """Zone-file lines for publish_plan's groups: a record per key after a `;` comment saying whether it
     is the current or the next key and whether it is already published; notes and stale records as
@@ -739,10 +755,10 @@ def plan_lines(groups: list, ttl=None, detail: bool = True) -> list:
             else:
                 state = (f"{len(dns['records'])} TLSA record(s) published, "
                          + ('DNSSEC-validated' if dns.get('secure') else 'NOT DNSSEC-validated (senders ignore them)'))
-            lines.append(f"; MX {group['mx']} (listeners {', '.join(group['listeners']) or 'none'}): {state}")
+            lines.append(_comment(f"MX {group['mx']} (listeners {', '.join(group['listeners']) or 'none'}): {state}"))
         for entry in group['keys']:
             for line in _tlsa.zone_lines(group['owner'], entry['digests'], ttl=ttl,
-                                         comment=_key_comment(entry, detail)):
+                                         comment=_comment(_key_comment(entry, detail))[2:]):
                 if line.startswith(';') or line not in lines:
                     lines.append(line)
         if not detail:
@@ -750,8 +766,8 @@ def plan_lines(groups: list, ttl=None, detail: bool = True) -> list:
         for stale in group['stale']:
             why = (f"unusable ({stale['problem']})" if stale['problem']
                    else 'pins none of these keys (another host of this MX may serve its key)')
-            lines.append(f"; published, {why}: remove it once no listener of {group['mx']} serves that key:")
-            lines.append(f"; {' '.join(str(part) for part in (group['owner'], ttl, 'IN TLSA') if part is not None)} "
-                         f"{stale['record'].upper() if not stale['problem'] else stale['record']}")
-        lines.extend(f'; {note}' for note in group['notes'])
+            lines.append(_comment(f"published, {why}: remove it once no listener of {group['mx']} serves that key:"))
+            lines.append(_comment(f"{' '.join(str(part) for part in (group['owner'], ttl, 'IN TLSA') if part is not None)} "
+                                  f"{stale['record'].upper() if not stale['problem'] else stale['record']}"))
+        lines.extend(_comment(note) for note in group['notes'])
     return lines

@@ -150,3 +150,13 @@ def test_a_name_without_records_says_dane_is_not_in_effect():
     lines = tlsa_records(host_result(staged()), host='mx1', dns=dns_result([]))
     assert lines[0].endswith('): no TLSA record published (DANE is not in effect for this name)')
     assert all('NOT PUBLISHED' in comment_before(lines, line) for line in lines if not line.startswith(';'))
+
+
+def test_a_hostile_host_cannot_write_a_record_line():
+    evil = dict(listener(), binding={'certificate': '/c.pem\n_25._tcp.evil.example. IN TLSA 3 1 1 00',
+                                     'key': '/k.pem\r\n_25._tcp.evil.example. IN TXT x'})
+    forged = dict(NEXT, spki_sha256='ab' * 32 + '\n_25._tcp.evil.example. IN TLSA 3 1 1 00', path='/n\n; x')
+    lines = tlsa_records(host_result(forged, listeners=[evil, 'not a listener']), host='mx1.example.test', ttl=3600)
+    assert [line for line in lines if not line.startswith(';')] == [record_line(NEW)]
+    assert not any('\n' in line or '\r' in line for line in lines)
+    assert any(line.startswith('; NO NEXT KEY from') for line in lines)
