@@ -334,4 +334,3 @@ def test_remediation_without_dns_data_or_next_key_says_so(ansible_env, dane):
     assert f'_25._tcp.mx.lab.test. 3600 IN TLSA 3 1 1 {current_a}' in printed
     assert any(line.startswith('; NO NEXT KEY staged for the next renewal was found') for line in printed), printed
     assert not any(line.startswith('; NEXT key') for line in printed)
-

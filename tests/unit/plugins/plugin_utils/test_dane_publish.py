@@ -34,8 +34,8 @@ def staged(digests=NEXT, **extra):
 def dns_result(records, secure=True, listeners=('mx1|127.0.70.1|25',), status='NOERROR'):
     return {'tlsa': [{'mx': 'mx1.example.test', 'tlsa_owner': OWNER, 'dnssec': secure, 'records': list(records),
                       'listeners': list(listeners)}],
-            'mx_hosts': {'mx1.example.test': {'tlsa': {'records': list(records), 'secure': secure, 'bogus': False,
-                                                        'status': status}}}}
+            'mx_hosts': {'mx1.example.test': {'tlsa': {
+                'records': list(records), 'secure': secure, 'bogus': False, 'status': status}}}}
 
 
 def record_line(digests, ttl=3600):
