@@ -599,10 +599,15 @@ def publish_plan(host_result: dict, host: str | None = None, mx_names=None, dns:
                         port, include_next) for group in groups]
 
 
+def _endpoint(listener: dict) -> str:
+    address = str(listener.get('address'))
+    return f"[{address}]:{listener.get('port')}" if ':' in address else f"{address}:{listener.get('port')}"
+
+
 def _plan_group(mx_name: str, listeners: list, host_result: dict, answer: dict | None, port: int,
                 include_next: bool) -> dict:
     group = {'mx': mx_name, 'owner': _tlsa.tlsa_owner(mx_name, port),
-             'listeners': [f"{listener.get('address')}:{listener.get('port')}" for listener in listeners],
+             'listeners': [_endpoint(listener) for listener in listeners],
              'dns': None, 'keys': [], 'stale': [], 'notes': []}
     records = []
     if answer is not None:
@@ -622,7 +627,7 @@ def _plan_group(mx_name: str, listeners: list, host_result: dict, answer: dict |
         binding = listener.get('binding') or {}
         certificates.add(binding.get('certificate'))
         digests = _current_digests(listener)
-        label = f"{listener.get('address')}:{listener.get('port')}"
+        label = _endpoint(listener)
         if not digests:
             group['notes'].append(f'{label}: the bound certificate {binding.get("certificate")} could not be read, '
                                   'so no record can be computed for it')
@@ -715,8 +720,8 @@ def _key_comment(entry: dict, detail: bool) -> str:
     if published is None:
         status = 'publication unknown (no DNS data)'
     elif published:
-        status = 'PUBLISHED (' + '; '.join(' '.join(text.split()[:3]) + ' ' + text.split()[-1][:8].upper() + '...'
-                                           for text in published[:3]) + ')'
+        status = 'PUBLISHED (' + '; '.join(' '.join(record.split()[:3]) + ' ' + record.split()[-1][:8].upper() + '...'
+                                           for record in published[:3]) + ')'
     else:
         status = 'NOT PUBLISHED'
     if entry['role'] == 'current' and not entry.get('also_next'):

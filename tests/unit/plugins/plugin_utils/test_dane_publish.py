@@ -160,3 +160,9 @@ def test_a_hostile_host_cannot_write_a_record_line():
     assert [line for line in lines if not line.startswith(';')] == [record_line(NEW)]
     assert not any('\n' in line or '\r' in line for line in lines)
     assert any(line.startswith('; NO NEXT KEY from') for line in lines)
+
+
+def test_an_ipv6_listener_is_written_in_brackets():
+    lines = tlsa_records(host_result(staged(), listeners=[dict(listener(), address='2001:db8::25')]), host='mx1')
+    assert lines[0].startswith('; MX mx1 (listeners [2001:db8::25]:25): ')
+    assert 'on [2001:db8::25]:25' in lines[1]
