@@ -15,6 +15,7 @@ import re
 
 from ansible_collections.mailsec.starttls.plugins.module_utils import _tlsa, _verdict, _x509
 from ansible_collections.mailsec.starttls.plugins.module_utils._model import ANY_ADDRESS, WILDCARD_ADDRESSES
+from ansible_collections.mailsec.starttls.plugins.plugin_utils import _mail_dns
 
 DANE_PORT = 25
 MAX_AGE_FLOOR = 86400
@@ -113,6 +114,13 @@ STS_POLICY_FIX = ('Serve a policy at https://mta-sts.DOMAIN/.well-known/mta-sts.
 STS_WEBPKI_FIX = ('Serve mta-sts.DOMAIN over HTTPS with a certificate from a CA that senders trust, that names '
                   'mta-sts.DOMAIN and is complete (leaf and intermediates); senders ignore a policy they cannot '
                   'fetch this way and keep the cached one until max_age ends.')
+
+
+def _tlsrpt_fix(domain: str) -> str:
+    return (f'Publish one TXT record: `_smtp._tls.{domain}. 3600 IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@{domain}"` '
+            '(or `rua=https://...` to receive the reports over HTTPS; several destinations separated by commas), '
+            'remove any other record there that starts with `v=TLSRPTv1`, and make the mailbox accept the daily '
+            'reports (RFC 8460 3). Senders then tell you when DANE or MTA-STS made them fail to deliver.')
 
 
 def _enforce_fix(listener: dict) -> str:
@@ -415,6 +423,78 @@ def judge_sts(domain: dict, mx_hosts: dict, entries: list, findings: _Findings, 
     return state
 
 
+# -- TLS-RPT ---------------------------------------------------------------------------------------
+
+TLSRPT_VERSION = 'v=TLSRPTv1'
+_TLSRPT_EXTENSION = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$')
+_TLSRPT_URI = re.compile(r'^(?:mailto:[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+|https://[^\s,;/]+\.[^\s,;]+)$', re.I)
+
+
+def tlsrpt_problems(text: str) -> list:
+    """What makes one TLS-RPT TXT record unusable (RFC 8460 3: `v=TLSRPTv1; rua=URI[,URI]`, the URIs
+    `mailto:` or `https:`, other fields NAME=VALUE); empty when senders can use it."""
+    fields = [field.strip() for field in str(text).split(';')]
+    problems = []
+    if fields[0] != TLSRPT_VERSION:
+        problems.append(f'it does not start with `{TLSRPT_VERSION};` but with {fields[0][:40]!r}')
+    if fields and fields[-1] == '':
+        fields = fields[:-1]
+    rua = None
+    for field in fields[1:]:
+        name, equals, value = field.partition('=')
+        name, value = name.strip(), value.strip()
+        if not equals or not value:
+            problems.append(f'field {field[:40]!r} is not NAME=VALUE')
+        elif name == 'rua':
+            rua = value
+        elif not _TLSRPT_EXTENSION.match(name):
+            problems.append(f'field name {name[:40]!r} is not valid')
+    if rua is None:
+        problems.append('it has no `rua=` field (where the reports go)')
+    else:
+        for uri in re.split(r'\s*,\s*', rua):
+            if not _TLSRPT_URI.match(uri):
+                problems.append(f'rua destination {uri[:60]!r} is neither `mailto:ADDRESS` nor `https://HOST/...`')
+    return problems
+
+
+def judge_tlsrpt(domain: dict, mx_hosts: dict, findings: _Findings) -> None:
+    """A domain that publishes MTA-STS or DANE without a usable TLS-RPT record: senders that fail to
+    deliver under the policy (the faults this collection looks for) tell nobody (RFC 8460)."""
+    name = domain['domain']
+    exchanges = [exchange['name'] for exchange in domain.get('exchanges') or []]
+    sts = bool(domain.get('sts_records'))
+    dane = [exchange for exchange in exchanges if ((mx_hosts.get(exchange) or {}).get('tlsa') or {}).get('records')]
+    if not sts and not dane:
+        return
+    answer = domain.get('tlsrpt_txt')
+    if answer is not None and (answer.get('bogus') or answer.get('status') in ('TIMEOUT', 'SERVFAIL', 'REFUSED')):
+        return  # no answer is not an absent record; dnssec-invalid covers a bogus zone
+    texts = ([_mail_dns.txt_text(record) for record in answer.get('records') or []] if answer is not None
+             else list(domain.get('tlsrpt') or []))
+    # Near misses (`v=tlsrptv1`, `v=TLSRPTv1 rua=`) count as the domain's attempt, so they are reported
+    # as malformed rather than as missing; senders discard them either way (RFC 8460 3).
+    candidates = [text for text in texts if text.lower().startswith('v=tlsrpt')]
+    promise = ' and '.join(part for part in (
+        'an MTA-STS policy' if sts else '', f'DANE TLSA records (MX {", ".join(dane[:3])})' if dane else '') if part)
+    evidence = {'dns': _dns_evidence(answer) if answer is not None else {'records': texts},
+                'mta_sts': sts, 'tlsa_mx': dane}
+    stand_in = _stand_in(f'_smtp._tls.{name}', 53, 'dns')
+    if not candidates:
+        findings.add('tlsrpt-missing', stand_in, None,
+                     f'{name} publishes {promise} but no TLS-RPT record at _smtp._tls.{name}: senders that cannot '
+                     'deliver under it report to nobody', evidence, _tlsrpt_fix(name))
+        return
+    if len(candidates) > 1:
+        problems = [f'{len(candidates)} TLS-RPT records: senders ignore them all']
+    else:
+        problems = tlsrpt_problems(candidates[0])
+    if problems:
+        findings.add('tlsrpt-invalid', stand_in, None,
+                     f'_smtp._tls.{name}: the TLS-RPT record is malformed ({"; ".join(problems)[:160]}): senders '
+                     'treat the domain as having none', dict(evidence, problems=problems), _tlsrpt_fix(name))
+
+
 def _parse_tags(text: str) -> dict:
     tags = {}
     for part in str(text).split(';'):
@@ -439,6 +519,7 @@ def judge(gathered: dict, listeners: list, probes: list, options: dict | None = 
     for domain in gathered.get('domains') or []:
         domains.append(judge_sts(domain, gathered.get('mx_hosts') or {}, entries, findings, host_addresses,
                                  options.get('previous') or {}))
+        judge_tlsrpt(domain, gathered.get('mx_hosts') or {}, findings)
     return {'findings': findings.findings, 'domains': domains, 'mx': mx_summaries}
 
 
@@ -449,4 +530,250 @@ def publish_lines(gathered_mx: list) -> list:
         for line in summary.get('publish') or []:
             if line not in lines:
                 lines.append(line)
+    return lines
+
+
+# -- the records to publish, per MX of one host (printed by the remediation role, never applied) ----
+
+_HEX = {'spki_sha256': re.compile(r'^[0-9a-f]{64}$'), 'spki_sha512': re.compile(r'^[0-9a-f]{128}$')}
+
+
+def _spki(digests) -> dict:
+    """The SPKI digests of a host's record, only when they are what they claim to be (hex of the
+    right length): a managed host is not trusted, and these go into zone-file lines."""
+    if not isinstance(digests, dict) or not _HEX['spki_sha256'].match(str(digests.get('spki_sha256') or '')):
+        return {}
+    return {name: digests.get(name) if pattern.match(str(digests.get(name) or '')) else None
+            for name, pattern in _HEX.items()}
+
+
+def _bound_listeners(host_result: dict, port: int) -> list:
+    return [listener for listener in host_result.get('listeners') or []
+            if isinstance(listener, dict) and isinstance(listener.get('binding') or {}, dict)
+            and _verdict._as_port(listener.get('port')) == port
+            and ((listener.get('binding') or {}).get('certificate') or _spki(_store_key(listener)))]
+
+
+def _current_digests(listener: dict) -> dict:
+    """The SPKI digests of the key a listener serves: from the bound certificate's public key, else
+    from the public half of the bound key (both computed on the host; no key leaves it)."""
+    chain = _store_digests(listener)
+    return (_spki(chain[0]) if chain else {}) or _spki(_store_key(listener))
+
+
+def _mx_answer(dns: dict, mx_name: str) -> dict | None:
+    """The TLSA answer the DNS step read for an MX name ({records, secure, bogus, status}), if any."""
+    answer = ((dns.get('mx_hosts') or {}).get(mx_name) or {}).get('tlsa')
+    if answer is not None:
+        return answer
+    for summary in dns.get('tlsa') or []:
+        if summary.get('mx') == mx_name:
+            return {'records': summary.get('records') or [], 'secure': summary.get('dnssec'), 'status': None}
+    return None
+
+
+def publish_plan(host_result: dict, host: str | None = None, mx_names=None, dns: dict | None = None,
+                 port: int = DANE_PORT, include_next: bool = True) -> list:
+    """Per MX name that one host answers for: the keys to pin (current, next) with whether a TLSA
+    record already pins each, the published records that pin none of them, and what is missing.
+
+    The MX names: those the DNS step (`dns`, the `dns` result of fleet_assess or its .dns.json)
+    matched to this host's listeners; else `mx_names`; else the host's name. Only public-key
+    digests computed on the host are used."""
+    port = int(port)
+    listeners = _bound_listeners(host_result, port)
+    if not listeners:
+        return []
+    dns = dns if isinstance(dns, dict) else {}
+    groups = []
+    for summary in dns.get('tlsa') or []:
+        if not str(summary.get('tlsa_owner') or '').startswith(f'_{port}._tcp.'):
+            continue
+        covered = set(summary.get('listeners') or [])
+        mine = [listener for listener in listeners if _verdict.listener_key(listener) in covered]
+        if mine:
+            groups.append({'mx': summary['mx'], 'listeners': mine})
+    if not groups:
+        names = [name for name in (mx_names or [host]) if name]
+        groups = [{'mx': str(name).rstrip('.').lower(), 'listeners': listeners} for name in names]
+    return [_plan_group(group['mx'], group['listeners'], host_result, _mx_answer(dns, group['mx']) if dns else None,
+                        port, include_next) for group in groups]
+
+
+def _endpoint(listener: dict) -> str:
+    address = str(listener.get('address'))
+    return f"[{address}]:{listener.get('port')}" if ':' in address else f"{address}:{listener.get('port')}"
+
+
+def _plan_group(mx_name: str, listeners: list, host_result: dict, answer: dict | None, port: int,
+                include_next: bool) -> dict:
+    group = {'mx': mx_name, 'owner': _tlsa.tlsa_owner(mx_name, port),
+             'listeners': [_endpoint(listener) for listener in listeners],
+             'dns': None, 'keys': [], 'stale': [], 'notes': []}
+    records = []
+    if answer is not None:
+        group['dns'] = {'records': list(answer.get('records') or []), 'secure': answer.get('secure'),
+                        'status': answer.get('status'), 'bogus': bool(answer.get('bogus'))}
+        if not answer.get('bogus') and answer.get('status') not in ('TIMEOUT', 'SERVFAIL', 'REFUSED'):
+            records = [_tlsa.parse_record(text) for text in answer.get('records') or []]
+        else:
+            group['notes'].append(f'the TLSA answer for {group["owner"]} was {answer.get("status") or "bogus"}: '
+                                  'which records are published is not known')
+            group['dns'] = None
+    usable = [record for record in records if not record['problem']]
+    pinned: list = []
+    by_digest: dict = {}
+    certificates = set()
+    for listener in listeners:
+        binding = listener.get('binding') or {}
+        certificates.add(binding.get('certificate'))
+        digests = _current_digests(listener)
+        label = _endpoint(listener)
+        if not digests:
+            group['notes'].append(f'{label}: the bound certificate {binding.get("certificate")} could not be read, '
+                                  'so no record can be computed for it')
+            continue
+        entry = by_digest.get(digests['spki_sha256'])
+        if entry is None:
+            matched = _tlsa.match_key(usable, digests) + [
+                record for record in _tlsa.match_chain(usable, _store_digests(listener))]
+            entry = {'role': 'current', 'path': binding.get('key') or binding.get('certificate'),
+                     'certificate': binding.get('certificate'), 'source': 'bound on disk', 'listeners': [],
+                     'digests': digests, 'also_next': False, 'published': _published(matched, group)}
+            pinned.extend(matched)
+            by_digest[digests['spki_sha256']] = entry
+            group['keys'].append(entry)
+        entry['listeners'].append(label)
+    # A DANE-TA record that authenticates the chain served now covers any next key the same CA certifies.
+    ta_covers = any(record['usage'] == 2 for record in pinned)
+    if include_next:
+        _plan_next_keys(group, host_result, certificates, usable, pinned, by_digest, ta_covers)
+    for record in records:
+        if record['problem'] or not any(record is other for other in pinned):
+            group['stale'].append({'record': _tlsa.presentation(record), 'problem': record['problem']})
+    return group
+
+
+def _published(matched: list, group: dict):
+    """The published records that pin a key; None when there is no DNS data to tell."""
+    if group['dns'] is None:
+        return None
+    seen = []
+    for record in matched:
+        text = _tlsa.presentation(record)
+        if text not in seen:
+            seen.append(text)
+    return seen
+
+
+def _plan_next_keys(group, host_result, certificates, usable, pinned, by_digest, ta_covers) -> None:
+    if 'next_keys' not in host_result:
+        group['notes'].append('next keys were not looked for (mta_tls_info without next_keys or next_key_layouts)')
+        return
+    found_any = False
+    for key in host_result.get('next_keys') or []:
+        if not isinstance(key, dict) or key.get('for_certificate') not in (None, *certificates):
+            continue
+        found_any = True
+        if key.get('unknown_next_key'):
+            group['notes'].append(
+                f'NO NEXT KEY: the {key.get("source")} lineage {key.get("lineage")} makes a new key at each renewal and '
+                'none is staged, so its record cannot be published in advance: stage the next key (certbot '
+                '--reuse-key, acme.sh without --always-force-new-domain-key, or a key in starttls_next_keys) or '
+                'publish a DANE-TA record (2 1 1) for the issuing CA')
+            continue
+        if key.get('error') or not _spki(key):
+            group['notes'].append(f'NO NEXT KEY from {key.get("path")} ({key.get("source")}): '
+                                  f'{key.get("error") or "no public key"}')
+            continue
+        key = dict(key, **_spki(key))
+        current = by_digest.get(key['spki_sha256'])
+        if current is not None:
+            # The renewal keeps this key (certbot reuse_key, acme.sh's default): one record serves both.
+            current['also_next'] = True
+            current['next_source'] = f"{key.get('path')} ({key.get('source')})"
+            continue
+        matched = _tlsa.match_key(usable, key)
+        pinned.extend(matched)
+        entry = {'role': 'next', 'path': key.get('path'), 'certificate': key.get('for_certificate'),
+                 'source': key.get('source'), 'listeners': [], 'digests': _spki(key),
+                 'also_next': False, 'published': _published(matched, group), 'ta_covered': ta_covers}
+        by_digest[key['spki_sha256']] = entry
+        group['keys'].append(entry)
+    if not found_any:
+        group['notes'].append('NO NEXT KEY staged for the next renewal was found (starttls_next_keys matched no '
+                              'readable key, and no certbot or acme.sh lineage holds the bound certificate): publish '
+                              'the record of the next key two TTLs before the renewal that brings it')
+
+
+def _key_comment(entry: dict, detail: bool) -> str:
+    if not detail:
+        return (f"current key: {entry['path']}" if entry['role'] == 'current'
+                else f"next key: {entry['path']} ({entry['source']})")
+    if entry['role'] == 'current':
+        text = f"CURRENT key {entry['path']} (certificate {entry['certificate']}, on {', '.join(entry['listeners'])})"
+        if entry.get('also_next'):
+            text += f"; also the NEXT key: the renewal keeps it ({entry.get('next_source')})"
+    else:
+        text = f"NEXT key {entry['path']} ({entry['source']}"
+        text += f", for {entry['certificate']})" if entry.get('certificate') else ')'
+    published = entry.get('published')
+    if published is None:
+        status = 'publication unknown (no DNS data)'
+    elif published:
+        status = 'PUBLISHED (' + '; '.join(' '.join(record.split()[:3]) + ' ' + record.split()[-1][:8].upper() + '...'
+                                           for record in published[:3]) + ')'
+    else:
+        status = 'NOT PUBLISHED'
+    if entry['role'] == 'current' and not entry.get('also_next'):
+        todo = ('keep it until the renewal has replaced this key, then remove it (two TTLs later)' if published
+                else 'publish it now' if published is not None else 'it must be published while this key is served')
+    elif entry['role'] == 'current':
+        todo = 'keep it' if published or published is None else 'publish it now'
+    elif entry.get('ta_covered') and not published:
+        todo = 'covered by the DANE-TA record that authenticates the current chain; publish it to pin the key itself'
+    else:
+        todo = ('keep it' if published else 'publish it now, two TTLs or more before the renewal'
+                if published is not None else 'it must be published two TTLs or more before the renewal')
+    return f'{text}: {status}: {todo}'
+
+
+def _comment(text: str) -> str:
+    """A zone-file comment of one line: paths and names come from the host and the DNS, and a line
+    break in them must not start a record line (control characters are made visible)."""
+    return '; ' + _verdict.one_line(text, 600)
+
+
+def plan_lines(groups: list, ttl=None, detail: bool = True) -> list:
+    """Zone-file lines for publish_plan's groups: a record per key after a `;` comment saying whether it
+    is the current or the next key and whether it is already published; notes and stale records as
+    comments."""
+    lines: list = []
+    if detail and not groups:
+        lines.append('; no SMTP listener with a bound certificate on the MX port: no TLSA record to publish')
+    for group in groups:
+        if detail:
+            dns = group.get('dns')
+            if dns is None:
+                state = 'published TLSA records unknown (no DNS data: run the audit with starttls_dns_checks)'
+            elif not dns['records']:
+                state = 'no TLSA record published (DANE is not in effect for this name)'
+            else:
+                state = (f"{len(dns['records'])} TLSA record(s) published, "
+                         + ('DNSSEC-validated' if dns.get('secure') else 'NOT DNSSEC-validated (senders ignore them)'))
+            lines.append(_comment(f"MX {group['mx']} (listeners {', '.join(group['listeners']) or 'none'}): {state}"))
+        for entry in group['keys']:
+            for line in _tlsa.zone_lines(group['owner'], entry['digests'], ttl=ttl,
+                                         comment=_comment(_key_comment(entry, detail))[2:]):
+                if line.startswith(';') or line not in lines:
+                    lines.append(line)
+        if not detail:
+            continue
+        for stale in group['stale']:
+            why = (f"unusable ({stale['problem']})" if stale['problem']
+                   else 'pins none of these keys (another host of this MX may serve its key)')
+            lines.append(_comment(f"published, {why}: remove it once no listener of {group['mx']} serves that key:"))
+            lines.append(_comment(f"{' '.join(str(part) for part in (group['owner'], ttl, 'IN TLSA') if part is not None)} "
+                                  f"{stale['record'].upper() if not stale['problem'] else stale['record']}"))
+        lines.extend(_comment(note) for note in group['notes'])
     return lines

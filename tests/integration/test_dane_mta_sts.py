@@ -11,10 +11,12 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 
-from conftest import PRIVATE_NETWORK_PROBLEM
+from conftest import PRIVATE_NETWORK_PROBLEM, ansible_bin
 from test_audit_role import run_audit, write_inventory
 
 cryptography = pytest.importorskip('cryptography')
@@ -102,6 +104,8 @@ def dane(lab, sshd, ansible_env, tmp_path_factory):  # pylint: disable=unused-ar
             # kb.lab.test: MTA-STS enforce over the KB Q237327 listener (454).
             'kb IN MX 10 mail.kb', 'mail.kb IN A 127.0.10.2',
             '_mta-sts.kb IN TXT "v=STSv1; id=1"', 'mta-sts.kb IN A 127.0.53.4',
+            # Its TLS-RPT record names a destination without a scheme: senders ignore it.
+            '_smtp._tls.kb IN TXT "v=TLSRPTv1; rua=tlsrpt@kb.lab.test"',
             # badcert.lab.test: the policy host presents a certificate no trusted CA issued.
             'badcert IN MX 10 mail-a', '_mta-sts.badcert IN TXT "v=STSv1; id=1"', 'mta-sts.badcert IN A 127.0.53.5',
         ]},
@@ -128,7 +132,7 @@ def dane(lab, sshd, ansible_env, tmp_path_factory):  # pylint: disable=unused-ar
         yield {'report': json.loads(report_path.read_text()), 'completed': completed, 'keys': keys,
                'dns': json.loads((work / 'reports' / 'starttls-report.dns.json').read_text()),
                'queries': instance.queries(), 'resolver': started['resolver'], 'postfix_a': postfix_a,
-               'lab_root': lab['root']}
+               'lab_root': lab['root'], 'work': work, 'staged': staged, 'inventory': inventory}
     finally:
         instance.remove()
 
@@ -204,6 +208,21 @@ def test_policy_host_with_a_bad_certificate(dane):
     assert found(dane['report'], 'sts-webpki-invalid', 'mta-sts.lab.test') == []
 
 
+def test_tls_rpt_missing_or_malformed_where_mta_sts_or_dane_is_published(dane):
+    rules = {finding['host']: finding['id'] for finding in dane['report']['findings']
+             if finding['id'] in ('tlsrpt-missing', 'tlsrpt-invalid')}
+    # lab.test publishes a well-formed record; kb.lab.test a malformed one; badcert.lab.test (MTA-STS) and
+    # unsigned.test (TLSA only) none.
+    assert rules == {'_smtp._tls.kb.lab.test': 'tlsrpt-invalid', '_smtp._tls.badcert.lab.test': 'tlsrpt-missing',
+                     '_smtp._tls.unsigned.test': 'tlsrpt-missing'}, rules
+    invalid = found(dane['report'], 'tlsrpt-invalid', '_smtp._tls.kb.lab.test')[0]
+    assert invalid['severity'] == 'low' and 'tlsrpt@kb.lab.test' in invalid['summary']
+    assert invalid['evidence']['dns']['records'] == ['"v=TLSRPTv1; rua=tlsrpt@kb.lab.test"']
+    assert '"v=TLSRPTv1; rua=mailto:tlsrpt@kb.lab.test"' in invalid['fix']
+    missing = found(dane['report'], 'tlsrpt-missing', '_smtp._tls.unsigned.test')[0]
+    assert missing['evidence']['tlsa_mx'] == ['mx.unsigned.test'] and missing['evidence']['mta_sts'] is False
+
+
 def test_no_query_went_anywhere_but_the_lab_resolver(dane):
     asked = dane['dns']['asked']
     assert asked and {entry['resolver'] for entry in asked} == {f"{dane['resolver']}:53"}
@@ -213,3 +232,105 @@ def test_no_query_went_anywhere_but_the_lab_resolver(dane):
     assert strays == []
     # The whole run (resolver, policy hosts, MTAs, ansible) was in the tests' own network namespace.
     assert PRIVATE_NETWORK_PROBLEM is None, PRIVATE_NETWORK_PROBLEM
+
+
+# -- the remediation role prints the TLSA records to publish (never applies them) -----------------
+
+def openssl_spki_sha256(path, private_key=False) -> str:
+    """SHA-256 of the SubjectPublicKeyInfo of a certificate (or a private key's public half), by the
+    openssl command alone: x509 -pubkey (pkey -pubout) | pkey -pubin -outform DER | sha256sum."""
+    command = (['openssl', 'pkey', '-in', str(path), '-pubout'] if private_key
+               else ['openssl', 'x509', '-in', str(path), '-pubkey', '-noout'])
+    public = subprocess.run(command, capture_output=True, check=True).stdout
+    der = subprocess.run(['openssl', 'pkey', '-pubin', '-outform', 'DER'], input=public, capture_output=True,
+                         check=True).stdout
+    return subprocess.run(['sha256sum'], input=der, capture_output=True, check=True).stdout.split()[0].decode()
+
+
+def lab_files(root) -> dict:
+    """Every configuration file of the lab's MTAs (nothing may change)."""
+    return {str(path): path.read_bytes() for path in Path(root).rglob('*')
+            if path.is_file() and path.suffix in ('.cf', '.conf') and '/queue' not in str(path)}
+
+
+def remediate_tlsa(ansible_env, dane, name, extra, args=()) -> dict:
+    reports = dane['work'] / f'remediate-{name}'
+    variables = dict({'starttls_report_dir': str(reports), 'starttls_target': 'lab-host', 'starttls_mtas': ['postfix'],
+                      # The one compliant listener: the role has nothing to change, only records to print.
+                      'starttls_remediate_listeners': [{'address': '127.0.10.1', 'port': 25}]}, **extra)
+    completed = subprocess.run([ansible_bin('ansible-playbook'), '-i', dane['inventory'], 'mailsec.starttls.remediate',
+                                '-e', json.dumps(variables), *args],
+                               env=ansible_env, capture_output=True, text=True, timeout=900, check=False)
+    assert completed.returncode == 0, completed.stdout[-6000:] + completed.stderr[-2000:]
+    # The printed lines: the debug task's message, as the default callback shows it.
+    task = completed.stdout.index('REPORT | TLSA records to publish')
+    start = completed.stdout.index('ok: [lab-host] => ', task) + len('ok: [lab-host] => ')
+    printed, _end = json.JSONDecoder().raw_decode(completed.stdout[start:])
+    record = json.loads((reports / 'starttls-remediation-lab-host.json').read_text())
+    zone = (reports / 'starttls-remediation-lab-host.tlsa.zone').read_text()
+    return {'printed': printed['msg'], 'record': record, 'zone': zone, 'output': completed.stdout}
+
+
+def group_of(lines, mx) -> list:
+    """The lines of one MX's group (from its `; MX name` header to the next)."""
+    start = lines.index(next(line for line in lines if line.startswith(f'; MX {mx} ')))
+    following = [index for index, line in enumerate(lines) if index > start and line.startswith('; MX ')]
+    return lines[start:following[0] if following else len(lines)]
+
+
+def test_remediation_prints_the_tlsa_records_of_the_current_and_the_next_key(ansible_env, dane):
+    before = lab_files(dane['lab_root'])
+    extra = {'starttls_remediate_report': str(dane['work'] / 'reports' / 'starttls-report.json'),
+             'starttls_next_keys': [str(dane['staged'] / '*.key')]}
+    checked = remediate_tlsa(ansible_env, dane, 'check', extra, args=('--check',))
+    lines = checked['printed']
+    # Computed here, independently, with the openssl command.
+    current_a = openssl_spki_sha256(f"{dane['lab_root']}/certs/postfix-a.crt").upper()
+    current_b = openssl_spki_sha256(f"{dane['lab_root']}/certs/postfix-b.crt").upper()
+    covered = openssl_spki_sha256(dane['staged'] / 'covered.key', private_key=True).upper()
+    uncovered = openssl_spki_sha256(dane['staged'] / 'uncovered.key', private_key=True).upper()
+    mail_a = group_of(lines, 'mail-a.lab.test')
+    assert mail_a[0].startswith('; MX mail-a.lab.test (listeners 127.0.10.1:25')
+    assert mail_a[0].endswith(': 2 TLSA record(s) published, DNSSEC-validated'), mail_a[0]
+    comments = {line: mail_a[index - 1] for index, line in enumerate(mail_a) if not line.startswith(';')}
+    # (The PID namespace is shared: another checkout's lab on the same address may show up with its own key.)
+    records = [line for line, comment in comments.items()
+               if dane['lab_root'] in comment or str(dane['staged']) in comment]
+    owner = '_25._tcp.mail-a.lab.test. 3600 IN TLSA 3 1 1 '
+    assert records == [owner + current_a, owner + covered, owner + uncovered], mail_a
+    assert comments[owner + current_a].startswith('; CURRENT key ') and 'PUBLISHED' in comments[owner + current_a]
+    assert 'postfix-a.key' in comments[owner + current_a]
+    assert comments[owner + covered].startswith('; NEXT key ') and ': PUBLISHED' in comments[owner + covered]
+    assert comments[owner + uncovered].startswith('; NEXT key ') and 'NOT PUBLISHED: publish it now' in \
+        comments[owner + uncovered]
+    # mail-b was renewed with a new key: its current key is not published; the old key's record is to go.
+    mail_b = group_of(lines, 'mail-b.lab.test')
+    owner_b = '_25._tcp.mail-b.lab.test. 3600 IN TLSA 3 1 1 '
+    assert 'NOT PUBLISHED: publish it now' in mail_b[mail_b.index(owner_b + current_b) - 1]
+    assert any(line.startswith('; published, pins none of these keys') for line in mail_b), mail_b
+    # The unsigned zone's MX says that its records are not validated.
+    assert 'NOT DNSSEC-validated' in group_of(lines, 'mx.unsigned.test')[0]
+    # The zone file and the changes report hold what was printed; nothing changed on the host.
+    assert checked['zone'] == '\n'.join(lines) + '\n'
+    assert checked['record']['tlsa']['lines'] == lines and checked['record']['check_mode'] is True
+    assert checked['record']['tlsa']['zone_file'].endswith('starttls-remediation-lab-host.tlsa.zone')
+    assert 'PRIVATE KEY' not in checked['output'] and 'PRIVATE KEY' not in checked['zone']
+    # A second run, not in check mode, prints the same and changes nothing either.
+    again = remediate_tlsa(ansible_env, dane, 'again', extra)
+    assert again['printed'] == lines and again['zone'] == checked['zone']
+    assert 'changed=0' in again['output']
+    assert lab_files(dane['lab_root']) == before
+
+
+def test_remediation_without_dns_data_or_next_key_says_so(ansible_env, dane):
+    printed = remediate_tlsa(ansible_env, dane, 'nodns', {
+        'starttls_mx_names': ['mx.lab.test'], 'starttls_next_keys': [str(dane['staged'] / 'absent-*.key')]},
+        args=('--check',))['printed']
+    header = printed[0]
+    assert header.startswith('; MX mx.lab.test (listeners ') and 'published TLSA records unknown' in header
+    # Every SMTP listener on port 25 with a bound certificate, under the MX name given.
+    assert '127.0.10.1:25' in header and '127.0.11.1:25' in header
+    current_a = openssl_spki_sha256(f"{dane['lab_root']}/certs/postfix-a.crt").upper()
+    assert f'_25._tcp.mx.lab.test. 3600 IN TLSA 3 1 1 {current_a}' in printed
+    assert any(line.startswith('; NO NEXT KEY staged for the next renewal was found') for line in printed), printed
+    assert not any(line.startswith('; NEXT key') for line in printed)

@@ -311,7 +311,8 @@ def test_an_unquoted_yaml_date_is_a_valid_expiry(installed, fixture_listeners, t
     assert any(f['waived'] and f['id'] == 'starttls-not-offered' for f in report['findings'])
 
 
-def test_the_role_readme_is_in_step_with_the_argument_spec():
+@pytest.mark.parametrize('role', ['audit', 'remediate'])
+def test_the_role_readme_is_in_step_with_the_argument_spec(role):
     completed = subprocess.run([sys.executable, str(REPO / 'tests' / 'lib' / 'role_readme.py'), '--check',
-                                str(REPO / 'roles' / 'audit')], capture_output=True, text=True, check=False)
+                                str(REPO / 'roles' / role)], capture_output=True, text=True, check=False)
     assert completed.returncode == 0, completed.stderr

@@ -112,6 +112,12 @@ RULES = {
     'mta-sts-enforce-without-tls': {
         'severity': 'critical', 'modes': STARTTLS, 'evidence': DNS,
         'title': 'An MX under an enforced MTA-STS policy offers no usable TLS'},
+    'tlsrpt-missing': {
+        'severity': 'low', 'modes': STARTTLS, 'evidence': DNS,
+        'title': 'A domain with DANE or MTA-STS publishes no TLS-RPT record'},
+    'tlsrpt-invalid': {
+        'severity': 'low', 'modes': STARTTLS, 'evidence': DNS,
+        'title': 'The TLS-RPT record of a domain with DANE or MTA-STS is malformed'},
 }
 RULE_IDS = tuple(RULES)
 

@@ -15,7 +15,7 @@ from ansible_collections.mailsec.starttls.plugins.filter.judge import FilterModu
 from ansible_collections.mailsec.starttls.plugins.filter.tlsa import tlsa_records
 from ansible_collections.mailsec.starttls.plugins.module_utils import _host_result
 from ansible_collections.mailsec.starttls.plugins.plugin_utils import _remediation
-from ansible_collections.mailsec.starttls.tests.unit.plugins.plugin_utils import scenarios as sc
+from ansible_collections.mailsec.starttls.tests.unit.plugins import scenarios as sc
 
 FINDINGS = FilterModule().filters()['findings']
 

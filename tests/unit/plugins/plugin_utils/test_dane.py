@@ -150,7 +150,11 @@ def test_next_key_unknown():
     assert ids(outcome) == [('dane-next-key-unpublished', None, 'medium')]
 
 
-def sts_domain(policy_text, txt=('v=STSv1; id=20260101',), mx=('mx1.example.test',), webpki=True, body_sha='a' * 64):
+TLSRPT = 'v=TLSRPTv1; rua=mailto:tlsrpt@example.test'
+
+
+def sts_domain(policy_text, txt=('v=STSv1; id=20260101',), mx=('mx1.example.test',), webpki=True, body_sha='a' * 64,
+               tlsrpt=(TLSRPT,)):
     fetched = {'url': 'https://mta-sts.example.test/.well-known/mta-sts.txt', 'status': 200 if webpki else None,
                'body': policy_text if webpki else None, 'sha256': body_sha if webpki else None,
                'webpki': webpki, 'stage': None if webpki else 'tls',
@@ -160,7 +164,9 @@ def sts_domain(policy_text, txt=('v=STSv1; id=20260101',), mx=('mx1.example.test
     return {'domain': 'example.test', 'exchanges': [{'preference': 10, 'name': name} for name in mx],
             'mx': answer('example.test.', 'MX', [f'10 {name}.' for name in mx]),
             'sts_txt': answer('_mta-sts.example.test.', 'TXT', [f'"{text}"' for text in txt]),
-            'sts_records': list(txt), 'tlsrpt': [], 'policy': fetched}
+            'sts_records': list(txt), 'policy': fetched,
+            'tlsrpt_txt': answer('_smtp._tls.example.test.', 'TXT', [f'"{text}"' for text in tlsrpt]),
+            'tlsrpt': [text for text in tlsrpt if text.startswith('v=TLSRPTv1')]}
 
 
 ENFORCE = 'version: STSv1\nmode: enforce\nmx: mx1.example.test\nmax_age: 604800\n'
@@ -233,6 +239,55 @@ def test_short_max_age_bad_id_two_records_and_unchanged_id():
     assert judge(mx_host([]), [listener()], [probe()], domain=sts_domain(ENFORCE), previous=previous)['findings'] == []
 
 
+def test_tlsrpt_missing_with_mta_sts_or_dane_and_not_without_either():
+    outcome = judge(mx_host([]), [listener()], [probe()], domain=sts_domain(ENFORCE, tlsrpt=()))
+    assert ids(outcome) == [('tlsrpt-missing', None, 'low')]
+    finding = outcome['findings'][0]
+    assert finding['host'] == '_smtp._tls.example.test' and 'MTA-STS' in finding['summary']
+    # The fix is the record to publish, for this domain.
+    assert '_smtp._tls.example.test. 3600 IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@example.test"' in finding['fix']
+    # DANE alone (TLSA at the domain's MX, no MTA-STS) asks for it too; a record of another kind is no TLS-RPT.
+    dane_only = dict(sts_domain(ENFORCE, txt=(), tlsrpt=('v=spf1 -all',)), sts_records=[], policy=None)
+    outcome = judge(mx_host([rec(3, 1, 1, NEW)]), [listener()], [probe()], domain=dane_only)
+    assert ids(outcome) == [('tlsrpt-missing', None, 'low')]
+    assert outcome['findings'][0]['evidence']['tlsa_mx'] == ['mx1.example.test']
+    # Neither MTA-STS nor TLSA: TLS-RPT is not asked for.
+    assert judge(mx_host([]), [listener()], [probe()], domain=dane_only)['findings'] == []
+    # No answer (SERVFAIL) is not a missing record.
+    unanswered = sts_domain(ENFORCE, tlsrpt=())
+    unanswered['tlsrpt_txt'] = answer('_smtp._tls.example.test.', 'TXT', [], status='SERVFAIL')
+    assert judge(mx_host([]), [listener()], [probe()], domain=unanswered)['findings'] == []
+    # Site policy can raise it.
+    raised = judge(mx_host([]), [listener()], [probe()], domain=sts_domain(ENFORCE, tlsrpt=()),
+                   severity={'tlsrpt-missing': 'medium'})
+    assert ids(raised) == [('tlsrpt-missing', None, 'medium')]
+
+
+@pytest.mark.parametrize('records, words', [
+    (('v=TLSRPTv1; rua=tlsrpt@example.test',), 'neither'),
+    (('v=TLSRPTv1;',), 'no `rua=`'),
+    (('v=TLSRPTv1 rua=mailto:tlsrpt@example.test',), 'does not start with'),
+    (('v=tlsrptv1; rua=mailto:tlsrpt@example.test',), 'does not start with'),
+    (('v=TLSRPTv1; rua=mailto:a@example.test', 'v=TLSRPTv1; rua=mailto:b@example.test'), '2 TLS-RPT records'),
+    (('v=TLSRPTv1; rua=mailto:a@example.test; bad field',), 'not NAME=VALUE'),
+])
+def test_tlsrpt_malformed(records, words):
+    outcome = judge(mx_host([]), [listener()], [probe()], domain=sts_domain(ENFORCE, tlsrpt=records))
+    assert ids(outcome) == [('tlsrpt-invalid', None, 'low')]
+    assert words in outcome['findings'][0]['summary'], outcome['findings'][0]['summary']
+    assert 'v=TLSRPTv1; rua=mailto:tlsrpt@example.test' in outcome['findings'][0]['fix']
+
+
+@pytest.mark.parametrize('record', [
+    'v=TLSRPTv1; rua=mailto:tlsrpt@example.test',
+    'v=TLSRPTv1;rua=mailto:a@example.test,https://reports.example.test/v1/tlsrpt;',
+    'v=TLSRPTv1 ; rua=https://reports.example.test/tlsrpt ; ext_1=yes',
+])
+def test_tlsrpt_well_formed(record):
+    assert _dane.tlsrpt_problems(record) == []
+    assert judge(mx_host([]), [listener()], [probe()], domain=sts_domain(ENFORCE, tlsrpt=(record,)))['findings'] == []
+
+
 @pytest.mark.parametrize('pattern, name, expected', [
     ('mx1.example.test', 'MX1.example.test.', True), ('*.example.test', 'mx1.example.test', True),
     ('*.example.test', 'a.mx1.example.test', False), ('*.example.test', 'example.test', False),
@@ -255,7 +310,8 @@ def test_parse_helpers():
 
 def test_new_rules_are_in_the_catalogue_but_not_applicable_by_default():
     for rule in ('tlsa-invalid', 'dnssec-invalid', 'sts-policy-invalid', 'sts-webpki-invalid',
-                 'dane-next-key-unpublished', 'mta-sts-enforce-without-tls', 'validation-failure'):
+                 'dane-next-key-unpublished', 'mta-sts-enforce-without-tls', 'validation-failure',
+                 'tlsrpt-missing', 'tlsrpt-invalid'):
         assert rule in _verdict.RULES
     assert 'tlsa-invalid' not in _verdict.applicable_rules(listener())
     # Site policy may change their severity too.

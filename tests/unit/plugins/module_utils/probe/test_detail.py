@@ -14,7 +14,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils import _verdict
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe import detail
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine import probe_many
 
-from ansible_collections.mailsec.starttls.tests.unit.plugins.plugin_utils import scenarios as sc
+from ansible_collections.mailsec.starttls.tests.unit.plugins import scenarios as sc
 
 
 def full_probe() -> dict:
