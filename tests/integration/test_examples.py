@@ -159,6 +159,8 @@ MAPPING = {
     'mail.example.org': 'mail.lab.test',                              # the name in the demo host's certificate
     '/etc/postfix-out': '{root}/postfix-b/conf',                      # a second Postfix instance
     '/srv/postfix-out': '{root}/postfix-b/conf',
+    # the lab runs four Dovecot instances (a host has one); the demo host's serves this address
+    '    address: 192.0.2.143\n': '    instance: mailsec-lab-dovecot-demo\n    address: 127.0.60.1\n',
     'instance: postfix\n': 'instance: postfix-demo\n',                # the lab names its default-like instance so
     'service: submission': 'service: 127.0.11.1:submission',          # postfix-b's submission service
     '/tmp/mailsec-demo': '{root}',                                    # the demo host is the lab's demo instance
@@ -214,6 +216,9 @@ NOT_RUNNABLE = {
     'ci': 'a GitHub Actions workflow or a GitLab CI job needs their runners and Galaxy; the YAML parses, every '
           'command is found and every ansible-playbook line syntax-checks against the mapped inventory',
 }
+# What an example takes for granted, made here before it runs: a merge example (its text names report_merge) merges
+# the partial reports of slices run before it; the one written by CONTEXT_TASKS is put into its report directory.
+PRECONDITIONS = {'report_merge': 'partial reports in the report directory'}
 # The documented outcome of an audit of the lab (which has faults on purpose): the policy fails the run.
 POLICY_FAILURES = ('STARTTLS audit failed (policy)', 'unwaived finding(s) of severity critical or high')
 
@@ -369,6 +374,12 @@ def run_shell(example: Example, lab, work, checkout, shell_env):
     script = mapped(script, lab, work)
     if not script.strip():
         return
+    if 'report_merge' in script:
+        stash = work / 'partials'
+        target = Path(mapped('/srv/starttls-reports', lab, work))
+        target.mkdir(parents=True, exist_ok=True)
+        for partial in stash.glob('*.json'):
+            shutil.copy2(partial, target / partial.name)
     # Each failing command reports its status; an audit of the lab fails by its policy (exit 2), as documented.
     traced = "trap 'echo \"EXAMPLE-STATUS $? $BASH_COMMAND\" >&2' ERR\n" + script + 'wait\n'
     completed = subprocess.run(['bash', '-c', traced], cwd=checkout, env=shell_env, capture_output=True, text=True,
@@ -383,16 +394,23 @@ def run_shell(example: Example, lab, work, checkout, shell_env):
     assert 'PLAY RECAP' in output or 'SUCCESS' in output or 'Requirement already satisfied' in output, output[-4000:]
 
 
-def run_audit_with(inventory: str, variables: dict, shell_env, work: Path, args=()) -> str:
+def run_audit_with(inventory: str, variables: str | None, shell_env, work: Path) -> str:
+    """The audit playbook on an inventory, with a variable file (`-e @FILE`) when given."""
     report_dir = work / 'reports-variables'
     completed = subprocess.run([ansible_bin('ansible-playbook'), '-i', inventory, 'mailsec.starttls.audit',
                                 '-e', json.dumps(dict({'starttls_report_dir': str(report_dir)}, **EXTERNAL_VARIABLES)),
-                                '-e', json.dumps(variables), *args],
+                                *(['-e', f'@{variables}'] if variables else [])],
                                env=shell_env, capture_output=True, text=True, timeout=900, check=False)
     output = completed.stdout + completed.stderr
     assert_audit_outcome(output, [completed.returncode] if completed.returncode else [])
     assert 'PLAY RECAP' in output, output[-4000:]
     return output
+
+
+def task_group(example: Example) -> str:
+    """Task examples run in one playbook per directory: the modules' examples register what the filters'
+    examples take from CONTEXT_TASKS (`patch`), so they do not share a run."""
+    return str(Path(example.path).parent)
 
 
 CONTEXT_TASKS = """
@@ -410,37 +428,49 @@ CONTEXT_TASKS = """
   register: starttls_probes
 - name: CONTEXT | The judgement of both, as the filters and the remediation examples name it
   ansible.builtin.set_fact:
-    starttls_listeners: "{{ [starttls_host] }}"
     starttls_report: "{{ [starttls_host] | mailsec.starttls.report(starttls_probes) }}"
     starttls_findings: "{{ [starttls_host] | mailsec.starttls.findings(starttls_probes) }}"
 - name: CONTEXT | The audit's result, the remediation plan and its inputs
   ansible.builtin.set_fact:
     starttls_audit: "{{ starttls_report }}"
     before: "{{ starttls_report.findings }}"
-    after: "{{ starttls_report.findings }}"
+    after: []  # the judgement after a change that fixed everything
     actions: "{{ starttls_report.findings | mailsec.starttls.remediation_plan(starttls_host.listeners, inventory_hostname,
                  [], 'auto') }}"
     patch: {results: []}
-- name: CONTEXT | A partial report for the merge examples
+- name: CONTEXT | The report directory, as the audit role makes it
+  ansible.builtin.file:
+    path: "{{ starttls_report_dir }}"
+    state: directory
+    mode: "0755"
+  delegate_to: localhost
+- name: CONTEXT | A partial report of one slice, for the merge examples (PRECONDITIONS)
   mailsec.starttls.fleet_assess:
-    report_dir: "{{ starttls_merge_dir }}"
+    report_dir: "{{ starttls_partial_stash }}"
     partial: true
     controller_probe: false
   run_once: true
+- name: CONTEXT | The slice's partial report in the merge examples' report directory
+  ansible.builtin.copy:
+    src: "{{ starttls_partial_stash }}/"
+    dest: "{{ starttls_merge_dir }}/"
+    mode: preserve
+  delegate_to: localhost
 """
 
 
 @pytest.fixture(scope='module')
 def task_outcomes(lab, sshd, work, example_inventory, shell_env):
-    """Runs the task-list examples of each source file in one playbook (cached per file): each example in a block
-    whose rescue records its failure."""
+    """Runs the task-list examples of one TASK_GROUPS group in one playbook, once: each example in a block whose
+    rescue records its failure, after the CONTEXT tasks."""
     cache: dict = {}
 
-    def run(path: str) -> dict:
-        if path in cache:
-            return cache[path]
-        examples = [example for example in RUNNABLE if example.path == path and kind_of(example) == 'tasks']
-        result_file = work / f'{path.replace("/", "_")}.result.json'
+    def run(directory: str) -> dict:
+        if directory in cache:
+            return cache[directory]
+        examples = [example for example in RUNNABLE if kind_of(example) == 'tasks' and task_group(example) == directory]
+        name = directory.replace('/', '_') or 'top'
+        result_file = work / f'{name}.result.json'
         blocks = []
         for example in examples:
             tasks = map_jump_hosts(yaml.safe_load(mapped(example.text, lab, work)), sshd)
@@ -450,26 +480,30 @@ def task_outcomes(lab, sshd, work, example_inventory, shell_env):
                 'rescue': [{'name': 'EXAMPLE | record the failure', 'ansible.builtin.set_fact': {
                     'example_outcomes': f'{{{{ example_outcomes | combine({{{example.id!r}: '
                                         f'ansible_failed_result.msg | default("failed") | string}}) }}}}'}}]}
-            if path in CHECK_MODE:
+            if example.path in CHECK_MODE:
                 block['check_mode'] = True
             blocks.append(block)
         blocks.append({'name': 'EXAMPLE | outcomes', 'ansible.builtin.copy': {
             'dest': str(result_file), 'content': '{{ example_outcomes | to_json }}', 'mode': '0644'},
             'delegate_to': 'localhost', 'check_mode': False})
-        play = [{'name': f'the examples of {path}', 'hosts': 'mx1.example.org', 'gather_facts': False,
+        play = [{'name': 'the task examples', 'hosts': 'mx1.example.org', 'gather_facts': False,
                  'vars': {'example_outcomes': {}, 'starttls_report_dir': str(work / 'starttls-reports'),
                           'starttls_merge_dir': mapped('/srv/starttls-reports', lab, work),
-                          'starttls_certificates': []},
+                          'starttls_partial_stash': str(work / 'partials'),
+                          'starttls_certificates': [],
+                          # a play variable, so that it is not in hostvars, where fleet_assess reads the black-box
+                          # listeners of the same name
+                          'starttls_listeners': '{{ [starttls_host] }}'},
                  'tasks': yaml.safe_load(CONTEXT_TASKS) + blocks}]
-        playbook = work / f'{path.replace("/", "_")}.playbook.yml'
+        playbook = work / f'{name}.playbook.yml'
         playbook.write_text(yaml.safe_dump(play, sort_keys=False))
         completed = subprocess.run([ansible_bin('ansible-playbook'), '-i', example_inventory, str(playbook),
-                                    '-e', json.dumps(EXTERNAL_VARIABLES)],
+                                    '-e', json.dumps(EXTERNAL_VARIABLES)], cwd=work,
                                    env=shell_env, capture_output=True, text=True, timeout=900, check=False)
         output = completed.stdout + completed.stderr
         assert result_file.exists(), output[-6000:]
-        cache[path] = {'outcomes': json.loads(result_file.read_text()), 'output': output}
-        return cache[path]
+        cache[directory] = {'outcomes': json.loads(result_file.read_text()), 'output': output}
+        return cache[directory]
 
     return run
 
@@ -519,12 +553,14 @@ def test_example(example, request):
         pytest.fail(f'{example.id}: {kind}')
     lab, work = request.getfixturevalue('lab'), request.getfixturevalue('work')
     if kind == 'tasks':
-        result = request.getfixturevalue('task_outcomes')(example.path)
+        result = request.getfixturevalue('task_outcomes')(task_group(example))
         outcome = result['outcomes'].get(example.id)
         assert outcome is not None, f'{example.id} did not run\n' + result['output'][-6000:]
         assert outcome == 'ran' or any(text in outcome for text in POLICY_FAILURES), \
             f'{example.id}: {outcome}\n' + result['output'][-6000:]
     elif kind == 'shell':
+        if 'report_merge' in example.text:
+            request.getfixturevalue('task_outcomes')('plugins/modules')  # PRECONDITIONS: writes the partial report
         run_shell(example, lab, work, request.getfixturevalue('checkout'), request.getfixturevalue('shell_env'))
     elif kind == 'ci':
         check_ci(example, lab, work, request.getfixturevalue('checkout'), request.getfixturevalue('shell_env'))
@@ -539,8 +575,9 @@ def test_example(example, request):
         assert_audit_outcome(output, [completed.returncode] if completed.returncode else [])
         assert 'PLAY RECAP' in output, output[-4000:]
     elif kind == 'variables':
-        variables = map_jump_hosts(yaml.safe_load(mapped(example.text, lab, work)), request.getfixturevalue('sshd'))
-        run_audit_with(request.getfixturevalue('example_inventory'), variables, request.getfixturevalue('shell_env'),
+        variables = work / f'{example.path.replace("/", "_")}-{example.line}.vars.yml'
+        variables.write_text(mapped(example.text, lab, work))
+        run_audit_with(request.getfixturevalue('example_inventory'), str(variables), request.getfixturevalue('shell_env'),
                        work)
     elif kind in ('hosts', 'inventory'):
         sshd = request.getfixturevalue('sshd')
@@ -548,6 +585,6 @@ def test_example(example, request):
         inventory = lab_inventory(document if kind == 'inventory' else {'all': {'hosts': document}}, lab, sshd)
         path = work / f'{example.path.replace("/", "_")}-{example.line}.inventory.json'
         path.write_text(json.dumps(inventory))
-        run_audit_with(str(path), {}, request.getfixturevalue('shell_env'), work)
+        run_audit_with(str(path), None, request.getfixturevalue('shell_env'), work)
     else:
         pytest.fail(f'{example.id}: no way to run an example of kind {kind}')
