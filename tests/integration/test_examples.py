@@ -588,3 +588,22 @@ def test_example(example, request):
         run_audit_with(str(path), None, request.getfixturevalue('shell_env'), work)
     else:
         pytest.fail(f'{example.id}: no way to run an example of kind {kind}')
+
+
+def test_the_example_inventory_puts_every_host_under_the_documented_pattern(ansible_env):
+    """docs/quickstart.md runs the audit with -e starttls_target=mail: every host of the example must be in it,
+    black-box ones included, and no report directory may contradict the quick start's ./starttls-reports."""
+    source = str(REPO / 'docs' / 'examples' / 'inventory.yml')
+    completed = subprocess.run([ansible_bin('ansible-inventory'), '-i', source, '--list'], env=ansible_env,
+                               capture_output=True, text=True, check=True)
+    hostvars = json.loads(completed.stdout)['_meta']['hostvars']
+    pattern = subprocess.run([ansible_bin('ansible'), '-i', source, 'mail', '--list-hosts'], env=ansible_env,
+                             capture_output=True, text=True, check=True)
+    in_mail = {line.strip() for line in pattern.stdout.splitlines()[1:] if line.strip()}
+    assert in_mail == set(hostvars), (in_mail, set(hostvars))
+    black_box = {host for host, variables in hostvars.items() if variables.get('starttls_host_inspection') is False}
+    assert black_box == {'partner-mx.example.net', 'exchange01.example.org'}
+    assert all(hostvars[host].get('starttls_listeners') for host in black_box)
+    assert not any('starttls_report_dir' in variables for variables in hostvars.values())
+    quickstart = (REPO / 'docs' / 'quickstart.md').read_text()
+    assert '-e starttls_target=mail' in quickstart and 'starttls-reports/starttls-report.html' in quickstart
