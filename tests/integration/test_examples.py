@@ -201,6 +201,7 @@ RUN_ELSEWHERE = {
     'bash demo/run.sh': '.ci/run',
     'bash tests/run.sh': '.ci/run',
     'ansible-galaxy collection build': 'tests/integration/test_packaging.py',
+    'ansible-galaxy collection install mailsec-starttls-*.tar.gz': 'tests/integration/test_packaging.py',
     'python tests/lib/docsite.py': 'tests/integration/test_tooling.py',
 }
 # Shell lines that set up the environment: here the test's own (this checkout's collection, the test venv first).
@@ -343,7 +344,7 @@ def prepared_script(example: Example) -> tuple:
     for line in lines:
         command = re.sub(r'\s+#.*$', '', line).strip()
         if command in ENVIRONMENT_LINES:
-            skipped.append((command, 'environment'))
+            skipped.append((command, None))
             continue
         elsewhere = next((prefix for prefix in sorted(RUN_ELSEWHERE, key=len, reverse=True)
                           if command == prefix or command.startswith(prefix + ' ')), None)
@@ -353,7 +354,7 @@ def prepared_script(example: Example) -> tuple:
         marker = next((marker for marker in CHECK_MODE if marker in command and command.startswith('ansible-playbook')
                        and '--check' not in command), None)
         if marker and any(marker in other and '--check' in other for other in lines):
-            skipped.append((command, 'environment'))  # the block's own check-mode line runs it
+            skipped.append((command, None))  # CHECK_MODE: the block's own check-mode line runs it
             continue
         kept.append(f'{command} --check' if marker else line)
     return '\n'.join(kept) + '\n', skipped
@@ -361,11 +362,10 @@ def prepared_script(example: Example) -> tuple:
 
 def check_run_elsewhere(skipped: list):
     for command, where in skipped:
-        if where == 'environment':
+        if where is None:
             continue
         source = (REPO / where).read_text()
-        words = command.split()[:3]
-        assert all(word in source for word in words), f'{where} does not run {command!r}'
+        assert all(word in source for word in command.split()[:3]), f'{where} does not run {command!r}'
 
 
 def run_shell(example: Example, lab, work, checkout, shell_env):
@@ -563,6 +563,7 @@ def test_example(example, request):
             request.getfixturevalue('task_outcomes')('plugins/modules')  # PRECONDITIONS: writes the partial report
         run_shell(example, lab, work, request.getfixturevalue('checkout'), request.getfixturevalue('shell_env'))
     elif kind == 'ci':
+        assert kind in NOT_RUNNABLE
         check_ci(example, lab, work, request.getfixturevalue('checkout'), request.getfixturevalue('shell_env'))
     elif kind == 'playbook':
         sshd = request.getfixturevalue('sshd')
