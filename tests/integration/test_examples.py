@@ -356,7 +356,7 @@ def prepared_script(example: Example) -> tuple:
         if marker and any(marker in other and '--check' in other for other in lines):
             skipped.append((command, None))  # CHECK_MODE: the block's own check-mode line runs it
             continue
-        kept.append(f'{command} --check' if marker else line)
+        kept.append(f'{command} --check' if marker else command)
     return '\n'.join(kept) + '\n', skipped
 
 
@@ -368,11 +368,14 @@ def check_run_elsewhere(skipped: list):
         assert all(word in source for word in command.split()[:3]), f'{where} does not run {command!r}'
 
 
+PASSED_SCRIPTS: set = set()  # the same commands in several files (README, docs/, role READMEs) run once
+
+
 def run_shell(example: Example, lab, work, checkout, shell_env):
     script, skipped = prepared_script(example)
     check_run_elsewhere(skipped)
     script = mapped(script, lab, work)
-    if not script.strip():
+    if not script.strip() or script in PASSED_SCRIPTS:
         return
     if 'report_merge' in script:
         stash = work / 'partials'
@@ -392,6 +395,7 @@ def run_shell(example: Example, lab, work, checkout, shell_env):
         output += log.read_text()
     assert_audit_outcome(output, statuses)
     assert 'PLAY RECAP' in output or 'SUCCESS' in output or 'Requirement already satisfied' in output, output[-4000:]
+    PASSED_SCRIPTS.add(script)
 
 
 def run_audit_with(inventory: str, variables: str | None, shell_env, work: Path) -> str:
