@@ -236,7 +236,7 @@ def mapped(text: str, lab: dict, work: Path) -> str:
 def map_jump_hosts(document, sshd: dict):
     if isinstance(document, dict):
         if document.get('host') in JUMP_HOSTS:
-            return dict(document, **{key: value for key, value in sshd.items()})
+            return dict(document, **sshd)
         return {key: map_jump_hosts(value, sshd) for key, value in document.items()}
     if isinstance(document, list):
         return [map_jump_hosts(item, sshd) for item in document]
