@@ -102,6 +102,7 @@ ARGUMENT_SPEC = {
     'partial': {'type': 'bool', 'default': False},
     'partial_name': {'type': 'str'},
     'validate_only': {'type': 'bool', 'default': False},
+    'set_aside_only': {'type': 'bool', 'default': False},
     'require_audited': {'type': 'bool', 'default': True},
 }
 
@@ -321,6 +322,10 @@ class ActionModule(ActionBase):
         if validation.error_messages:
             raise AnsibleActionFail(f'fleet_assess: {"; ".join(validation.error_messages)}')
         args = validation.validated_parameters
+        if args['set_aside_only']:
+            result.update(changed=bool(removed), outcome='set-aside', stale_reports_removed=removed,
+                          msg=f'set aside {len(removed)} report(s) of an earlier run')
+            return result
         task_vars = task_vars or {}
         hostvars = task_vars.get('hostvars', {})
         hosts = args['hosts'] or task_vars.get('ansible_play_hosts_all') or []

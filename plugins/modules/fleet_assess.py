@@ -269,6 +269,14 @@ options:
       - The audit role runs this first, once, before any host is inspected.
     type: bool
     default: false
+  set_aside_only:
+    description:
+      - Only set aside the reports of an earlier run, as every run does first (the fleet JSON report becomes
+        C(REPORT_BASENAME.previous.json), the other formats are removed; nothing with O(partial)), and return;
+        nothing is checked, probed or judged.
+      - The audit playbook runs this when its host pattern matches no host, before it fails.
+    type: bool
+    default: false
   require_audited:
     description:
       - Fail when the run looked at nothing (no host, no listener, no probe made or none answered; see the notes).
@@ -361,7 +369,7 @@ changes:
 outcome:
   description:
     - How the run ended, C(passed), C(policy-failed), C(invalid-input), C(nothing-audited) or C(unreachable);
-      C(validated) with O(validate_only).
+      C(validated) with O(validate_only), C(set-aside) with O(set_aside_only).
   returned: always
   type: str
   sample: policy-failed

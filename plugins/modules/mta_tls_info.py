@@ -135,9 +135,10 @@ EXAMPLES = r"""
 - name: AUDIT | Show the listeners that advertise STARTTLS without a usable certificate
   ansible.builtin.debug:
     msg: "{{ item.mta }} {{ item.address }}:{{ item.port }} ({{ item.defined_at }})"
-  loop: "{{ starttls_host.listeners | selectattr('offers_starttls') | rejectattr('store.usable', 'true') }}"
+  loop: "{{ starttls_host.listeners | selectattr('offers_starttls') }}"
   loop_control:
     label: "{{ item.id }}"
+  when: not (item.store or {}).get('usable', false)  # store is null when no certificate is bound at all
 
 - name: AUDIT | A Postfix instance in a non-standard place, files only, no probes
   mailsec.starttls.mta_tls_info:
