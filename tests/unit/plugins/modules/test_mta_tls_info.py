@@ -7,6 +7,7 @@ is not UTF-8."""
 
 from __future__ import annotations
 
+import json
 import os
 
 from ansible_collections.mailsec.starttls.plugins.modules import mta_tls_info
@@ -52,7 +53,7 @@ def test_a_file_name_that_is_not_utf8_does_not_fail_the_task(run_module, tmp_pat
     assert any('\\xff-listen.conf' in (item['where'] or '') for item in result['warning_details'])
 
 
-def test_each_certificate_is_returned_once_and_read_back_whole(capsys, tmp_path):
+def test_each_certificate_is_returned_once_and_read_back_whole(run_module, tmp_path):
     from ansible_collections.mailsec.starttls.plugins.module_utils._host_result import expand  # pylint: disable=import-outside-toplevel
     fixtures = os.path.join(os.path.dirname(__file__), '..', 'module_utils', 'fixtures', 'certs')
     certificate, key = os.path.realpath(os.path.join(fixtures, 'leaf-rsa.pem')), os.path.realpath(
@@ -60,14 +61,14 @@ def test_each_certificate_is_returned_once_and_read_back_whole(capsys, tmp_path)
     (tmp_path / 'main.cf').write_text('inet_interfaces = 127.0.10.7\ninet_protocols = ipv4\nsmtpd_tls_security_level = may\n'
                                       f'smtpd_tls_cert_file = {certificate}\nsmtpd_tls_key_file = {key}\n')
     (tmp_path / 'master.cf').write_text('smtp inet n - y - - smtpd\nsubmission inet n - y - - smtpd\n')
-    output, result = run_module(capsys, {'mtas': ['postfix'], 'use_tools': 'never', 'probe': False,
-                                         'scan_sockets': False, 'config_paths': {'postfix': [str(tmp_path)]}})
+    result = run_module(mta_tls_info, {'mtas': ['postfix'], 'use_tools': 'never', 'probe': False,
+                                       'scan_sockets': False, 'config_paths': {'postfix': [str(tmp_path)]}})
     ours = [item for item in result['listeners'] if item['address'] == '127.0.10.7']
     assert len(ours) == 2 and all('tls_settings' not in item for item in ours)
     references = [item['store']['certificate']['describe'] for item in ours]
     assert references[0] == references[1] and 'subject' not in references[0]
     assert list(result['certificates']) == [references[0]['sha256']]
     subject = result['certificates'][references[0]['sha256']]['subject']
-    assert output.count(json.dumps(subject)) == 1
+    assert run_module.output.count(json.dumps(subject)) == 1
     whole = [item for item in expand(result)['listeners'] if item['address'] == '127.0.10.7']
     assert all(item['store']['certificate']['describe']['subject'] == subject for item in whole)
