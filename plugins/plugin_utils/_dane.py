@@ -635,8 +635,7 @@ def _plan_group(mx_name: str, listeners: list, host_result: dict, answer: dict |
             continue
         entry = by_digest.get(digests['spki_sha256'])
         if entry is None:
-            matched = _tlsa.match_key(usable, digests) + [
-                record for record in _tlsa.match_chain(usable, _store_digests(listener))]
+            matched = _tlsa.match_key(usable, digests) + list(_tlsa.match_chain(usable, _store_digests(listener)))
             entry = {'role': 'current', 'path': binding.get('key') or binding.get('certificate'),
                      'certificate': binding.get('certificate'), 'source': 'bound on disk', 'listeners': [],
                      'digests': digests, 'also_next': False, 'published': _published(matched, group)}

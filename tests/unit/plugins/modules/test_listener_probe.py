@@ -46,8 +46,8 @@ def test_module_returns_full_records_when_asked(run_module, smtp_server):
     result = run_module(listener_probe, {'targets': [f'127.0.0.1:{smtp_server}/smtp'], 'timeout': 3, 'detail': 'full'})
     assert result['detail'] == 'full'
     probe = result['probes'][0]
-    assert probe['capabilities'] == ['STARTTLS']
-    assert probe['capabilities_reply'] == {'code': '250', 'text': 'unit\nSTARTTLS'}
+    assert 'STARTTLS' in probe['capabilities']
+    assert probe['capabilities_reply']['code'] == '250' and 'STARTTLS' in probe['capabilities_reply']['text']
     assert probe['target']['sni'] is None and probe['target']['name'] is None
     assert {'connect', 'greeting', 'capabilities', 'starttls', 'total'} <= set(probe['timings_ms'])
 

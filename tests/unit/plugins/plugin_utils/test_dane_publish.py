@@ -24,7 +24,8 @@ def host_result(*next_keys, listeners=None):
     return result
 
 
-def staged(digests=NEXT, **extra):
+def staged(digests=None, **extra):
+    digests = NEXT if digests is None else digests
     entry = dict({'path': '/etc/letsencrypt/archive/mx1/privkey2.pem', 'source': 'certbot', 'lineage': 'mx1',
                   'for_certificate': CERT, 'error': None, 'reuse_key': None}, **digests)
     entry.update(extra)
@@ -153,8 +154,9 @@ def test_a_name_without_records_says_dane_is_not_in_effect():
 
 
 def test_a_hostile_host_cannot_write_a_record_line():
-    evil = dict(listener(), binding={'certificate': '/c.pem\n_25._tcp.evil.example. IN TLSA 3 1 1 00',
-                                     'key': '/k.pem\r\n_25._tcp.evil.example. IN TXT x'})
+    honest = listener()
+    evil = dict(honest, binding=dict(honest.get('binding') or {}, certificate='/c.pem\n_25._tcp.evil.example. IN TLSA 3 1 1 00',
+                                     key='/k.pem\r\n_25._tcp.evil.example. IN TXT x'))
     forged = dict(NEXT, spki_sha256='ab' * 32 + '\n_25._tcp.evil.example. IN TLSA 3 1 1 00', path='/n\n; x')
     lines = tlsa_records(host_result(forged, listeners=[evil, 'not a listener']), host='mx1.example.test', ttl=3600)
     assert [line for line in lines if not line.startswith(';')] == [record_line(NEW)]

@@ -480,7 +480,7 @@ def test_certificate_names_are_made_visible_once_per_chain(monkeypatch):
         calls.append(der)
         return {'sha256': 'ab' * 32, 'subject': 'CN=mx\x1b[2J\u202egnp.exe', 'sans': ['DNS:mx\u2067.test']}
     monkeypatch.setattr(engine._x509, 'describe_der', describe_der)
-    monkeypatch.setattr(engine._x509, 'verify_chain', lambda chain, ca_file=None, ca_path=None: (False, 'untrusted'))
+    monkeypatch.setattr(engine._trust, 'verify_chain', lambda chain, ca_file=None, ca_path=None: (False, 'untrusted'))
     describer = engine.CertificateDescriber(None, None)
     first = describer.describe([b'leaf'], [])
     second = describer.describe([b'leaf'], [])
