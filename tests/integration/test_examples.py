@@ -139,6 +139,7 @@ MAPPING = {
     '192.0.2.25': '127.0.60.1',         # a mail host: the demo host (Postfix 25 and 587, Dovecot 143 and 993)
     '192.0.2.40': '127.0.60.1',         # exchange01, black-box
     '192.0.2.143': '127.0.60.1',        # Dovecot's IMAP on one address (a local block)
+    '192.0.2.26': '127.0.40.6',         # an OpenSMTPD listener without a certificate (mta_tls_config EXAMPLES)
     '192.0.2.53': '127.0.99.53',        # a resolver: the lab's resolver address, where nothing answers
     '198.51.100.5': '127.0.10.1',       # mx1 behind NAT ...
     '203.0.113.25': '127.0.10.1',       # ... and its public address (transparent here)
