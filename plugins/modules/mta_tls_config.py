@@ -68,7 +68,8 @@ options:
     description:
       - The instance as M(mailsec.starttls.mta_tls_info) names it (the C(instance) of each of its RV(mailsec.starttls.mta_tls_info#module:mtas)),
         or its configuration directory (Postfix) or file (Dovecot).
-      - Required when the host runs more than one instance of O(mta).
+      - Needed only when the host runs more than one instance of O(mta) and the listener selection (O(address),
+        O(port), O(service)) matches listeners of more than one of them.
     type: str
   address:
     description: Address the listener is bound to, as reported (V(127.0.0.1), V(0.0.0.0) for a wildcard).
@@ -294,18 +295,23 @@ def short_listener(listener: dict) -> dict:
     return record
 
 
-def select_instance(instances: list, wanted: str | None) -> tuple:
+def select_instance(instances: list, wanted: str | None, listeners: list, selection: dict) -> tuple:
+    """The one instance meant: the one named, else the only one, else the only one with a listener that the
+    selection (address, port, service) matches."""
     if wanted:
         found = [item for item in instances
                  if wanted in (item.get('instance'), item.get('config_dir'), item.get('config_path'))]
     else:
         found = instances
+        if len(found) > 1:
+            holding = {item['instance'] for item in listeners if select_listener([item], **selection)[0]}
+            found = [item for item in instances if item.get('instance') in holding] or instances
     if len(found) == 1:
         return found[0], None
-    names = ', '.join(str(item.get('instance')) for item in instances) or 'none found'
+    names = ', '.join(str(item.get('instance')) for item in found or instances) or 'none found'
     if not found:
         return None, f'no instance {wanted!r}; instances: {names}'
-    return None, f'several instances, choose one with instance: {names}'
+    return None, f'several instances have such a listener, choose one with instance: {names}'
 
 
 def select_listener(listeners: list, address: str | None, port: int | None, service: str | None) -> tuple:
@@ -391,7 +397,8 @@ def main() -> None:
     gathered = gather_host({'mtas': [params['mta']], 'config_paths': params['config_paths'],
                             'binaries': params['binaries'], 'scan_sockets': False,
                             'host': socket.gethostname()}, ctx=ctx)
-    instance, problem = select_instance(gathered['mtas'], params['instance'])
+    selection = {'address': params['address'], 'port': params['port'], 'service': params['service']}
+    instance, problem = select_instance(gathered['mtas'], params['instance'], gathered['listeners'], selection)
     if instance is None:
         module.fail_json(msg=f'{params["mta"]}: {problem}', stage='arguments', **result)
     foreign = other_network_namespace(instance.get('pid'))

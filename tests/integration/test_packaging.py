@@ -104,6 +104,7 @@ def test_build_ignore_covers_gitignore():
         '__pycache__/': 'plugins/__pycache__', '*.py[cod]': 'plugins/x.pyc', 'tests/output/': 'tests/output',
         '.ansible/': '.ansible', '.venv*/': '.venv-x', 'venv/': 'venv', '/build/': 'build', '*.tar.gz': 'x.tar.gz',
         'bench/results/': 'bench/results', '/reports/': 'reports', '/starttls-reports/': 'starttls-reports',
+        'starttls-reports/': 'playbooks/starttls-reports',
     }
     patterns = [line.strip() for line in (REPO / '.gitignore').read_text().splitlines()
                 if line.strip() and not line.startswith('#')]

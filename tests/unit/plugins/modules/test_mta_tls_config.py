@@ -70,3 +70,26 @@ def test_a_certificate_that_cannot_be_used_is_refused(run_module, postfix_dir, t
 def test_an_unknown_listener_lists_the_instance_listeners(run_module, postfix_dir):
     result = run_module(mta_tls_config, dict(arguments(postfix_dir, starttls='withdrawn'), port=2525))
     assert result['failed'] is True and '127.0.0.1:smtp' in result['msg']
+
+
+def two_instances(tmp_path) -> tuple:
+    need(POSTCONF, 'postconf')
+    first = postfix_directory(tmp_path / 'one', MAIN_CF, '127.0.0.1:2626 inet n - n - - smtpd\n')
+    second = postfix_directory(tmp_path / 'two', MAIN_CF, '127.0.0.2:2626 inet n - n - - smtpd\n')
+    return first, second, {'mta': 'postfix', 'config_paths': {'postfix': [str(first), str(second)]},
+                           'port': 2626, 'starttls': 'withdrawn'}
+
+
+def test_without_instance_the_listener_selection_names_the_instance(run_module, tmp_path):
+    _, second, args = two_instances(tmp_path)
+    result = run_module(mta_tls_config, dict(args, address='127.0.0.2'), check_mode=True)
+    assert result['changed'] is True, result
+    assert result['listener']['address'] == '127.0.0.2'
+    assert str(second) in ' '.join(result['reload_command'])
+
+
+def test_a_selection_that_matches_listeners_of_several_instances_is_refused(run_module, tmp_path):
+    args = two_instances(tmp_path)[2]
+    result = run_module(mta_tls_config, args, check_mode=True)
+    assert result['failed'] is True and 'several instances' in result['msg'], result
+    assert result['msg'].endswith('choose one with instance: one, two')
