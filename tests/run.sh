@@ -21,7 +21,8 @@
 # Options: --only GROUP[,GROUP]  (sanity, units, lint, fuzz, integration; lint = ansible-lint + changelog)
 #          --quick               skip the second ansible-core line (sanity-2.21, units-2.21)
 # Environment: MAILSEC_CACHE, MAILSEC_SANITY_ARGS (extra ansible-test sanity arguments, e.g.
-#          "--test pep8"), MAILSEC_PYTEST_ARGS (extra pytest arguments for integration).
+#          "--test pep8"), MAILSEC_PYTEST_ARGS (extra pytest arguments for integration; when they name
+#          files under tests/integration, only those run).
 set -uo pipefail
 
 # shellcheck source=tests/lib/common.sh
@@ -275,6 +276,11 @@ stage_integration() {
     local extra=()
     # shellcheck disable=SC2206  # word splitting of the user's extra arguments is intended
     extra=(${MAILSEC_PYTEST_ARGS:-})
+    # The whole directory unless the extra arguments name test files or directories of their own.
+    local where=tests/integration arg
+    for arg in "${extra[@]}"; do
+        [[ $arg == tests/integration* ]] && where=""
+    done
     # Run from the working tree (failures point at the real files) against the built collection:
     # ansible/ansible-playbook find it through ANSIBLE_COLLECTIONS_PATH, Python through PYTHONPATH.
     (cd "$MAILSEC_ROOT" && run_logged "$stage" 2400 "$MAILSEC_PRIMARY_ENV" \
@@ -282,7 +288,7 @@ stage_integration() {
         MAILSEC_BUILD="$BUILD" MAILSEC_COLLECTION_ROOT="$COLLECTION" \
         MAILSEC_TOOLS_VENV="$(mailsec_venv_dir "$MAILSEC_TOOLS_ENV")" \
         python -m pytest -p no:cacheprovider --junit-xml "$RESULTS/integration.xml" -r fEs \
-        "${extra[@]}" tests/integration)
+        "${extra[@]}" ${where:+"$where"})
     status=$?
     collect_pytest_lines "$stage"
     counts=$(junit_counts "$RESULTS/integration.xml" 2>/dev/null) || counts=""
