@@ -39,8 +39,9 @@ description:
     file has changed. Unrelated lines, comments and order are kept.
   - Never reloads the MTA; RV(reload_command) says how, and the P(mailsec.starttls.remediate#role) role runs it.
     OpenSMTPD cannot re-read its configuration; its RV(reload_command) is a restart (the systemd unit the daemon
-    runs in, or Debian's unit or init script for C(/etc/smtpd.conf)), and without one known an OpenSMTPD change
-    needs O(reload_command).
+    runs in, or Debian's unit or init script for C(/etc/smtpd.conf)).
+  - A change to an instance whose reload or restart is not known (and no O(reload_command) given) is refused;
+    check mode shows it with a warning.
   - Values with newlines or other control characters, and characters that the configuration syntax would
     read as something else, are refused.
 author:
@@ -450,6 +451,14 @@ def main() -> None:
         result['manual'] = plan['manual']
         module.warn(f'{params["mta"]} is not edited by this module: the change to make by hand is in "manual"')
         module.exit_json(**result)
+    if plan['changes'] and not result['reload_command']:
+        # The module never reloads, but a change that nothing can apply is not made: the running daemon and the
+        # file would disagree until somebody restarts it by hand.
+        unknown = (f'no way to reload or restart this {params["mta"]} instance is known '
+                   '(no systemd unit, no init script, no running daemon): give reload_command')
+        if not module.check_mode:
+            module.fail_json(msg=f'{unknown}; nothing changed', stage='plan', **result)
+        module.warn(f'{unknown}; a run that is not in check mode is refused without it')
     if plan['changes'] and plan['affected'] and not params['allow_shared']:
         module.fail_json(msg=f'the change also affects {", ".join(plan["affected"])}; nothing changed '
                              '(allow_shared=true makes it anyway)', stage='plan', **result)

@@ -458,9 +458,6 @@ class OpenSmtpdAdapter(MtaAdapter):
                     if other['id'] != listener['id'] and other.get('defined_at') == listener['defined_at']]
         new_text = edit.text()
         reload_command = desired.get('reload_command') or self.reload_command(ctx, instance)
-        if new_text != text and not reload_command:
-            raise EditError('OpenSMTPD cannot re-read its configuration and no way to restart this instance is '
-                            'known (no systemd unit, no init script): give reload_command', stage='plan')
         return {
             'changes': {real_path: new_text} if new_text != text else {},
             'validate': lambda candidates: validate_smtpd(smtpd, candidates),

@@ -93,3 +93,22 @@ def test_a_selection_that_matches_listeners_of_several_instances_is_refused(run_
     result = run_module(mta_tls_config, args, check_mode=True)
     assert result['failed'] is True and 'several instances' in result['msg'], result
     assert result['msg'].endswith('choose one with instance: one, two')
+
+
+def test_a_change_that_nothing_can_restart_is_shown_in_check_mode_and_refused_for_real(run_module, tmp_path):
+    # An OpenSMTPD file that no running daemon, systemd unit or init script belongs to: no restart is known.
+    conf = tmp_path / 'smtpd.conf'
+    text = 'listen on 127.0.0.2 port 25 tls hostname mx.lab.test\nmatch from any for any reject\n'
+    conf.write_text(text)
+    args = {'mta': 'opensmtpd', 'config_paths': {'opensmtpd': [str(conf)]}, 'binaries': {'smtpd': '/bin/true'},
+            'address': '127.0.0.2', 'port': 25, 'starttls': 'withdrawn'}
+    checked = run_module(mta_tls_config, args, check_mode=True, diff=True)
+    assert checked['changed'] is True and checked['reload_command'] is None, checked
+    assert 'give reload_command' in str(checked['warnings'])  # strings, or warning records in ansible-core 2.19+
+    assert 'listen on 127.0.0.2 port 25 hostname mx.lab.test' in checked['diff'][0]['after']
+    refused = run_module(mta_tls_config, args)
+    assert refused['failed'] is True and refused['stage'] == 'plan' and 'give reload_command' in refused['msg']
+    assert conf.read_text() == text
+    given = run_module(mta_tls_config, dict(args, reload_command=['/bin/true']))
+    assert given['changed'] is True and given['reload_command'] == ['/bin/true']
+    assert 'tls' not in conf.read_text().splitlines()[0]

@@ -217,10 +217,11 @@ def test_restart_through_the_systemd_unit_of_the_running_daemon(tmp_path):
     assert systemd_unit(ctx, None) is None
 
 
-def test_no_known_restart_and_none_given_is_refused_when_something_changes(tmp_path, conf):
-    with pytest.raises(_transaction.EditError, match='reload_command'):
-        plan_for(tmp_path, conf, '127.0.0.2', 25, {'starttls': 'withdrawn', 'reload_command': None})
-    # Nothing to change (STARTTLS is not on 127.0.0.3): no restart needed, no refusal.
+def test_no_known_restart_leaves_the_decision_to_the_module(tmp_path, conf):
+    # The plan says that nothing restarts this instance; mta_tls_config refuses such a change outside check mode.
+    plan, _listener = plan_for(tmp_path, conf, '127.0.0.2', 25, {'starttls': 'withdrawn', 'reload_command': None})
+    assert plan['changes'] and plan['reload_command'] is None
+    # Nothing to change (STARTTLS is not on 127.0.0.3): no restart needed.
     plan, _listener = plan_for(tmp_path, conf, '127.0.0.3', 25, {'starttls': 'withdrawn', 'reload_command': None})
     assert plan['changes'] == {} and plan['reload_command'] is None
 
