@@ -12,6 +12,12 @@ from __future__ import annotations
 
 import subprocess
 
+# The directories the MTAs' own tools (postconf, postfix, exim, doveconf, smtpd) are looked up in and
+# run with: never the caller's PATH, which may hold anything. No MTA's private daemon directory
+# (/usr/lib/postfix/sbin, /usr/libexec/postfix): those hold daemons whose names are other MTAs'
+# tools (Postfix's `smtpd` daemon is not OpenSMTPD's `smtpd`).
+TOOL_PATH = ('/usr/sbin', '/usr/bin', '/sbin', '/bin', '/usr/local/sbin', '/usr/local/bin')
+
 
 class CommandError(Exception):
     """The command could not run or did not finish in time (its exit status is not an error here)."""

@@ -30,7 +30,7 @@ import time
 
 from ansible_collections.mailsec.starttls.plugins.module_utils import _command
 
-TOOL_PATH = '/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/sbin:/usr/local/bin'
+TOOL_PATH = os.pathsep.join(_command.TOOL_PATH)
 TOOL_TIMEOUT = 30.0
 MAX_FILE_BYTES = 4 * 1024 * 1024
 BACKUP_SUFFIX = '.mailsec~'

@@ -134,8 +134,9 @@ options:
     type: dict
     default: {}
   binaries:
-    description: Paths of the MTA tools when they are not on the C(PATH), keyed C(postconf), C(postfix), C(exim), C(doveconf), C(dovecot),
-      C(smtpd).
+    description: Paths of the MTA tools when they are not in the system directories (C(/usr/sbin), C(/usr/bin), C(/sbin), C(/bin),
+      C(/usr/local/sbin), C(/usr/local/bin); never the caller's C(PATH)), keyed C(postconf), C(postfix), C(exim), C(doveconf),
+      C(dovecot), C(smtpd). An MTA's private daemon directory is never searched (Postfix's C(smtpd) daemon is not OpenSMTPD's).
     type: dict
     default: {}
   ca_file:

@@ -54,7 +54,8 @@ options:
     type: dict
     default: {}
   binaries:
-    description: Paths of the MTA tools when they are not on the C(PATH), keyed C(postconf), C(exim), C(doveconf).
+    description: Paths of the MTA tools when they are not in the system directories (C(/usr/sbin), C(/usr/bin), C(/sbin), C(/bin),
+      C(/usr/local/sbin), C(/usr/local/bin); never the caller's C(PATH)), keyed C(postconf), C(exim), C(doveconf).
     type: dict
     default: {}
   use_tools:

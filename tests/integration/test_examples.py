@@ -492,6 +492,10 @@ def task_outcomes(lab, sshd, work, example_inventory, shell_env):
             'dest': str(result_file), 'content': '{{ example_outcomes | to_json }}', 'mode': '0644'},
             'delegate_to': 'localhost', 'check_mode': False})
         play = [{'name': 'the task examples', 'hosts': 'mx1.example.org', 'gather_facts': False,
+                 # the lab's OpenSMTPD is unpacked, not installed (its package conflicts with Postfix's): its smtpd
+                 # validates the mta_tls_config examples' candidates, as binaries.smtpd names it on such a host
+                 'module_defaults': {'mailsec.starttls.mta_tls_config': {'binaries': {
+                     'smtpd': f"{lab.get('pkgroot') or '/opt/mailsec-lab/root'}/usr/sbin/smtpd"}}},
                  'vars': {'example_outcomes': {}, 'starttls_report_dir': str(work / 'starttls-reports'),
                           'starttls_merge_dir': mapped('/srv/starttls-reports', lab, work),
                           'starttls_partial_stash': str(work / 'partials'),

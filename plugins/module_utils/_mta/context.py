@@ -59,9 +59,7 @@ MAX_EXPANSION_STEPS = 200000
 # One logical line (continuation lines joined): longer ones are cut, with a warning.
 MAX_LOGICAL_LINE = 64 * 1024
 
-# A minimal PATH for the MTAs' own tools: never the caller's PATH, which may hold anything.
-TOOL_PATH = ('/usr/sbin', '/usr/bin', '/sbin', '/bin', '/usr/local/sbin', '/usr/local/bin',
-             '/usr/lib/postfix/sbin', '/usr/libexec/postfix')
+TOOL_PATH = _command.TOOL_PATH
 
 
 class IncludeGuard:

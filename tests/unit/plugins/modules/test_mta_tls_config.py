@@ -81,7 +81,7 @@ def two_instances(tmp_path) -> tuple:
 
 
 def test_without_instance_the_listener_selection_names_the_instance(run_module, tmp_path):
-    _, second, args = two_instances(tmp_path)
+    second, args = two_instances(tmp_path)[1:]
     result = run_module(mta_tls_config, dict(args, address='127.0.0.2'), check_mode=True)
     assert result['changed'] is True, result
     assert result['listener']['address'] == '127.0.0.2'

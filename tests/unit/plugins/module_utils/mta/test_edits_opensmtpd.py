@@ -226,6 +226,16 @@ def test_no_known_restart_leaves_the_decision_to_the_module(tmp_path, conf):
     assert plan['changes'] == {} and plan['reload_command'] is None
 
 
+def test_postfixs_smtpd_daemon_is_never_taken_for_opensmtpd():
+    # Postfix's daemon directory holds an `smtpd` too (another program, which rejects `-n -f` silently). On the tool
+    # PATH it was found first wherever OpenSMTPD's own smtpd was not installed, and every OpenSMTPD change failed
+    # its validation with "exit 1: no message", the unchanged configuration included.
+    ctx = HostContext()
+    assert not {'/usr/lib/postfix/sbin', '/usr/libexec/postfix'} & set(ctx.tool_path)
+    found = ctx.tool('smtpd')
+    assert found is None or not found.startswith(('/usr/lib/postfix/', '/usr/libexec/postfix/')), found
+
+
 @pytest.fixture
 def smtpd():
     if SMTPD is None:
