@@ -73,7 +73,8 @@ LAUNCHER = (
 def run_measured(command: list, stdout_path: str, stderr_path: str, timeout_s: float,
                  env: dict | None = None, cwd: str | None = None) -> Measured:
     """Run a command to completion: wall time, CPU (user + sys of every process of its tree that was
-    waited for, from wait4 on the launcher) and the peak RSS of its largest single process."""
+    waited for, from wait4 on the launcher, whose own share is a few milliseconds) and the peak RSS of
+    its largest single process (the launcher's report, as with /usr/bin/time -v)."""
     rss_path = f'{stdout_path}.maxrss'
     if os.access(GNU_TIME, os.X_OK):
         launched = [GNU_TIME, '-q', '-f', '%M', '-o', rss_path] + command
