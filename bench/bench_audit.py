@@ -484,12 +484,11 @@ class AuditBench:
                                          env=self.environment(timing_path, profile), cwd=self.workdir)
         busy_after = benchlib.machine_busy_s()
         connections_after = self.demo.settled_connection_counts()
-        result = {'playbook': playbook, 'forks': forks, 'hosts': len(self.hosts), 'wall_s': measured.wall_s,
-                  'cpu_s': measured.cpu_s, 'peak_rss_kib': measured.peak_rss_kib, 'exit_code': measured.exit_code,
-                  'timed_out': measured.timed_out, 'demo_up_before': demo_up_before}
+        result = dict({'playbook': playbook, 'forks': forks, 'hosts': len(self.hosts)}, **measured.figures(),
+                      demo_up_before=demo_up_before)
         # What this run did not use of the machine: other work competing for the cores.
-        result['other_cpu_s'] = max(0.0, busy_after - busy_before - measured.cpu_s)
-        result['machine_share_other'] = result['other_cpu_s'] / max(1e-9, (os.cpu_count() or 1) * measured.wall_s)
+        result['other_cpu_s'], result['machine_share_other'] = benchlib.other_share(
+            busy_before, busy_after, measured.cpu_s, measured.wall_s)
         try:
             with open(timing_path, encoding='utf-8') as timing_file:
                 timing = json.load(timing_file)
@@ -651,12 +650,6 @@ def print_breakdown(ping: dict, audit: dict) -> dict:
     return breakdown
 
 
-def find_py_spy() -> str | None:
-    bench_venv = os.environ.get('MAILSEC_BENCH_VENV', os.path.join(benchlib.CACHE_DIR, 'bench-venv'))
-    in_bench_venv = os.path.join(bench_venv, 'bin', 'py-spy')
-    return in_bench_venv if os.access(in_bench_venv, os.X_OK) else shutil.which('py-spy')
-
-
 def run_profile(bench: AuditBench, arguments: argparse.Namespace, forks: int) -> dict:
     """Extra runs, not part of the medians: where each playbook's CPU goes (module processes vs the
     controller), how big the results are, and with py-spy the hot spots of the whole tree."""
@@ -683,7 +676,7 @@ def run_profile(bench: AuditBench, arguments: argparse.Namespace, forks: int) ->
               f"{result_bytes / hosts / 1024:.1f} KiB/host; others used {100 * result['machine_share_other']:.0f}%"
               + (f"; of each module process, gather_host + probes (`cost`) {own.get('cpu_s_median'):.3f} s"
                  if own.get('cpu_s_median') is not None else ''), flush=True)
-    py_spy = find_py_spy()
+    py_spy = benchlib.find_bench_tool('py-spy')
     if py_spy and arguments.py_spy:
         result = bench.run('audit', forks, py_spy=py_spy)
         raw = bench.raw_path('audit', '-pyspy.txt')

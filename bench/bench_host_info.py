@@ -200,14 +200,6 @@ def checker_self_test() -> list:
     return missed
 
 
-def parse_adhoc_output(text: str) -> dict | None:
-    """The ad hoc 'minimal' callback prints `localhost | SUCCESS => {...}`."""
-    try:
-        return json.loads(text[text.index(' => ') + 4:])
-    except (ValueError, IndexError):
-        return None
-
-
 def parse_module_output(text: str) -> dict | None:
     """A module process prints its result as one JSON document (possibly after other noise)."""
     start = text.find('{')
@@ -257,10 +249,10 @@ class HostInfoBench:
         busy_after = benchlib.machine_busy_s()
         with open(stdout_path, encoding='utf-8', errors='replace') as stdout_file:
             text = stdout_file.read()
-        run = {'way': way, 'wall_s': measured.wall_s, 'cpu_s': measured.cpu_s, 'peak_rss_kib': measured.peak_rss_kib,
-               'exit_code': measured.exit_code, 'timed_out': measured.timed_out,
-               'other_cpu_s': max(0.0, busy_after - busy_before - measured.cpu_s)}
-        run['machine_share_other'] = run['other_cpu_s'] / max(1e-9, (os.cpu_count() or 1) * measured.wall_s)
+        other_cpu_s, machine_share_other = benchlib.other_share(busy_before, busy_after, measured.cpu_s,
+                                                                measured.wall_s)
+        run = dict({'way': way}, **measured.figures(), other_cpu_s=other_cpu_s,
+                   machine_share_other=machine_share_other)
         return run, text
 
     def adhoc_command(self) -> list:
@@ -292,7 +284,7 @@ class HostInfoBench:
     def run(self, way: str) -> dict:
         if way == 'adhoc':
             run, text = self.measure(way, self.adhoc_command(), env=self.ansible_environment())
-            result = parse_adhoc_output(text)
+            result = benchlib.adhoc_result(text)
         elif way == 'module':
             # The environment Ansible gives a module process: the controller's, as with the local connection.
             run, text = self.measure(way, [self.python, self.ansiballz], env=dict(os.environ))

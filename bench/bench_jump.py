@@ -23,7 +23,6 @@ import argparse
 import ctypes
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH_DIR)
 
 import bench_probe  # noqa: E402  pylint: disable=wrong-import-position
+import benchlib  # noqa: E402  pylint: disable=wrong-import-position
 
 JUMP_ADDRESS = '127.0.71.1'
 JUMP_PORT = 2222
@@ -48,7 +48,7 @@ def private_network() -> str:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(CLONE_NEWNET) != 0:
         return f'the machine\'s network (unshare failed: {os.strerror(ctypes.get_errno())})'
-    subprocess.run([shutil.which('ip') or '/usr/sbin/ip', 'link', 'set', 'lo', 'up'], check=True)
+    benchlib.loopback_up()
     return 'a private network namespace'
 
 
@@ -82,15 +82,11 @@ class Sshd:
         os.makedirs('/run/sshd', exist_ok=True)
         self.process = subprocess.Popen([binary, '-D', '-e', '-f', config], stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection((JUMP_ADDRESS, JUMP_PORT), timeout=1).close()
-                return
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError('sshd did not start')
-                time.sleep(0.05)
+        while not benchlib.accepting(JUMP_ADDRESS, JUMP_PORT):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError('sshd did not start')
+            time.sleep(0.05)
 
     def spec(self) -> dict:
         return {'host': JUMP_ADDRESS, 'port': JUMP_PORT, 'user': 'root', 'private_key_file': self.client_key,
@@ -154,7 +150,7 @@ def main(argv: list | None = None) -> int:
         arguments.n, arguments.repeat = 40, 1
     where = private_network()
     workdir = tempfile.mkdtemp(prefix='mailsec-bench-jump-')
-    sys.path.insert(0, bench_probe.collection_tree(workdir))
+    sys.path.insert(0, benchlib.collection_tree(workdir))
     # pylint: disable=import-outside-toplevel
     from ansible_collections.mailsec.starttls.plugins.module_utils._probe import engine, ssh
     if ssh.paramiko_import_error() is not None:
@@ -204,19 +200,19 @@ def main(argv: list | None = None) -> int:
     print(f'through the jump host: {ratio:.2f}x the direct rate')
     jump = summary['jump']
     verdicts = [
-        bench_probe.verdict(f'jump >= {TARGET_LISTENERS_PER_S:g} listeners/s',
-                            None if arguments.smoke else jump['listeners_per_s'] >= TARGET_LISTENERS_PER_S,
-                            f"{jump['listeners_per_s']:.1f} listeners/s ({ratio:.2f}x direct)"),
-        bench_probe.verdict(f'channels <= MaxSessions {arguments.max_sessions}',
-                            0 < jump['peak_channels'] <= arguments.max_sessions,
-                            f"peak {jump['peak_channels']} open at once"),
-        bench_probe.verdict('every result right', jump['wrong'] == 0 and summary['direct']['wrong'] == 0,
-                            f"wrong: jump {jump['wrong']}, direct {summary['direct']['wrong']}; "
-                            f"errors seen: {sorted({e for item in runs['jump'] for e in item['errors']})[:3]}"),
+        benchlib.verdict(f'jump >= {TARGET_LISTENERS_PER_S:g} listeners/s',
+                         None if arguments.smoke else jump['listeners_per_s'] >= TARGET_LISTENERS_PER_S,
+                         f"{jump['listeners_per_s']:.1f} listeners/s ({ratio:.2f}x direct)"),
+        benchlib.verdict(f'channels <= MaxSessions {arguments.max_sessions}',
+                         0 < jump['peak_channels'] <= arguments.max_sessions,
+                         f"peak {jump['peak_channels']} open at once"),
+        benchlib.verdict('every result right', jump['wrong'] == 0 and summary['direct']['wrong'] == 0,
+                         f"wrong: jump {jump['wrong']}, direct {summary['direct']['wrong']}; "
+                         f"errors seen: {sorted({e for item in runs['jump'] for e in item['errors']})[:3]}"),
     ]
     payload = {'summary': summary, 'runs': runs, 'where': where, 'n': arguments.n,
                'max_sessions': arguments.max_sessions}
-    return bench_probe.finish(verdicts, arguments, 'jump', payload)
+    return benchlib.finish(verdicts, arguments, 'jump', payload)
 
 
 if __name__ == '__main__':

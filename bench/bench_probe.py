@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import argparse
 import base64
-import datetime
 import glob
 import hashlib
 import json
 import os
-import platform
 import resource
 import shutil
 import signal
@@ -37,7 +35,11 @@ from xml.etree import ElementTree
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 COLLECTION_ROOT = os.path.dirname(BENCH_DIR)
-CACHE_DIR = os.environ.get('MAILSEC_CACHE', os.path.expanduser('~/.cache/mailsec-starttls'))
+sys.path.insert(0, BENCH_DIR)
+
+import benchlib  # noqa: E402  (after the path change above)
+from benchlib import fmt, median_of, verdict  # noqa: E402
+
 ENGINE_MODULE = 'ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine'
 ENGINE_FILE = os.path.join(COLLECTION_ROOT, 'plugins', 'module_utils', '_probe', 'engine.py')
 MODULE_NAME = 'mailsec.starttls.listener_probe'
@@ -65,93 +67,6 @@ TARGET_SLOW_LISTENERS_PER_S = 250.0
 TARGET_CPU_MS_PER_LISTENER = 1.5
 TARGET_PEAK_RSS_MIB = 100.0
 EXPECTED_THROUGHPUT = 600.0
-NOISY_LOAD_PERCENT = 15.0
-
-
-# --------------------------------------------------------------------------------------------
-# Measuring one child process
-# --------------------------------------------------------------------------------------------
-
-class Measured:
-    """What one run of one client process cost, from the kernel's accounting of its tree."""
-
-    def __init__(self, exit_code: int, wall_s: float, cpu_s: float, peak_rss_kib: int, timed_out: bool):
-        self.exit_code = exit_code
-        self.wall_s = wall_s
-        self.cpu_s = cpu_s
-        self.peak_rss_kib = peak_rss_kib
-        self.timed_out = timed_out
-
-
-# A child created by fork (or vfork) from this large process starts with this process's peak RSS
-# as its own, and keeps it across exec (Linux carries the old mm's high-water mark into
-# signal->maxrss), so wait4 on a direct child over-reports its peak. A tiny launcher in between
-# (GNU time, else a bare Python) makes the measured process a child of something small.
-GNU_TIME = '/usr/bin/time'
-LAUNCHER = (
-    'import os, sys\n'
-    'pid = os.fork()\n'
-    'if pid == 0:\n'
-    '    os.execvp(sys.argv[2], sys.argv[2:])\n'
-    '_pid, status, usage = os.wait4(pid, 0)\n'
-    'open(sys.argv[1], "w").write(str(usage.ru_maxrss))\n'
-    'sys.exit(os.waitstatus_to_exitcode(status) & 255)\n'
-)
-
-
-def run_measured(command: list, stdout_path: str, stderr_path: str, timeout_s: float,
-                 env: dict | None = None, cwd: str | None = None) -> Measured:
-    """Run a command to completion; take wall time, CPU and peak RSS of its whole waited-for tree.
-
-    CPU comes from os.wait4 on the launcher, which reports the launcher's usage plus that of
-    every descendant reaped below it (the kernel's RUSAGE_BOTH), the launcher's own being a few
-    milliseconds. Peak RSS is the launcher's report of the largest single process of the tree,
-    as with /usr/bin/time -v.
-    """
-    rss_path = f'{stdout_path}.maxrss'
-    if os.access(GNU_TIME, os.X_OK):
-        launched = [GNU_TIME, '-q', '-f', '%M', '-o', rss_path] + command
-    else:
-        launched = [sys.executable, '-S', '-c', LAUNCHER, rss_path] + command
-    with open(stdout_path, 'wb') as stdout, open(stderr_path, 'wb') as stderr:
-        started = time.monotonic()
-        process = subprocess.Popen(launched, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
-                                   env=env, cwd=cwd, start_new_session=True)
-        timed_out = threading.Event()
-
-        def kill_tree() -> None:
-            timed_out.set()
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        timer = threading.Timer(timeout_s, kill_tree)
-        timer.start()
-        try:
-            _pid, status, usage = os.wait4(process.pid, 0)
-        finally:
-            timer.cancel()
-        wall_s = time.monotonic() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-    try:
-        with open(rss_path, encoding='ascii') as rss_file:
-            peak_rss_kib = int(rss_file.read().strip().splitlines()[-1])
-    except (OSError, ValueError, IndexError):
-        peak_rss_kib = usage.ru_maxrss
-    return Measured(process.returncode, wall_s, usage.ru_utime + usage.ru_stime, peak_rss_kib,
-                    timed_out.is_set())
-
-
-def machine_busy_s() -> float:
-    """CPU seconds the whole machine has spent busy since boot (all cores, from /proc/stat)."""
-    try:
-        with open('/proc/stat', encoding='ascii') as proc_stat:
-            fields = [int(value) for value in proc_stat.readline().split()[1:]]
-    except (OSError, ValueError):
-        return 0.0
-    # user nice system idle iowait irq softirq steal: everything but idle and iowait is busy.
-    busy = sum(fields[:8]) - fields[3] - fields[4]
-    return busy / os.sysconf('SC_CLK_TCK')
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,47 +306,6 @@ def port_spec(ports: list) -> str:
     return ','.join(ranges)
 
 
-def collection_tree(workdir: str) -> str:
-    """A directory D with D/ansible_collections/mailsec/starttls -> the checkout."""
-    parent = os.path.join(workdir, 'collections')
-    namespace_dir = os.path.join(parent, 'ansible_collections', 'mailsec')
-    os.makedirs(namespace_dir, exist_ok=True)
-    link = os.path.join(namespace_dir, 'starttls')
-    if not os.path.islink(link):
-        os.symlink(COLLECTION_ROOT, link)
-    return parent
-
-
-def find_ansible(explicit: str | None) -> str | None:
-    if explicit:
-        return explicit if os.access(explicit, os.X_OK) else None
-    candidates = sorted(glob.glob(os.path.join(CACHE_DIR, 'venv-core-*', 'bin', 'ansible')))
-    on_path = shutil.which('ansible')
-    if on_path:
-        candidates.append(on_path)
-    candidates += sorted(glob.glob(os.path.join(CACHE_DIR, 'bench-*venv', 'bin', 'ansible')))
-    return next((candidate for candidate in candidates if os.access(candidate, os.X_OK)), None)
-
-
-def find_sslyze(explicit: str | None) -> str | None:
-    if explicit:
-        return explicit if os.access(explicit, os.X_OK) else None
-    in_bench_venv = os.path.join(os.environ.get('MAILSEC_BENCH_VENV', os.path.join(CACHE_DIR, 'bench-venv')),
-                                 'bin', 'sslyze')
-    if os.access(in_bench_venv, os.X_OK):
-        return in_bench_venv
-    return shutil.which('sslyze')
-
-
-def version_of(command: list) -> str:
-    try:
-        completed = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return f'unknown ({error})'
-    lines = (completed.stdout or completed.stderr).strip().splitlines()
-    return lines[0].strip() if lines else 'unknown'
-
-
 def parse_assignments(assignments: list) -> dict:
     """KEY=VALUE strings to a dict; VALUE is read as JSON when it is JSON (numbers, true, null)."""
     options = {}
@@ -448,9 +322,9 @@ class Bench:
     def __init__(self, arguments: argparse.Namespace, workdir: str):
         self.arguments = arguments
         self.workdir = workdir
-        self.collections_parent = collection_tree(workdir)
-        self.ansible = find_ansible(arguments.ansible)
-        self.sslyze = find_sslyze(arguments.sslyze)
+        self.collections_parent = benchlib.collection_tree(workdir)
+        self.ansible = benchlib.find_ansible(arguments.ansible)
+        self.sslyze = benchlib.find_bench_tool('sslyze', arguments.sslyze)
         self.nmap = arguments.nmap or shutil.which('nmap')
         self.run_counter = 0
 
@@ -505,13 +379,11 @@ class Bench:
                        'profile': profile}, job_file)
         command = [self.arguments.engine_python, os.path.abspath(__file__), '--engine-worker', job_path]
         if profile == 'py-spy':
-            py_spy = os.path.join(os.path.dirname(self.sslyze or ''), 'py-spy')
-            if not os.access(py_spy, os.X_OK):
-                py_spy = shutil.which('py-spy') or 'py-spy'
+            py_spy = benchlib.find_bench_tool('py-spy') or 'py-spy'
             command = [py_spy, 'record', '--rate', '250', '--format', 'raw', '--native',
                        '-o', self.raw_path('engine', '-pyspy.txt'), '--'] + command
-        measured = run_measured(command, self.raw_path('engine', '.stdout'), self.raw_path('engine', '.stderr'),
-                                self.arguments.tool_timeout)
+        measured = benchlib.run_measured(command, self.raw_path('engine', '.stdout'),
+                                         self.raw_path('engine', '.stderr'), self.arguments.tool_timeout)
         result = {'options': options, 'process_wall_s': measured.wall_s, 'process_cpu_s': measured.cpu_s,
                   'peak_rss_kib': measured.peak_rss_kib, 'exit_code': measured.exit_code,
                   'timed_out': measured.timed_out}
@@ -560,10 +432,10 @@ class Bench:
     def run_module(self, manifest: dict, detail: str | None = None) -> dict:
         name = 'module' if detail is None else f'module-{detail}'
         stdout_path = self.raw_path(name, '.stdout')
-        measured = run_measured(self.module_command(manifest, detail), stdout_path, self.raw_path(name, '.stderr'),
-                                self.arguments.tool_timeout, env=self.ansible_environment(), cwd=self.workdir)
-        result = {'wall_s': measured.wall_s, 'cpu_s': measured.cpu_s, 'peak_rss_kib': measured.peak_rss_kib,
-                  'exit_code': measured.exit_code, 'timed_out': measured.timed_out}
+        measured = benchlib.run_measured(self.module_command(manifest, detail), stdout_path,
+                                         self.raw_path(name, '.stderr'), self.arguments.tool_timeout,
+                                         env=self.ansible_environment(), cwd=self.workdir)
+        result = measured.figures()
         host_result = parse_adhoc(stdout_path)
         probes = None
         if host_result is None:
@@ -593,21 +465,18 @@ class Bench:
         addresses = list(dict.fromkeys(listener['address'] for listener in manifest['listeners']))
         command = [self.nmap, '-Pn', '-n', '-p', port_spec(ports), '--datadir', datadir,
                    '--script', 'ssl-cert,smtp-commands', '-oX', xml_path] + addresses
-        measured = run_measured(command, self.raw_path('nmap', '.stdout'), self.raw_path('nmap', '.stderr'),
-                                self.arguments.tool_timeout, cwd=datadir)
-        return {'wall_s': measured.wall_s, 'cpu_s': measured.cpu_s, 'peak_rss_kib': measured.peak_rss_kib,
-                'exit_code': measured.exit_code, 'timed_out': measured.timed_out,
-                'check': check_nmap(manifest, xml_path)}
+        measured = benchlib.run_measured(command, self.raw_path('nmap', '.stdout'), self.raw_path('nmap', '.stderr'),
+                                         self.arguments.tool_timeout, cwd=datadir)
+        return dict(measured.figures(), check=check_nmap(manifest, xml_path))
 
     def run_sslyze(self, manifest: dict) -> dict:
         json_path = self.raw_path('sslyze', '.json')
         servers = [f"{listener['address']}:{listener['port']}" for listener in manifest['listeners']]
         command = [self.sslyze, '--starttls', 'smtp', '--certinfo', f'--json_out={json_path}'] + servers
-        measured = run_measured(command, self.raw_path('sslyze', '.stdout'), self.raw_path('sslyze', '.stderr'),
-                                self.arguments.tool_timeout, cwd=self.workdir)
-        return {'wall_s': measured.wall_s, 'cpu_s': measured.cpu_s, 'peak_rss_kib': measured.peak_rss_kib,
-                'exit_code': measured.exit_code, 'timed_out': measured.timed_out,
-                'check': check_sslyze(manifest, json_path)}
+        measured = benchlib.run_measured(command, self.raw_path('sslyze', '.stdout'),
+                                         self.raw_path('sslyze', '.stderr'), self.arguments.tool_timeout,
+                                         cwd=self.workdir)
+        return dict(measured.figures(), check=check_sslyze(manifest, json_path))
 
     def run_smtplib(self, manifest: dict) -> dict:
         job_path = self.raw_path('smtplib', '-job.json')
@@ -617,11 +486,10 @@ class Bench:
             threads = self.arguments.smtplib_threads or (32 if not manifest['delay_ms'] else 128)
             json.dump({'listeners': manifest['listeners'], 'threads': threads,
                        'output': output_path}, job_file)
-        measured = run_measured([sys.executable, os.path.abspath(__file__), '--smtplib-worker', job_path],
-                                self.raw_path('smtplib', '.stdout'), self.raw_path('smtplib', '.stderr'),
-                                self.arguments.tool_timeout)
-        result = {'wall_s': measured.wall_s, 'cpu_s': measured.cpu_s, 'peak_rss_kib': measured.peak_rss_kib,
-                  'exit_code': measured.exit_code, 'timed_out': measured.timed_out}
+        measured = benchlib.run_measured([sys.executable, os.path.abspath(__file__), '--smtplib-worker', job_path],
+                                         self.raw_path('smtplib', '.stdout'), self.raw_path('smtplib', '.stderr'),
+                                         self.arguments.tool_timeout)
+        result = measured.figures()
         try:
             with open(output_path, encoding='utf-8') as output_file:
                 worker = json.load(output_file)
@@ -633,26 +501,18 @@ class Bench:
         return result
 
     @staticmethod
-    def tail(path: str, size: int = 1500) -> str:
-        try:
-            with open(path, 'rb') as stream:
-                stream.seek(0, os.SEEK_END)
-                stream.seek(max(0, stream.tell() - size))
-                return stream.read().decode(errors='replace').strip()
-        except OSError:
-            return ''
+    def tail(path: str) -> str:
+        """A failed tool's stderr, its lines kept, for the results."""
+        return benchlib.tail(path, 1500, one_line=False)
 
 
 def parse_adhoc(stdout_path: str) -> dict | None:
-    """The host result that ad-hoc `ansible` printed (`localhost | SUCCESS => {...}` from the default
-    minimal callback; the json callback moved out of ansible-core into ansible.posix in 2.19)."""
+    """The host result in the saved output of an ad hoc `ansible` run."""
     try:
         with open(stdout_path, encoding='utf-8') as stdout_file:
-            text = stdout_file.read()
-        host_result = json.loads(text[text.index(' => ') + 4:])
+            return benchlib.adhoc_result(stdout_file.read())
     except (OSError, ValueError):
         return None
-    return host_result if isinstance(host_result, dict) else None
 
 
 def summarise_outcomes(probes) -> dict:
@@ -801,11 +661,6 @@ def smtplib_worker(job_path: str) -> int:
 # Reporting
 # --------------------------------------------------------------------------------------------
 
-def median_of(runs: list, key: str):
-    values = [run[key] for run in runs if isinstance(run.get(key), (int, float))]
-    return statistics.median(values) if values else None
-
-
 def aggregate(scenario: dict, tool: str, runs: list) -> dict:
     n = scenario['n']
     wall_s = median_of(runs, 'wall_s')
@@ -870,10 +725,6 @@ def fixture_busiest_percent(before: dict, after: dict, wall_s: float | None) -> 
     return 100 * max(end - start for start, end in zip(first, last)) / wall_s
 
 
-def fmt(value, spec: str) -> str:
-    return '-' if value is None else format(value, spec)
-
-
 def print_table(summaries: list, skipped: dict) -> None:
     header = (f"{'tool':<14} {'N':>5} {'delay':>6} {'wall s':>8} {'lst/s':>8} {'cpu ms/l':>9} {'RSS MiB':>8} "
               f"{'srv ms/l':>9} {'srv max%':>8} {'hs/lst':>7} {'other%':>6} {'wrong':>6}")
@@ -905,34 +756,8 @@ def print_table(summaries: list, skipped: dict) -> None:
     if saturated:
         print(f"WARNING: a fixture process used more than {FIXTURE_SATURATED_PERCENT:.0f}% of a core during the runs "
               f"of {', '.join(saturated)}: the fixture may have set their pace (raise --processes).")
-    noisy = [summary for summary in summaries if (summary.get('other_load_percent') or 0) > NOISY_LOAD_PERCENT]
-    if noisy:
-        worst = max(summary['other_load_percent'] for summary in noisy)
-        print(f'WARNING: other processes used up to {worst:.0f}% of the machine during these runs (column '
-              f'other%); wall times and listeners/s are depressed. Rerun on a quiet machine for figures to keep.')
-
-
-def verdict(target: str, ok: bool | None, detail: str, **extra) -> dict:
-    """One target's outcome: PASS, FAIL, or SKIP when `ok` is None (informative only)."""
-    return dict(extra, target=target, result='SKIP' if ok is None else 'PASS' if ok else 'FAIL', detail=detail)
-
-
-def finish(verdicts: list, arguments, label: str, payload: dict) -> int:
-    """Print the targets, write the results JSON (payload plus the verdicts) and the closing line;
-    returns the exit code (1 only for a FAIL under --enforce). Shared by every bench script."""
-    print('\nTargets:')
-    for item in verdicts:
-        scenario = f"[{item['scenario']}] " if item.get('scenario') else ''
-        print(f"  {item['result']:<4} {scenario}{item['target']}: {item['detail']}")
-    failed = [item for item in verdicts if item['result'] == 'FAIL']
-    os.makedirs(arguments.results_dir, exist_ok=True)
-    results_path = os.path.join(arguments.results_dir, f"{label}-{time.strftime('%Y%m%dT%H%M%S')}.json")
-    with open(results_path, 'w', encoding='utf-8') as results_file:
-        json.dump(dict(payload, verdicts=verdicts), results_file, indent=1, default=repr)
-    print(f'\nresults: {results_path}')
-    print(f"{'FAIL' if failed else 'PASS'}: {len(failed)} target(s) failed"
-          + ('' if arguments.enforce or not failed else ' (not enforced; use --enforce)'))
-    return 1 if failed and arguments.enforce else 0
+    benchlib.warn_if_noisy([summary.get('other_load_percent') for summary in summaries],
+                           'wall times and listeners/s are depressed')
 
 
 def judge(scenario_name: str, scenario: dict, summaries: dict, tools: list, smoke: bool,
@@ -1011,26 +836,16 @@ def judge(scenario_name: str, scenario: dict, summaries: dict, tools: list, smok
 
 
 def environment_facts(bench: Bench, arguments: argparse.Namespace) -> dict:
-    cpu_model = 'unknown'
-    try:
-        with open('/proc/cpuinfo', encoding='utf-8') as cpuinfo:
-            cpu_model = next((line.split(':', 1)[1].strip() for line in cpuinfo if line.startswith('model name')),
-                             'unknown')
-    except OSError:
-        pass
-    return {
-        'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-        'host': platform.node(), 'cpu': cpu_model, 'cores': os.cpu_count(),
-        'kernel': platform.release(), 'python': sys.version.split()[0], 'openssl': ssl.OPENSSL_VERSION,
-        'engine_python': version_of([arguments.engine_python, '--version']),
-        'fixture_python': version_of([arguments.fixture_python, '--version']),
-        'ansible': (bench.ansible, version_of([bench.ansible, '--version']) if bench.ansible else None),
-        'nmap': (bench.nmap, version_of([bench.nmap, '--version']) if bench.nmap else None),
-        'sslyze': (bench.sslyze, version_of([os.path.join(os.path.dirname(bench.sslyze), 'python'), '-c',
-                                             'import importlib.metadata as m; print("sslyze", m.version("sslyze"))'])
-                   if bench.sslyze else None),
-        'git': version_of(['git', '-C', COLLECTION_ROOT, 'rev-parse', '--short', 'HEAD']),
-    }
+    version_of = benchlib.version_of
+    return dict(
+        benchlib.machine_facts(),
+        engine_python=version_of([arguments.engine_python, '--version']),
+        fixture_python=version_of([arguments.fixture_python, '--version']),
+        ansible=(bench.ansible, version_of([bench.ansible, '--version']) if bench.ansible else None),
+        nmap=(bench.nmap, version_of([bench.nmap, '--version']) if bench.nmap else None),
+        sslyze=(bench.sslyze, version_of([os.path.join(os.path.dirname(bench.sslyze), 'python'), '-c',
+                                          'import importlib.metadata as m; print("sslyze", m.version("sslyze"))'])
+                if bench.sslyze else None))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1061,16 +876,16 @@ def run_scenario(bench: Bench, name: str, scenario: dict, tools: list, repeat: i
         for repetition in range(1, repeat + 1):
             for tool in active_tools:
                 before = fixture.stats()
-                busy_before = machine_busy_s()
+                busy_before = benchlib.machine_busy_s()
                 result = bench.run(tool, manifest)
-                busy_after = machine_busy_s()
+                busy_after = benchlib.machine_busy_s()
                 after = fixture.stats()
                 # What neither the client nor the fixture used: other work on the machine that
                 # competed for the cores during this run (noise to report, not to subtract).
-                result['other_cpu_s'] = max(0.0, (busy_after - busy_before) - (after['cpu_s'] - before['cpu_s'])
-                                            - (result.get('process_cpu_s') or result.get('cpu_s') or 0.0))
-                result['machine_share_other'] = result['other_cpu_s'] / max(
-                    1e-9, (os.cpu_count() or 1) * (result.get('process_wall_s') or result.get('wall_s') or 1e-9))
+                result['other_cpu_s'], result['machine_share_other'] = benchlib.other_share(
+                    busy_before, busy_after,
+                    (after['cpu_s'] - before['cpu_s']) + (result.get('process_cpu_s') or result.get('cpu_s') or 0.0),
+                    result.get('process_wall_s') or result.get('wall_s') or 1e-9)
                 result['server_cpu_s'] = after['cpu_s'] - before['cpu_s']
                 result['server_handshakes'] = after['handshakes'] - before['handshakes']
                 result['server_connections'] = after['connections'] - before['connections']
@@ -1181,9 +996,9 @@ def measure_median(bench: Bench, label: str, command: list, repeat: int, env: di
                    cwd: str | None = None) -> dict:
     walls, cpus = [], []
     for attempt in range(repeat):
-        measured = run_measured(command, os.path.join(bench.workdir, f'profile-{label}-{attempt}.out'),
-                                os.path.join(bench.workdir, f'profile-{label}-{attempt}.err'),
-                                bench.arguments.tool_timeout, env=env, cwd=cwd or bench.workdir)
+        measured = benchlib.run_measured(command, os.path.join(bench.workdir, f'profile-{label}-{attempt}.out'),
+                                         os.path.join(bench.workdir, f'profile-{label}-{attempt}.err'),
+                                         bench.arguments.tool_timeout, env=env, cwd=cwd or bench.workdir)
         if measured.exit_code == 0:
             walls.append(measured.wall_s)
             cpus.append(measured.cpu_s)
@@ -1327,34 +1142,9 @@ def save_profile(bench: Bench, scenario_name: str, profile_result: dict) -> None
         if os.path.exists(raw):
             shutil.copy(raw, destination)
             with open(destination + '.top.txt', 'w', encoding='utf-8') as top_file:
-                top_file.write(collapsed_top(raw))
+                top_file.write(benchlib.collapsed_top(raw))
     print(f'   profile ({bench.arguments.profile}) of one engine run written to {destination} '
           f"(wall {fmt(profile_result.get('wall_s'), '.2f')} s with the profiler on)")
-
-
-def collapsed_top(path: str, limit: int = 40) -> str:
-    """Self and inclusive sample counts per function from py-spy's collapsed stacks."""
-    own: dict = {}
-    inclusive: dict = {}
-    total = 0
-    with open(path, encoding='utf-8', errors='replace') as collapsed:
-        for line in collapsed:
-            stack, _separator, count_text = line.rstrip('\n').rpartition(' ')
-            if not count_text.isdigit():
-                continue
-            count = int(count_text)
-            total += count
-            frames = stack.split(';')
-            own[frames[-1]] = own.get(frames[-1], 0) + count
-            for frame in set(frames):
-                inclusive[frame] = inclusive.get(frame, 0) + count
-    lines = [f'{total} samples', '', 'self %  function']
-    for frame, count in sorted(own.items(), key=lambda item: -item[1])[:limit]:
-        lines.append(f'{100 * count / max(total, 1):6.1f}  {frame}')
-    lines += ['', 'incl %  function']
-    for frame, count in sorted(inclusive.items(), key=lambda item: -item[1])[:limit]:
-        lines.append(f'{100 * count / max(total, 1):6.1f}  {frame}')
-    return '\n'.join(lines) + '\n'
 
 
 def parse_arguments(argv: list | None) -> argparse.Namespace:
@@ -1470,10 +1260,10 @@ def main(argv: list | None = None) -> int:
 
     verdicts = [item for result in results for item in result['verdicts']]
     label = 'smoke' if arguments.smoke else '-'.join(results_name for results_name in scenarios)
-    return finish(verdicts, arguments, f'bench-{label}',
-                  {'environment': facts, 'arguments': {key: value for key, value in vars(arguments).items()
-                                                       if not key.endswith('_worker')},
-                   'scenarios': results})
+    return benchlib.finish(verdicts, arguments, f'bench-{label}',
+                           {'environment': facts, 'arguments': {key: value for key, value in vars(arguments).items()
+                                                                if not key.endswith('_worker')},
+                            'scenarios': results})
 
 
 if __name__ == '__main__':

@@ -49,6 +49,11 @@ class Measured:
         self.peak_rss_kib = peak_rss_kib
         self.timed_out = timed_out
 
+    def figures(self) -> dict:
+        """The figures of one run, as a bench records them in its results."""
+        return {'wall_s': self.wall_s, 'cpu_s': self.cpu_s, 'peak_rss_kib': self.peak_rss_kib,
+                'exit_code': self.exit_code, 'timed_out': self.timed_out}
+
 
 # A child forked from this (large) process starts with this process's peak RSS as its own and keeps it
 # across exec (Linux carries the old high-water mark into signal->maxrss), so wait4 on a direct child
@@ -68,7 +73,8 @@ LAUNCHER = (
 def run_measured(command: list, stdout_path: str, stderr_path: str, timeout_s: float,
                  env: dict | None = None, cwd: str | None = None) -> Measured:
     """Run a command to completion: wall time, CPU (user + sys of every process of its tree that was
-    waited for, from wait4 on the launcher) and the peak RSS of its largest single process."""
+    waited for, from wait4 on the launcher, whose own share is a few milliseconds) and the peak RSS of
+    its largest single process (the launcher's report, as with /usr/bin/time -v)."""
     rss_path = f'{stdout_path}.maxrss'
     if os.access(GNU_TIME, os.X_OK):
         launched = [GNU_TIME, '-q', '-f', '%M', '-o', rss_path] + command
@@ -114,10 +120,11 @@ def machine_busy_s() -> float:
     return busy / os.sysconf('SC_CLK_TCK')
 
 
-def other_share(busy_before: float, busy_after: float, measured: Measured) -> tuple:
-    """(CPU seconds other work used during a run, that as a share of the whole machine)."""
-    other_cpu_s = max(0.0, busy_after - busy_before - measured.cpu_s)
-    return other_cpu_s, other_cpu_s / max(1e-9, (os.cpu_count() or 1) * measured.wall_s)
+def other_share(busy_before: float, busy_after: float, ours_cpu_s: float, wall_s: float) -> tuple:
+    """(CPU seconds other work used during a run, that as a share of the whole machine): what the
+    machine was busy with beyond `ours_cpu_s` (the measured tree, and a bench's own servers)."""
+    other_cpu_s = max(0.0, busy_after - busy_before - ours_cpu_s)
+    return other_cpu_s, other_cpu_s / max(1e-9, (os.cpu_count() or 1) * wall_s)
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,6 +152,15 @@ def find_ansible(explicit: str | None, program: str = 'ansible') -> str | None:
         candidates.append(on_path)
     candidates += sorted(glob.glob(os.path.join(CACHE_DIR, 'bench-*venv', 'bin', program)))
     return next((candidate for candidate in candidates if os.access(candidate, os.X_OK)), None)
+
+
+def find_bench_tool(program: str, explicit: str | None = None) -> str | None:
+    """A tool that bench/setup.sh installs (sslyze, py-spy): the one given, the bench venv's, PATH."""
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else None
+    bench_venv = os.environ.get('MAILSEC_BENCH_VENV', os.path.join(CACHE_DIR, 'bench-venv'))
+    in_bench_venv = os.path.join(bench_venv, 'bin', program)
+    return in_bench_venv if os.access(in_bench_venv, os.X_OK) else shutil.which(program)
 
 
 def version_of(command: list) -> str:
@@ -195,11 +211,16 @@ def run_isolated(script: str, argv: list) -> int:
     return subprocess.call(command)
 
 
+def loopback_up() -> None:
+    """In a new network namespace only loopback exists, and it is down."""
+    subprocess.run([shutil.which('ip') or '/usr/sbin/ip', 'link', 'set', 'lo', 'up'], check=True)
+
+
 def namespace_init() -> int | None:
     """In a new PID namespace this process is PID 1: bring loopback up, then fork the bench and
     reap every orphan (the lab's daemons are re-parented here) until the bench ends. Returns the
     bench's exit code in the parent, None in the child that goes on to run the bench."""
-    subprocess.run(['ip', 'link', 'set', 'lo', 'up'], check=True)
+    loopback_up()
     if os.getpid() != 1:
         return None
     child = os.fork()
@@ -267,15 +288,26 @@ def fmt(value, spec: str) -> str:
     return '-' if value is None else format(value, spec)
 
 
-def tail(path: str, size: int = 600) -> str:
-    """The end of a log file on one line, for a failure message."""
+def tail(path: str, size: int = 600, one_line: bool = True) -> str:
+    """The end of a log file, for a failure message: on one line unless one_line is false."""
     try:
         with open(path, 'rb') as stream:
             stream.seek(0, os.SEEK_END)
             stream.seek(max(0, stream.tell() - size))
-            return stream.read().decode(errors='replace').strip().replace('\n', ' | ')
+            text = stream.read().decode(errors='replace').strip()
     except OSError:
         return ''
+    return text.replace('\n', ' | ') if one_line else text
+
+
+def adhoc_result(text: str) -> dict | None:
+    """The host result that ad hoc `ansible` printed with its default callback (minimal):
+    `localhost | SUCCESS => {...}` (the json callback left ansible-core for ansible.posix in 2.19)."""
+    try:
+        host_result = json.loads(text[text.index(' => ') + 4:])
+    except ValueError:
+        return None
+    return host_result if isinstance(host_result, dict) else None
 
 
 def warn_if_noisy(load_percents: list, what: str = 'wall times are depressed') -> None:

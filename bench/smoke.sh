@@ -6,12 +6,13 @@ set -euo pipefail
 
 bench_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$bench_dir/.."
+cache_dir=${MAILSEC_CACHE:-$HOME/.cache/mailsec-starttls}
 
 # The fixture needs Python 3.11+ (StreamWriter.start_tls); pytest comes from the test venv when
 # the system Python lacks it.
 pick_python() {
     local candidate
-    for candidate in "${MAILSEC_BENCH_PYTHON:-}" python3 "${MAILSEC_CACHE:-$HOME/.cache/mailsec-starttls}"/venv-core-*/bin/python; do
+    for candidate in "${MAILSEC_BENCH_PYTHON:-}" python3 "$cache_dir"/venv-core-*/bin/python; do
         [[ -n $candidate ]] || continue
         if "$candidate" -c 'import sys, pytest; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; then
             printf '%s\n' "$candidate"
@@ -28,7 +29,7 @@ status=0
 
 # The controller at fleet scale, small: 400 hosts made from the checked-in lab capture, judged and
 # reported in all four formats (and the HTML page checked in Chromium when it is installed).
-fleet_python=${MAILSEC_CACHE:-$HOME/.cache/mailsec-starttls}/venv-core-2.19/bin/python
+fleet_python=$cache_dir/venv-core-2.19/bin/python
 [[ -x $fleet_python ]] || fleet_python=$python
 fleet_browser=()
 if command -v chromium >/dev/null || command -v chromium-browser >/dev/null || [[ -n ${MAILSEC_CHROMIUM:-} ]]; then

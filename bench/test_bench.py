@@ -25,29 +25,43 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH_DIR)
 
 import bench_probe  # noqa: E402  (after the path change above)
+import benchlib  # noqa: E402
 
 FIXTURE_PORT = 20900
 FIXTURE_N = 10
 
 
+def start_fixture(workdir, n: int, base_port: int, distinct_certs: int, max_lifetime_s: int,
+                  *extra: str) -> subprocess.Popen:
+    """bench/fixture.py with its manifest at WORKDIR/manifest.json, once it says READY."""
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(BENCH_DIR, 'fixture.py'), '--n', str(n), '--base-port', str(base_port),
+         '--manifest', str(workdir / 'manifest.json'), '--workdir', str(workdir / 'certs'),
+         '--distinct-certs', str(distinct_certs), '--max-lifetime', str(max_lifetime_s), *extra],
+        stdout=subprocess.PIPE, text=True)
+    ready = process.stdout.readline()
+    if not ready.startswith('READY '):
+        process.kill()
+        process.wait(10)
+    assert ready.startswith('READY '), ready
+    return process
+
+
+def stop_fixture(process: subprocess.Popen) -> None:
+    """SIGTERM: the fixture stops cleanly and says why."""
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(10) == 0
+    assert 'STOPPED signal' in process.stdout.read()
+
+
 @pytest.fixture(scope='module')
 def fixture_manifest(tmp_path_factory):
     workdir = tmp_path_factory.mktemp('fixture')
-    manifest_path = workdir / 'manifest.json'
-    process = subprocess.Popen(
-        [sys.executable, os.path.join(BENCH_DIR, 'fixture.py'), '--n', str(FIXTURE_N), '--base-port',
-         str(FIXTURE_PORT), '--manifest', str(manifest_path), '--workdir', str(workdir / 'certs'),
-         '--distinct-certs', '3', '--max-lifetime', '120'],
-        stdout=subprocess.PIPE, text=True)
+    process = start_fixture(workdir, FIXTURE_N, FIXTURE_PORT, 3, 120)
     try:
-        ready = process.stdout.readline()
-        assert ready.startswith('READY '), ready
-        manifest = json.loads(manifest_path.read_text())
-        yield manifest
+        yield json.loads((workdir / 'manifest.json').read_text())
     finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(10) == 0
-        assert 'STOPPED signal' in process.stdout.read()
+        stop_fixture(process)
 
 
 def smtplib_probe(listener: dict) -> dict:
@@ -85,14 +99,8 @@ def test_fixture_certificate_verifies_against_bench_ca(fixture_manifest):
 
 
 def test_fixture_delay_applies_to_every_reply(tmp_path):
-    manifest_path = tmp_path / 'manifest.json'
-    process = subprocess.Popen(
-        [sys.executable, os.path.join(BENCH_DIR, 'fixture.py'), '--n', '1', '--base-port', str(FIXTURE_PORT + 50),
-         '--manifest', str(manifest_path), '--workdir', str(tmp_path / 'certs'), '--distinct-certs', '1',
-         '--delay-ms', '100', '--max-lifetime', '60'],
-        stdout=subprocess.PIPE, text=True)
+    process = start_fixture(tmp_path, 1, FIXTURE_PORT + 50, 1, 60, '--delay-ms', '100')
     try:
-        assert process.stdout.readline().startswith('READY ')
         started = time.monotonic()
         with smtplib.SMTP('127.0.70.1', FIXTURE_PORT + 50, timeout=5) as client:  # greeting
             client.ehlo()
@@ -100,8 +108,7 @@ def test_fixture_delay_applies_to_every_reply(tmp_path):
         # greeting + EHLO + NOOP + QUIT replies, 100 ms each
         assert time.monotonic() - started >= 0.4
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(10)
+        stop_fixture(process)
 
 
 def sample_manifest() -> dict:
@@ -219,13 +226,8 @@ def test_checkers_tell_addresses_apart(tmp_path, fixture_manifest):
 
 def test_fixture_spreads_listeners_over_addresses_and_processes(tmp_path):
     manifest_path = tmp_path / 'manifest.json'
-    process = subprocess.Popen(
-        [sys.executable, os.path.join(BENCH_DIR, 'fixture.py'), '--n', '6', '--addresses', '3', '--processes', '2',
-         '--base-port', str(FIXTURE_PORT + 60), '--manifest', str(manifest_path), '--workdir', str(tmp_path / 'certs'),
-         '--distinct-certs', '1', '--max-lifetime', '60'],
-        stdout=subprocess.PIPE, text=True)
+    process = start_fixture(tmp_path, 6, FIXTURE_PORT + 60, 1, 60, '--addresses', '3', '--processes', '2')
     try:
-        assert process.stdout.readline().startswith('READY ')
         manifest = json.loads(manifest_path.read_text())
         assert [(item['address'], item['port']) for item in manifest['listeners']] == [
             ('127.0.70.1', FIXTURE_PORT + 60), ('127.0.70.2', FIXTURE_PORT + 60), ('127.0.70.3', FIXTURE_PORT + 60),
@@ -240,9 +242,7 @@ def test_fixture_spreads_listeners_over_addresses_and_processes(tmp_path):
         assert stats['connections'] == 12 and stats['active'] == 0
         assert len(stats['process_cpu_s']) == 2
     finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(10) == 0
-        assert 'STOPPED signal' in process.stdout.read()
+        stop_fixture(process)
 
 
 def test_port_spec():
@@ -254,7 +254,7 @@ def test_run_measured_reports_the_child_not_the_parent(tmp_path):
     ballast = bytearray(200 * 1024 * 1024)
     ballast[::4096] = b'\1' * len(ballast[::4096])
     child = 'x = bytearray(30 * 1024 * 1024); x[::4096] = b"\\1" * len(x[::4096])'
-    measured = bench_probe.run_measured([sys.executable, '-c', child], str(tmp_path / 'out'), str(tmp_path / 'err'), 30)
+    measured = benchlib.run_measured([sys.executable, '-c', child], str(tmp_path / 'out'), str(tmp_path / 'err'), 30)
     assert measured.exit_code == 0
     # The child touched ~30 MiB on top of an interpreter; the 200 MiB of this process must not show.
     assert 30 * 1024 < measured.peak_rss_kib < 120 * 1024
@@ -298,7 +298,6 @@ def test_fleet_hosts_are_distinct_copies_of_real_lab_instances():
 
 
 def test_benchlib_measures_the_whole_tree_and_reports_targets(tmp_path):
-    import benchlib  # noqa: E402  pylint: disable=import-outside-toplevel
     # A grandchild that burns CPU and exits before its parent: still counted.
     burn = 'import time; end = time.process_time() + 0.3\nwhile time.process_time() < end: pass'
     parent = f'import subprocess, sys; subprocess.run([sys.executable, "-c", {burn!r}], check=True)'
@@ -318,3 +317,30 @@ def test_benchlib_measures_the_whole_tree_and_reports_targets(tmp_path):
     assert benchlib.finish([benchlib.verdict('a', None, 'informative')], Arguments, 't', {}) == 0
     assert benchlib.finish([benchlib.correctness_verdict('b', wrong)], Arguments, 't', {}) == 1
     assert len(os.listdir(tmp_path / 'results')) >= 1
+
+
+def test_benchlib_helpers_bench_probe_shares(tmp_path, monkeypatch):
+    log = tmp_path / 'stderr'
+    log.write_text('first line\n' + 'x' * 40 + '\nlast line\n')
+    assert benchlib.tail(str(log)).endswith('x | last line')
+    assert benchlib.tail(str(log), 20, one_line=False) == 'xxxxxxxxx\nlast line'
+    assert benchlib.tail(str(tmp_path / 'absent')) == ''
+    assert benchlib.adhoc_result('localhost | SUCCESS => {"changed": false, "probes": []}') == {
+        'changed': False, 'probes': []}
+    assert benchlib.adhoc_result('localhost | FAILED! => ["not", "a", "host result"]') is None
+    assert benchlib.adhoc_result('ERROR! no hosts matched') is None
+    # Busy 10 s over a 2 s run, 3 s of it the measured tree and the bench's own server: 7 s were others'.
+    other_cpu_s, share = benchlib.other_share(100.0, 110.0, 3.0, 2.0)
+    assert other_cpu_s == pytest.approx(7.0)
+    assert share == pytest.approx(7.0 / ((os.cpu_count() or 1) * 2.0))
+    assert benchlib.other_share(100.0, 101.0, 3.0, 2.0) == (0.0, 0.0)
+    measured = benchlib.Measured(3, 1.5, 0.25, 2048, True)
+    assert measured.figures() == {'wall_s': 1.5, 'cpu_s': 0.25, 'peak_rss_kib': 2048, 'exit_code': 3, 'timed_out': True}
+    tool = tmp_path / 'bin' / 'mailsec-bench-tool'
+    tool.parent.mkdir()
+    tool.write_text('#!/bin/sh\n')
+    assert benchlib.find_bench_tool('mailsec-bench-tool', str(tool)) is None  # not executable
+    tool.chmod(0o755)
+    assert benchlib.find_bench_tool('mailsec-bench-tool', str(tool)) == str(tool)
+    monkeypatch.setenv('MAILSEC_BENCH_VENV', str(tmp_path))
+    assert benchlib.find_bench_tool('mailsec-bench-tool') == str(tool)

@@ -83,6 +83,11 @@ else:
     CREATED_LAB_ROOT = None
 
 
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'changes_lab: the tests of this module change the lab\'s configuration; '
+                                       'the lab is started afresh after them')
+
+
 def pytest_report_header(config):  # pylint: disable=unused-argument
     where = 'the machine\'s network' if PRIVATE_NETWORK_PROBLEM else 'a private network namespace (loopback only)'
     note = f' ({PRIVATE_NETWORK_PROBLEM})' if PRIVATE_NETWORK_PROBLEM else ''
@@ -232,10 +237,21 @@ def lab_instance():
 
 
 @pytest.fixture(scope='module')
-def lab(lab_instance):
+def lab(lab_instance, request):
     """The lab's manifest as it is now: the harness's own tests stop and restart the lab (with new
-    certificates), so each test module reads it afresh; start() is a no-op on a healthy lab."""
-    return lab_instance.start()
+    certificates), so each test module reads it afresh; start() is a no-op on a healthy lab. A module
+    marked `changes_lab` (pytestmark) leaves a changed configuration: the lab is started afresh after it."""
+    manifest = lab_instance.start()
+    yield manifest
+    if request.node.get_closest_marker('changes_lab'):
+        lab_instance.stop()
+        lab_instance.start()
+
+
+@pytest.fixture(scope='module')
+def work(tmp_path_factory, request) -> Path:
+    """A directory of the test module's own (inventories, reports, files a test makes)."""
+    return tmp_path_factory.mktemp(request.module.__name__.rpartition('.')[2])
 
 
 @pytest.fixture(scope='session')

@@ -275,11 +275,6 @@ def lab_inventory(document: dict, lab: dict, sshd: dict, groups: dict | None = N
 # -- running ----------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope='module')
-def work(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp('examples')
-
-
-@pytest.fixture(scope='module')
 def example_inventory(lab, sshd, work) -> str:
     document = yaml.safe_load(mapped((REPO / 'docs' / 'examples' / 'inventory.yml').read_text(), lab, work))
     path = work / 'example-inventory.json'

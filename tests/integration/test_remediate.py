@@ -12,86 +12,16 @@ from __future__ import annotations
 
 import json
 import os
-import smtplib
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import ansible_bin
+from remediation import change_for, ehlo, inventory, lab_restart_argv, remediate, snapshot
 
-MTAS = ['postfix', 'dovecot']
-
-
-@pytest.fixture(scope='module')
-def lab(lab_instance):
-    """The lab for this module; every test changes its configuration, so it is started afresh after."""
-    manifest = lab_instance.start()
-    yield manifest
-    lab_instance.stop()
-    lab_instance.start()
-
-
-@pytest.fixture(scope='module')
-def work(tmp_path_factory):
-    return tmp_path_factory.mktemp('remediate')
-
-
-def inventory(work: Path, lab: dict) -> str:
-    path = work / 'inventory.json'
-    path.write_text(json.dumps({'all': {'children': {'mail': {'hosts': {'lab-host': {
-        'ansible_connection': 'local',
-        'ansible_python_interpreter': os.environ.get('MAILSEC_IT_PYTHON') or sys.executable,
-        'starttls_ca_file': f"{lab['root']}/certs/lab-ca.crt",
-        'starttls_mtas': MTAS,
-        'starttls_probe_options': {'timeout': 5, 'deadline': 20},
-    }}}}}}))
-    return str(path)
-
-
-def remediate(ansible_env, work, lab, extra: dict, args=(), expect_rc=0) -> dict:
-    report_dir = work / 'reports'
-    variables = dict({'starttls_report_dir': str(report_dir)}, **extra)
-    completed = subprocess.run([ansible_bin('ansible-playbook'), '-i', inventory(work, lab), 'mailsec.starttls.remediate',
-                                '-e', json.dumps(variables), *args],
-                               env=ansible_env, capture_output=True, text=True, timeout=900, check=False)
-    output = completed.stdout + completed.stderr
-    assert completed.returncode == expect_rc, output[-8000:]
-    record_path = report_dir / 'starttls-remediation-lab-host.json'
-    record = json.loads(record_path.read_text()) if record_path.exists() else None
-    if record_path.exists():
-        record_path.unlink()
-    return {'output': output, 'record': record}
-
-
-def snapshot(root: str) -> dict:
-    """Every configuration file of every lab instance, and each directory's listing."""
-    files = {}
-    for directory, _dirs, names in os.walk(root):
-        if '/certs' in directory or '/queue' in directory or '/run' in directory or '/state' in directory:
-            continue
-        for name in names:
-            if name.endswith(('.cf', '.conf')) or name.endswith('~'):
-                path = os.path.join(directory, name)
-                files[path] = Path(path).read_bytes()
-    return files
-
-
-def change_for(record: dict, address: str, port: int) -> dict:
-    found = [change for change in record['changes']
-             if change['listener']['address'] == address and change['listener']['port'] == port]
-    assert len(found) == 1, record['changes']
-    return found[0]
-
-
-def ehlo(address: str, port: int = 25) -> tuple:
-    """(STARTTLS advertised, reply to STARTTLS) from a plain client."""
-    with smtplib.SMTP(address, port, timeout=10) as client:
-        client.ehlo('probe.lab.test')
-        advertised = client.has_extn('starttls')
-        code, _text = client.docmd('STARTTLS')
-        return advertised, code
+# Every test changes the lab's configuration: the lab is started afresh after this module.
+pytestmark = pytest.mark.changes_lab
 
 
 def test_postfix_withdraw_check_mode_then_run_then_no_change(ansible_env, work, lab):
@@ -267,8 +197,7 @@ def test_exim_withdraws_on_one_listener_with_a_guarded_expansion(ansible_env, wo
     exim = f"{lab.get('pkgroot') or '/opt/mailsec-lab/root'}/usr/sbin/exim4"
     assert ehlo('127.0.20.2') == (True, 454)
     # The lab runs Exim with -C, which a SIGHUP re-exec does not survive: the lab restarts it instead.
-    restart = [sys.executable, str(Path(__file__).resolve().parents[1] / 'lab' / 'mta_lab.py'), 'reload',
-               'exim-cert-missing', '--root', lab['root']]
+    restart = lab_restart_argv(lab, 'exim-cert-missing')
     done = remediate(ansible_env, work, lab, {
         'starttls_mtas': ['exim'], 'starttls_binaries': {'exim': exim}, 'starttls_reload_commands': {'exim': restart},
         'starttls_remediate_listeners': [{'mta': 'exim', 'address': '127.0.20.2', 'port': 25}]})

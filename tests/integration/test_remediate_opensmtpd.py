@@ -17,59 +17,31 @@ import json
 import os
 import re
 import shutil
-import smtplib
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import ansible_bin
-from test_remediate import change_for, remediate, snapshot
+from remediation import change_for, ehlo, lab_restart_argv, remediate, snapshot
 
-LAB_SCRIPT = Path(__file__).resolve().parents[1] / 'lab' / 'mta_lab.py'
-
-
-@pytest.fixture(scope='module')
-def lab(lab_instance):
-    """The lab for this module; every test changes its configuration, so it is started afresh after."""
-    manifest = lab_instance.start()
-    yield manifest
-    lab_instance.stop()
-    lab_instance.start()
-
-
-@pytest.fixture(scope='module')
-def work(tmp_path_factory):
-    return tmp_path_factory.mktemp('remediate-opensmtpd')
+# Every test changes the lab's configuration: the lab is started afresh after this module.
+pytestmark = pytest.mark.changes_lab
 
 
 def conf_path(lab: dict, instance: str) -> Path:
     return Path(lab['root']) / instance / 'smtpd.conf'
 
 
-def restart_argv(lab: dict, instance: str) -> list:
-    return [sys.executable, str(LAB_SCRIPT), 'reload', instance, '--root', lab['root']]
-
-
 def settings(lab: dict, extra: dict | None = None, reload_commands: dict | None = None) -> dict:
     """The playbook variables for the lab's OpenSMTPD: its unpacked smtpd, and the lab's restart of each
     instance (the daemons run in private mount namespaces, outside systemd)."""
     smtpd = f"{lab.get('pkgroot') or '/opt/mailsec-lab/root'}/usr/sbin/smtpd"
-    commands = {f'opensmtpd/opensmtpd:{conf_path(lab, name)}': restart_argv(lab, name)
+    commands = {f'opensmtpd/opensmtpd:{conf_path(lab, name)}': lab_restart_argv(lab, name)
                 for name in ('opensmtpd-main', 'opensmtpd-held')}
     commands.update(reload_commands or {})
     return dict({'starttls_mtas': ['opensmtpd'], 'starttls_binaries': {'smtpd': smtpd},
                  'starttls_reload_commands': commands}, **(extra or {}))
-
-
-def ehlo(address: str, port: int = 25) -> tuple:
-    """(STARTTLS advertised, reply code to STARTTLS) from a plain client."""
-    with smtplib.SMTP(address, port, timeout=10) as client:
-        client.ehlo('probe.lab.test')
-        advertised = client.has_extn('starttls')
-        code, _text = client.docmd('STARTTLS')
-        return advertised, code
 
 
 def only(address: str, port: int = 25) -> list:
@@ -95,7 +67,7 @@ def test_withdraw_check_mode_then_run_then_no_change(ansible_env, work, lab):
     done = remediate(ansible_env, work, lab, variables)
     record = done['record']
     assert record['verification']['ok'] is True, record['verification']
-    assert record['reloads'] == [restart_argv(lab, 'opensmtpd-main')]
+    assert record['reloads'] == [lab_restart_argv(lab, 'opensmtpd-main')]
     after = snapshot(lab['root'])
     changed = {path for path in after if after[path] != before.get(path)}
     backup = change_for(record, '127.0.40.6', 25)['result']['backups'][str(conf)]
@@ -181,7 +153,7 @@ def test_failed_restart_is_rolled_back_and_the_mta_serves_as_before(ansible_env,
     original = conf.read_bytes()
     # 127.0.40.1:25 advertises and aborts every handshake. The restart runs (with the new configuration) and
     # then reports failure; the rollback restores the file and runs it again: smtpd with the original file.
-    failing = ['/bin/sh', '-c', '"$@"; exit 1', 'failing-restart', *restart_argv(lab, 'opensmtpd-main')]
+    failing = ['/bin/sh', '-c', '"$@"; exit 1', 'failing-restart', *lab_restart_argv(lab, 'opensmtpd-main')]
     failed = remediate(ansible_env, work, lab, settings(lab, {
         'starttls_remediate_listeners': only('127.0.40.1'), 'starttls_remediate_policy': 'withdraw'},
         {f"opensmtpd/opensmtpd:{conf}": failing}), expect_rc=2)
@@ -227,13 +199,13 @@ def test_missing_certificate_the_pki_is_repointed_and_smtpd_starts(ansible_env, 
     args = {'mta': 'opensmtpd', 'instance': f'opensmtpd:{conf}', 'address': '127.0.40.2', 'port': 25,
             'starttls': 'offered', 'certificate': f"{lab['root']}/certs/opensmtpd.crt",
             'private_key': f"{lab['root']}/certs/opensmtpd.key",
-            'config_paths': {'opensmtpd': [str(conf)]}, 'reload_command': restart_argv(lab, 'opensmtpd-cert-missing'),
+            'config_paths': {'opensmtpd': [str(conf)]}, 'reload_command': lab_restart_argv(lab, 'opensmtpd-cert-missing'),
             'binaries': settings(lab)['starttls_binaries']}
     checked = run_module(ansible_env, args, '--check', '--diff')
     assert checked['changed'] is True and conf.read_text() == original
     assert checked['validation'][0]['rc'] == 0
     done = run_module(ansible_env, args)
-    assert done['changed'] is True and done['reload_command'] == restart_argv(lab, 'opensmtpd-cert-missing')
+    assert done['changed'] is True and done['reload_command'] == lab_restart_argv(lab, 'opensmtpd-cert-missing')
     removed = [line for line in original.splitlines() if line not in conf.read_text().splitlines()]
     assert [line.split(' ', 3)[:3] for line in removed] == [['pki', 'opensmtpd', 'cert'], ['pki', 'opensmtpd', 'key']]
     assert [line.split(': ', 1)[1] for line in done['actions']] == [
