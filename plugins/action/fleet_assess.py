@@ -287,23 +287,26 @@ def failure_message(outcome: str, reason, written: dict) -> str:
 
 
 def registered_result(hostvars, variables, host: str, name: str):
-    """The value of a registered variable as Ansible keeps it, as a copy of plain JSON types.
+    """The value of a registered variable as Ansible keeps it, its data copied as plain JSON types.
 
     Reading it through hostvars templates it: ansible-core 2.19 walks and copies the whole result
     (40-60 KiB per mail host) checking every string for a template, which was half of this task's
     time at 100 hosts; a module's result is data, never a template. A value that is not a mapping
     (absent, or not a registered result) is read the usual way."""
     raw_get = getattr(hostvars, 'raw_get', None)
-    if raw_get is not None:
-        raw = raw_get(host)
-        value = raw.get(name) if isinstance(raw, Mapping) else None
-        if isinstance(value, Mapping):
-            try:
-                # A copy: the judgement must not reach into the host's registered variable.
-                return json.loads(json.dumps(value))
-            except (TypeError, ValueError):
-                pass
-    return variables.get(name)
+    raw = raw_get(host) if raw_get is not None else None
+    value = raw.get(name) if isinstance(raw, Mapping) else None
+    if not isinstance(value, Mapping):
+        return variables.get(name)
+    copied = {}
+    for key, item in value.items():
+        try:
+            # A copy: the judgement must not reach into the host's registered variable.
+            copied[key] = json.loads(json.dumps(item))
+        except (TypeError, ValueError):
+            # Ansible's own entries (2.19 keeps `warnings` as WarningSummary objects): as they are.
+            copied[key] = item
+    return copied
 
 
 def bind_evidence(host: str, evidence: dict) -> dict:

@@ -343,3 +343,15 @@ def test_registered_result_falls_back_to_templated_access():
     hostvars = TemplatingHostVars({'mx-a': {'other': 'text'}})
     assert fleet_assess.registered_result(hostvars, hostvars['mx-a'], 'mx-a', 'other') == 'text'
     assert fleet_assess.registered_result(hostvars, hostvars['mx-a'], 'mx-a', 'starttls_host') is None
+
+
+def test_registered_result_keeps_ansible_objects_as_they_are():
+    class WarningSummary:  # what ansible-core 2.19 keeps in a registered result's `warnings`
+        pass
+
+    note = WarningSummary()
+    registered = dict(evidence(good_listener('mx-a', '192.0.2.10')), warnings=[note])
+    hostvars = TemplatingHostVars({'mx-a': {'starttls_host': registered}})
+    value = fleet_assess.registered_result(hostvars, hostvars['mx-a'], 'mx-a', 'starttls_host')
+    assert value['warnings'][0] is note
+    assert value['listeners'] == registered['listeners'] and value['listeners'] is not registered['listeners']
