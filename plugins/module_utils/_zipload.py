@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sys
 import zipimport
+from importlib.machinery import ModuleSpec
 
 PACKAGE_PREFIX = 'ansible_collections.mailsec.starttls.'
 
@@ -35,8 +36,6 @@ class CompileOnceFinder:
         # pylint: disable=unused-argument
         if not fullname.startswith(self.prefix) or not path:
             return None
-        # pylint: disable-next=import-outside-toplevel
-        from importlib.machinery import ModuleSpec
         name = fullname.rpartition('.')[2]
         for entry in path:
             importer = sys.path_importer_cache.get(entry)
