@@ -4,8 +4,7 @@
 """Dovecot remediation for mta_tls_config: settings in the `local ADDRESS { }` block of the
 listener's address, written into the main configuration file and validated by `doveconf -n`.
 
-Apart from dovecot.py so that the host inspection (mta_tls_info), which runs from Ansible's zip
-and compiles every module it imports on every host, never compiles the edit code.
+Kept out of dovecot.py for the reason postfix_edit.py gives (the inspection does not compile it).
 """
 
 from __future__ import annotations
