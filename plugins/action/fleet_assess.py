@@ -14,6 +14,7 @@ import ipaddress
 import json
 import os
 import socket
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible.errors import AnsibleActionFail
@@ -285,6 +286,29 @@ def failure_message(outcome: str, reason, written: dict) -> str:
     return f'{OUTCOME_MESSAGES[outcome]}: {text}' + (f' (report: {first})' if first else '')
 
 
+def registered_result(hostvars, variables, host: str, name: str):
+    """The value of a registered variable as Ansible keeps it, its data copied as plain JSON types.
+
+    Reading it through hostvars templates it: ansible-core 2.19 walks and copies the whole result
+    (40-60 KiB per mail host) checking every string for a template, which was half of this task's
+    time at 100 hosts; a module's result is data, never a template. A value that is not a mapping
+    (absent, or not a registered result) is read the usual way."""
+    raw_get = getattr(hostvars, 'raw_get', None)
+    raw = raw_get(host) if raw_get is not None else None
+    value = raw.get(name) if isinstance(raw, Mapping) else None
+    if not isinstance(value, Mapping):
+        return variables.get(name)
+    copied = {}
+    for key, item in value.items():
+        try:
+            # A copy: the judgement must not reach into the host's registered variable.
+            copied[key] = json.loads(json.dumps(item))
+        except (TypeError, ValueError):
+            # Ansible's own entries (2.19 keeps `warnings` as WarningSummary objects): as they are.
+            copied[key] = item
+    return copied
+
+
 def bind_evidence(host: str, evidence: dict) -> dict:
     """A host's inspection result bound to its inventory name: the host's own `host` fields are
     overwritten (a managed host is not trusted to say whose evidence it sends, docs/reports.md).
@@ -369,7 +393,7 @@ class ActionModule(ActionBase):
         owners_of: dict = {vantage: {} for vantage in vantages}
         for host in hosts:
             variables = hostvars.get(host, {})
-            evidence = variables.get(args['host_evidence_var'])
+            evidence = registered_result(hostvars, variables, host, args['host_evidence_var'])
             local = variables.get('ansible_connection') == 'local'
             # A local connection is this machine: without ansible_host its name is no address to look up.
             reachable_via = variables.get('ansible_host') or ('127.0.0.1' if local else host)

@@ -291,6 +291,8 @@ import socket
 
 from ansible.module_utils.basic import AnsibleModule
 
+# First: importing it makes the collection's imports below compile each source once (see _zipload).
+from ansible_collections.mailsec.starttls.plugins.module_utils import _zipload  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.mailsec.starttls.plugins.module_utils import _tlsa
 from ansible_collections.mailsec.starttls.plugins.module_utils._certs import StoreInspector
 from ansible_collections.mailsec.starttls.plugins.module_utils._host import gather_host

@@ -305,3 +305,53 @@ def test_delegated_vantages_are_planned_then_bound_to_their_name(probed, tmp_pat
     assert not [item for item in report['listeners'] if item['address'] == '198.51.100.1']
     assert any('inventory:gone gave no probes (Failed to connect' in warning for warning in result['warnings'])
     assert report['meta']['vantages'] == ['inventory:outside', 'inventory:partner', 'inventory:gone']
+
+
+class TemplatingHostVars(dict):
+    """hostvars as ansible-core gives them: item access templates (here: marks what went through it),
+    raw_get returns the variables as stored."""
+
+    def __init__(self, stored: dict) -> None:
+        super().__init__({host: TemplatingVars(variables) for host, variables in stored.items()})
+        self.stored = stored
+
+    def raw_get(self, host):
+        return self.stored[host]
+
+
+class TemplatingVars(dict):
+    def get(self, key, default=None):
+        value = super().get(key, default)
+        return {'templated': value} if isinstance(value, dict) else value
+
+
+def test_registered_result_read_as_stored_and_copied():
+    registered = evidence(good_listener('mx-a', '192.0.2.10'))
+    registered['note'] = '{{ not_a_template }}'
+    hostvars = TemplatingHostVars({'mx-a': {'starttls_host': registered}})
+    value = fleet_assess.registered_result(hostvars, hostvars['mx-a'], 'mx-a', 'starttls_host')
+    assert value == registered
+    assert 'templated' not in value
+    value['listeners'][0]['port'] = 1
+    assert registered['listeners'][0]['port'] == 25
+
+
+def test_registered_result_falls_back_to_templated_access():
+    # No raw_get (older or other callers), or a value that is not a mapping: hostvars as usual.
+    plain = {'mx-a': TemplatingVars({'starttls_host': {'listeners': []}, 'other': 'text'})}
+    assert fleet_assess.registered_result(plain, plain['mx-a'], 'mx-a', 'starttls_host') == {'templated': {'listeners': []}}
+    hostvars = TemplatingHostVars({'mx-a': {'other': 'text'}})
+    assert fleet_assess.registered_result(hostvars, hostvars['mx-a'], 'mx-a', 'other') == 'text'
+    assert fleet_assess.registered_result(hostvars, hostvars['mx-a'], 'mx-a', 'starttls_host') is None
+
+
+def test_registered_result_keeps_ansible_objects_as_they_are():
+    class WarningSummary:  # what ansible-core 2.19 keeps in a registered result's `warnings`
+        pass
+
+    note = WarningSummary()
+    registered = dict(evidence(good_listener('mx-a', '192.0.2.10')), warnings=[note])
+    hostvars = TemplatingHostVars({'mx-a': {'starttls_host': registered}})
+    value = fleet_assess.registered_result(hostvars, hostvars['mx-a'], 'mx-a', 'starttls_host')
+    assert value['warnings'][0] is note
+    assert value['listeners'] == registered['listeners'] and value['listeners'] is not registered['listeners']

@@ -13,8 +13,9 @@ import pytest
 
 from ansible_collections.mailsec.starttls.plugins.module_utils import _transaction
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta import ADAPTERS
-from ansible_collections.mailsec.starttls.plugins.module_utils._mta.dovecot import dovecot_settings, edit_local_block
-from ansible_collections.mailsec.starttls.plugins.module_utils._mta.postfix import Resolver, postfix_overrides
+from ansible_collections.mailsec.starttls.plugins.module_utils._mta.dovecot_edit import dovecot_settings, edit_local_block
+from ansible_collections.mailsec.starttls.plugins.module_utils._mta.postfix import Resolver
+from ansible_collections.mailsec.starttls.plugins.module_utils._mta.postfix_edit import postfix_overrides
 from ansible_collections.mailsec.starttls.tests.unit.plugins.mta_tools import (
     DOVECONF,
     EXIM,
