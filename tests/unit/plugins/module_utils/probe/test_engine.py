@@ -489,7 +489,6 @@ def test_certificate_names_are_made_visible_once_per_chain(monkeypatch):
     assert second == first and len(calls) == 1
 
 
-
 def test_probes_that_meet_a_chain_together_describe_and_verify_it_once(monkeypatch):
     """Probes finish their handshakes together: the first to meet a chain describes it, the others
     wait for that description instead of parsing and verifying the same chain again."""
@@ -593,6 +592,7 @@ def test_a_large_run_loads_cryptography_before_its_first_verification(monkeypatc
                         lambda chain, ca_file=None, ca_path=None: order.append('verify') or (None, 'no checker'))
     real(None, None, many_chains=loads).describe([b'leaf'], [])
     assert order == (['load', 'describe', 'verify'] if loads else ['describe', 'verify'])
+
 
 def test_no_more_threads_than_the_per_address_limits_let_probe(monkeypatch):
     from ansible_collections.mailsec.starttls.plugins.module_utils._probe import engine  # pylint: disable=import-outside-toplevel
