@@ -20,7 +20,8 @@ description:
   - A listener that misbehaves (refuses, hangs, sends garbage, injects bytes) yields a classified probe
     with the stage it happened in; the module fails only for arguments it cannot use.
   - Runs with the Python standard library alone; verifies chains with the C(openssl) command, and with
-    C(cryptography) where the command is missing or enough chains are verified for its import to pay off.
+    C(cryptography) where the command is missing, where enough chains are verified for its import to pay off,
+    or from the first chain when more than 100 targets are given. Probes meeting one chain verify it once.
   - A target given as a host name is resolved with the system resolver (C(getaddrinfo); the hosts file,
     then DNS as C(nsswitch.conf) says) and every address it has is probed as a listener of its own, in the
     resolver's order; each result names the address in C(target.address) of RV(probes) and the name in

@@ -62,6 +62,12 @@ GOODBYE_WAIT = 0.0
 # message names the option. One class with the validators' error, so that callers catch one thing.
 TargetError = validate.OptionError
 
+# A run of more than this many targets checks its chains with `cryptography` from the first one (when
+# it is installed): such a run meets many chains, and the library's import (about 90 ms of CPU) costs
+# less than the `openssl` runs (about 7 ms each, more from a process with a hundred threads) that
+# _trust.library_for_checks would make first. Smaller runs (a host's own listeners) keep its rule.
+LIBRARY_RUN_SIZE = 100
+
 # Upper bounds that keep a typo from starting thousands of threads or probing a pool for an hour.
 OPTION_LIMITS = {'concurrency': 1024, 'per_host_limit': 1024, 'attempts': 20}
 
@@ -203,28 +209,60 @@ def default_ehlo_name(transport) -> str:
 class CertificateDescriber:
     """Describes presented chains once per distinct chain in a run (a fleet shares few certs)."""
 
-    def __init__(self, ca_file: str | None, ca_path: str | None):
+    def __init__(self, ca_file: str | None, ca_path: str | None, many_chains: bool = False):
         self.ca_file = ca_file
         self.ca_path = ca_path
         self.lock = threading.Lock()
+        # Whether to load `cryptography` before the first verification (see LIBRARY_RUN_SIZE); under
+        # a lock of its own, so that no probe verifies while another is halfway through the import.
+        self.many_chains = many_chains
+        self.library_lock = threading.Lock()
         self.cache: dict = {}
+        # Chains being described right now: the first probe to meet a chain describes it, the others
+        # that meet it meanwhile wait for that description. Probes start together, so without this a
+        # run of 500 listeners presenting 16 chains described and verified some chains many times over
+        # (24 verifications, 23 `openssl` runs instead of 16 and 8: bench/README.md, issue 15).
+        self.pending: dict = {}
 
     def describe(self, chain: list, expected_names: list) -> dict:
         key = (tuple(chain), tuple(expected_names))
         with self.lock:
             cached = self.cache.get(key)
+            waiting = None
+            if cached is None:
+                waiting = self.pending.get(key)
+                if waiting is None:
+                    self.pending[key] = threading.Event()
         if cached is not None:
             return dict(cached)
+        if waiting is not None:
+            waiting.wait()
+            with self.lock:
+                cached = self.cache.get(key)
+            if cached is not None:
+                return dict(cached)
+            # The describing probe failed (a defect, not a server's fault): describe it here.
+            return dict(self._describe(chain, expected_names))
+        try:
+            record = self._describe(chain, expected_names)
+            with self.lock:
+                self.cache[key] = record
+        finally:
+            with self.lock:
+                self.pending.pop(key).set()
+        return dict(record)
+
+    def _describe(self, chain: list, expected_names: list) -> dict:
+        if self.many_chains and _x509.BACKEND == 'auto':
+            with self.library_lock:
+                _x509.Cryptography.load()
         record = _x509.describe_der(chain[0], expected_names=expected_names or None)
         verified, verify_error = _trust.verify_chain(chain, ca_file=self.ca_file, ca_path=self.ca_path)
         record.update({'chain_length': len(chain), 'verified': verified, 'verify_error': verify_error})
         # What a DANE TLSA record can pin, for every certificate served (docs/dane-mta-sts.md).
         record['tlsa_chain'] = _tlsa.chain_digests(chain)
         # Certificate names are server text: made visible once per distinct chain, not per probe.
-        record = visible_deep(record)
-        with self.lock:
-            self.cache[key] = record
-        return dict(record)
+        return visible_deep(record)
 
 
 def _elapsed_ms(start: float) -> float:
@@ -520,7 +558,7 @@ def probe_many(targets: list, options: dict | None = None, connect=None, max_par
             return TcpTransport.connect(address, port, until, source=source)
     connect = connect or TcpTransport.connect
     context = observing_context()
-    describer = CertificateDescriber(options['ca_file'], options['ca_path'])
+    describer = CertificateDescriber(options['ca_file'], options['ca_path'], many_chains=len(parsed) > LIBRARY_RUN_SIZE)
     limits: dict = {}
     by_host: dict = {}
     for index, target in enumerate(parsed):

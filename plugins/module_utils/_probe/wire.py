@@ -13,6 +13,8 @@ from __future__ import annotations
 import _ssl
 import socket
 import ssl
+import struct
+import sys
 import time
 
 RECV_SIZE = 16384
@@ -66,11 +68,36 @@ def remaining(until: float) -> float:
     return left
 
 
+# Where `struct timeval` is two C longs (Linux on 64-bit machines), a connected socket stays in
+# blocking mode and each send or receive is bounded by SO_SNDTIMEO / SO_RCVTIMEO, set to what is left
+# of the deadline. A socket with a Python timeout polls before every call and lets go of the
+# interpreter twice per call; with a hundred probe threads that handover cost more CPU than the
+# dialog's own Python (bench/README.md, issue 15). Elsewhere, the Python timeout as before.
+KERNEL_TIMEOUTS = sys.platform.startswith('linux') and struct.calcsize('l') == 8
+_TIMEVAL = struct.Struct('@ll')
+
+
+def _timeval(seconds: float) -> bytes:
+    whole = int(seconds)
+    micro = int((seconds - whole) * 1000000)
+    # Never 0 and 0: that would mean no bound at all.
+    return _TIMEVAL.pack(whole, micro if whole or micro else 1)
+
+
 class TcpTransport:
     """A connected TCP socket; every read waits at most until the caller's deadline."""
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
+        self.kernel_timeouts = KERNEL_TIMEOUTS
+        if self.kernel_timeouts:
+            sock.settimeout(None)
+
+    def _bound(self, option: int, until: float) -> None:
+        if self.kernel_timeouts:
+            self.sock.setsockopt(socket.SOL_SOCKET, option, _timeval(remaining(until)))
+        else:
+            self.sock.settimeout(remaining(until))
 
     @classmethod
     def connect(cls, address: str, port: int, until: float, resolve: bool = False,
@@ -117,24 +144,30 @@ class TcpTransport:
 
     def send(self, data: bytes, until: float) -> None:
         try:
-            self.sock.settimeout(remaining(until))
+            self._bound(socket.SO_SNDTIMEO, until)
             self.sock.sendall(data)
-        except socket.timeout:
+        except (socket.timeout, BlockingIOError):
+            # BlockingIOError: SO_SNDTIMEO ran out (EAGAIN from a blocking socket).
             raise ProbeTimeout('send timed out')
         except OSError as exc:
             raise ConnectionClosed(f'send failed: {exc.strerror or exc}')
 
     def recv(self, until: float) -> bytes:
         try:
-            self.sock.settimeout(remaining(until))
+            self._bound(socket.SO_RCVTIMEO, until)
             return self.sock.recv(RECV_SIZE)
-        except socket.timeout:
+        except (socket.timeout, BlockingIOError):
             raise ProbeTimeout()
         except OSError as exc:
             raise ConnectionClosed(f'connection reset: {exc.strerror or exc}')
 
     def recv_ready(self) -> bytes:
         """Whatever has already arrived, without waiting (b'' when nothing has)."""
+        if self.kernel_timeouts:
+            try:
+                return self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+            except OSError:
+                return b''
         # A socket with a timeout polls before recv even with MSG_DONTWAIT: go non-blocking.
         try:
             self.sock.setblocking(False)

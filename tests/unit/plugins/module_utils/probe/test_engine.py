@@ -489,6 +489,111 @@ def test_certificate_names_are_made_visible_once_per_chain(monkeypatch):
     assert second == first and len(calls) == 1
 
 
+def test_probes_that_meet_a_chain_together_describe_and_verify_it_once(monkeypatch):
+    """Probes finish their handshakes together: the first to meet a chain describes it, the others
+    wait for that description instead of parsing and verifying the same chain again."""
+    import threading  # pylint: disable=import-outside-toplevel
+    from ansible_collections.mailsec.starttls.plugins.module_utils._probe import engine  # pylint: disable=import-outside-toplevel
+    described, verified = [], []
+    started = threading.Event()
+
+    def describe_der(der, expected_names=None):
+        described.append(der)
+        started.set()
+        time.sleep(0.2)  # long enough for every other thread to arrive meanwhile
+        return {'sha256': der.hex(), 'subject': 'CN=mx'}
+
+    def verify_chain(chain, ca_file=None, ca_path=None):
+        verified.append(chain[0])
+        return True, None
+    monkeypatch.setattr(engine._x509, 'describe_der', describe_der)
+    monkeypatch.setattr(engine._trust, 'verify_chain', verify_chain)
+    describer = engine.CertificateDescriber(None, None)
+    results = []
+
+    def describe(chain):
+        results.append(describer.describe(chain, []))
+    first = threading.Thread(target=describe, args=([b'\x01'],))
+    first.start()
+    assert started.wait(5)
+    others = [threading.Thread(target=describe, args=([b'\x01'] if index % 2 else [b'\x02'],)) for index in range(10)]
+    for thread in others:
+        thread.start()
+    for thread in [first] + others:
+        thread.join(10)
+    assert sorted(described) == [b'\x01', b'\x02'] and sorted(verified) == [b'\x01', b'\x02']
+    assert len(results) == 11
+    assert sorted(result['sha256'] for result in results) == ['01'] * 6 + ['02'] * 5
+    assert all(result['verified'] is True for result in results)
+    # Each probe gets a record of its own (the caller may change it), equal to the cached one.
+    assert len({id(result) for result in results}) == 11
+    assert not describer.pending
+
+
+def test_a_probe_waiting_for_a_failed_description_describes_the_chain_itself(monkeypatch):
+    import threading  # pylint: disable=import-outside-toplevel
+    from ansible_collections.mailsec.starttls.plugins.module_utils._probe import engine  # pylint: disable=import-outside-toplevel
+    calls = []
+    started, release = threading.Event(), threading.Event()
+
+    def describe_der(der, expected_names=None):
+        calls.append(der)
+        if len(calls) == 1:
+            started.set()
+            release.wait(5)
+            raise RuntimeError('a defect of ours')
+        return {'sha256': 'cd' * 32, 'subject': 'CN=mx'}
+    monkeypatch.setattr(engine._x509, 'describe_der', describe_der)
+    monkeypatch.setattr(engine._trust, 'verify_chain', lambda chain, ca_file=None, ca_path=None: (False, 'untrusted'))
+    describer = engine.CertificateDescriber(None, None)
+    outcome = {}
+
+    def owner():
+        try:
+            describer.describe([b'leaf'], [])
+        except RuntimeError as exc:
+            outcome['owner'] = str(exc)
+
+    def waiter():
+        outcome['waiter'] = describer.describe([b'leaf'], [])
+    threads = [threading.Thread(target=owner)]
+    threads[0].start()
+    assert started.wait(5)
+    threads.append(threading.Thread(target=waiter))
+    threads[1].start()
+    time.sleep(0.1)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert outcome['owner'] == 'a defect of ours'
+    assert outcome['waiter']['sha256'] == 'cd' * 32 and outcome['waiter']['verified'] is False
+    assert len(calls) == 2 and not describer.pending
+
+
+@pytest.mark.parametrize('targets, loads', [(3, False), (100, False), (101, True)])
+def test_a_large_run_loads_cryptography_before_its_first_verification(monkeypatch, targets, loads):
+    """More than LIBRARY_RUN_SIZE targets: chains are checked with the library from the first one (a
+    sweep meets many chains); a host's few listeners keep the openssl-first rule of _trust."""
+    from ansible_collections.mailsec.starttls.plugins.module_utils._probe import engine  # pylint: disable=import-outside-toplevel
+    assert engine.LIBRARY_RUN_SIZE == 100
+    made = []
+    real = engine.CertificateDescriber
+
+    def recording(ca_file, ca_path, many_chains=False):
+        made.append(many_chains)
+        return real(ca_file, ca_path, many_chains=many_chains)
+    monkeypatch.setattr(engine, 'CertificateDescriber', recording)
+    probe_many(['127.0.0.1:1/smtp'] * targets, {'timeout': 2, 'concurrency': 1})
+    assert made == [loads]
+    order = []
+    monkeypatch.setattr(engine._x509.Cryptography, 'load', classmethod(lambda cls: order.append('load') or False))
+    monkeypatch.setattr(engine._x509, 'describe_der', lambda der, expected_names=None: order.append('describe') or {})
+    monkeypatch.setattr(engine._trust, 'verify_chain',
+                        lambda chain, ca_file=None, ca_path=None: order.append('verify') or (None, 'no checker'))
+    real(None, None, many_chains=loads).describe([b'leaf'], [])
+    assert order == (['load', 'describe', 'verify'] if loads else ['describe', 'verify'])
+
+
 def test_no_more_threads_than_the_per_address_limits_let_probe(monkeypatch):
     from ansible_collections.mailsec.starttls.plugins.module_utils._probe import engine  # pylint: disable=import-outside-toplevel
     sizes = []

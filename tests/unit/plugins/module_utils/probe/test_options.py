@@ -154,3 +154,12 @@ def test_jump_host_values_are_checked(spec, message):
 def test_jump_connector_never_wraps_a_port():
     with pytest.raises(ValueError, match='out of range'):
         jump_connector({'host': '127.0.0.1', 'port': 70000}, 1.0)
+
+
+def test_is_ip_answers_the_same_when_it_remembers():
+    values = ['127.0.0.1', '::1', '192.0.2.300', 'mx.example.test', '', None, 25, ['127.0.0.1'], {'a': 1}]
+    expected = [True, True, False, False, False, False, False, False, False]
+    assert [validate.is_ip(value) for value in values] == expected
+    # Asked again (now answered from memory), the same answers; unhashable values never reach the memory.
+    assert [validate.is_ip(value) for value in values] == expected
+    assert validate._is_ip_text.cache_info().hits >= 4
