@@ -14,11 +14,13 @@ from ansible.module_utils.testing import patch_module_args
 
 class ModuleRunner:
     """run_module(module, arguments, check_mode=False, diff=False) -> the module's result; the
-    text it printed stays in `output` (for tests that look at every byte of it)."""
+    text it printed stays in `output` (for tests that look at every byte of it), its standard error in `errors`
+    (where ansible-core 2.19+ displays module warnings once controller code is loaded in the same process)."""
 
     def __init__(self, capsys):
         self.capsys = capsys
         self.output = ''
+        self.errors = ''
 
     def __call__(self, module, arguments: dict, check_mode: bool = False, diff: bool = False) -> dict:
         arguments = dict(arguments)
@@ -29,7 +31,8 @@ class ModuleRunner:
         with patch_module_args(arguments):
             with pytest.raises(SystemExit):
                 module.main()
-        self.output = self.capsys.readouterr().out
+        captured = self.capsys.readouterr()
+        self.output, self.errors = captured.out, captured.err
         return json.loads(self.output)
 
 
