@@ -6,7 +6,7 @@
 # nmap comes from Debian (apt-get install nmap); this script installs it only when it is missing.
 set -euo pipefail
 
-cache_dir="${MAILSEC_CACHE_DIR:-$HOME/.cache/mailsec-starttls}"
+cache_dir="${MAILSEC_CACHE:-$HOME/.cache/mailsec-starttls}"   # the same cache as tests/lib/common.sh and benchlib.py
 bench_venv="${MAILSEC_BENCH_VENV:-$cache_dir/bench-venv}"
 python="${PYTHON:-python3}"
 sslyze_spec="${SSLYZE_SPEC:-sslyze==6.3.1}"

@@ -37,8 +37,8 @@ if command -v chromium >/dev/null || command -v chromium-browser >/dev/null || [
 fi
 "$fleet_python" bench/bench_fleet.py --smoke --enforce "${fleet_browser[@]}" || status=$?
 
-# The audit over a fleet (5 aliases of the demo host, ping vs audit playbook) and the host
-# inspection cost (lab subset postfix,exim,dovecot): one run each, correctness and the result
+# The audit over a fleet (5 aliases of the demo host, ping vs audit playbook), the host
+# inspection cost (lab subset postfix,exim,dovecot) and the probe through a jump host: one run each, correctness and the result
 # checkers' self-tests only, each in its own network/PID/mount namespace, 15-30 s each. They start
 # real MTAs, so they need root, unshare and the lab (tests/lab/install.sh); elsewhere they SKIP.
 if [[ $(id -u) == 0 && -x /usr/sbin/postfix && -x /usr/sbin/dovecot ]] && command -v unshare >/dev/null; then
@@ -46,6 +46,6 @@ if [[ $(id -u) == 0 && -x /usr/sbin/postfix && -x /usr/sbin/dovecot ]] && comman
     "$python" bench/bench_host_info.py --smoke --enforce || status=$?
     "$python" bench/bench_jump.py --smoke --enforce || status=$?
 else
-    echo "bench smoke: SKIP bench_audit.py and bench_host_info.py (need root, unshare and tests/lab/install.sh)"
+    echo "bench smoke: SKIP bench_audit.py, bench_host_info.py and bench_jump.py (need root, unshare and tests/lab/install.sh)"
 fi
 exit "$status"
