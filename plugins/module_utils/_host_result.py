@@ -77,8 +77,9 @@ def _store_key(store: dict) -> str:
 
 
 class _Places:
-    """What a listener's stores become on the way: `put` on the host (folded, then said once in
-    `stores`), `take` on the controller (the key replaced by the record, unfolded)."""
+    """What a listener's stores become on the way: with `put` on the host, folded and said once in
+    `stores` (the place keeps the key); without, on the controller, the key replaced by the record
+    and its certificate description unfolded."""
 
     def __init__(self, certificates: dict, stores: dict, change, put: bool):
         self.certificates, self.stores, self.change, self.put = certificates, stores, change, put
