@@ -9,8 +9,10 @@ controller's cost per host. So `mta_tls_info` returns each certificate's descrip
 host, in `certificates` keyed by its SHA-256, and every place that saw the certificate (a store's
 `certificate.describe`, a probe's `certificate`, an SNI entry's store) keeps only what is its own:
 the fingerprint, the name match for its names, the chain it was presented with and whether that
-verified. Listener fields no consumer reads (`tls_settings`, the raw settings of each adapter) are
-not returned.
+verified. Each store record (one per distinct binding: certificate, key, chain and reading identity)
+is returned once per host too, in `stores` keyed by a digest of its content, and the listeners and
+SNI entries bound to it name it by that key. Listener fields no consumer reads (`tls_settings`, the
+raw settings of each adapter) are not returned.
 
 `compact` is the host side. `expand` is the one way every consumer on the controller reads a host
 result (fleet_assess, the judge and report filters, the remediation and TLSA filters): it gives
@@ -19,6 +21,9 @@ Pure functions, no I/O; neither changes its input.
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
 
 # What a certificate says about itself, the same wherever it was seen on one host at one moment.
 SHARED_KEYS = ('subject', 'issuer', 'sans', 'not_before', 'not_after', 'expired', 'days_left', 'self_signed',
@@ -65,12 +70,43 @@ def _map_probe(probe, change, certificates: dict):
     return dict(probe, certificate=change(probe['certificate'], certificates))
 
 
-def _map_listener(listener, change, certificates: dict, drop: tuple = ()):
+def _store_key(store: dict) -> str:
+    """A key for a store record, the same for equal records (so a result reads the same from run to run)."""
+    text = json.dumps(store, sort_keys=True, separators=(',', ':'), default=str)
+    return hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:16]
+
+
+class _Places:
+    """What a listener's stores become on the way: with `put` on the host, folded and said once in
+    `stores` (the place keeps the key); without, on the controller, the key replaced by the record
+    and its certificate description unfolded."""
+
+    def __init__(self, certificates: dict, stores: dict, change, put: bool):
+        self.certificates, self.stores, self.change, self.put = certificates, stores, change, put
+
+    def store(self, value):
+        if isinstance(value, list):  # Postfix smtpd_tls_chain_files: one record per key+chain group
+            return [self.store(part) for part in value]
+        if self.put:
+            value = _map_store(value, self.change, self.certificates)
+            if not isinstance(value, dict):
+                return value
+            key = _store_key(value)
+            if self.stores.setdefault(key, value) != value:  # a digest collision (never seen): kept whole
+                return value
+            return key
+        if isinstance(value, str) and isinstance(self.stores.get(value), dict):
+            value = self.stores[value]
+        return _map_store(value, self.change, self.certificates)
+
+
+def _map_listener(listener, places: _Places, drop: tuple = ()):
     if not isinstance(listener, dict):
         return listener
+    certificates, change = places.certificates, places.change
     record = {key: value for key, value in listener.items() if key not in drop}
     if 'store' in record:
-        record['store'] = _map_store(record['store'], change, certificates)
+        record['store'] = places.store(record['store'])
     if 'probe' in record:
         record['probe'] = _map_probe(record['probe'], change, certificates)
     binding = record.get('binding')
@@ -79,31 +115,33 @@ def _map_listener(listener, change, certificates: dict, drop: tuple = ()):
         binding = record['binding'] = dict(binding, store=_map_store(binding['store'], change, certificates))
     if isinstance(binding, dict) and isinstance(binding.get('sni'), list):
         record['binding'] = dict(binding, sni=[
-            dict(entry, store=_map_store(entry['store'], change, certificates))
+            dict(entry, store=places.store(entry['store']))
             if isinstance(entry, dict) and 'store' in entry else entry
             for entry in binding['sni']])
     return record
 
 
 def compact(result: dict) -> dict:
-    """The result of gather_host in the shape mta_tls_info returns: `certificates` added, each
-    description folded into it, host-only listener fields dropped."""
-    certificates: dict = {}
-    listeners = [_map_listener(listener, _fold, certificates, HOST_ONLY_LISTENER_KEYS)
+    """The result of gather_host in the shape mta_tls_info returns: `certificates` and `stores`
+    added, each description folded into the first and each store record into the second (the
+    listener and SNI entry keep the store's key), host-only listener fields dropped."""
+    places = _Places({}, {}, _fold, put=True)
+    listeners = [_map_listener(listener, places, HOST_ONLY_LISTENER_KEYS)
                  for listener in result.get('listeners') or []]
-    return dict(result, listeners=listeners, certificates=certificates)
+    return dict(result, listeners=listeners, certificates=places.certificates, stores=places.stores)
 
 
 def expand(result):
-    """A host result (mta_tls_info's, as registered) with every certificate reference replaced by
-    the whole description, and without `certificates`. Anything else (an older result that has no
-    `certificates`, a failed or skipped task, a list of records) comes back as it is."""
-    if not isinstance(result, dict) or not isinstance(result.get('certificates'), dict) \
-            or not isinstance(result.get('listeners'), list):
+    """A host result (mta_tls_info's, as registered) with every store key and certificate reference
+    replaced by the whole record and description, and without `certificates` and `stores`. Anything
+    else (an older result that has neither, a failed or skipped task, a list of records) comes back
+    as it is."""
+    if not isinstance(result, dict) or not isinstance(result.get('listeners'), list) \
+            or not (isinstance(result.get('certificates'), dict) or isinstance(result.get('stores'), dict)):
         return result
-    certificates = result['certificates']
-    expanded = {key: value for key, value in result.items() if key != 'certificates'}
-    expanded['listeners'] = [_map_listener(listener, _unfold, certificates) for listener in result['listeners']]
+    places = _Places(result.get('certificates') or {}, result.get('stores') or {}, _unfold, put=False)
+    expanded = {key: value for key, value in result.items() if key not in ('certificates', 'stores')}
+    expanded['listeners'] = [_map_listener(listener, places) for listener in result['listeners']]
     return expanded
 
 

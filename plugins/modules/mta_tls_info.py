@@ -139,7 +139,8 @@ EXAMPLES = r"""
   loop: "{{ starttls_host.listeners | selectattr('offers_starttls') }}"
   loop_control:
     label: "{{ item.id }}"
-  when: not (item.store or {}).get('usable', false)  # store is null when no certificate is bound at all
+  # store is null when no certificate is bound at all, else the key of its record in stores
+  when: item.store is none or not starttls_host.stores[item.store].usable
 
 - name: AUDIT | A Postfix instance in a non-standard place, files only, no probes
   mailsec.starttls.mta_tls_info:
@@ -173,13 +174,13 @@ listeners:
     - C(binding.source) names the rule that chose the certificate (for example
       V(master.cf:21 -o smtpd_tls_cert_file)); C(binding.resolved) is false for an expansion that could not be
       evaluated.
-    - C(store) is the certificate store's health (null when no certificate is bound); C(store.usable) is true
-      only when the files exist, are readable by C(reader_user), parse, the key matches and the certificate has
-      not expired, and null when a check that matters could not be made (C(store.unknown) says why).
+    - C(store) names the certificate store's health record in RV(stores) by its key (null when no certificate is
+      bound; a list of keys for Postfix C(smtpd_tls_chain_files), one per key and chain); the C(store) of each
+      C(binding.sni) entry likewise.
     - C(listening) is true, false, or null when the sockets could not be seen; C(probe) is the host's own
       probe (as M(mailsec.starttls.listener_probe) returns it) or null.
-    - Each certificate is described once per host, in RV(certificates). Where a listener saw one (C(store.certificate.describe),
-      C(probe.certificate), the C(store) of each C(binding.sni) entry) the record keeps its C(sha256) and only what belongs
+    - Each certificate is described once per host, in RV(certificates). Where a listener saw one (a store's
+      C(certificate.describe), C(probe.certificate)) the record keeps its C(sha256) and only what belongs
       to that place (C(hostname_match), C(chain_length), C(verified), C(verify_error), C(tlsa_chain), C(error)); a
       description that could not be made (C(error) set) stays whole. The audit's judgement, its reports and the collection's
       filters take the result as registered and put the two together.
@@ -218,9 +219,7 @@ listeners:
       uncertain: []
       listening: true
       probe_address: 127.0.10.2
-      store:
-        usable: false
-        problems: [{id: certificate-missing, message: /etc/ssl/missing.pem does not exist}]
+      store: 3f0c9a1e5b7d2c48
       probe:
         starttls_advertised: true
         starttls_reply: {code: "454", text: 4.7.0 TLS not available due to local problem}
@@ -246,6 +245,25 @@ certificates:
       key_bits: 2048
       serial: "1005"
       signature_algorithm: sha256WithRSAEncryption
+stores:
+  description:
+    - The health of every certificate store bound on the host (one record per distinct certificate, key, chain and
+      reading identity), returned once however many listeners and SNI entries are bound to it, keyed by a digest of
+      the record (the same record has the same key from run to run); listener records name it in C(store).
+    - C(usable) is true only when the files exist, are readable by the listener's C(reader_user), parse, the key
+      matches and the certificate has not expired; false with C(problems) (stable C(id) and C(message)) when one of
+      these fails; null when a check that matters could not be made (C(unknown) says why).
+    - C(certificate.describe) refers to RV(certificates) by C(sha256), as described under RV(listeners).
+  returned: always
+  type: dict
+  version_added: 0.1.0
+  sample:
+    3f0c9a1e5b7d2c48:
+      usable: false
+      problems: [{id: certificate-missing, message: /etc/ssl/missing.pem does not exist}]
+      unknown: []
+      certificate: {path: /etc/ssl/missing.pem, exists: false, readable: null, parses: null, describe: null, chain_length: 0}
+      key: {path: /etc/ssl/private/missing.key, exists: false, readable: null, matches_certificate: null}
 unmatched_sockets:
   description: Listening sockets on mail ports (or owned by an MTA) that no configured listener explains.
   returned: always
@@ -388,6 +406,7 @@ def main() -> None:
         mtas=gathered['mtas'],
         listeners=travelling['listeners'],
         certificates=travelling['certificates'],
+        stores=travelling['stores'],
         unmatched_sockets=gathered['unmatched_sockets'],
         warning_details=gathered['warnings'],
         not_visible=gathered['not_visible'],

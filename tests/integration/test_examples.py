@@ -435,7 +435,7 @@ CONTEXT_TASKS = """
     starttls_audit: "{{ starttls_report }}"
     before: "{{ starttls_report.findings }}"
     after: []  # the judgement after a change that fixed everything
-    actions: "{{ starttls_report.findings | mailsec.starttls.remediation_plan(starttls_host.listeners, inventory_hostname,
+    actions: "{{ starttls_report.findings | mailsec.starttls.remediation_plan(starttls_host, inventory_hostname,
                  [], 'auto') }}"
     patch: {results: []}
 - name: CONTEXT | The report directory, as the audit role makes it

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.mailsec.starttls.plugins.module_utils._host_result import expand
+
 # Where the module and the lab's manifest legitimately see a binding differently: Dovecot's LMTP
 # ignores `local {}` blocks and OpenSMTPD binds no pki to a listen line without `tls`; the module
 # reports what the daemon uses (none), the manifest what the configuration declares nearby.
@@ -26,11 +28,24 @@ def inspected(lab, run_mta_tls_info):
     result = outcome['result']
     # The module inspects the whole host: MTAs that run beside the lab (the demo host in the machine's
     # network namespace, say) are found too. Only the lab's own listeners are compared here.
+    # Listeners name their store by its key in `stores`: read the records whole, as the audit does.
     by_endpoint = {}
-    for listener in result['listeners']:
+    for listener in expand(result)['listeners']:
         if str(listener.get('defined_at') or '').startswith(lab['root'].rstrip('/') + '/'):
             by_endpoint.setdefault((listener['address'], listener['port']), []).append(listener)
     return lab, result, by_endpoint
+
+
+def test_each_store_is_returned_once_and_every_key_names_one(inspected):
+    _manifest, result, _by_endpoint = inspected
+    keys = [listener['store'] for listener in result['listeners'] if listener.get('store') is not None]
+    keys = [key for item in keys for key in (item if isinstance(item, list) else [item])]
+    assert keys and all(isinstance(key, str) and key in result['stores'] for key in keys), keys
+    # The lab binds one store to several listeners: fewer records than references.
+    assert len(result['stores']) < len(keys)
+    assert set(result['stores']) == set(keys) | {entry['store'] for listener in result['listeners']
+                                                 for entry in (listener.get('binding') or {}).get('sni') or []
+                                                 if isinstance(entry.get('store'), str)}
 
 
 def lab_listeners(manifest, running=True):

@@ -12,6 +12,7 @@ import re
 import pytest
 
 from ansible_collections.mailsec.starttls.plugins.module_utils._host import gather_host
+from ansible_collections.mailsec.starttls.plugins.module_utils._host_result import expand
 from ansible_collections.mailsec.starttls.plugins.module_utils._verdict import judge
 
 PKGROOT = os.environ.get('MAILSEC_LAB_PKGROOT', '/opt/mailsec-lab/root')
@@ -20,7 +21,7 @@ EXIM = os.path.join(PKGROOT, 'usr/sbin/exim4')
 
 def test_opensmtpd_hostname_without_tls_is_starttls_not_offered(lab, run_mta_tls_info):  # pylint: disable=unused-argument
     options = {'host': 'lab', 'mtas': ['opensmtpd'], 'probe_options': {'timeout': 5, 'deadline': 20}}
-    result = run_mta_tls_info(options, args=('--check',))['result']
+    result = expand(run_mta_tls_info(options, args=('--check',))['result'])
     held = [item for item in result['listeners'] if (item['address'], item['port']) == ('127.0.40.8', 25)]
     assert len(held) == 1, [item['id'] for item in result['listeners']]
     listener = held[0]

@@ -405,7 +405,10 @@ class DovecotAdapter(MtaAdapter):
         doveconf = ctx.tool('doveconf')
         if not doveconf:
             return
-        result = ctx.run([doveconf, '-c', ctx.resolve(path), '-n'], mta='dovecot')
+        # Pigeonhole's settings plugin has every doveconf run `managesieve -k`, which runs doveconf and
+        # managesieve again, only to fill in managesieve_*_capability (nothing read here); it skips that
+        # when DUMP_CAPABILITY is set: one process instead of four, about 15 ms less CPU per run.
+        result = ctx.run([doveconf, '-c', ctx.resolve(path), '-n'], mta='dovecot', env={'DUMP_CAPABILITY': '1'})
         if result['error'] is not None:
             return
         first = (result['stdout'].splitlines() or [''])[0]

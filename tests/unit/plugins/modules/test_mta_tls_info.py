@@ -65,8 +65,11 @@ def test_each_certificate_is_returned_once_and_read_back_whole(run_module, tmp_p
                                        'scan_sockets': False, 'config_paths': {'postfix': [str(tmp_path)]}})
     ours = [item for item in result['listeners'] if item['address'] == '127.0.10.7']
     assert len(ours) == 2 and all('tls_settings' not in item for item in ours)
-    references = [item['store']['certificate']['describe'] for item in ours]
-    assert references[0] == references[1] and 'subject' not in references[0]
+    # Both listeners are bound to one store: it is returned once, and they name it by its key.
+    assert isinstance(ours[0]['store'], str) and ours[0]['store'] == ours[1]['store']
+    assert [name for name, store in result['stores'].items() if store['key']['path'] == key] == [ours[0]['store']]
+    references = [result['stores'][item['store']]['certificate']['describe'] for item in ours]
+    assert 'subject' not in references[0]
     assert references[0]['sha256'] in result['certificates']
     subject = result['certificates'][references[0]['sha256']]['subject']
     assert run_module.output.count(json.dumps(subject)) == 1

@@ -68,20 +68,55 @@ def test_each_certificate_is_described_once_and_referred_to_by_fingerprint():
     assert set(compacted['certificates']) == {sc.LAB_SHA, sc.OTHER_SHA}
     assert compacted['certificates'][sc.LAB_SHA]['subject'] == 'CN=mail.lab.test'
     first, second, broken = compacted['listeners']
-    for place in (first['store']['certificate']['describe'], second['store']['certificate']['describe'],
-                  first['probe']['certificate'], first['binding']['sni'][0]['store']['certificate']['describe']):
+    stores = compacted['stores']
+    for place in (stores[first['store']]['certificate']['describe'], stores[second['store']]['certificate']['describe'],
+                  first['probe']['certificate'], stores[first['binding']['sni'][0]['store']]['certificate']['describe']):
         assert 'sha256' in place and 'subject' not in place and 'sans' not in place
     # What belongs to the place stays there: the chain it was presented with and whether it verified.
     assert first['probe']['certificate']['verified'] is True and first['probe']['certificate']['chain_length'] == 2
     # An unreadable description is not folded; settings only the adapters read stay on the host.
-    assert broken['store']['certificate']['describe']['error'].startswith('certificate does not parse')
-    assert 'subject' in broken['store']['certificate']['describe']
+    assert stores[broken['store']]['certificate']['describe']['error'].startswith('certificate does not parse')
+    assert 'subject' in stores[broken['store']]['certificate']['describe']
     assert 'tls_settings' not in first
     # The input is not changed, and the travelling result is smaller.
     assert 'subject' in result['listeners'][0]['store']['certificate']['describe']
     assert 'tls_settings' in result['listeners'][0]
     assert json.dumps(compacted).count('CN=mail.lab.test') == 1
     assert len(json.dumps(compacted)) < len(json.dumps(result))
+
+
+def test_each_store_record_is_returned_once_and_named_by_a_key():
+    result = shared_certificate_host()
+    # A second listener bound to an equal store record that is not the same object (a record read
+    # back from JSON, or made by hand) and a chain-files binding (a list of records) share it too.
+    third = sc.listener('postfix', '127.0.10.2', 25, 'smtp', cert='/etc/ssl/lab/mail.crt', key='/etc/ssl/lab/mail.key')
+    third['store'] = [copy.deepcopy(result['listeners'][0]['store']), sc.missing_store()]
+    result['listeners'].append(third)
+    compacted = _host_result.compact(result)
+    first, second, broken, third = compacted['listeners']
+    assert isinstance(first['store'], str) and first['store'] == second['store'] == third['store'][0]
+    assert len({first['store'], first['binding']['sni'][0]['store'], broken['store'], third['store'][1]}) == 4
+    assert set(compacted['stores']) == {first['store'], first['binding']['sni'][0]['store'], broken['store'],
+                                        third['store'][1]}
+    assert compacted['stores'][first['store']]['usable'] is True
+    assert compacted['stores'][third['store'][1]]['usable'] is False
+    # Each store is said once in the travelling result.
+    assert json.dumps(compacted).count('"matches_certificate"') == len(compacted['stores']) == 4
+    # The key is the record's own: the same record gets the same key in another result.
+    again = _host_result.compact({'listeners': [copy.deepcopy(result['listeners'][1])]})
+    assert again['listeners'][0]['store'] == first['store']
+    # The input is not changed.
+    assert isinstance(result['listeners'][0]['store'], dict)
+    expanded = _host_result.expand(json.loads(json.dumps(compacted)))
+    assert 'stores' not in expanded
+    assert expanded == json.loads(json.dumps(without_host_only_fields(result)))
+
+
+def test_a_store_key_the_result_lacks_stays_a_key():
+    result = _host_result.compact(shared_certificate_host())
+    key = result['listeners'][2]['store']
+    del result['stores'][key]
+    assert _host_result.expand(result)['listeners'][2]['store'] == key
 
 
 def test_expand_gives_back_the_records_as_gathered():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.mailsec.starttls.plugins.module_utils import _command
 from ansible_collections.mailsec.starttls.tests.unit.plugins.mta_tools import (
     DOVECONF,
     EXIM,
@@ -107,6 +108,37 @@ def test_doveconf_agrees_with_the_parser_and_keeps_file_lines(tmp_path):
     assert listeners[143]['binding']['source'] == f'{config}:12 local 127.0.30.250 protocol imap ssl_cert'
     assert listeners[995]['binding']['source'] == f'{directory}/ssl.conf:2 ssl_cert'
     assert listeners[995]['binding']['key'] == f'{directory}/global.key'
+    instance = [item for item in with_tools['mtas'] if item['config_path'] == config][0]
+    assert instance['tools_used'] == ['doveconf -n'] and instance['version']
+
+
+@pytest.mark.skipif(DOVECONF is None, reason='doveconf is not installed')
+def test_doveconf_runs_without_the_managesieve_capability_dump(tmp_path, monkeypatch):
+    """doveconf -n runs once per configuration, without Pigeonhole's capability dump (DUMP_CAPABILITY),
+    and what it says about the listeners, ManageSieve's included, is what the files say."""
+    directory = tmp_path / 'dovecot-s'
+    directory.mkdir()
+    for suffix in ('pem', 'key'):
+        (directory / f'global.{suffix}').write_text('placeholder\n')
+    (directory / 'dovecot.conf').write_text(
+        f'protocols = imap sieve\nlisten = 127.0.30.251\nbase_dir = {directory}/run\nssl = yes\n'
+        f'ssl_cert = <{directory}/global.pem\nssl_key = <{directory}/global.key\n')
+    config = str(directory / 'dovecot.conf')
+    calls = []
+    real_run = _command.run
+
+    def recording_run(argv, input_bytes=None, env=None, timeout=30.0):
+        calls.append((list(argv), dict(env or {})))
+        return real_run(argv, input_bytes=input_bytes, env=env, timeout=timeout)
+
+    monkeypatch.setattr(_command, 'run', recording_run)
+    with_tools, without = run_both(tmp_path, {'mtas': ['dovecot'], 'config_paths': {'dovecot': [config]}})
+    doveconf_runs = [env for argv, env in calls if argv[:3] == [DOVECONF, '-c', config]]
+    assert len(doveconf_runs) == 1 and doveconf_runs[0].get('DUMP_CAPABILITY') == '1', calls
+    with_tools = only_instance(with_tools, lambda item: item['config_path'] == config)
+    without = only_instance(without, lambda item: item['config_path'] == config)
+    assert summary(with_tools) == summary(without)
+    assert 4190 in {item['port'] for item in with_tools['listeners']}
     instance = [item for item in with_tools['mtas'] if item['config_path'] == config][0]
     assert instance['tools_used'] == ['doveconf -n'] and instance['version']
 
