@@ -413,6 +413,14 @@ def main() -> None:
     if listener is None:
         module.fail_json(msg=f'{params["mta"]} instance {instance["instance"]}: {problem}', stage='arguments', **result)
     result['listener'] = short_listener(listener)
+    # What the listener is decides what may be asked of it, for every MTA alike.
+    implicit = listener.get('tls_mode') == 'implicit'
+    if implicit and params['starttls']:
+        module.fail_json(msg=f'{listener["id"]} is an implicit-TLS listener: it has no STARTTLS to offer or withdraw; '
+                             'use implicit_tls', stage='arguments', **result)
+    if params['implicit_tls'] and not implicit:
+        module.fail_json(msg=f'implicit_tls applies to implicit-TLS listeners only; {listener["id"]} is not one: '
+                             'use starttls', stage='arguments', **result)
 
     desired = {'starttls': params['starttls'], 'implicit_tls': params['implicit_tls'],
                'certificate': params['certificate'], 'private_key': params['private_key'], 'chain': params['chain'],

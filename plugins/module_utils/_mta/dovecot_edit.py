@@ -69,11 +69,7 @@ _UNSAFE_VALUE = re.compile(r'["#{}]|^\s|\s$')
 
 def dovecot_settings(listener: dict, desired: dict) -> dict:
     """Settings (key -> value) for the address's local block, in a stable order."""
-    implicit = listener.get('tls_mode') == 'implicit'
     starttls = desired.get('starttls')
-    if implicit and starttls:
-        raise EditError('an implicit-TLS listener (ssl = yes on the inet_listener) has no STARTTLS to offer or '
-                        'withdraw: use implicit_tls=bound', stage='arguments')
     if desired.get('implicit_tls') == 'disabled':
         raise EditError('disabling a Dovecot inet_listener (port = 0 in its service block) is not automated; '
                         'do it by hand', stage='arguments')

@@ -1146,10 +1146,6 @@ _UNSAFE_VALUE = re.compile(r'[${}\\:;\s]')
 
 def exim_settings(listener: dict, desired: dict) -> dict:
     """Option -> value for this listener."""
-    implicit = listener.get('tls_mode') == 'implicit'
-    if implicit and desired.get('starttls'):
-        raise EditError('an implicit-TLS listener (tls_on_connect_ports) has no STARTTLS to offer or withdraw: use '
-                        'implicit_tls=bound', stage='arguments')
     if desired.get('implicit_tls') == 'disabled':
         raise EditError('disabling an Exim listener (local_interfaces, tls_on_connect_ports) is not automated; '
                         'do it by hand', stage='arguments')

@@ -565,11 +565,6 @@ def opensmtpd_line_state(listener: dict, desired: dict) -> dict:
     the listener's line; EditError for a request that does not fit the listener."""
     implicit = listener.get('tls_mode') == 'implicit'
     starttls = desired.get('starttls')
-    if implicit and starttls:
-        raise EditError('an implicit-TLS listener (smtps) has no STARTTLS to offer or withdraw: use '
-                        'implicit_tls=bound or implicit_tls=disabled', stage='arguments')
-    if not implicit and desired.get('implicit_tls'):
-        raise EditError('implicit_tls applies to implicit-TLS (smtps) listeners only', stage='arguments')
     if desired.get('chain'):
         raise EditError('OpenSMTPD reads the chain from the pki cert file itself: put the certificate and its '
                         'chain into one file and give that as certificate', stage='arguments')

@@ -88,13 +88,7 @@ _UNSAFE_VALUE = re.compile(r'[\s,${}]')
 def postfix_overrides(listener: dict, desired: dict, resolver: Resolver) -> dict:
     """The `-o` overrides (name -> value) that the desired state needs, in a stable order."""
     wanted = {}
-    implicit = listener.get('tls_mode') == 'implicit'
     starttls = desired.get('starttls')
-    if implicit and starttls:
-        raise EditError('an implicit-TLS (wrapper mode) listener has no STARTTLS to offer or withdraw: use '
-                        'implicit_tls=bound or implicit_tls=disabled', stage='arguments')
-    if not implicit and desired.get('implicit_tls'):
-        raise EditError('implicit_tls applies to implicit-TLS listeners only', stage='arguments')
     if starttls == 'withdrawn':
         wanted['smtpd_tls_security_level'] = 'none'
         return wanted

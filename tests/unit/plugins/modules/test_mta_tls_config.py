@@ -113,3 +113,21 @@ def test_a_change_that_nothing_can_restart_is_shown_in_check_mode_and_refused_fo
     given = run_module(mta_tls_config, dict(args, reload_command=['/bin/true']))
     assert given['changed'] is True and given['reload_command'] == ['/bin/true']
     assert 'tls' not in conf.read_text().splitlines()[0]
+
+
+@pytest.mark.parametrize('port, request_args, message', [
+    (465, {'starttls': 'withdrawn'}, 'is an implicit-TLS listener: it has no STARTTLS to offer or withdraw'),
+    (25, {'implicit_tls': 'disabled'}, 'implicit_tls applies to implicit-TLS listeners only'),
+])
+def test_a_request_that_does_not_fit_the_listener_is_refused_before_anything_else(run_module, tmp_path, port,
+                                                                                   request_args, message):
+    # The same refusal for every MTA, from the module, before any certificate check or plan.
+    conf = tmp_path / 'smtpd.conf'
+    text = ('listen on 127.0.0.2 port 25 tls hostname mx.lab.test\nlisten on 127.0.0.2 port 465 smtps hostname '
+            'mx.lab.test\nmatch from any for any reject\n')
+    conf.write_text(text)
+    args = dict({'mta': 'opensmtpd', 'config_paths': {'opensmtpd': [str(conf)]}, 'binaries': {'smtpd': '/bin/true'},
+                 'address': '127.0.0.2', 'port': port, 'reload_command': ['/bin/true']}, **request_args)
+    refused = run_module(mta_tls_config, args)
+    assert refused['failed'] is True and refused['stage'] == 'arguments' and message in refused['msg'], refused
+    assert conf.read_text() == text

@@ -87,11 +87,6 @@ def test_postfix_refuses_values_master_cf_would_misread(path):
                           Resolver({}, {}))
 
 
-def test_postfix_implicit_listener_has_no_starttls_to_change():
-    with pytest.raises(_transaction.EditError, match='implicit'):
-        postfix_overrides({'tls_mode': 'implicit'}, {'starttls': 'withdrawn'}, Resolver({}, {}))
-
-
 @pytest.fixture
 def postfix_dir(tmp_path):
     need(POSTCONF, 'postconf')
