@@ -119,8 +119,7 @@ def test_a_change_that_nothing_can_restart_is_shown_in_check_mode_and_refused_fo
     (465, {'starttls': 'withdrawn'}, 'is an implicit-TLS listener: it has no STARTTLS to offer or withdraw'),
     (25, {'implicit_tls': 'disabled'}, 'implicit_tls applies to implicit-TLS listeners only'),
 ])
-def test_a_request_that_does_not_fit_the_listener_is_refused_before_anything_else(run_module, tmp_path, port,
-                                                                                   request_args, message):
+def test_a_request_that_does_not_fit_the_listener_is_refused_first(run_module, tmp_path, port, request_args, message):
     # The same refusal for every MTA, from the module, before any certificate check or plan.
     conf = tmp_path / 'smtpd.conf'
     text = ('listen on 127.0.0.2 port 25 tls hostname mx.lab.test\nlisten on 127.0.0.2 port 465 smtps hostname '
