@@ -66,6 +66,18 @@ options:
         Postfix C(smtpd_client_connection_count_limit) or C(anvil) are not tripped.
     type: int
     default: 8
+  processes:
+    description:
+      - How many processes share the probes made from this machine. Each address is probed by one of them, so
+        O(per_host_limit) holds as before, and they share O(concurrency).
+      - By default one for every full 100 targets, at most one per CPU this process may use (its affinity mask). One process
+        keeps the Python interpreter busy with the dialogs of every probe, so a large run is bound to one CPU
+        however many probes wait on the network; each further process adds one.
+      - A run through O(jump_host) stays in one process, and so does a run from a process that has other
+        threads running (a fork copies only the calling thread, and the locks the others held).
+      - A process that ends without its results (killed, out of memory) costs only its own targets: each
+        gets an C(error) in stage C(connect) that says so.
+    type: int
   attempts:
     description:
       - How many times each listener is probed. With more than one, the outcomes are compared and a

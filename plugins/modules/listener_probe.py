@@ -353,6 +353,7 @@ def main() -> None:
             'deadline': {'type': 'float', 'default': DEFAULT_OPTIONS['deadline']},
             'concurrency': {'type': 'int', 'default': DEFAULT_OPTIONS['concurrency']},
             'per_host_limit': {'type': 'int', 'default': DEFAULT_OPTIONS['per_host_limit']},
+            'processes': {'type': 'int'},
             'attempts': {'type': 'int', 'default': DEFAULT_OPTIONS['attempts']},
             'ca_file': {'type': 'path'},
             'ca_path': {'type': 'path'},

@@ -23,6 +23,7 @@ PROBE_PLAY = """
         vantage: "{{ vantage | default(omit) }}"
         try_starttls_when_not_advertised: "{{ try_starttls | default(false) }}"
         jump_host: "{{ jump_host | default(omit) }}"
+        processes: "{{ processes | default(omit) }}"
         timeout: 5
         deadline: 20
       register: starttls_probe
@@ -83,6 +84,19 @@ def test_playbook_probe_matches_what_each_real_server_does(lab, run_playbook):
     # The KB Q237327 state exists in the lab and is seen as such: advertised, then refused.
     kb_state = [p for p in probes if p['starttls_advertised'] and (p['starttls_reply'] or {}).get('code') == '454']
     assert kb_state, 'no listener advertised STARTTLS and answered 454'
+
+
+def test_several_processes_see_what_one_process_sees(lab, run_playbook):
+    """Three forked processes, each with its own addresses of the lab, give the same answers in the
+    order of the targets."""
+    listeners = running_listeners(lab)
+    assert len({item['address'] for item in listeners}) >= 3
+    outcome = run_playbook(PROBE_PLAY, {'targets': targets_of(listeners), 'try_starttls': True, 'processes': 3})
+    probes = outcome['result']['probes']
+    assert [(p['target']['address'], p['target']['port']) for p in probes] == [
+        (item['address'], item['port']) for item in listeners]
+    assert mismatches(listeners, probes, tried_anyway=True) == []
+    assert not [p for p in probes if 'internal error' in ((p['error'] or {}).get('message') or '')]
 
 
 def test_check_mode_probes_too(lab, run_playbook):

@@ -11,6 +11,7 @@ a server does becomes a classified probe record with the stage it happened in.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -50,6 +51,8 @@ DEFAULT_OPTIONS = {
     'try_starttls_when_not_advertised': False,
     'test_command_injection': False,
     'source_address': None,
+    # How many processes share a run probed from this machine; None: as many as pay off (auto_processes).
+    'processes': None,
 }
 
 # How long to wait, after the handshake, for a reply to the command we pipelined behind STARTTLS.
@@ -69,7 +72,14 @@ TargetError = validate.OptionError
 LIBRARY_RUN_SIZE = 100
 
 # Upper bounds that keep a typo from starting thousands of threads or probing a pool for an hour.
-OPTION_LIMITS = {'concurrency': 1024, 'per_host_limit': 1024, 'attempts': 20}
+OPTION_LIMITS = {'concurrency': 1024, 'per_host_limit': 1024, 'attempts': 20, 'processes': 64}
+
+# Targets per process when the engine chooses how many processes probe a run from this machine: one
+# process is enough below twice this, and a fork (a few milliseconds) pays off well above it. One
+# process holds the interpreter lock for the dialog, framing and record keeping of every probe, so a
+# large run is bound to one core however many threads wait on the network; each further process is
+# another core (bench/README.md, issue 15).
+PROCESS_SHARE = 100
 
 
 def normalise_options(options: dict | None) -> dict:
@@ -86,6 +96,8 @@ def normalise_options(options: dict | None) -> dict:
         merged[key] = validate.seconds(merged[key], key)
     for key in ('concurrency', 'per_host_limit', 'attempts'):
         merged[key] = validate.whole_number(merged[key], key, 1, OPTION_LIMITS[key])
+    if merged['processes'] is not None:
+        merged['processes'] = validate.whole_number(merged['processes'], 'processes', 1, OPTION_LIMITS['processes'])
     merged['ehlo_name'] = validate.ehlo_name(merged['ehlo_name'])
     for key in ('try_starttls_when_not_advertised', 'test_command_injection'):
         merged[key] = validate.flag(merged[key], key)
@@ -551,12 +563,161 @@ def probe_many(targets: list, options: dict | None = None, connect=None, max_par
     else:
         parsed = [dict(target, name=None if is_ip(target['address'].split('%', 1)[0]) else target['address'])
                   for target in parsed]
-    if connect is None and options['source_address']:
-        source = options['source_address']
+    direct = connect is None
+    if direct:
+        connect = _direct_connect(options['source_address'])
+    processes = process_count(options, parsed) if direct and max_parallel is None else 1
+    if processes > 1:
+        return _probe_in_processes(parsed, options, processes, connect)
+    return _probe_here(parsed, options, connect, max_parallel)
 
-        def connect(address, port, until):
-            return TcpTransport.connect(address, port, until, source=source)
-    connect = connect or TcpTransport.connect
+
+def _direct_connect(source: str | None):
+    """How a probe from this machine connects: from `source` when given (a vantage with an address of
+    its own), else from the address the kernel chooses."""
+    if not source:
+        return TcpTransport.connect
+
+    def connect(address, port, until):
+        return TcpTransport.connect(address, port, until, source=source)
+    return connect
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def process_count(options: dict, parsed: list) -> int:
+    """How many processes probe `parsed` from this machine: `processes` when given, else one per
+    PROCESS_SHARE targets up to one per usable CPU; never more than there are addresses (each address
+    is probed by one process, so that per_host_limit holds), and one unless this process may fork."""
+    addresses = len({target['address'] for target in parsed})
+    wanted = options['processes']
+    if wanted is None:
+        wanted = min(usable_cpus(), len(parsed) // PROCESS_SHARE)
+    wanted = min(wanted, addresses)
+    # A fork copies only the calling thread: a lock another thread held at that moment (in the
+    # logging module, in OpenSSL, in a queue) would stay held in the child for ever.
+    if wanted > 1 and (not hasattr(os, 'fork') or threading.active_count() > 1):
+        return 1
+    return max(1, wanted)
+
+
+def shard_by_address(parsed: list, shards: int) -> list:
+    """The indexes of `parsed` in `shards` lists of about equal length, every address in one of them
+    (the busiest addresses placed first, each on the list that is shortest so far); each list in
+    target order."""
+    by_address: dict = {}
+    for index, target in enumerate(parsed):
+        by_address.setdefault(target['address'], []).append(index)
+    lists: list = [[] for _shard in range(shards)]
+    for indexes in sorted(by_address.values(), key=len, reverse=True):
+        min(lists, key=len).extend(indexes)
+    return [sorted(indexes) for indexes in lists if indexes]
+
+
+def _lost_record(target: dict, options: dict, why: str) -> dict:
+    record = new_probe(target['address'], target['port'], target['protocol'], target['sni'],
+                       options['vantage'], target.get('name'))
+    record['error'] = {'stage': 'connect', 'message': f'internal error: {why}; this target was not probed'}
+    return record
+
+
+def _probe_in_processes(parsed: list, options: dict, processes: int, connect) -> list:
+    """Probe from `processes` processes: this one and forked children, each with its own addresses and
+    its share of `concurrency`; the children send their records back as JSON through a pipe. A child
+    that cannot be started leaves its share to this process; one that ends without its records gives
+    each of its targets a record that says so (the other targets keep theirs)."""
+    shards = shard_by_address(parsed, processes)
+    share = dict(options, concurrency=max(1, -(-options['concurrency'] // len(shards))))
+    if len(parsed) > LIBRARY_RUN_SIZE and _x509.BACKEND == 'auto':
+        # Loaded once, before the fork, for every process (see LIBRARY_RUN_SIZE).
+        _x509.Cryptography.load()
+    own = list(shards[0])
+    children = []
+    for shard in shards[1:]:
+        read_end, write_end = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(read_end)
+            os.close(write_end)
+            own.extend(shard)
+            continue
+        if pid == 0:  # pragma: no cover - the child's coverage is not collected; tests check its records
+            status = 1
+            try:
+                os.close(read_end)
+                records = _probe_here([parsed[index] for index in shard], share, connect, None)
+                with os.fdopen(write_end, 'wb') as pipe:
+                    pipe.write(json.dumps(records).encode('utf-8'))
+                status = 0
+            finally:
+                # Never back into the caller's code (an Ansible module, a test runner): no exit
+                # handlers, no flushing of output buffers this process shares with its parent.
+                os._exit(status)
+        os.close(write_end)
+        children.append((pid, shard, read_end, []))
+    # Readers only once every child is forked (a fork copies no thread but the caller); they drain the
+    # pipes while this process probes its own share, so that no child waits on a full pipe.
+    readers = [threading.Thread(target=_read_all, args=(read_end, chunks), daemon=True)
+               for _pid, _shard, read_end, chunks in children]
+    for reader in readers:
+        reader.start()
+    results: list = [None] * len(parsed)
+    own.sort()
+    try:
+        for index, record in zip(own, _probe_here([parsed[index] for index in own], share, connect, None)):
+            results[index] = record
+    finally:
+        for (pid, shard, _read_end, chunks), reader in zip(children, readers):
+            reader.join()
+            _pid, status = os.waitpid(pid, 0)
+            records = _child_records(chunks, status, len(shard))
+            if records is None:
+                why = f'the probe process for {len(shard)} targets ended without their results ({_ended(status)})'
+                records = [_lost_record(parsed[index], options, why) for index in shard]
+            for index, record in zip(shard, records):
+                results[index] = record
+    return results
+
+
+def _child_records(chunks: list, status: int, expected: int) -> list | None:
+    """What a child sent: its records when it ended well and sent one for each of its targets."""
+    if status != 0:
+        return None
+    try:
+        records = json.loads(b''.join(chunks).decode('utf-8'))
+    except ValueError:
+        return None
+    if not isinstance(records, list) or len(records) != expected or not all(isinstance(r, dict) for r in records):
+        return None
+    return records
+
+
+def _ended(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f'killed by signal {os.WTERMSIG(status)}'
+    return f'exit status {os.WEXITSTATUS(status)}'
+
+
+def _read_all(descriptor: int, chunks: list) -> None:
+    try:
+        while True:
+            chunk = os.read(descriptor, 65536)
+            if not chunk:
+                return
+            chunks.append(chunk)
+    finally:
+        os.close(descriptor)
+
+
+def _probe_here(parsed: list, options: dict, connect, max_parallel: int | None) -> list:
+    """Probe every target from this process with a pool of threads; results in the order of `parsed`."""
     context = observing_context()
     describer = CertificateDescriber(options['ca_file'], options['ca_path'], many_chains=len(parsed) > LIBRARY_RUN_SIZE)
     limits: dict = {}

@@ -610,3 +610,122 @@ def test_no_more_threads_than_the_per_address_limits_let_probe(monkeypatch):
                                {'per_host_limit': 3, 'concurrency': 64, 'timeout': 2})
     assert sizes == [3, 5]
     assert all(result['error']['stage'] == 'connect' for result in results + two_addresses)
+
+
+# -- several processes ---------------------------------------------------------------------------
+
+def test_the_engine_chooses_processes_by_targets_cpus_and_addresses(monkeypatch):
+    from ansible_collections.mailsec.starttls.plugins.module_utils._probe import engine  # pylint: disable=import-outside-toplevel
+    assert engine.PROCESS_SHARE == 100
+    monkeypatch.setattr(engine, 'usable_cpus', lambda: 4)
+    monkeypatch.setattr(engine.threading, 'active_count', lambda: 1)
+
+    def targets(count, addresses):
+        return engine.parse_targets([f'127.0.1.{index % addresses + 1}:{2000 + index}/smtp' for index in range(count)])
+    auto = engine.normalise_options({})
+    assert engine.process_count(auto, targets(14, 14)) == 1        # a host's own listeners
+    assert engine.process_count(auto, targets(199, 100)) == 1
+    assert engine.process_count(auto, targets(200, 100)) == 2
+    assert engine.process_count(auto, targets(500, 250)) == 4      # at most one per usable CPU
+    assert engine.process_count(auto, targets(500, 3)) == 3        # each address in one process
+    assert engine.process_count(auto, targets(500, 1)) == 1
+    assert engine.process_count(engine.normalise_options({'processes': 1}), targets(500, 250)) == 1
+    assert engine.process_count(engine.normalise_options({'processes': 8}), targets(20, 20)) == 8
+    # Never a fork from a process with another thread: the child would inherit its locks as they were.
+    monkeypatch.setattr(engine.threading, 'active_count', lambda: 2)
+    assert engine.process_count(engine.normalise_options({'processes': 8}), targets(500, 250)) == 1
+
+
+@pytest.mark.parametrize('value, message', [(0, 'processes 0 is out of range'), (65, 'processes 65 is out of range'),
+                                            ('two', 'processes must be a whole number'),
+                                            (True, 'processes must be a whole number, not a boolean')])
+def test_processes_out_of_range_is_refused_before_any_connection(value, message):
+    with pytest.raises(TargetError, match=message):
+        probe_many(['127.0.0.1:1/smtp'], {'processes': value})
+
+
+def test_shards_keep_every_address_in_one_process_and_are_balanced():
+    from ansible_collections.mailsec.starttls.plugins.module_utils._probe import engine  # pylint: disable=import-outside-toplevel
+    # 10 targets on .1, 6 on .2, 5 on .3, 4 on .4 and 1 on .5, interleaved.
+    spec = ['127.0.1.1'] * 10 + ['127.0.1.2'] * 6 + ['127.0.1.3'] * 5 + ['127.0.1.4'] * 4 + ['127.0.1.5']
+    parsed = engine.parse_targets([f'{address}:{2000 + index}/smtp' for index, address in enumerate(spec[::-1])])
+    shards = engine.shard_by_address(parsed, 2)
+    assert sorted(index for shard in shards for index in shard) == list(range(len(parsed)))
+    # 10+4 and 6+5+1: the closest split there is (no subset of 10, 6, 5, 4, 1 makes 13).
+    assert sorted(len(shard) for shard in shards) == [12, 14]
+    for shard in shards:
+        assert shard == sorted(shard)
+    homes = {}
+    for number, shard in enumerate(shards):
+        for index in shard:
+            assert homes.setdefault(parsed[index]['address'], number) == number
+    # More shards than addresses (.5 and .4 twice): one shard per address, none empty.
+    assert engine.shard_by_address(parsed[:3], 8) == [[1, 2], [0]]
+
+
+FORKED_RUN = r'''
+import json, os, sys
+from ansible_collections.mailsec.starttls.plugins.module_utils._probe import engine
+parent = os.getpid()
+real = engine._probe_here
+mode = sys.argv[2]
+
+def marking(parsed, options, connect, max_parallel):
+    if mode == 'lose' and os.getpid() != parent:
+        os._exit(3)
+    records = real(parsed, options, connect, max_parallel)
+    for record in records:
+        record['flags'].append('pid-%d' % os.getpid())
+    return records
+
+engine._probe_here = marking
+targets = json.loads(sys.argv[1])
+print(json.dumps({'parent': parent, 'probes': engine.probe_many(targets, {'processes': 2, 'timeout': 3})}))
+'''
+
+
+def forked_run(targets: list, mode: str = 'normal') -> dict:
+    """probe_many with processes=2 in a fresh interpreter (one thread, as a module process has)."""
+    import json  # pylint: disable=import-outside-toplevel
+    import os  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    completed = subprocess.run([sys.executable, '-c', FORKED_RUN, json.dumps(targets), mode], capture_output=True,
+                               text=True, timeout=60, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+                               check=False)
+    assert completed.returncode == 0, completed.stderr
+    return json.loads(completed.stdout)
+
+
+def test_two_processes_probe_real_tls_listeners_and_keep_the_order(scripted, server_cert):
+    servers = [scripted(smtp_starttls_ok()) for _server in range(2)]
+    refused = [f'127.0.0.{number}:1/smtp' for number in (2, 3, 4)]
+    targets = [refused[0], f'127.0.0.1:{servers[0].port}/smtp', refused[1], f'127.0.0.1:{servers[1].port}/smtp',
+               refused[2]]
+    run = forked_run(targets)
+    probes = run['probes']
+    assert [f"{probe['target']['address']}:{probe['target']['port']}/smtp" for probe in probes] == targets
+    pids = {probe['target']['address']: [flag for flag in probe['flags'] if flag.startswith('pid-')] for probe in probes}
+    assert len({flag for flags in pids.values() for flag in flags}) == 2
+    assert f"pid-{run['parent']}" in {flag for flags in pids.values() for flag in flags}
+    for number in (1, 3):
+        assert probes[number]['tls']['established'] is True
+        assert probes[number]['certificate']['sha256'] == fingerprint(server_cert[0])
+        assert probes[number]['capabilities_after_tls'] == ['PIPELINING', 'AUTH PLAIN', '8BITMIME']
+    for number in (0, 2, 4):
+        assert probes[number]['error']['stage'] == 'connect' and probes[number]['connected'] is False
+    for server in servers:
+        assert server.finished().errors == []
+
+
+def test_a_probe_process_that_dies_costs_only_its_own_targets():
+    targets = [f'127.0.0.{number}:1/smtp' for number in range(1, 7)]
+    run = forked_run(targets, 'lose')
+    probes = run['probes']
+    assert [probe['target']['address'] for probe in probes] == [f'127.0.0.{number}' for number in range(1, 7)]
+    lost = [probe for probe in probes if 'ended without their results (exit status 3)' in (probe['error'] or {}).get('message', '')]
+    kept = [probe for probe in probes if probe not in lost]
+    assert len(lost) == 3 and len(kept) == 3
+    assert all(probe['error']['stage'] == 'connect' and 'this target was not probed' in probe['error']['message']
+               for probe in lost)
+    assert all(f"pid-{run['parent']}" in probe['flags'] and 'connect to' in probe['error']['message'] for probe in kept)
