@@ -29,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from xml.etree import ElementTree
 
@@ -401,7 +400,7 @@ class Bench:
         result.update(wall_s=measured.wall_s, cpu_s=measured.cpu_s,
                       call_wall_s=worker.get('wall_s'), call_cpu_s=worker.get('cpu_s'),
                       peak_rss_kib=worker.get('peak_rss_kib', measured.peak_rss_kib),
-                      rss_before_kib=worker.get('rss_before_kib'), threads_peak=worker.get('threads_peak'),
+                      rss_before_kib=worker.get('rss_before_kib'),
                       gc_collections=worker.get('gc_collections'), gc_s=worker.get('gc_s'),
                       user_s=worker.get('user_s'), sys_s=worker.get('sys_s'),
                       voluntary_switches=worker.get('voluntary_switches'),
@@ -563,14 +562,8 @@ def engine_worker(job_path: str) -> int:
                 gc_state['collections'] += 1
                 gc_state['seconds'] += time.perf_counter() - gc_state['started']
         gc.callbacks.append(on_gc)
-        threads_peak = [threading.active_count()]
-        stop_sampling = threading.Event()
-
-        def sample_threads() -> None:
-            while not stop_sampling.wait(0.02):
-                threads_peak[0] = max(threads_peak[0], threading.active_count() - 1)
-        sampler = threading.Thread(target=sample_threads, daemon=True)
-        sampler.start()
+        # No sampling thread here: the engine forks its probe processes only from a process that runs
+        # no other thread (a sampler would keep every run in one process).
         usage_before = resource.getrusage(resource.RUSAGE_SELF)
         started = time.perf_counter()
         try:
@@ -587,7 +580,6 @@ def engine_worker(job_path: str) -> int:
         usage_after = resource.getrusage(resource.RUSAGE_SELF)
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         gc.callbacks.remove(on_gc)
-        stop_sampling.set()
         output.update(
             wall_s=wall_s,
             cpu_s=(usage_after.ru_utime - usage_before.ru_utime) + (usage_after.ru_stime - usage_before.ru_stime)
@@ -596,7 +588,7 @@ def engine_worker(job_path: str) -> int:
             user_s=usage_after.ru_utime - usage_before.ru_utime, sys_s=usage_after.ru_stime - usage_before.ru_stime,
             voluntary_switches=usage_after.ru_nvcsw - usage_before.ru_nvcsw,
             involuntary_switches=usage_after.ru_nivcsw - usage_before.ru_nivcsw,
-            threads_peak=threads_peak[0], gc_collections=gc_state['collections'], gc_s=gc_state['seconds'],
+            gc_collections=gc_state['collections'], gc_s=gc_state['seconds'],
             probes=probes)
         if profiler:
             import io
