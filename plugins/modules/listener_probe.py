@@ -326,6 +326,8 @@ summary:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+# First: importing it makes the collection's imports below compile each source once (see _zipload).
+from ansible_collections.mailsec.starttls.plugins.module_utils import _zipload  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine import (
     DEFAULT_OPTIONS,
     TargetError,

@@ -15,7 +15,6 @@ import os
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.mailsec.starttls.plugins.module_utils._model import (
     LEGACY_TLS_VERSIONS,
@@ -751,10 +750,111 @@ def _probe_here(parsed: list, options: dict, connect, max_parallel: int | None) 
         for index in order:
             run(index)
     else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for _done in pool.map(run, order):
-                pass
+        ProbePool(run, order, workers).run()
     return results
+
+
+def _has_schedstat() -> bool:
+    try:
+        with open('/proc/thread-self/schedstat', 'rb') as stat:
+            return len(stat.read().split()) >= 2 and hasattr(threading.current_thread(), 'native_id')
+    except OSError:
+        return False
+
+
+# Whether this kernel tells each thread's run time and run-queue wait (Linux with schedstat).
+SCHEDSTAT = _has_schedstat()
+
+
+class ProbePool:
+    """Threads that call `work` for each item of `order`: as few as keep this process busy, as many
+    as `most`.
+
+    A probe waits either on the network (a slow or distant server) or on this process: the dialog,
+    the TLS library and the record keeping all run under the one interpreter lock. Threads beyond
+    what the work needs only hand that lock to one another: with 64 threads on a CPU-bound run of
+    250 loopback listeners a fifth of the process's CPU went to switching between them (perf,
+    bench/README.md, issue 15). So the pool starts with FIRST_THREADS and, every GROW_EVERY seconds,
+    doubles while its threads spent less than GROW_BELOW of that time running or waiting for a CPU
+    (the kernel's schedstat, where it has one; else the process's CPU time) and work is waiting: a
+    sweep of slow servers reaches `most` within a tenth of a second, a sweep the CPU limits stays
+    small, and one that waits for a CPU other processes hold does not add threads that would wait too.
+    """
+
+    FIRST_THREADS = 8
+    GROW_EVERY = 0.02
+    GROW_BELOW = 0.75
+
+    def __init__(self, work, order: list, most: int):
+        self.work = work
+        self.items = iter(order)
+        self.left = len(order)
+        self.most = most
+        self.lock = threading.Lock()
+        self.finished = threading.Event()
+        self.threads: list = []
+        self.failure = None
+
+    def _next(self):
+        with self.lock:
+            return next(self.items, None) if self.failure is None else None
+
+    def _worker(self) -> None:
+        while True:
+            item = self._next()
+            if item is None:
+                return
+            try:
+                self.work(item)
+            except BaseException as exc:  # pylint: disable=broad-except
+                # A defect of ours (TargetProbe never raises): no more items; run() raises it.
+                with self.lock:
+                    self.failure = self.failure or exc
+                    self.finished.set()
+                return
+            with self.lock:
+                self.left -= 1
+                if self.left == 0:
+                    self.finished.set()
+
+    def _add(self, count: int) -> None:
+        for _thread in range(count):
+            thread = threading.Thread(target=self._worker, daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def _busy_seconds(self) -> float:
+        """Seconds the caller and the pool's threads have run or waited to run, all together (the
+        kernel's schedstat); the process's CPU time where there is no schedstat."""
+        if not SCHEDSTAT:
+            return time.process_time()
+        total = 0
+        for thread in [threading.current_thread()] + self.threads:
+            try:
+                with open(f'/proc/self/task/{thread.native_id}/schedstat', 'rb') as stat:
+                    fields = stat.read().split()
+                total += int(fields[0]) + int(fields[1])
+            except (OSError, ValueError, IndexError):
+                continue  # a thread that has just ended
+        return total / 1e9
+
+    def run(self) -> None:
+        self._add(min(self.most, self.FIRST_THREADS))
+        wall, busy = time.monotonic(), self._busy_seconds()
+        while not self.finished.wait(self.GROW_EVERY):
+            if len(self.threads) >= self.most:
+                continue
+            now_wall, now_busy = time.monotonic(), self._busy_seconds()
+            share = (now_busy - busy) / max(now_wall - wall, 1e-6)
+            if share < self.GROW_BELOW:
+                self._add(min(self.most - len(self.threads), len(self.threads)))
+                # The threads just added are counted from their start: measure afresh.
+                now_busy = self._busy_seconds()
+            wall, busy = now_wall, now_busy
+        for thread in self.threads:
+            thread.join()
+        if self.failure is not None:
+            raise self.failure
 
 
 def summarise(probes: list) -> dict:

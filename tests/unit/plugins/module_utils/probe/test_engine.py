@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import ssl
+import threading
 import time
 
 import pytest
@@ -597,12 +598,12 @@ def test_a_large_run_loads_cryptography_before_its_first_verification(monkeypatc
 def test_no_more_threads_than_the_per_address_limits_let_probe(monkeypatch):
     from ansible_collections.mailsec.starttls.plugins.module_utils._probe import engine  # pylint: disable=import-outside-toplevel
     sizes = []
-    real_pool = engine.ThreadPoolExecutor
+    real_pool = engine.ProbePool
 
-    def recording_pool(max_workers):
-        sizes.append(max_workers)
-        return real_pool(max_workers=max_workers)
-    monkeypatch.setattr(engine, 'ThreadPoolExecutor', recording_pool)
+    def recording_pool(work, order, most):
+        sizes.append(most)
+        return real_pool(work, order, most)
+    monkeypatch.setattr(engine, 'ProbePool', recording_pool)
     # Port 1 on loopback refuses at once: every probe ends in stage connect.
     one_address = ['127.0.0.1:1/smtp'] * 20
     results = probe_many(one_address, {'per_host_limit': 3, 'concurrency': 64, 'timeout': 2})
@@ -610,6 +611,54 @@ def test_no_more_threads_than_the_per_address_limits_let_probe(monkeypatch):
                                {'per_host_limit': 3, 'concurrency': 64, 'timeout': 2})
     assert sizes == [3, 5]
     assert all(result['error']['stage'] == 'connect' for result in results + two_addresses)
+
+
+def test_the_pool_grows_while_its_threads_wait_and_does_every_item_once():
+    from ansible_collections.mailsec.starttls.plugins.module_utils._probe import engine  # pylint: disable=import-outside-toplevel
+    done, lock = [], threading.Lock()
+
+    def slow_server(item):
+        time.sleep(0.05)
+        with lock:
+            done.append(item)
+    pool = engine.ProbePool(slow_server, list(range(400)), 64)
+    pool.run()
+    assert sorted(done) == list(range(400))
+    # Waiting threads use no CPU: the pool doubled up to its limit (8, 16, 32, 64), never beyond.
+    assert len(pool.threads) == 64
+
+
+def test_the_pool_stays_small_while_the_work_keeps_the_process_busy():
+    from ansible_collections.mailsec.starttls.plugins.module_utils._probe import engine  # pylint: disable=import-outside-toplevel
+    done = []
+
+    def busy(item):
+        end = time.process_time() + 0.002
+        while time.process_time() < end:
+            pass
+        done.append(item)
+    pool = engine.ProbePool(busy, list(range(300)), 128)
+    pool.run()
+    assert sorted(done) == list(range(300))
+    # Under one interpreter lock more threads could not run more of it: at most one doubling (the
+    # first interval can start before every thread is busy).
+    assert len(pool.threads) <= 2 * engine.ProbePool.FIRST_THREADS
+
+
+def test_a_defect_in_the_work_is_raised_and_stops_the_pool():
+    from ansible_collections.mailsec.starttls.plugins.module_utils._probe import engine  # pylint: disable=import-outside-toplevel
+    seen = []
+
+    def work(item):
+        seen.append(item)
+        if item == 5:
+            raise RuntimeError('a defect of ours')
+        time.sleep(0.01)
+    pool = engine.ProbePool(work, list(range(1000)), 16)
+    with pytest.raises(RuntimeError, match='a defect of ours'):
+        pool.run()
+    assert 5 in seen and len(seen) < 1000
+    assert not any(thread.is_alive() for thread in pool.threads)
 
 
 # -- several processes ---------------------------------------------------------------------------
