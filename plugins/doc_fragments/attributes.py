@@ -80,8 +80,8 @@ options:
         however many probes wait on the network; each further process adds one.
       - A run through O(jump_host) stays in one process, and so does a run from a process that has other
         threads running (a fork copies only the calling thread, and the locks the others held).
-      - A process that ends without its results (killed, out of memory) costs only its own targets: each
-        gets an C(error) in stage C(connect) that says so.
+      - A process that ends without its results (killed, out of memory) costs only its own targets, each of
+        which gets an C(error) in stage C(connect) that says so.
     type: int
   attempts:
     description:
