@@ -59,10 +59,10 @@ options:
       - At most how many listeners are probed at the same time. Probes of slow or distant servers mostly wait
         for replies, so many in flight cost little; the per-address limit below keeps any one server from seeing
         more than a few.
-      - Each probe process starts with 8 probes in flight and doubles them every 20 ms while its threads spent
-        less than three quarters of that time running or waiting for a CPU (the work waits on the network),
-        up to its share of this limit. A sweep that the CPU limits (fast servers nearby) stays small, because
-        threads that only wait for the interpreter lock cost CPU without probing faster.
+      - Each probe process starts with 8 probes in flight and doubles them every 20 ms while it used less than
+        three quarters of a CPU in that time (its probes wait on the network), up to its share of this limit.
+        A sweep that the CPU limits (fast servers nearby) stays small, because threads that only wait for the
+        interpreter lock cost CPU without probing faster.
     type: int
     default: 128
   per_host_limit:

@@ -754,18 +754,6 @@ def _probe_here(parsed: list, options: dict, connect, max_parallel: int | None) 
     return results
 
 
-def _has_schedstat() -> bool:
-    try:
-        with open('/proc/thread-self/schedstat', 'rb') as stat:
-            return len(stat.read().split()) >= 2 and hasattr(threading.current_thread(), 'native_id')
-    except OSError:
-        return False
-
-
-# Whether this kernel tells each thread's run time and run-queue wait (Linux with schedstat).
-SCHEDSTAT = _has_schedstat()
-
-
 class ProbePool:
     """Threads that call `work` for each item of `order`: as few as keep this process busy, as many
     as `most`.
@@ -775,10 +763,10 @@ class ProbePool:
     what the work needs only hand that lock to one another: with 64 threads on a CPU-bound run of
     250 loopback listeners a fifth of the process's CPU went to switching between them (perf,
     bench/README.md, issue 15). So the pool starts with FIRST_THREADS and, every GROW_EVERY seconds,
-    doubles while its threads spent less than GROW_BELOW of that time running or waiting for a CPU
-    (the kernel's schedstat, where it has one; else the process's CPU time) and work is waiting: a
-    sweep of slow servers reaches `most` within a tenth of a second, a sweep the CPU limits stays
-    small, and one that waits for a CPU other processes hold does not add threads that would wait too.
+    doubles while the process used less than GROW_BELOW of a CPU in that time and work is waiting:
+    a sweep of slow servers reaches `most` within a tenth of a second, a sweep the CPU limits stays
+    small. (Where other processes hold the CPUs, the process gets less than that and the pool grows
+    as it did before it adapted: more threads then cost what they always did.)
     """
 
     FIRST_THREADS = 8
@@ -823,34 +811,16 @@ class ProbePool:
             thread.start()
             self.threads.append(thread)
 
-    def _busy_seconds(self) -> float:
-        """Seconds the caller and the pool's threads have run or waited to run, all together (the
-        kernel's schedstat); the process's CPU time where there is no schedstat."""
-        if not SCHEDSTAT:
-            return time.process_time()
-        total = 0
-        for thread in [threading.current_thread()] + self.threads:
-            try:
-                with open(f'/proc/self/task/{thread.native_id}/schedstat', 'rb') as stat:
-                    fields = stat.read().split()
-                total += int(fields[0]) + int(fields[1])
-            except (OSError, ValueError, IndexError):
-                continue  # a thread that has just ended
-        return total / 1e9
-
     def run(self) -> None:
         self._add(min(self.most, self.FIRST_THREADS))
-        wall, busy = time.monotonic(), self._busy_seconds()
+        wall, cpu = time.monotonic(), time.process_time()
         while not self.finished.wait(self.GROW_EVERY):
             if len(self.threads) >= self.most:
                 continue
-            now_wall, now_busy = time.monotonic(), self._busy_seconds()
-            share = (now_busy - busy) / max(now_wall - wall, 1e-6)
-            if share < self.GROW_BELOW:
+            now_wall, now_cpu = time.monotonic(), time.process_time()
+            if (now_cpu - cpu) / max(now_wall - wall, 1e-6) < self.GROW_BELOW:
                 self._add(min(self.most - len(self.threads), len(self.threads)))
-                # The threads just added are counted from their start: measure afresh.
-                now_busy = self._busy_seconds()
-            wall, busy = now_wall, now_busy
+            wall, cpu = now_wall, now_cpu
         for thread in self.threads:
             thread.join()
         if self.failure is not None:
