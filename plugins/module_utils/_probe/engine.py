@@ -34,7 +34,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.wire impor
     observing_context,
 )
 from ansible_collections.mailsec.starttls.plugins.module_utils import _tlsa, _trust, _x509
-from ansible_collections.mailsec.starttls.plugins.module_utils._text import visible_deep
+from ansible_collections.mailsec.starttls.plugins.module_utils._text import visible_deep, visible_record
 
 DEFAULT_OPTIONS = {
     'ehlo_name': None,
@@ -330,7 +330,7 @@ class TargetProbe:
         # is already visible (CertificateDescriber), and shared by every probe of the same chain.
         certificate = self.record['certificate']
         self.record['certificate'] = None
-        self.record = visible_deep(self.record)
+        self.record = visible_record(self.record)
         self.record['certificate'] = certificate
         return self.record
 
