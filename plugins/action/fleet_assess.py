@@ -676,7 +676,7 @@ class ActionModule(ActionBase):
     def _variables_of(self, options: dict, host: str, task_vars: dict):
         """Another host's variables for this task, as Ansible would give them to its worker: the play's and
         the role's (defaults, vars, play vars and vars files) with the host's own over them. Through the
-        variable manager behind `hostvars` (not public API, the same in ansible-core 2.17-2.21); without it,
+        variable manager behind `hostvars` (not public API; checked with ansible-core 2.19 and 2.21); without it,
         the host's own variables (`hostvars`) over this host's."""
         hostvars = task_vars.get('hostvars')
         manager = getattr(hostvars, '_variable_manager', None)
