@@ -42,6 +42,7 @@ from ansible_collections.mailsec.starttls.plugins.module_utils._probe.validate i
 from ansible_collections.mailsec.starttls.plugins.module_utils._verdict import VerdictError
 from ansible_collections.mailsec.starttls.plugins.module_utils._verdict import normalise_options as normalise_judge_options
 from ansible_collections.mailsec.starttls.plugins.plugin_utils import _changes, _dns_checks, _mail_dns, _merge, _policy, _reports
+from ansible_collections.mailsec.starttls.plugins.plugin_utils import _role_arguments
 
 JUMP_HOST_SPEC = dict(JUMP_HOST_ARGUMENT_SPEC, name={'type': 'str'})
 
@@ -103,6 +104,7 @@ ARGUMENT_SPEC = {
     'partial': {'type': 'bool', 'default': False},
     'partial_name': {'type': 'str'},
     'validate_only': {'type': 'bool', 'default': False},
+    'role_argument_spec': {'type': 'str'},
     'set_aside_only': {'type': 'bool', 'default': False},
     'require_audited': {'type': 'bool', 'default': True},
 }
@@ -342,6 +344,10 @@ class ActionModule(ActionBase):
             return self._error(result, 'invalid-input', exc.message)
 
     def _run(self, result: dict, task_vars: dict, removed: list) -> dict:
+        if self._task.args.get('role_argument_spec'):
+            # First: the role's own spec names the variable and the host; fleet_assess's options below
+            # are only the first host's values of some of them.
+            self._check_role_arguments(str(self._task.args['role_argument_spec']), task_vars or {})
         validation = ArgumentSpecValidator(ARGUMENT_SPEC).validate(self._task.args)
         if validation.error_messages:
             raise AnsibleActionFail(f'fleet_assess: {"; ".join(validation.error_messages)}')
@@ -640,6 +646,48 @@ class ActionModule(ActionBase):
             if os.path.exists(path):
                 return path
         return None
+
+    def _check_role_arguments(self, entry_point: str, task_vars: dict) -> None:
+        """Every play host's variables against the calling role's argument spec (_role_arguments)."""
+        role_path = task_vars.get('role_path')
+        path = _role_arguments.spec_path(role_path) if role_path else None
+        if path is None:
+            raise AnsibleActionFail(f'role_argument_spec: the task runs in no role with a meta/argument_specs.yml '
+                                    f'(role_path {role_path!r})')
+        try:
+            options = _role_arguments.entry_point_options(self._loader.load_from_file(path), entry_point, path)
+        except _role_arguments.RoleSpecError as exc:
+            raise AnsibleActionFail(f'role_argument_spec: {exc}')
+        hosts = task_vars.get('ansible_play_batch') or task_vars.get('ansible_play_hosts_all') or []
+        failing = _role_arguments.check_hosts(options, ((host, self._role_values(options, host, task_vars))
+                                                        for host in hosts))
+        if failing:
+            role = task_vars.get('ansible_role_name') or task_vars.get('role_name') or os.path.basename(role_path)
+            raise AnsibleActionFail(_role_arguments.describe(failing, role, entry_point))
+
+    def _role_values(self, options: dict, host: str, task_vars: dict) -> dict:
+        """The spec's variables as the role's tasks on `host` see them, templated."""
+        variables = task_vars if host == task_vars.get('inventory_hostname') else self._variables_of(
+            options, host, task_vars)
+        templar = self._templar if variables is task_vars else self._templar.copy_with_new_env(
+            available_variables=variables)
+        return templar.template(_role_arguments.provided(options, variables))
+
+    def _variables_of(self, options: dict, host: str, task_vars: dict):
+        """Another host's variables for this task, as Ansible would give them to its worker: the play's and
+        the role's (defaults, vars, play vars and vars files) with the host's own over them. Through the
+        variable manager behind `hostvars` (not public API; checked with ansible-core 2.19 and 2.21); without it,
+        the host's own variables (`hostvars`) over this host's."""
+        hostvars = task_vars.get('hostvars')
+        manager = getattr(hostvars, '_variable_manager', None)
+        inventory = getattr(hostvars, '_inventory', None)
+        target = inventory.get_host(host) if inventory is not None else None
+        if manager is not None and target is not None:
+            return manager.get_vars(play=self._task.get_play(), host=target, task=self._task,
+                                    _hosts=task_vars.get('ansible_play_hosts'),
+                                    _hosts_all=task_vars.get('ansible_play_hosts_all'))
+        own = (hostvars or {}).get(host) or {}
+        return dict(task_vars, **{name: own[name] for name in options if name in own})
 
     @staticmethod
     def _error(result: dict, outcome: str, detail: str) -> dict:

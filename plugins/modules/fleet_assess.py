@@ -269,6 +269,18 @@ options:
       - The audit role runs this first, once, before any host is inspected.
     type: bool
     default: false
+  role_argument_spec:
+    description:
+      - With O(validate_only), also check the variables of every host of the play against this entry point (for
+        example V(main)) of the argument spec of the role the task runs in (its C(meta/argument_specs.yml)). Each
+        host is checked with its own variables, by the validator and with the messages of Ansible's own role
+        argument validation, once for the fleet instead of as a task per host.
+      - A host that fails fails the task, and with it the run, before anything is inspected; the message names
+        each failing host (hosts with the same errors together) and the variable.
+      - The audit role sets it; the C(mailsec.starttls.audit) playbook imports the role with
+        C(rolespec_validate=false), so that Ansible does not check the same again per host.
+    type: str
+    version_added: 0.1.0
   set_aside_only:
     description:
       - Only set aside the reports of an earlier run, as every run does first (the fleet JSON report becomes

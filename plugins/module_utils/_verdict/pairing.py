@@ -140,9 +140,13 @@ def join(listeners: list, probes: list, options: dict | None = None) -> list:
             addresses = {canonical_address(mapped.get('address'))}
         addresses.discard(None)
         exact: list = []
+        # By identity in a set: an address many hosts' listeners share (aliases of one host, one address
+        # behind NAT) would otherwise make this quadratic in the number of those hosts, for every probe.
+        taken: set = set()
         for address in sorted(addresses):
             for entry in exact_index.get((address, port), []):
-                if not any(entry is other for other in exact):
+                if id(entry) not in taken:
+                    taken.add(id(entry))
                     exact.append(entry)
         owners = {host for address in addresses for host in hosts_by_address.get(address, ())}
         wildcard = sorted((entry for host in owners for entry in wildcard_by_host.get((host, port), [])),

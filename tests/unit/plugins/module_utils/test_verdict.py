@@ -409,3 +409,14 @@ def test_real_probe_response_injection(real_probe, exim_like_certificate):
     assert ('pre-tls-surplus', 'controller') in pairs(findings)
     surplus = next(f for f in findings if f['id'] == 'pre-tls-surplus')
     assert 'injected after the reply' in surplus['evidence']['pre_tls_surplus']
+
+
+def test_probes_of_an_address_many_hosts_share_pair_each_with_its_own_host():
+    # Aliases of one mail host (or hosts behind one NAT address): every listener record names the same
+    # address; the controller's probe for each host is evidence about that host alone, once.
+    hosts = [f'alias{index:03d}' for index in range(300)]
+    records = [sc.listener('postfix', '127.0.60.1', 25, 'smtp', host=host) for host in hosts]
+    probes = [dict(sc.probe('127.0.60.1', 25, 'smtp'), host=host) for host in hosts]
+    entries = _verdict.join(records, probes)
+    assert len(entries) == len(hosts)
+    assert [[probe['host'] for probe in entry['probes']] for entry in entries] == [[host] for host in hosts]
