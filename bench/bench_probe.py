@@ -377,7 +377,7 @@ class Bench:
             json.dump({'collections_parent': self.collections_parent, 'targets': target_strings(manifest),
                        'options': options, 'output': output_path,
                        'profile': profile}, job_file)
-        command = [self.arguments.engine_python, os.path.abspath(__file__), '--engine-worker', job_path]
+        command = [self.arguments.engine_python, os.path.join(BENCH_DIR, 'engine_worker.py'), job_path]
         if profile == 'py-spy':
             py_spy = benchlib.find_bench_tool('py-spy') or 'py-spy'
             command = [py_spy, 'record', '--rate', '250', '--format', 'raw', '--native',
@@ -548,75 +548,6 @@ def summarise_outcomes(probes) -> dict:
             key = f"starttls_reply:{(probe.get('starttls_reply') or {}).get('code')}"
         outcomes[key] = outcomes.get(key, 0) + 1
     return outcomes
-
-
-# --------------------------------------------------------------------------------------------
-# The engine worker: a process that runs probe_many and nothing else
-# --------------------------------------------------------------------------------------------
-
-def engine_worker(job_path: str) -> int:
-    with open(job_path, encoding='utf-8') as job_file:
-        job = json.load(job_file)
-    sys.path.insert(0, job['collections_parent'])
-    output: dict = {}
-    try:
-        from ansible_collections.mailsec.starttls.plugins.module_utils._probe.engine import probe_many
-    except Exception as error:  # the engine may be half-written while the lead works on it
-        output['error'] = f'import failed: {type(error).__name__}: {error}'
-        probe_many = None
-    if probe_many is not None:
-        profiler = None
-        if job.get('profile') == 'cprofile':
-            import cProfile
-            profiler = cProfile.Profile()
-        import gc
-        gc_state = {'collections': 0, 'seconds': 0.0, 'started': 0.0}
-
-        def on_gc(phase: str, info: dict) -> None:
-            if phase == 'start':
-                gc_state['started'] = time.perf_counter()
-            else:
-                gc_state['collections'] += 1
-                gc_state['seconds'] += time.perf_counter() - gc_state['started']
-        gc.callbacks.append(on_gc)
-        # No sampling thread here: the engine forks its probe processes only from a process that runs
-        # no other thread (a sampler would keep every run in one process).
-        usage_before = resource.getrusage(resource.RUSAGE_SELF)
-        started = time.perf_counter()
-        try:
-            if profiler:
-                profiler.enable()
-            probes = probe_many(job['targets'], job['options'])
-        except Exception as error:
-            output['error'] = f'probe_many raised {type(error).__name__}: {error}'
-            probes = None
-        finally:
-            if profiler:
-                profiler.disable()
-        wall_s = time.perf_counter() - started
-        usage_after = resource.getrusage(resource.RUSAGE_SELF)
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        gc.callbacks.remove(on_gc)
-        output.update(
-            wall_s=wall_s,
-            cpu_s=(usage_after.ru_utime - usage_before.ru_utime) + (usage_after.ru_stime - usage_before.ru_stime)
-            + children.ru_utime + children.ru_stime,
-            peak_rss_kib=max(usage_after.ru_maxrss, children.ru_maxrss), rss_before_kib=usage_before.ru_maxrss,
-            user_s=usage_after.ru_utime - usage_before.ru_utime, sys_s=usage_after.ru_stime - usage_before.ru_stime,
-            voluntary_switches=usage_after.ru_nvcsw - usage_before.ru_nvcsw,
-            involuntary_switches=usage_after.ru_nivcsw - usage_before.ru_nivcsw,
-            gc_collections=gc_state['collections'], gc_s=gc_state['seconds'],
-            probes=probes)
-        if profiler:
-            import io
-            import pstats
-            profiler.dump_stats(job['output'] + '.prof')
-            text = io.StringIO()
-            pstats.Stats(profiler, stream=text).sort_stats('tottime').print_stats(40)
-            output['profile_text'] = text.getvalue()
-    with open(job['output'], 'w', encoding='utf-8') as output_file:
-        json.dump(output, output_file, default=repr)
-    return 0
 
 
 def smtplib_session(listener: dict) -> dict:
@@ -1206,15 +1137,12 @@ def parse_arguments(argv: list | None) -> argparse.Namespace:
     parser.add_argument('--no-module-profile', action='store_true',
                         help='skip the profile of the ad-hoc module path after the measured runs')
     parser.add_argument('--profile-repeat', type=int, default=3, help='runs per step of the module-path profile')
-    parser.add_argument('--engine-worker', metavar='JOB', help=argparse.SUPPRESS)
     parser.add_argument('--smtplib-worker', metavar='JOB', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv: list | None = None) -> int:
     arguments = parse_arguments(argv)
-    if arguments.engine_worker:
-        return engine_worker(arguments.engine_worker)
     if arguments.smtplib_worker:
         return smtplib_worker(arguments.smtplib_worker)
 
