@@ -622,7 +622,7 @@ def shard_by_address(parsed: list, shards: int) -> list:
 def _lost_record(target: dict, options: dict, why: str) -> dict:
     record = new_probe(target['address'], target['port'], target['protocol'], target['sni'],
                        options['vantage'], target.get('name'))
-    record['error'] = {'stage': 'connect', 'message': f'internal error: {why}; this target was not probed'}
+    record['error'] = {'stage': 'connect', 'message': f'internal error: {why}; what it saw of this target is lost'}
     return record
 
 

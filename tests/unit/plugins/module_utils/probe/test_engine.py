@@ -779,6 +779,6 @@ def test_a_probe_process_that_dies_costs_only_its_own_targets():
     lost = [probe for probe in probes if 'ended without their results (exit status 3)' in (probe['error'] or {}).get('message', '')]
     kept = [probe for probe in probes if probe not in lost]
     assert len(lost) == 3 and len(kept) == 3
-    assert all(probe['error']['stage'] == 'connect' and 'this target was not probed' in probe['error']['message']
+    assert all(probe['error']['stage'] == 'connect' and 'what it saw of this target is lost' in probe['error']['message']
                for probe in lost)
     assert all(f"pid-{run['parent']}" in probe['flags'] and 'connect to' in probe['error']['message'] for probe in kept)
