@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: mailsec.starttls contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The engine row of bench_probe.py: a Python program that runs probe_many and nothing else.

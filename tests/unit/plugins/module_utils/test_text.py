@@ -19,9 +19,13 @@ INTERESTING = st.sampled_from([chr(code) for code in range(0x00, 0x21)] + ['\x7f
                                  '\u2029', '\\', 'r', 'b', 'f', 'u', '0', '1', '"', 'a', 'é', '€'])
 TEXT = st.text(alphabet=st.one_of(INTERESTING, st.characters()), max_size=12)
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), TEXT)
-RECORDS = st.recursive(SCALARS, lambda children: st.one_of(st.lists(children, max_size=4),
-                                                            st.dictionaries(TEXT, children, max_size=4)),
-                       max_leaves=20)
+
+
+def containers(children):
+    return st.one_of(st.lists(children, max_size=4), st.dictionaries(TEXT, children, max_size=4))
+
+
+RECORDS = st.recursive(SCALARS, containers, max_leaves=20)
 
 
 @settings(max_examples=400, deadline=None)
