@@ -50,7 +50,7 @@ DEFAULT_OPTIONS = {
     'try_starttls_when_not_advertised': False,
     'test_command_injection': False,
     'source_address': None,
-    # How many processes share a run probed from this machine; None: as many as pay off (auto_processes).
+    # How many processes share a run probed from this machine; None: as many as pay off (process_count).
     'processes': None,
 }
 
@@ -217,6 +217,13 @@ def default_ehlo_name(transport) -> str:
     return name or 'localhost'
 
 
+def load_library_for_many_chains() -> None:
+    """Import `cryptography` for a run that meets many chains (see LIBRARY_RUN_SIZE), unless the backend
+    is fixed."""
+    if _x509.BACKEND == 'auto':
+        _x509.Cryptography.load()
+
+
 class CertificateDescriber:
     """Describes presented chains once per distinct chain in a run (a fleet shares few certs)."""
 
@@ -264,9 +271,9 @@ class CertificateDescriber:
         return dict(record)
 
     def _describe(self, chain: list, expected_names: list) -> dict:
-        if self.many_chains and _x509.BACKEND == 'auto':
+        if self.many_chains:
             with self.library_lock:
-                _x509.Cryptography.load()
+                load_library_for_many_chains()
         record = _x509.describe_der(chain[0], expected_names=expected_names or None)
         verified, verify_error = _trust.verify_chain(chain, ca_file=self.ca_file, ca_path=self.ca_path)
         record.update({'chain_length': len(chain), 'verified': verified, 'verify_error': verify_error})
@@ -566,9 +573,11 @@ def probe_many(targets: list, options: dict | None = None, connect=None, max_par
     if direct:
         connect = _direct_connect(options['source_address'])
     processes = process_count(options, parsed) if direct and max_parallel is None else 1
+    # Decided for the whole run, whichever process describes a chain.
+    many_chains = len(parsed) > LIBRARY_RUN_SIZE
     if processes > 1:
-        return _probe_in_processes(parsed, options, processes, connect)
-    return _probe_here(parsed, options, connect, max_parallel)
+        return _probe_in_processes(parsed, options, processes, connect, many_chains)
+    return _probe_here(parsed, options, connect, max_parallel, many_chains)
 
 
 def _direct_connect(source: str | None):
@@ -626,16 +635,15 @@ def _lost_record(target: dict, options: dict, why: str) -> dict:
     return record
 
 
-def _probe_in_processes(parsed: list, options: dict, processes: int, connect) -> list:
+def _probe_in_processes(parsed: list, options: dict, processes: int, connect, many_chains: bool) -> list:
     """Probe from `processes` processes: this one and forked children, each with its own addresses and
     its share of `concurrency`; the children send their records back as JSON through a pipe. A child
     that cannot be started leaves its share to this process; one that ends without its records gives
     each of its targets a record that says so (the other targets keep theirs)."""
     shards = shard_by_address(parsed, processes)
     share = dict(options, concurrency=max(1, -(-options['concurrency'] // len(shards))))
-    if len(parsed) > LIBRARY_RUN_SIZE and _x509.BACKEND == 'auto':
-        # Loaded once, before the fork, for every process (see LIBRARY_RUN_SIZE).
-        _x509.Cryptography.load()
+    if many_chains:
+        load_library_for_many_chains()  # once, before the fork, for every process
     own = list(shards[0])
     children = []
     for shard in shards[1:]:
@@ -651,7 +659,7 @@ def _probe_in_processes(parsed: list, options: dict, processes: int, connect) ->
             status = 1
             try:
                 os.close(read_end)
-                records = _probe_here([parsed[index] for index in shard], share, connect, None)
+                records = _probe_here([parsed[index] for index in shard], share, connect, None, many_chains)
                 with os.fdopen(write_end, 'wb') as pipe:
                     pipe.write(json.dumps(records).encode('utf-8'))
                 status = 0
@@ -670,7 +678,7 @@ def _probe_in_processes(parsed: list, options: dict, processes: int, connect) ->
     results: list = [None] * len(parsed)
     own.sort()
     try:
-        for index, record in zip(own, _probe_here([parsed[index] for index in own], share, connect, None)):
+        for index, record in zip(own, _probe_here([parsed[index] for index in own], share, connect, None, many_chains)):
             results[index] = record
     finally:
         for (pid, shard, _read_end, chunks), reader in zip(children, readers):
@@ -715,10 +723,11 @@ def _read_all(descriptor: int, chunks: list) -> None:
         os.close(descriptor)
 
 
-def _probe_here(parsed: list, options: dict, connect, max_parallel: int | None) -> list:
-    """Probe every target from this process with a pool of threads; results in the order of `parsed`."""
+def _probe_here(parsed: list, options: dict, connect, max_parallel: int | None, many_chains: bool) -> list:
+    """Probe every target from this process with a pool of threads; results in the order of `parsed`.
+    `many_chains`: the run (all processes together) is large enough to check chains with the library."""
     context = observing_context()
-    describer = CertificateDescriber(options['ca_file'], options['ca_path'], many_chains=len(parsed) > LIBRARY_RUN_SIZE)
+    describer = CertificateDescriber(options['ca_file'], options['ca_path'], many_chains=many_chains)
     limits: dict = {}
     by_host: dict = {}
     for index, target in enumerate(parsed):

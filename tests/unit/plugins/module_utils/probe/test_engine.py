@@ -723,10 +723,10 @@ parent = os.getpid()
 real = engine._probe_here
 mode = sys.argv[2]
 
-def marking(parsed, options, connect, max_parallel):
+def marking(parsed, options, connect, max_parallel, many_chains):
     if mode == 'lose' and os.getpid() != parent:
         os._exit(3)
-    records = real(parsed, options, connect, max_parallel)
+    records = real(parsed, options, connect, max_parallel, many_chains)
     for record in records:
         record['flags'].append('pid-%d' % os.getpid())
     return records
@@ -782,3 +782,30 @@ def test_a_probe_process_that_dies_costs_only_its_own_targets():
     assert all(probe['error']['stage'] == 'connect' and 'what it saw of this target is lost' in probe['error']['message']
                for probe in lost)
     assert all(f"pid-{run['parent']}" in probe['flags'] and 'connect to' in probe['error']['message'] for probe in kept)
+
+
+def test_a_fork_that_fails_leaves_its_share_here_and_the_run_decides_the_chain_checker(monkeypatch):
+    """200 targets in two shards of 100: each describer checks chains as a run of 200 does (with the
+    library, loaded once before any fork), and a shard whose fork fails is probed by this process."""
+    from ansible_collections.mailsec.starttls.plugins.module_utils._probe import engine  # pylint: disable=import-outside-toplevel
+    made, loads, forks = [], [], []
+    real = engine.CertificateDescriber
+
+    def recording(ca_file, ca_path, many_chains=False):
+        made.append(many_chains)
+        return real(ca_file, ca_path, many_chains=many_chains)
+
+    def no_fork():
+        forks.append(1)
+        raise OSError(11, 'Resource temporarily unavailable')
+    monkeypatch.setattr(engine, 'CertificateDescriber', recording)
+    monkeypatch.setattr(engine, 'load_library_for_many_chains', lambda: loads.append(1))
+    monkeypatch.setattr(engine, 'process_count', lambda options, parsed: 2)
+    monkeypatch.setattr(engine.os, 'fork', no_fork)
+    targets = ['127.0.0.1:1/smtp', '127.0.0.2:1/smtp'] * 100
+    results = probe_many(targets, {'timeout': 2})
+    assert forks == [1] and loads == [1]
+    assert made == [True]
+    assert [result['target']['address'] for result in results] == [target.split(':')[0] for target in targets]
+    assert all(result['error']['stage'] == 'connect' and 'internal error' not in result['error']['message']
+               for result in results)
