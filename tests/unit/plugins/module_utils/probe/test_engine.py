@@ -806,6 +806,6 @@ def test_a_fork_that_fails_leaves_its_share_here_and_the_run_decides_the_chain_c
     results = probe_many(targets, {'timeout': 2})
     assert forks == [1] and loads == [1]
     assert made == [True]
-    assert [result['target']['address'] for result in results] == [target.split(':')[0] for target in targets]
+    assert [result['target']['address'] for result in results] == [target.partition(':')[0] for target in targets]
     assert all(result['error']['stage'] == 'connect' and 'internal error' not in result['error']['message']
                for result in results)
