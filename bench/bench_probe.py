@@ -918,6 +918,79 @@ module.main()
 '''
 
 
+# A stand-in module for measuring what the controller does with a result alone: it returns a
+# recorded result of listener_probe (the JSON its module process printed) without probing anything.
+# Ad-hoc runs of it with the recorded full-size result and with the recorded result of an empty run
+# differ by the controller's handling of the larger result (decoding, copying, the callback's
+# transform and output) and by the stand-in's own reading and output of it.
+REPLAY_MODULE_NAME = 'mailsec_bench_replay'
+REPLAY_MODULE = r'''#!/usr/bin/python
+from __future__ import annotations
+
+import json
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main():
+    module = AnsibleModule(argument_spec={'path': {'type': 'path', 'required': True}}, supports_check_mode=True)
+    with open(module.params['path'], encoding='utf-8') as recorded:
+        result = json.load(recorded)
+    result.pop('changed', None)
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == '__main__':
+    main()
+'''
+
+
+def replay_command(bench: Bench, recorded: str) -> list:
+    library = os.path.join(bench.workdir, 'replay-library')
+    os.makedirs(library, exist_ok=True)
+    with open(os.path.join(library, f'{REPLAY_MODULE_NAME}.py'), 'w', encoding='utf-8') as module_file:
+        module_file.write(REPLAY_MODULE)
+    return [bench.ansible, 'localhost', '-M', library, '-m', REPLAY_MODULE_NAME, '-a', json.dumps({'path': recorded})]
+
+
+def recorded_output(bench: Bench, label: str) -> str | None:
+    """The result a kept module run printed (measure_median keeps its first run's output), when it is
+    one JSON object."""
+    path = os.path.join(bench.workdir, f'profile-{label}-0.out')
+    try:
+        with open(path, encoding='utf-8') as output:
+            result = json.load(output)
+    except (OSError, ValueError):
+        return None
+    return path if isinstance(result, dict) and not result.get('failed') else None
+
+
+def replay_result_handling(bench: Bench, repeat: int, env: dict) -> dict:
+    """Per detail level, what an ad-hoc run of the stand-in costs with the module's recorded result
+    beyond the same run with the recorded result of the empty run: runs interleaved round by round
+    (empty, compact, full), the median of each round's difference, so that a slow stretch of the
+    machine hits both sides of a difference alike."""
+    recorded = {label: recorded_output(bench, f'module-{label}') for label in ('empty', 'compact', 'full')}
+    if not recorded['empty']:
+        return {}
+    commands = {label: replay_command(bench, path) for label, path in recorded.items() if path}
+    rounds: dict = {label: [] for label in commands}
+    for attempt in range(repeat):
+        for label, command in commands.items():
+            measured = benchlib.run_measured(command, os.path.join(bench.workdir, f'replay-{label}-{attempt}.out'),
+                                             os.path.join(bench.workdir, f'replay-{label}-{attempt}.err'),
+                                             bench.arguments.tool_timeout, env=env, cwd=bench.workdir)
+            rounds[label].append(measured if measured.exit_code == 0 else None)
+    differences = {}
+    for label in ('compact', 'full'):
+        pairs = [(run, base) for run, base in zip(rounds.get(label, []), rounds['empty']) if run and base]
+        if pairs:
+            differences[label] = {'wall_s': statistics.median(run.wall_s - base.wall_s for run, base in pairs),
+                                  'cpu_s': statistics.median(run.cpu_s - base.cpu_s for run, base in pairs),
+                                  'rounds': len(pairs)}
+    return differences
+
+
 def keep_module_file(bench: Bench, manifest: dict, label: str, targets: list | None, detail: str | None) -> str | None:
     """One unmeasured ad-hoc run that keeps its AnsiballZ file; returns a copy of it."""
     remote_tmp = os.path.join(bench.workdir, f'remote-tmp-{label}')
@@ -989,9 +1062,11 @@ def inside_module(bench: Bench, ansiballz: str, label: str, repeat: int) -> dict
 
 
 def profile_module_path(bench: Bench, manifest: dict, summaries: dict) -> dict:
-    """Split the ad-hoc module run into Ansible's start-up, the controller's handling of the task and
-    its result, the module process's start-up (unpacking, compiling, importing), the probing and the
-    result's serialisation, by differences of runs made now (median of --profile-repeat each)."""
+    """Split the ad-hoc module run into Ansible's start-up, the controller's handling of the task, the
+    module process's start-up (unpacking, compiling, importing), the probing, the result's
+    serialisation and the controller's handling of the result, by differences of runs made now (median
+    of --profile-repeat each). The last is measured on its own: a stand-in module returns the result
+    the module printed, once full-size and once from an empty run (REPLAY_MODULE)."""
     repeat = bench.arguments.profile_repeat
     n = len(manifest['listeners'])
     env = bench.ansible_environment()
@@ -1018,6 +1093,9 @@ def profile_module_path(bench: Bench, manifest: dict, summaries: dict) -> dict:
                                              repeat)
             entry['inside'] = inside_module(bench, full_file, detail, repeat)
         profile[detail] = entry
+    replayed = replay_result_handling(bench, max(repeat, 5), env)
+    for detail, figures in replayed.items():
+        profile[detail]['replay'] = figures
     profile['phases'] = module_phases(profile)
     return profile
 
@@ -1047,8 +1125,8 @@ def module_phases(profile: dict) -> dict:
             'of which imports (unpacked, bytecode cached)': inside.get('imports'),
             'module process: probing (probe_many)': probing,
             'module process: result serialisation and output (exit_json)': serialisation,
-            'controller: result handling (decode, copy, callback output)':
-                _minus(_minus(entry.get('adhoc'), module), controller_empty),
+            'controller: result handling (decode, copy, callback output), replayed':
+                _minus(entry.get('replay'), serialisation),
             'whole ad-hoc run': entry.get('adhoc'),
             'result bytes printed by the module': {'bytes': (module or {}).get('output_bytes')},
         }

@@ -344,3 +344,48 @@ def test_benchlib_helpers_bench_probe_shares(tmp_path, monkeypatch):
     assert benchlib.find_bench_tool('mailsec-bench-tool', str(tool)) == str(tool)
     monkeypatch.setenv('MAILSEC_BENCH_VENV', str(tmp_path))
     assert benchlib.find_bench_tool('mailsec-bench-tool') == str(tool)
+
+
+def test_module_profile_replays_the_recorded_result(tmp_path):
+    """The stand-in module returns the result the module printed, so that the controller's handling of
+    that result is what the replayed row measures; a failed or unreadable recording is not replayed."""
+    ansible = benchlib.find_ansible(None)
+    if not ansible:
+        pytest.skip('ansible not found')
+    bench = type('BenchStub', (), {'ansible': ansible, 'workdir': str(tmp_path)})()
+    recorded = {'changed': False, 'detail': 'compact', 'probes': [{'target': {'address': '192.0.2.7', 'port': 25}}],
+                'invocation': {'module_args': {'targets': ['192.0.2.7:25']}}}
+    (tmp_path / 'profile-module-compact-0.out').write_text(json.dumps(recorded))
+    (tmp_path / 'profile-module-full-0.out').write_text(json.dumps({'failed': True, 'msg': 'boom'}))
+    (tmp_path / 'profile-module-empty-0.out').write_text('Traceback (most recent call last):')
+    assert bench_probe.recorded_output(bench, 'module-full') is None
+    assert bench_probe.recorded_output(bench, 'module-empty') is None
+    path = bench_probe.recorded_output(bench, 'module-compact')
+    assert path == str(tmp_path / 'profile-module-compact-0.out')
+    env = dict(os.environ, ANSIBLE_HOME=str(tmp_path / 'home'), ANSIBLE_LOCAL_TEMP=str(tmp_path / 'tmp'),
+               ANSIBLE_LOCALHOST_WARNING='0', ANSIBLE_INVENTORY_UNPARSED_WARNING='0', ANSIBLE_NOCOLOR='1')
+    completed = subprocess.run(bench_probe.replay_command(bench, path), env=env, capture_output=True, text=True,
+                               timeout=120, check=False)
+    result = benchlib.adhoc_result(completed.stdout)
+    assert result is not None, completed.stdout + completed.stderr
+    assert result['probes'] == recorded['probes']
+    assert result['detail'] == 'compact'
+    # Without a recording of the empty run there is nothing to subtract from: no replayed figures.
+    assert bench_probe.replay_result_handling(bench, 1, env) == {}
+
+
+def test_module_phases_take_the_replayed_row_less_exit_json():
+    inside = {'imports': {'wall_s': 0.2, 'cpu_s': 0.2}, 'probing': {'wall_s': 1.0, 'cpu_s': 1.1},
+              'serialisation': {'wall_s': 0.1, 'cpu_s': 0.1}}
+    profile = {'ping': {'wall_s': 1.0, 'cpu_s': 1.0}, 'adhoc_empty': {'wall_s': 1.5, 'cpu_s': 1.5},
+               'module_empty': {'wall_s': 0.3, 'cpu_s': 0.3},
+               'compact': {'adhoc': {'wall_s': 3.0, 'cpu_s': 3.1}, 'module': {'wall_s': 1.5, 'cpu_s': 1.6, 'output_bytes': 10},
+                           'inside': inside, 'replay': {'wall_s': 0.6, 'cpu_s': 0.7, 'rounds': 5}}}
+    rows = bench_probe.module_phases(profile)
+    replayed = rows['compact']['controller: result handling (decode, copy, callback output), replayed']
+    assert replayed == {'wall_s': pytest.approx(0.5), 'cpu_s': pytest.approx(0.6)}
+    assert rows['compact']['module process: interpreter, unzip, compile, imports, arguments'] == {
+        'wall_s': pytest.approx(0.4), 'cpu_s': pytest.approx(0.4)}
+    # No replay (no ansible, a failed recording): the row says so instead of a made-up figure.
+    assert rows['full']['controller: result handling (decode, copy, callback output), replayed'] == {
+        'wall_s': None, 'cpu_s': None}
