@@ -789,6 +789,8 @@ class ProbePool:
         self.most = most
         self.lock = threading.Lock()
         self.finished = threading.Event()
+        if not self.left:
+            self.finished.set()  # nothing to do: run() returns at once, not after waiting for a last item
         self.threads: list = []
         self.failure = None
 

@@ -628,6 +628,16 @@ def test_the_pool_grows_while_its_threads_wait_and_does_every_item_once():
     assert len(pool.threads) == 64
 
 
+def test_a_pool_with_nothing_to_do_returns_at_once():
+    from ansible_collections.mailsec.starttls.plugins.module_utils._probe import engine  # pylint: disable=import-outside-toplevel
+    outcome = []
+    runner = threading.Thread(target=lambda: outcome.append(engine.ProbePool(outcome.append, [], 16).run()), daemon=True)
+    runner.start()
+    runner.join(5)
+    assert not runner.is_alive(), 'ProbePool.run() waited for an item of an empty list'
+    assert outcome == [None]
+
+
 def test_the_pool_stays_small_while_the_work_keeps_the_process_busy(monkeypatch):
     from ansible_collections.mailsec.starttls.plugins.module_utils._probe import engine  # pylint: disable=import-outside-toplevel
 
