@@ -6,11 +6,9 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from ansible_collections.mailsec.starttls.plugins.module_utils._text import visible_deep, visible_record
-
-hypothesis = pytest.importorskip('hypothesis')
-from hypothesis import given, settings, strategies as st  # noqa: E402
 
 # Text drawn mostly from the characters that matter: every C0 control, DEL, the C1 range, the bidi
 # controls, the line and paragraph separators, the backslash and the letters of JSON's escapes.
