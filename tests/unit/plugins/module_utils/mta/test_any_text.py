@@ -10,13 +10,10 @@ import os
 import shutil
 import tempfile
 
-import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-hypothesis = pytest.importorskip('hypothesis')
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
-
-from ansible_collections.mailsec.starttls.plugins.module_utils._host import gather_host  # noqa: E402
-from ansible_collections.mailsec.starttls.plugins.module_utils._verdict import judge  # noqa: E402
+from ansible_collections.mailsec.starttls.plugins.module_utils._host import gather_host
+from ansible_collections.mailsec.starttls.plugins.module_utils._verdict import judge
 
 # Where each MTA's configuration goes in the fixture root, and the config_paths entry naming it.
 TARGETS = {

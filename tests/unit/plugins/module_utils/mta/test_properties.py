@@ -8,14 +8,11 @@ an exception, in bounded time, with a bounded result that strict UTF-8 JSON can 
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-hypothesis = pytest.importorskip('hypothesis')
-
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402 pylint: disable=wrong-import-position
-
-from ansible_collections.mailsec.starttls.plugins.module_utils._mta import exim, opensmtpd, postfix  # noqa: E402
-from ansible_collections.mailsec.starttls.plugins.module_utils._mta.context import HostContext  # noqa: E402
-from ansible_collections.mailsec.starttls.tests.fuzz import targets  # noqa: E402
+from ansible_collections.mailsec.starttls.plugins.module_utils._mta import exim, opensmtpd, postfix
+from ansible_collections.mailsec.starttls.plugins.module_utils._mta.context import HostContext
+from ansible_collections.mailsec.starttls.tests.fuzz import targets
 
 # Pieces of every MTA's grammar, so that generated text reaches past the first "cannot parse".
 TOKENS = [
