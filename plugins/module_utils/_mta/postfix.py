@@ -188,6 +188,70 @@ def tokenize_master_line(physical: list) -> list:
     return tokens
 
 
+# The options of every Postfix daemon (src/master/single_server.c, multi_server.c, event_server.c):
+# master(8) passes its own first, then the entry's arguments with `{ }` groups unwrapped, and the
+# daemon reads them with getopt, which stops at the first word that is not an option (glibc's "+").
+DAEMON_FLAGS = 'cdDlSuvVz'
+DAEMON_OPTIONS_WITH_VALUE = 'imnorst'
+
+
+def read_daemon_arguments(arguments: list) -> tuple:
+    """Read master.cf arguments [(token, line)] as the daemon does: ([(-o assignment, line)], fatal,
+    rest). `fatal` is (the daemon's own message, line) for what makes it exit at start-up; `rest` the
+    words from the first non-option on, which the daemon does not read as options."""
+    assignments = []
+    index = 0
+    while index < len(arguments):
+        token, token_line = arguments[index]
+        token = strip_braces(token) if token.startswith('{') else token
+        if token == '--':
+            return assignments, None, arguments[index + 1:]
+        if not token.startswith('-') or token == '-':
+            return assignments, None, arguments[index:]
+        index += 1
+        position = 1
+        while position < len(token):
+            letter = token[position]
+            if letter in DAEMON_FLAGS:
+                position += 1
+                continue
+            if letter not in DAEMON_OPTIONS_WITH_VALUE:
+                return assignments, (f'invalid option: {letter}', token_line), []
+            value = token[position + 1:]
+            if not value:
+                if index >= len(arguments):
+                    return assignments, (f'invalid option: {letter}', token_line), []
+                value, token_line = arguments[index]
+                value = strip_braces(value) if value.startswith('{') else value
+                index += 1
+            if letter == 'o':
+                problem = split_nameval_problem(value)
+                if problem:
+                    return assignments, (f'invalid "-o {excerpt(value, quoted=False)}" option value: {problem}', token_line), []
+                assignments.append((value, token_line))
+            break
+    return assignments, None, []
+
+
+def split_nameval_problem(text: str) -> str | None:
+    """What Postfix's split_nameval() says of `name = value` text, or None when it is one."""
+    stripped = text.strip()
+    if not stripped:
+        return 'missing attribute name'
+    name = re.match(r'[^\s=]*', stripped).group(0)
+    if not stripped[len(name):].lstrip().startswith('=') or not name:
+        return "missing '=' after attribute name" if name else 'missing attribute name'
+    return None
+
+
+def split_nameval(text: str) -> tuple:
+    """(name, value) of text that split_nameval_problem() accepts; `{ }` around the value unwrapped."""
+    stripped = text.strip()
+    name = re.match(r'[^\s=]*', stripped).group(0)
+    value = stripped[len(name):].lstrip()[1:]
+    return name, strip_braces(value.strip())
+
+
 def parse_master_cf(ctx, path: str) -> list | None:
     text = ctx.read_text(path, mta='postfix')
     if text is None:
@@ -204,28 +268,28 @@ def parse_master_cf(ctx, path: str) -> list | None:
         service['where'] = f'{path}:{number}'
         service['args'] = [token for token, _kind in tokens[8:]]
         overrides = {}
-        arguments = tokens[8:]
-        index = 0
-        while index < len(arguments):
-            token, token_line = arguments[index]
-            assignment = None
-            if token == '-o' and index + 1 < len(arguments):
-                assignment, token_line = arguments[index + 1]
-                index += 1
-            elif token.startswith('-o') and len(token) > 2:
-                # getopt accepts the value glued to the flag, and so does master(8)'s child.
-                assignment = token[2:]
-            index += 1
-            if assignment is None:
-                continue
-            assignment = strip_braces(assignment)
-            name, separator, value = assignment.partition('=')
-            if not separator:
-                ctx.warn(f'master.cf -o without "=": {excerpt(assignment)}', where=f'{path}:{token_line}',
-                         mta='postfix')
-                continue
-            overrides[name.strip()] = {'value': strip_braces(value.strip()), 'line': token_line,
-                                       'where': f'{path}:{token_line} -o'}
+        assignments, fatal, rest = read_daemon_arguments(tokens[8:])
+        for assignment, token_line in assignments:
+            name, value = split_nameval(assignment)
+            overrides[name] = {'value': value, 'line': token_line, 'where': f'{path}:{token_line} -o'}
+        command = os.path.basename(service['command'])
+        label = f'master.cf {service["name"]}/{service["type"]}'
+        service['broken'] = None
+        if fatal is not None:
+            message, token_line = fatal
+            service['broken'] = f'{command} exits as soon as master(8) starts it ("{message}")'
+            ctx.warn(f'{label}: {service["broken"]}, so nothing serves this entry; the -o options after it '
+                     'are not read', where=f'{path}:{token_line}', mta='postfix')
+        elif rest and command in ('smtpd', 'postscreen'):
+            token, token_line = rest[0]
+            if command == 'smtpd':
+                # Every Postfix server but postscreen refuses command-line arguments when a client comes.
+                service['broken'] = (f'smtpd exits on every connection ("unexpected command-line argument: '
+                                     f'{excerpt(token, quoted=False)}")')
+            ctx.warn(f'{label}: {excerpt(token)} ends the daemon\'s options (getopt stops at the first word '
+                     f'that is not an option), so the {len(rest) - 1} word(s) after it are not read'
+                     + (f'; {service["broken"]}' if service['broken'] else ''),
+                     where=f'{path}:{token_line}', mta='postfix')
         service['overrides'] = overrides
         services.append(service)
     return services
@@ -606,6 +670,12 @@ class PostfixAdapter(MtaAdapter):
             if unresolved:
                 entry['unresolved'] = unresolved
             record['tls_settings'][name] = entry
+        for broken in {service.get('broken'), tls_service.get('broken')} - {None}:
+            # master(8) accepts connections here, but no daemon answers them: nothing is advertised.
+            which = service if service.get('broken') == broken else tls_service
+            mark_uncertain(record, 'offers_starttls', which['where'],
+                           f'{broken}: clients are disconnected before any greeting (an -o takes one word, '
+                           'name=value, or { name = value } for a value with spaces)')
         return record
 
     def _starttls(self, ctx, record, resolver, wrapper: bool, wrapper_where: str) -> None:
@@ -878,7 +948,7 @@ def load_config(ctx, directory: str) -> dict:
             config['tools_used'].append('postconf')
             for name, entry in main.items():
                 tool_value = config['tool_values'].get(name)
-                if tool_value is not None and tool_value != entry['value']:
+                if tool_value is not None and not same_to_postconf(entry['value'], tool_value):
                     ctx.warn(f'main.cf {name}: file says {entry["value"]!r}, postconf says {tool_value!r}; '
                              'using postconf', where=entry['where'], mta='postfix')
                     entry['value'] = tool_value
@@ -921,6 +991,7 @@ def interfaces_not_configured(ctx, main: dict) -> list:
 
 
 def parse_postconf_output(text: str) -> dict:
+    """`name = value` lines of postconf's output; `name =` is an empty value."""
     values = {}
     for line in text.splitlines():
         name, separator, value = line.partition(' = ')
@@ -931,20 +1002,23 @@ def parse_postconf_output(text: str) -> dict:
     return values
 
 
+def same_to_postconf(file_value: str, tool_value: str) -> bool:
+    """Whether postconf printed this value: it prints every value with its whitespace normalized
+    (pcf_print_line), while the daemons use the text as written."""
+    return file_value.split() == tool_value.split()
+
+
 def cross_check_overrides(ctx, services: list, text: str) -> None:
     """Warn where `postconf -P` reads master.cf differently from this parser."""
     told = {}
-    for line in text.splitlines():
-        key, separator, value = line.partition(' = ')
-        if not separator:
-            continue
+    for key, value in parse_postconf_output(text).items():
         parts = key.rsplit('/', 2)
         if len(parts) == 3:
-            told[(parts[0], parts[1], parts[2])] = value.strip()
+            told[(parts[0], parts[1], parts[2])] = value
     for service in services:
         for name, entry in service['overrides'].items():
             tool_value = told.pop((service['name'], service['type'], name), None)
-            if tool_value is not None and tool_value != entry['value']:
+            if tool_value is not None and not same_to_postconf(entry['value'], tool_value):
                 ctx.warn(f'master.cf {service["name"]}/{service["type"]} -o {name}: parsed {entry["value"]!r}, '
                          f'postconf -P says {tool_value!r}', where=entry['where'], mta='postfix')
             elif tool_value is None:

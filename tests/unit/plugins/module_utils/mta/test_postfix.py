@@ -186,6 +186,53 @@ def test_continuations_comments_braces_and_glued_options(host):
     assert listeners['127.0.10.1:25']['tls_settings']['smtpd_tls_key_file']['where'] == '/etc/postfix/master.cf:4 -o'
 
 
+def test_master_cf_arguments_are_read_as_the_daemon_reads_them(host):
+    # The daemons read master.cf arguments with getopt (glibc "+": stop at the first non-option) and
+    # split each -o with split_nameval (src/master/single_server.c, src/util/split_nameval.c).
+    master = """
+    127.0.10.1:25 inet n - y - - smtpd
+      -o smtpd_sasl_type = dovecot
+      -o smtpd_tls_security_level=none
+    127.0.10.1:587 inet n - y - - smtpd
+      -o { smtpd_sasl_type = dovecot }
+      -vo smtpd_tls_security_level=encrypt
+    127.0.10.1:2525 inet n - y - - smtpd
+      -o smtpd_tls_security_level=encrypt stray -o smtpd_tls_security_level=none
+    127.0.10.1:2526 inet n - y - - smtpd -x
+    127.0.10.1:2527 inet n - y - - smtpd -o
+    dovecot unix - n n - - pipe
+      flags=DRhu user=vmail argv=/usr/lib/dovecot/deliver -oi -f ${sender}
+    """
+    host.files({'/etc/postfix/main.cf': basic_main(), '/etc/postfix/master.cf': master})
+    result = host.gather(mtas=['postfix'])
+    listeners = host.by_endpoint(result)
+    text = host.warnings_text(result)
+    # "-o name = value": optarg "smtpd_sasl_type" has no "=", so smtpd exits at start; nothing after it
+    # applies (main.cf's may would have, had it started), and nothing is advertised.
+    spaced = listeners['127.0.10.1:25']
+    assert spaced['offers_starttls'] is None
+    assert 'missing \'=\' after attribute name' in spaced['offers_starttls_reason']
+    assert spaced['uncertain'][0]['where'] == '/etc/postfix/master.cf:1'
+    assert 'smtpd_tls_security_level' not in spaced['tls_settings'] or \
+        spaced['tls_settings']['smtpd_tls_security_level']['value'] == 'may'
+    assert 'smtpd exits as soon as master(8) starts it ("invalid "-o smtpd_sasl_type" option value' in text
+    # Braces keep spaces in one value; flags cluster with -o.
+    braced = listeners['127.0.10.1:587']
+    assert (braced['offers_starttls'], braced['uncertain']) == (True, [])
+    assert 'encrypt' in braced['offers_starttls_reason']
+    # A word that is not an option ends the options: the -o after it is not read, and smtpd refuses it.
+    stray = listeners['127.0.10.1:2525']
+    assert stray['offers_starttls'] is None
+    assert 'unexpected command-line argument: stray' in stray['offers_starttls_reason']
+    assert stray['tls_settings']['smtpd_tls_security_level']['value'] == 'encrypt'
+    assert "'stray' ends the daemon's options" in text
+    assert 'invalid option: x' in listeners['127.0.10.1:2526']['offers_starttls_reason']
+    assert 'invalid option: o' in listeners['127.0.10.1:2527']['offers_starttls_reason']
+    # A pipe's own arguments (argv=... -oi) are not daemon options and warn of nothing.
+    assert 'deliver' not in text and "'i'" not in text
+    assert len([line for line in text.splitlines() if 'master.cf' in line]) == 4
+
+
 def test_variable_expansion_forms():
     main = {name: {'value': value, 'where': f'main.cf:{index}'} for index, (name, value) in enumerate({
         'cert_dir': '/etc/ssl/postfix',

@@ -82,6 +82,41 @@ def test_postconf_disagreement_is_a_warning(tmp_path):
     assert any('postconf -P' in message for message in messages), with_tools['warnings']
 
 
+@pytest.mark.skipif(POSTCONF is None, reason='postconf is not installed')
+def test_postconf_printing_is_not_taken_for_a_disagreement(tmp_path):
+    # postconf prints "name =" for an empty value and normalizes whitespace in every value it prints
+    # (pcf_print_line); neither is a different reading, and the file's text is what the daemons use.
+    directory = postfix_directory(
+        tmp_path / 'postfix-p',
+        'inet_interfaces = loopback-only\ninet_protocols = ipv4\nsmtpd_tls_security_level = may\n'
+        'smtpd_client_restrictions = permit_mynetworks,\treject\n'
+        'smtpd_tls_cert_file = /etc/ssl/two  spaces.pem\n',
+        '127.0.11.253:10025 inet n - n - - smtpd\n  -o content_filter=\n  -o smtpd_tls_security_level=none\n'
+        '127.0.11.253:10026 inet n - n - - smtpd\n  -o { smtpd_client_restrictions = permit_mynetworks,  reject }\n')
+    with_tools, without = run_both(tmp_path, {'mtas': ['postfix'], 'config_paths': {'postfix': [str(directory)]}})
+    with_tools = only_instance(with_tools, lambda item: item['config_dir'] == str(directory))
+    without = only_instance(without, lambda item: item['config_dir'] == str(directory))
+    assert summary(with_tools) == summary(without)
+    assert [item['message'] for item in with_tools['warnings'] if item['mta'] == 'postfix'
+            and str(directory) in (item['where'] or '')] == []
+    listener = [item for item in with_tools['listeners'] if item['port'] == 10026][0]
+    assert listener['binding']['certificate'] == '/etc/ssl/two  spaces.pem'
+
+
+@pytest.mark.skipif(POSTCONF is None, reason='postconf is not installed')
+def test_an_option_the_daemon_rejects_is_said_with_postconf_too(tmp_path):
+    directory = postfix_directory(
+        tmp_path / 'postfix-o', 'inet_interfaces = loopback-only\ninet_protocols = ipv4\nsmtpd_tls_security_level = may\n',
+        '127.0.11.254:587 inet n - n - - smtpd\n  -o smtpd_sasl_type = dovecot\n  -o smtpd_tls_security_level=none\n')
+    with_tools, without = run_both(tmp_path, {'mtas': ['postfix'], 'config_paths': {'postfix': [str(directory)]}})
+    for result in (with_tools, without):
+        listener = [item for item in result['listeners'] if item['port'] == 587][0]
+        assert listener['offers_starttls'] is None
+        assert "missing '=' after attribute name" in listener['offers_starttls_reason']
+    messages = [item['message'] for item in with_tools['warnings'] if str(directory) in (item['where'] or '')]
+    assert not any('all the same' in message for message in messages), messages
+
+
 @pytest.mark.skipif(DOVECONF is None, reason='doveconf is not installed')
 def test_doveconf_agrees_with_the_parser_and_keeps_file_lines(tmp_path):
     directory = tmp_path / 'dovecot-t'
