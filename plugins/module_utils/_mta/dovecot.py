@@ -134,12 +134,114 @@ def _parse_text(ctx, text: str, label: str, directory: str, stack: list, root: d
             value = _unquote(value)
             if '$' in value and len(stack) == 1:
                 value = _expand_variables(value, root, limits.expansion, where)
+            if key in OBSOLETE_KEYS and label != 'doveconf -n':
+                _obsolete(ctx, key, value, where, stack, root)
+                continue
             stack[-1]['settings'][key] = {'value': value, 'where': where}
             continue
         ctx.warn(f'cannot parse dovecot line: {excerpt(line)}', where=where, mta='dovecot')
     if depth == 0 and len(stack) > 1:
         ctx.warn(f'section "{excerpt(stack[-1]["type"], quoted=False)}" opened at {stack[-1]["where"]} is never closed',
                  where=label, mta='dovecot')
+
+
+# Dovecot 1.x settings that Dovecot 2.3 still reads, translated as its config parser does
+# (src/config/old-set-parser.c, 2.3): doveconf -n prints the translation, the daemons use it, and 2.4
+# refuses them ("Unknown setting").
+OBSOLETE_KEYS = ('ssl_cert_file', 'ssl_key_file', 'ssl_ca_file', 'ssl_disable', 'protocols', 'listen', 'ssl_listen')
+# protocol section name -> the login listeners that 2.3 gives the old `listen` / `ssl_listen` to
+OLD_LISTENERS = {'imap': (('imap-login', 'imap'), ('imap-login', 'imaps')),
+                 'pop3': (('pop3-login', 'pop3'), ('pop3-login', 'pop3s')),
+                 'managesieve': (('managesieve-login', 'managesieve'), None),
+                 'sieve': (('managesieve-login', 'managesieve'), None)}
+
+
+def _obsolete(ctx, key: str, value: str, where: str, stack: list, root: dict) -> None:
+    """Store one setting that may be a Dovecot 1.x one, translated as Dovecot 2.3 reads it."""
+    node = stack[-1]
+
+    def said(translation: str) -> None:
+        ctx.warn(f'obsolete Dovecot 1.x setting {key}: Dovecot 2.3 reads it as {translation}; 2.4 refuses it',
+                 where=where, mta='dovecot')
+
+    if key in ('ssl_cert_file', 'ssl_key_file', 'ssl_ca_file'):
+        if value:
+            new_key = key[:-len('_file')]
+            node['settings'][new_key] = {'value': f'<{value}', 'where': where}
+            said(f'{new_key} = <{value}')
+        return
+    if key == 'ssl_disable':
+        ssl = {'yes': 'no', 'no': 'yes'}.get(value.lower(), value)
+        node['settings']['ssl'] = {'value': ssl, 'where': where}
+        said(f'ssl = {ssl}')
+        return
+    if key == 'protocols':
+        words = ['sieve' if word == 'managesieve' else word for word in value.split()]
+        for secure, plain, service in (('imaps', 'imap', 'imap-login'), ('pop3s', 'pop3', 'pop3-login')):
+            if secure in words:
+                words = [word for word in words if word != secure]
+                if plain not in words:
+                    # Only the implicit-TLS listener: 2.3 adds the protocol and closes its plain port.
+                    words.append(plain)
+                    _old_listener(root, service, plain, where)['port'] = {'value': '0', 'where': where}
+        translated = ' '.join(words)
+        node['settings'][key] = {'value': translated, 'where': where}
+        if translated != ' '.join(value.split()):
+            said(f'protocols = {translated}' + (' (and the plain imap/pop3 port closed)'
+                                                if re.search(r'\b(imaps|pop3s)\b', value) else ''))
+        return
+    # listen / ssl_listen: a port, or a protocol section, makes them 1.x settings of the login listeners.
+    in_protocol = node['type'] == 'protocol' and node['name'] in OLD_LISTENERS
+    at_root = len(stack) == 1
+    host, port = _old_host_port(value)
+    if not (key == 'ssl_listen' or port is not None or not at_root) or not (at_root or in_protocol):
+        node['settings'][key] = {'value': value, 'where': where}
+        return
+    if not value:
+        return
+    ssl = 1 if key == 'ssl_listen' else 0
+    names = [node['name']] if in_protocol else ['imap', 'pop3', 'managesieve']
+    targets = [OLD_LISTENERS[name][ssl] for name in names if OLD_LISTENERS[name][ssl]]
+    for service, listener in targets:
+        settings = _old_listener(root, service, listener, where)
+        if port is not None:
+            settings['port'] = {'value': port, 'where': where}
+        if not (at_root and not ssl):
+            settings['address'] = {'value': host, 'where': where}
+    if at_root and not ssl:
+        root['settings']['listen'] = {'value': host, 'where': where}
+    said(', '.join(f'service {service} {{ inet_listener {listener} {{ }} }}' for service, listener in targets)
+         + (f' port {port}' if port is not None else '') + f' address {host}')
+
+
+def _old_host_port(value: str) -> tuple:
+    """(host, port) of a 1.x `listen = host:port` (the last colon, as 2.3 splits it); port None when
+    no item of the list carries one (an IPv6 address alone has colons but no port)."""
+    with_port = False
+    for item in re.split(r'[\s,]+', value):
+        if item.startswith('['):
+            with_port = with_port or bool(re.match(r'^\[[^\]]*\]:[0-9]+$', item))
+        elif item.count(':') == 1:
+            with_port = with_port or bool(re.match(r'^[^:]*:[0-9]+$', item))
+    if not with_port:
+        return value, None
+    host, _colon, port = value.rpartition(':')
+    return host, port
+
+
+def _old_listener(root: dict, service: str, listener: str, where: str) -> dict:
+    """The settings of `service SERVICE { inet_listener LISTENER { } }` at the top, made if absent."""
+    service_node = next((node for node in root['children'] if node['type'] == 'service' and node['name'] == service),
+                        None)
+    if service_node is None:
+        service_node = new_node('service', service, where)
+        root['children'].append(service_node)
+    listener_node = next((node for node in service_node['children']
+                          if node['type'] == 'inet_listener' and node['name'] == listener), None)
+    if listener_node is None:
+        listener_node = new_node('inet_listener', listener, where)
+        service_node['children'].append(listener_node)
+    return listener_node['settings']
 
 
 def _include(ctx, line: str, where: str, directory: str, stack: list, root: dict, depth: int,
@@ -160,9 +262,11 @@ def _include(ctx, line: str, where: str, directory: str, stack: list, root: dict
         ctx.warn('!include of a path with a NUL byte: not a file name', where=where, mta='dovecot')
         return
     paths = ctx.glob(pattern)
-    if not paths and command == '!include' and not any(char in pattern for char in '*?['):
-        ctx.warn(f'!include {pattern}: no such file (dovecot would refuse to start)', where=where,
-                 mta='dovecot')
+    if not paths and command == '!include':
+        # A pattern that matches nothing stops Dovecot as a missing file does ("No matches"); only
+        # !include_try allows either.
+        what = 'matches no file' if any(char in pattern for char in '*?[') else 'no such file'
+        ctx.warn(f'!include {pattern}: {what} (dovecot would refuse to start)', where=where, mta='dovecot')
     for path in paths:
         if not limits.includes.enter(path, where):
             continue
@@ -304,10 +408,15 @@ def binding_for(tree: dict, scopes: list, hidden_from: dict | None = None) -> di
                 key = hidden_from.get(key_key)
             scope = '' if rule == 'global' else f'{rule} '
             source = f'{cert_where or "doveconf -n"} {scope}{cert_key}'
+            hidden = key == HIDDEN_MARK
+            if hidden:
+                # doveconf's mask ("# hidden, use -P to show it") is no file name.
+                key = None
             binding = new_binding(certificate=file_path(certificate), key=file_path(key), source=source)
-            if key is None or key == HIDDEN_MARK:
+            if key is None:
                 binding['resolved'] = False
-                binding['notes'].append(f'{key_key} hidden by doveconf and not found in the files')
+                binding['notes'].append(f'{key_key} hidden by doveconf and not found in the files' if hidden
+                                        else f'no {key_key} is set')
             for alt_cert_key, alt_key_key in ALT_CERT_KEYS:
                 alternate, _alt_where, _alt_rule = effective(scopes, alt_cert_key)
                 if alternate:
@@ -315,7 +424,8 @@ def binding_for(tree: dict, scopes: list, hidden_from: dict | None = None) -> di
                     if alternate_key == HIDDEN_MARK and hidden_from is not None:
                         alternate_key = hidden_from.get(alt_key_key)
                     binding['alternates'].append({'certificate': file_path(alternate),
-                                                  'key': file_path(alternate_key), 'chain': []})
+                                                  'key': None if alternate_key == HIDDEN_MARK else file_path(alternate_key),
+                                                  'chain': []})
             return binding
     return new_binding(source='default (none configured)')
 

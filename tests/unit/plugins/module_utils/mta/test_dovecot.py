@@ -177,6 +177,8 @@ def test_odd_syntax_is_reported_with_file_and_line(host):
         listen = 127.0.30.1
         this is not dovecot syntax
         !include missing.conf
+        !include conf.d/*.conf
+        !include_try conf.d/*.conf
         !bogus directive
         service imap-login {
           inet_listener imap {
@@ -190,9 +192,12 @@ def test_odd_syntax_is_reported_with_file_and_line(host):
     text = host.warnings_text(result)
     assert "/etc/dovecot/dovecot.conf:3: cannot parse dovecot line: 'this is not dovecot syntax'" in text
     assert '/etc/dovecot/dovecot.conf:4: !include /etc/dovecot/missing.conf: no such file' in text
-    assert "/etc/dovecot/dovecot.conf:5: unknown directive '!bogus directive'" in text
-    assert "/etc/dovecot/dovecot.conf:8: inet_listener imap: port 'one-four-three' is not a number" in text
-    assert '/etc/dovecot/dovecot.conf:11: "}" without an open section' in text
+    # A pattern that matches nothing stops Dovecot too ("No matches"); !include_try does not.
+    assert '/etc/dovecot/dovecot.conf:5: !include /etc/dovecot/conf.d/*.conf: matches no file' in text
+    assert ':6:' not in text
+    assert "/etc/dovecot/dovecot.conf:7: unknown directive '!bogus directive'" in text
+    assert "/etc/dovecot/dovecot.conf:10: inet_listener imap: port 'one-four-three' is not a number" in text
+    assert '/etc/dovecot/dovecot.conf:13: "}" without an open section' in text
     assert 'is never closed' in text
     # The rest still yields listeners: imaps keeps its built-in port.
     assert list(host.by_endpoint(result)) == ['127.0.30.1:993']

@@ -147,6 +147,46 @@ def test_doveconf_agrees_with_the_parser_and_keeps_file_lines(tmp_path):
     assert instance['tools_used'] == ['doveconf -n'] and instance['version']
 
 
+# Dovecot 1.x settings that Dovecot 2.3 still reads (src/config/old-set-parser.c): the parser translates
+# them as doveconf does, and the listeners and bindings agree.
+OLD_SETTINGS = {
+    'certificate files': ('protocols = imap\nssl_cert_file = {d}/c.pem\nssl_key_file = {d}/c.key\n',
+                          {143: ('starttls', True), 993: ('implicit', False)}),
+    'imaps alone': ('protocols = imaps\nssl_cert = <{d}/c.pem\nssl_key = <{d}/c.key\n',
+                    {993: ('implicit', False)}),
+    'ssl_disable': ('protocols = imap pop3\nssl_disable = yes\nssl_cert = <{d}/c.pem\nssl_key = <{d}/c.key\n',
+                    {143: ('none', False), 110: ('none', False), 993: ('none', False), 995: ('none', False)}),
+    'listen with ports': ('protocols = imap\nssl_cert_file = {d}/c.pem\nssl_key_file = {d}/c.key\n'
+                          'protocol imap {{\n  listen = 127.0.30.248:10143\n  ssl_listen = 127.0.30.248:10993\n}}\n',
+                          {10143: ('starttls', True), 10993: ('implicit', False)}),
+}
+
+
+@pytest.mark.skipif(DOVECONF is None, reason='doveconf is not installed')
+@pytest.mark.parametrize('case', sorted(OLD_SETTINGS))
+def test_dovecot_1x_settings_are_read_as_dovecot_2_3_reads_them(tmp_path, case):
+    directory = tmp_path / 'dovecot-old'
+    directory.mkdir()
+    for suffix in ('pem', 'key'):
+        (directory / f'c.{suffix}').write_text('placeholder\n')
+    text, expected = OLD_SETTINGS[case]
+    (directory / 'dovecot.conf').write_text(f'listen = 127.0.30.248\nbase_dir = {directory}/run\n'
+                                            + text.format(d=directory))
+    config = str(directory / 'dovecot.conf')
+    with_tools, without = run_both(tmp_path, {'mtas': ['dovecot'], 'config_paths': {'dovecot': [config]}})
+    with_tools = only_instance(with_tools, lambda item: item['config_path'] == config)
+    without = only_instance(without, lambda item: item['config_path'] == config)
+    instance = [item for item in with_tools['mtas'] if item['config_path'] == config][0]
+    assert instance['tools_used'] == ['doveconf -n']
+    assert summary(with_tools) == summary(without)
+    got = {item['port']: (item['tls_mode'], item['offers_starttls']) for item in without['listeners']}
+    assert got == expected
+    for listener in with_tools['listeners']:
+        assert listener['binding']['certificate'] == f'{directory}/c.pem'
+        assert listener['binding']['key'] == f'{directory}/c.key'
+    assert any('obsolete Dovecot 1.x setting' in item['message'] for item in without['warnings'])
+
+
 @pytest.mark.skipif(DOVECONF is None, reason='doveconf is not installed')
 def test_doveconf_runs_without_the_managesieve_capability_dump(tmp_path, monkeypatch):
     """doveconf -n runs once per configuration, without Pigeonhole's capability dump (DUMP_CAPABILITY),
