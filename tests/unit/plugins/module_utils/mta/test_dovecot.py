@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from ansible_collections.mailsec.starttls.plugins.module_utils._mta.dovecot import binding_for, filter_scopes, parse_config
+
 DEBIAN_LIKE = {
     '/etc/dovecot/dovecot.conf': """
         # Protocols come from the packages that are installed.
@@ -261,3 +263,16 @@ def test_lmtp_without_a_global_certificate_offers_nothing(host):
     assert (listeners['127.0.30.5:24']['offers_starttls'], listeners['127.0.30.5:24']['tls_mode']) == (False, 'none')
     assert listeners['127.0.30.5:143']['offers_starttls'] is True
     assert listeners['127.0.30.5:143']['binding']['certificate'] == '/etc/ssl/bound.pem'
+
+
+def test_a_key_doveconf_masks_is_no_file_name(host):
+    # doveconf -n prints "ssl_key = # hidden, use -P to show it"; when the files do not name the key
+    # either, the binding says it is not found instead of naming a file "# hidden".
+    tree = parse_config(host.context(), '/etc/dovecot/dovecot.conf', label='doveconf -n',
+                        text='ssl_cert = </etc/ssl/c.pem\nssl_key = # hidden, use -P to show it\n'
+                             'ssl_alt_cert = </etc/ssl/e.pem\nssl_alt_key = # hidden, use -P to show it\n')
+    binding = binding_for(tree, filter_scopes(tree, '127.0.30.1', 'imap'))
+    assert binding['certificate'] == '/etc/ssl/c.pem'
+    assert binding['key'] is None and binding['resolved'] is False
+    assert binding['notes'] == ['ssl_key hidden by doveconf and not found in the files']
+    assert binding['alternates'][0]['key'] is None
