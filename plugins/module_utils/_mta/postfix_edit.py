@@ -45,6 +45,10 @@ def plan_tls_change(adapter, ctx, instance: dict, listener: dict, desired: dict,
         raise EditError(f'{listener["service"]} is a postscreen service: its TLS settings are those of the '
                         'smtpd pass service that every postscreen listener shares; change that service by hand',
                         stage='plan')
+    if service.get('broken'):
+        # An -o added after the word that stops the daemon's options would not be read either.
+        raise EditError(f'{listener["service"]}: {service["broken"]} ({service["where"]}); correct its '
+                        'master.cf arguments by hand first', stage='plan')
     postconf = ctx.tool('postconf')
     if not postconf:
         raise EditError('postconf is not installed: the edit is made with Postfix\'s own editor', stage='plan')

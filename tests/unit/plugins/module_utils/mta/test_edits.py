@@ -128,6 +128,17 @@ def test_postfix_candidate_that_postconf_rejects_changes_nothing(tmp_path, postf
     assert sorted(os.listdir(postfix_dir)) == before
 
 
+def test_postfix_service_whose_daemon_exits_is_not_edited(tmp_path, postfix_dir):
+    # An -o appended after "-o name = value" would not be read: smtpd exits before it.
+    broken = MASTER_CF + '127.0.0.2:smtp inet n - n - - smtpd\n  -o smtpd_sasl_type = dovecot\n'
+    (postfix_dir / 'master.cf').write_text(broken)
+    with pytest.raises(_transaction.EditError) as caught:
+        plan_for(tmp_path, 'postfix', [str(postfix_dir)], '127.0.0.2:smtp/127.0.0.2:25', {'starttls': 'withdrawn'})
+    assert caught.value.stage == 'plan'
+    assert "missing '=' after attribute name" in str(caught.value) and 'by hand' in str(caught.value)
+    assert (postfix_dir / 'master.cf').read_text() == broken
+
+
 def test_postfix_shared_service_lists_its_other_addresses(tmp_path, postfix_dir):
     (postfix_dir / 'main.cf').write_text(MAIN_CF.replace('inet_interfaces = loopback-only',
                                                          'inet_interfaces = 127.0.0.1, 127.0.0.2'))
