@@ -225,6 +225,8 @@ def _old_host_port(value: str) -> tuple:
             with_port = with_port or bool(re.match(r'^[^:]*:[0-9]+$', item))
     if not with_port:
         return value, None
+    # Only the last port is cut, also from a list (doveconf 2.3.19: "listen = a:10143, [::1]:10143"
+    # becomes "listen = a:10143, [::1]" and port 10143).
     host, _colon, port = value.rpartition(':')
     return host, port
 

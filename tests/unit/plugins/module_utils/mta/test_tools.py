@@ -159,6 +159,9 @@ OLD_SETTINGS = {
     'listen with ports': ('protocols = imap\nssl_cert_file = {d}/c.pem\nssl_key_file = {d}/c.key\n'
                           'protocol imap {{\n  listen = 127.0.30.248:10143\n  ssl_listen = 127.0.30.248:10993\n}}\n',
                           {10143: ('starttls', True), 10993: ('implicit', False)}),
+    'listen list with ports': ('protocols = imap\nssl_cert_file = {d}/c.pem\nssl_key_file = {d}/c.key\n'
+                               'listen = 127.0.30.248:10143, 127.0.30.247:10143\n',
+                               {10143: ('starttls', True), 993: ('implicit', False)}),
 }
 
 
