@@ -277,7 +277,10 @@ def parse_master_cf(ctx, path: str) -> list | None:
         service['broken'] = None
         if fatal is not None:
             message, token_line = fatal
-            service['broken'] = f'{command} exits as soon as master(8) starts it ("{message}")'
+            # Observed with Postfix 3.7: master(8) logs "bad command startup -- throttling" and tries
+            # again a minute later; a client's connection waits in the queue and gets no greeting.
+            service['broken'] = (f'{command} exits as soon as master(8) starts it ("{message}"): connections '
+                                 'wait with no greeting')
             ctx.warn(f'{label}: {service["broken"]}, so nothing serves this entry; the -o options after it '
                      'are not read', where=f'{path}:{token_line}', mta='postfix')
         elif rest and command in ('smtpd', 'postscreen'):
@@ -285,7 +288,8 @@ def parse_master_cf(ctx, path: str) -> list | None:
             if command == 'smtpd':
                 # Every Postfix server but postscreen refuses command-line arguments when a client comes.
                 service['broken'] = (f'smtpd exits on every connection ("unexpected command-line argument: '
-                                     f'{excerpt(token, quoted=False)}")')
+                                     f'{excerpt(token, quoted=False)}"): the client is disconnected with no '
+                                     'greeting')
             ctx.warn(f'{label}: {excerpt(token)} ends the daemon\'s options (getopt stops at the first word '
                      f'that is not an option), so the {len(rest) - 1} word(s) after it are not read'
                      + (f'; {service["broken"]}' if service['broken'] else ''),
@@ -670,12 +674,12 @@ class PostfixAdapter(MtaAdapter):
             if unresolved:
                 entry['unresolved'] = unresolved
             record['tls_settings'][name] = entry
-        for broken in {service.get('broken'), tls_service.get('broken')} - {None}:
+        for which in [service] + ([tls_service] if tls_service is not service else []):
             # master(8) accepts connections here, but no daemon answers them: nothing is advertised.
-            which = service if service.get('broken') == broken else tls_service
-            mark_uncertain(record, 'offers_starttls', which['where'],
-                           f'{broken}: clients are disconnected before any greeting (an -o takes one word, '
-                           'name=value, or { name = value } for a value with spaces)')
+            if which.get('broken'):
+                mark_uncertain(record, 'offers_starttls', which['where'],
+                               f'{which["broken"]} (an -o takes one word, name=value, or {{ name = value }} '
+                               'for a value with spaces)')
         return record
 
     def _starttls(self, ctx, record, resolver, wrapper: bool, wrapper_where: str) -> None:
