@@ -59,8 +59,10 @@ KEY_MODE_NOTE = 'OpenSMTPD refuses to load a key file whose mode is looser than 
 
 
 def parse_config(ctx, path: str) -> dict:
+    # `order` counts statements across includes: smtpd resolves a listen line's pki when it reads
+    # that line, so a pki declared later is "not found".
     config = {'macros': {}, 'pki': {}, 'listen': [], 'files': [], 'readable': False, 'known': 0, 'unknown': 0,
-              'first_unknown': None}
+              'first_unknown': None, 'order': 0}
     limits = ctx.parse_limits('opensmtpd')
     limits.includes.enter(path)
     _parse_file(ctx, path, config, 0, limits)
@@ -112,6 +114,7 @@ def _parse_lines(ctx, path: str, text: str, config: dict, depth: int, limits) ->
         if not words:
             continue
         keyword = words[0]
+        config['order'] += 1
         if keyword in STATEMENTS:
             config['known'] += 1
         if keyword == 'include' and len(words) > 1:
@@ -138,16 +141,23 @@ def _parse_lines(ctx, path: str, text: str, config: dict, depth: int, limits) ->
                     ctx.warn(f'more than {MAX_LIST_ITEMS} pki names: this one and later ones are ignored', where=where,
                              mta='opensmtpd')
                 continue
-            entry = config['pki'].setdefault(words[1], {'cert': None, 'key': None, 'where': where})
-            # 6.4+ says `cert`, 5.x/6.0 said `certificate`; `ca`, `dhe`/`dhparams` are not the pair.
-            kind = {'cert': 'cert', 'certificate': 'cert', 'key': 'key'}.get(words[2])
-            if kind and len(words) >= 4:
-                entry[kind] = words[3]
-                entry[f'{kind}_where'] = where
-            elif words[2] not in ('ca', 'dhe', 'dhparams', 'dh-params'):
-                ctx.warn(f'unknown pki option {words[2]!r}', where=where, mta='opensmtpd')
+            entry = config['pki'].setdefault(words[1], {'cert': None, 'key': None, 'where': where,
+                                                        'order': config['order']})
+            # One line may give several options (`pki x cert FILE key FILE`). 6.4+ says `cert`, 5.x/6.0
+            # said `certificate`; `ca`, `dhe`/`dhparams` take a value but are not the pair.
+            index = 2
+            while index < len(words):
+                option = words[index]
+                kind = {'cert': 'cert', 'certificate': 'cert', 'key': 'key'}.get(option)
+                if kind and index + 1 < len(words):
+                    entry[kind] = words[index + 1]
+                    entry[f'{kind}_where'] = where
+                elif option not in ('ca', 'dhe', 'dhparams', 'dh-params') or index + 1 >= len(words):
+                    ctx.warn(f'unknown pki option {excerpt(option)}', where=where, mta='opensmtpd')
+                    break
+                index += 2
         elif keyword == 'listen' and len(words) >= 3 and words[1] == 'on':
-            config['listen'].append({'words': words[2:], 'where': where})
+            config['listen'].append({'words': words[2:], 'where': where, 'order': config['order']})
         elif keyword in STATEMENTS:
             continue
         else:
@@ -214,14 +224,14 @@ def parse_listen(words: list) -> dict:
         elif word == 'proxy-v2':
             options['proxy'] = True
             index += 1
-        elif word == 'filter' and argument and argument.startswith('{'):
-            # `filter { a, b }` (a chain, 6.6+): skip to the closing brace.
-            index += 1
-            while index < len(words) and not words[index].endswith('}'):
-                index += 1
-            index += 1
         elif word in ('ca', 'hostnames', 'tag', 'senders', 'filter', 'ciphers', 'protocols') and argument:
-            index += 2
+            index += 1
+            if argument.startswith('{'):
+                # An inline list or table (`filter { a, b }`, `hostnames { 192.0.2.1 = mx.example }`):
+                # its words run to the closing brace.
+                while index < len(words) and not words[index].endswith('}'):
+                    index += 1
+            index += 1
             if word == 'senders' and index < len(words) and words[index] == 'masquerade':
                 index += 1
         elif word in ('auth', 'auth-optional'):
@@ -334,6 +344,11 @@ class OpenSmtpdAdapter(MtaAdapter):
                 endpoints = [(port, implicit, 'smtps' if mode == 'secure' else mode)]
             addresses = interface_addresses(ctx, options['interface'], options['family'], listen['where'],
                                             instance['instance'])
+            undeclared = [name for name in options['pki'] if find_pki(config, name, listen['order']) is None]
+            for name in undeclared:
+                ctx.warn(f'pki {excerpt(name)} is not declared before this listen line: smtpd refuses the '
+                         'configuration ("pki name not found")', where=listen['where'], mta='opensmtpd',
+                         instance=instance['instance'])
             for port, implicit, effective_mode in endpoints:
                 for address, unknown_reason in addresses:
                     record = self._listener(ctx, instance, config, listen, dict(options, mode=effective_mode),
@@ -347,6 +362,10 @@ class OpenSmtpdAdapter(MtaAdapter):
                         mark_uncertain(record, 'configuration', listen['where'],
                                        f'{what} without tls or smtps on a listen line: smtpd refuses this '
                                        'configuration ("invalid listen option")')
+                    for name in undeclared:
+                        mark_uncertain(record, 'configuration', listen['where'],
+                                       f'pki {name} is not declared before this listen line: smtpd refuses the '
+                                       f'configuration ("pki name not found: {name}")')
                     if options['unknown']:
                         mark_uncertain(record, 'configuration', listen['where'],
                                        'listen option ' + ', '.join(repr(word[:40]) for word in options['unknown'][:3])
@@ -481,8 +500,19 @@ class OpenSmtpdAdapter(MtaAdapter):
         return None
 
 
-def pki_binding(config: dict, name: str, source: str) -> dict:
+def find_pki(config: dict, name: str, before: int | None = None) -> dict | None:
+    """The pki declaration smtpd finds for `name`: names are compared in lower case (smtpd lowers
+    both), and with `before`, only a declaration that comes before that statement counts."""
     entry = config['pki'].get(name)
+    if entry is None:
+        entry = next((item for key, item in config['pki'].items() if key.lower() == name.lower()), None)
+    if entry is not None and before is not None and entry.get('order', 0) > before:
+        return None
+    return entry
+
+
+def pki_binding(config: dict, name: str, source: str) -> dict:
+    entry = find_pki(config, name)
     if entry is None:
         binding = new_binding(source=f'unresolved: pki {name} is not defined ({source})', resolved=False)
         return binding

@@ -124,3 +124,33 @@ def test_pki_or_auth_without_tls_is_a_configuration_smtpd_refuses(host):
         assert listeners[key]['uncertain'][0]['what'] == 'configuration'
         assert listeners[key]['uncertain'][0]['reason'].startswith(f'{what} without tls or smtps')
     assert listeners['127.0.41.9:25']['uncertain'] == []
+
+
+def test_pki_options_on_one_line_inline_tables_and_undeclared_pki(host):
+    # Seen in real smtpd.conf files and checked with smtpd -n (6.8.0p2): several pki options on one
+    # line and an inline `hostnames { }` table are accepted; a listen line naming a pki that is not
+    # declared before it is refused ("pki name not found"; names compare in lower case).
+    host.write('/etc/smtpd.conf', """
+        pki one cert "/etc/ssl/one.crt" key "/etc/ssl/one.key"
+        listen on 127.0.41.1 tls pki ONE hostnames { 127.0.41.1 = mx.lab.test } senders { a@lab.test } masquerade
+        listen on 127.0.41.2 tls pki later
+        listen on 127.0.41.3 tls pki nosuch
+        pki later cert "/etc/ssl/later.crt" key "/etc/ssl/later.key"
+        action "l" mbox
+        match from local for local action "l"
+    """)
+    result = host.gather(mtas=['opensmtpd'])
+    listeners = host.by_endpoint(result)
+    text = host.warnings_text(result)
+    one = listeners['127.0.41.1:25']
+    assert (one['binding']['certificate'], one['binding']['key']) == ('/etc/ssl/one.crt', '/etc/ssl/one.key')
+    assert one['uncertain'] == [] and one['offers_starttls'] is True
+    assert 'unknown listen option' not in text and 'unknown pki option' not in text
+    for address, name in (('127.0.41.2', 'later'), ('127.0.41.3', 'nosuch')):
+        record = listeners[f'{address}:25']
+        assert [item['what'] for item in record['uncertain']] == ['configuration']
+        assert f'pki name not found: {name}' in record['uncertain'][0]['reason']
+        assert f"pki '{name}' is not declared before this listen line" in text
+    findings = judge(list(listeners.values()), [], {'now': '2026-01-01T00:00:00Z'})
+    assert {finding['listener']['address'] for finding in findings if finding['id'] == 'inspection-uncertain'} == {
+        '127.0.41.2', '127.0.41.3'}
