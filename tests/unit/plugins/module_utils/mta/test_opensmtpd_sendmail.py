@@ -52,13 +52,17 @@ def test_opensmtpd_listen_lines(host):
     assert (plain['tls_mode'], plain['offers_starttls']) == ('none', False)
     missing = listeners['127.0.40.4:25']['binding']
     assert missing['resolved'] is False and 'pki missing.lab.test is not defined' in missing['source']
+    # smtpd refuses the configuration for it ("pki name not found"): said, and that listener is uncertain.
+    assert [item['what'] for item in listeners['127.0.40.4:25']['uncertain']] == ['configuration']
     # No pki on the line: the one named after the listener's hostname applies.
     by_hostname = listeners['127.0.0.1:2525']['binding']
     assert by_hostname['certificate'] == '/etc/ssl/mail.crt'
     assert 'named after the listener hostname' in by_hostname['source']
     assert any('0740' in note for note in starttls['notes'])
     assert result['mtas'][0]['reading_user'] == 'root'
-    assert result['warnings'] == []
+    assert [item['message'] for item in result['warnings']] == [
+        'pki \'missing.lab.test\' is not declared before this listen line: smtpd refuses the configuration '
+        '("pki name not found")']
 
 
 def test_opensmtpd_running_instance_and_odd_lines(host):
