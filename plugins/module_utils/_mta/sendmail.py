@@ -81,6 +81,16 @@ def parse_cf(ctx, path: str) -> dict | None:
     return config
 
 
+def warn_if_msp(ctx, config: dict, path: str) -> None:
+    """A submit.cf (UseMSP, FEATURE(`msp')) is the mail submission program's: its queue runner
+    (sendmail -Ac -q) listens nowhere; its daemons serve only if someone starts `sendmail -bd` with it."""
+    entry = config['options'].get('UseMSP')
+    # sendmail's boolean options: empty or starting with t, T, y, Y is true (readcf.c, atobool).
+    if entry is not None and (not entry['value'] or entry['value'][:1] in 'tTyY'):
+        ctx.warn('the mail submission program\'s configuration (UseMSP, submit.cf): its DaemonPortOptions serve '
+                 'only a daemon started with it (sendmail -bd -C), not the queue runner', where=path, mta='sendmail')
+
+
 # -- sendmail.mc: the m4 subset that site configurations use --------------------------------
 
 # m4 macro names of the .mc and the sendmail.cf options they become (cf/m4/proto.m4).
@@ -96,6 +106,7 @@ MC_PREDEFINED = {'MAIL_SETTINGS_DIR': '/etc/mail/'}
 MC_MAX_INCLUDES = 16
 MC_MAX_CALLS = 20000
 MC_MAX_EXPANSION = 4096
+MC_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
 MC_MARKERS = re.compile(r'^\s*(?:divert\s*\(|OSTYPE\s*\(|DOMAIN\s*\(|FEATURE\s*\(|MAILER\s*\(|DAEMON_OPTIONS\s*\(|'
                         r'VERSIONID\s*\(|define\s*\(\s*`|include\s*\(\s*`|dnl\b)', re.MULTILINE)
 
@@ -254,12 +265,33 @@ def parse_mc(ctx, path: str) -> dict | None:
              'includes': 0, 'files': [path]}
     _mc_text(ctx, text, path, 0, state)
     config = {'options': {}, 'daemons': [], 'macros': {}, 'source': 'mc', 'files': state['files']}
+    # LOCAL_CONFIG's raw `O` lines come before the options proto.m4 writes from the defines, and
+    # sendmail keeps the last: a define beats a raw line; a raw line stands where nothing is defined.
+    raw_daemons = []
+    for number, where_path, line in state['raw']:
+        match = re.match(r'^O\s*([A-Za-z][A-Za-z0-9.]*)\s*(?:=\s*(.*))?$', line.strip())
+        if not match:
+            continue
+        where = f'{where_path}:{number}'
+        if match.group(1) == 'DaemonPortOptions':
+            # Beside the daemons proto.m4 writes (its default ones too: a raw line is no DAEMON_OPTIONS).
+            raw_daemons.append({'value': (match.group(2) or '').strip(), 'where': where})
+        else:
+            config['options'][match.group(1)] = {'value': (match.group(2) or '').strip(), 'where': where}
     for macro, option in MC_OPTIONS.items():
         if macro in state['macros'] and macro not in MC_PREDEFINED:
             value = m4_expand(state['macros'][macro], state['macros']).strip()
             config['options'][option] = {'value': value, 'where': state['defined_at'].get(macro)}
+    if 'msp' in state['features']:
+        # feature/msp.m4: no default MSA, and a daemon on the loopback address unless one is given.
+        config['options']['UseMSP'] = {'value': 'True', 'where': path}
+        state['features'].add('no_default_msa')
+        if not state['daemons']:
+            state['daemons'].append({'value': 'Name=NoMTA, Addr=127.0.0.1, M=E', 'where': None,
+                                     'default': f"FEATURE(`msp') in {path}"})
     old_style = state['macros'].get('confDAEMON_OPTIONS')
-    if old_style and not state['daemons']:
+    if old_style:
+        # proto.m4 still writes it (with a "no longer valid" warning), beside any DAEMON_OPTIONS.
         state['daemons'].append({'value': m4_expand(old_style, state['macros']).strip(),
                                  'where': state['defined_at'].get('confDAEMON_OPTIONS')})
     if state['daemons']:
@@ -277,21 +309,13 @@ def parse_mc(ctx, path: str) -> dict | None:
     if explicit_587 and 'no_default_msa' not in state['features']:
         # proto.m4 still writes its MSA daemon; it cannot bind 587 beside the explicit one (sendmail logs
         # "Address already in use" and retries), so it serves nothing.
-        ctx.warn(f"{path}: a DAEMON_OPTIONS on port 587 without FEATURE(`no_default_msa'): the default MSA "
+        ctx.warn("a DAEMON_OPTIONS on port 587 without FEATURE(`no_default_msa'): the default MSA "
                  'daemon on 587 is written too and cannot bind', where=path, mta='sendmail')
     elif 'no_default_msa' not in state['features'] and '_NO_MSA_' not in state['macros']:
         config['daemons'].append({'value': 'Port=587, Name=MSA, M=E', 'where': None,
                                   'default': f"default MSA of the m4 configuration: no FEATURE(`no_default_msa') "
                                              f'in {path}'})
-    for number, where_path, line in state['raw']:
-        match = re.match(r'^O\s*([A-Za-z][A-Za-z0-9.]*)\s*(?:=\s*(.*))?$', line.strip())
-        if not match:
-            continue
-        where = f'{where_path}:{number}'
-        if match.group(1) == 'DaemonPortOptions':
-            config['daemons'].append({'value': (match.group(2) or '').strip(), 'where': where})
-        else:
-            config['options'][match.group(1)] = {'value': (match.group(2) or '').strip(), 'where': where}
+    config['daemons'].extend(raw_daemons)
     return config
 
 
@@ -299,7 +323,11 @@ def _mc_text(ctx, text: str, path: str, line_offset: int, state: dict) -> None:
     scanner = _M4(text)
     for name, arguments, line in scanner.scan():
         where = f'{path}:{line + line_offset}'
-        first = m4_expand(arguments[0], state['macros']).strip() if arguments else ''
+        first = arguments[0].strip() if arguments else ''
+        if not MC_NAME.fullmatch(first):
+            # A quoted name (the usual `define(`confX', ...)') is taken as written: expanding it would
+            # turn a redefinition into a definition of the old value. Other text is rescanned.
+            first = m4_expand(arguments[0], state['macros']).strip()
         if name == 'define' and arguments:
             state['macros'][first] = arguments[1] if len(arguments) > 1 else ''
             state['defined_at'][first] = where
@@ -309,8 +337,19 @@ def _mc_text(ctx, text: str, path: str, line_offset: int, state: dict) -> None:
         elif name == 'FEATURE' and arguments:
             state['features'].add(first)
         elif name == 'DAEMON_OPTIONS' and arguments:
-            state['daemons'].append({'value': m4_expand(', '.join(arguments), state['macros']).strip(),
-                                     'where': where})
+            # cfhead.m4 writes `O DaemonPortOptions=$1`: an unquoted list is several arguments, and
+            # only the first reaches sendmail.cf.
+            if len(arguments) > 1 and any(argument.strip() for argument in arguments[1:]):
+                ctx.warn(f'DAEMON_OPTIONS takes one argument: m4 keeps {excerpt(arguments[0].strip())} and drops '
+                         f'{excerpt(", ".join(argument.strip() for argument in arguments[1:]))} (quote the whole '
+                         "list: DAEMON_OPTIONS(`Port=smtp, Addr=...')", where=where, mta='sendmail')
+            state['daemons'].append({'value': m4_expand(arguments[0], state['macros']).strip(), 'where': where})
+        elif name == 'HACK' and first == 'msp_nullclient':
+            # hack/msp_nullclient.m4 does what FEATURE(`msp') does for these settings.
+            state['features'].add('msp')
+        elif name == 'DOMAIN' and first == 'debian-msp':
+            # Debian's submit.mc domain file: FEATURE(`no_default_msa') (for sendmail 8.10 and later).
+            state['features'].add('no_default_msa')
         elif name in ('ifdef', 'ifelse') and len(arguments) >= 2:
             branch = _m4_branch(name, arguments, state['macros'])
             if branch:
@@ -445,6 +484,7 @@ class SendmailAdapter(MtaAdapter):
         certificate = config['options'].get('ServerCertFile')
         key = config['options'].get('ServerKeyFile')
         records = []
+        bound = {}
         for daemon in daemons:
             if enough_listeners(ctx, records, 'sendmail', instance['instance']):
                 break
@@ -472,6 +512,13 @@ class SendmailAdapter(MtaAdapter):
                                        'sendmail resolves it through DNS at start')
                     ctx.warn(f'DaemonPortOptions {unknown_address}', where=daemon['where'], mta='sendmail',
                              instance=instance['instance'])
+            if (address, port) in bound:
+                # The second daemon on one address and port cannot bind ("Address already in use").
+                ctx.warn(f'DaemonPortOptions {excerpt(daemon["value"])}: {address}:{port} is bound already by '
+                         f'{excerpt(bound[(address, port)])}; sendmail cannot bind it twice, the first serves',
+                         where=daemon['where'] or daemon.get('default'), mta='sendmail', instance=instance['instance'])
+                continue
+            bound[(address, port)] = daemon['value']
             modifiers = fields.get('modifiers', '')
             implicit = 's' in modifiers
             protocol = infer_protocol(port, implicit=implicit, hints=[fields.get('name', '')])
@@ -570,11 +617,14 @@ def load_config(ctx, instance: dict) -> dict | None:
                 compare_sources(ctx, instance, config, compiled, source, path)
                 return config
         if source is not None:
+            warn_if_msp(ctx, source, path)
             instance['config_files'] = source['files']
             instance['notes'].append(f'{path} is m4 source (sendmail.mc): read as what the compiled sendmail.cf '
                                      'would say; sendmail itself reads the .cf built from it')
         return source
     config = parse_cf(ctx, path)
+    if config is not None:
+        warn_if_msp(ctx, config, path)
     source_path = sibling(path, '.mc')
     if config is not None and source_path and ctx.exists(source_path):
         source = parse_mc(ctx, source_path)

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.sendmail import (
     is_mc_text,
     m4_expand,
@@ -180,3 +182,56 @@ def test_explicit_msa_without_no_default_msa_is_not_doubled(host):
                                                                   "DAEMON_OPTIONS(`Port=submission, Name=MSA, M=Ea')dnl\n"})
     assert sorted(listeners) == ['0.0.0.0:25', '0.0.0.0:587']
     assert 'cannot bind' in host.warnings_text(result)
+
+
+# Each case as real m4 1.4.19 with Debian's sendmail-cf 8.17.1.9 compiles it (the sendmail.cf lines
+# that decide are quoted): the .mc reading must say what the compiled .cf says.
+M4_CASES = {
+    # define's name is quoted: a second define replaces the value (O ServerCertFile=/etc/mail/new.crt).
+    'redefine': ("define(`confSERVER_CERT', `/etc/mail/old.crt')dnl\ndefine(`confSERVER_KEY', `/etc/mail/k.key')dnl\n"
+                 "define(`confSERVER_CERT', `/etc/mail/new.crt')dnl\n",
+                 {'0.0.0.0:25': ('/etc/mail/new.crt', True), '0.0.0.0:587': ('/etc/mail/new.crt', True)}, []),
+    # undefine removes it (#O ServerCertFile): no certificate, no STARTTLS.
+    'undefine': ("define(`confSERVER_CERT', `/etc/mail/a.crt')dnl\nundefine(`confSERVER_CERT')dnl\n",
+                 {'0.0.0.0:25': (None, False), '0.0.0.0:587': (None, False)}, []),
+    # An unquoted list is several arguments; cfhead.m4 writes $1 only (O DaemonPortOptions=Port=2527).
+    'unquoted list': ("define(`confSERVER_CERT', `/etc/mail/a.crt')dnl\ndefine(`confSERVER_KEY', `/etc/mail/a.key')dnl\n"
+                      "FEATURE(`no_default_msa')dnl\n"
+                      "DAEMON_OPTIONS(`Port=2527', `Name=MTA, M=S')dnl\n",
+                      {'0.0.0.0:2527': ('/etc/mail/a.crt', True)}, ['DAEMON_OPTIONS takes one argument']),
+    # LOCAL_CONFIG's raw O line comes first in the .cf; the define's line after it wins.
+    'raw option and define': ("define(`confSERVER_CERT', `/etc/mail/a.crt')dnl\ndefine(`confSERVER_KEY', `/etc/mail/a.key')dnl\n"
+                              "FEATURE(`no_default_msa')dnl\n"
+                              'LOCAL_CONFIG\nO ServerCertFile=/etc/mail/b.crt\n',
+                              {'0.0.0.0:25': ('/etc/mail/a.crt', True)}, []),
+    # proto.m4 writes the old confDAEMON_OPTIONS beside DAEMON_OPTIONS.
+    'old and new daemon options': ("FEATURE(`no_default_msa')dnl\ndefine(`confDAEMON_OPTIONS', `Port=2525, Name=Old')dnl\n"
+                                   "DAEMON_OPTIONS(`Port=smtp, Name=MTA')dnl\n",
+                                   {'0.0.0.0:25': (None, False), '0.0.0.0:2525': (None, False)}, []),
+    # submit.mc: O DaemonPortOptions=Name=NoMTA, Addr=127.0.0.1, M=E and no MSA.
+    'msp': ("FEATURE(`msp', `[127.0.0.1]')dnl\n", {'127.0.0.1:25': (None, False)},
+            ["the mail submission program's configuration"]),
+}
+
+
+@pytest.mark.parametrize('case', sorted(M4_CASES))
+def test_mc_reads_as_m4_compiles(host, case):
+    text, expected, warned = M4_CASES[case]
+    result, listeners = gather_mc(host, {'/etc/mail/sendmail.mc': "OSTYPE(`linux')dnl\n" + text + "MAILER(`smtp')dnl\n"})
+    got = {endpoint: (item['binding']['certificate'], item['offers_starttls']) for endpoint, item in listeners.items()}
+    assert got == expected
+    text = host.warnings_text(result)
+    assert all(phrase in text for phrase in warned), text
+
+
+def test_cf_daemon_on_a_port_bound_already_is_one_listener(host):
+    # m4 writes the default MSA beside an explicit daemon on 587 without no_default_msa; sendmail binds
+    # the first and logs "Address already in use" for the second.
+    cf_text = ('O DaemonPortOptions=Port=smtp, Name=MTA\n'
+               'O DaemonPortOptions=Port=submission, Name=MSA, M=Ea\n'
+               'O DaemonPortOptions=Port=587, Name=MSA, M=E\n')
+    host.files({'/etc/mail/sendmail.cf': cf_text})
+    result = host.gather(mtas=['sendmail'], config_paths={'sendmail': ['/etc/mail/sendmail.cf']})
+    assert sorted(host.by_endpoint(result)) == ['0.0.0.0:25', '0.0.0.0:587']
+    assert len(result['listeners']) == 2
+    assert "0.0.0.0:587 is bound already by 'Port=submission, Name=MSA, M=Ea'" in host.warnings_text(result)
