@@ -4,7 +4,9 @@
 # Installs Postfix (debconf "No configuration": no /etc/postfix/main.cf, nothing started) and
 # Dovecot from apt, then fetches Exim and OpenSMTPD with `apt-get download` and unpacks them with
 # `dpkg -x` into a private tree, because as MTAs they conflict with Postfix. The lab runs them
-# from that tree inside a private mount namespace.
+# from that tree inside a private mount namespace. Sendmail's m4 configuration kit (sendmail-cf)
+# and m4 go into the same tree: the unit tests compile .mc files with them (Sendmail itself would
+# replace Postfix, so there is no Sendmail daemon).
 #
 # Idempotent: packages already installed are not reinstalled and an unpacked tree whose package
 # versions match is kept. Safe to run again at any time.
@@ -33,7 +35,7 @@ openssl iproute2 procps util-linux ca-certificates"
 # with Postfix, so they are installed normally (libidn12 is the one a Postfix host lacks).
 RUNTIME_LIBS="libidn12 libidn2-0 libdb5.3 libnsl2 libcrypt1 libgnutls30 libgnutls-dane0
 libpcre2-8-0 libevent-2.1-7 libevent-core-2.1-7 libpam0g libssl3 zlib1g"
-UNPACKED_PACKAGES="exim4-base exim4-config exim4-daemon-light opensmtpd"
+UNPACKED_PACKAGES="exim4-base exim4-config exim4-daemon-light opensmtpd sendmail-cf m4"
 
 # Progress goes to standard error, so that it never mixes with data a step writes to stdout.
 log() { printf 'install.sh: %s\n' "$*" >&2; }
@@ -175,7 +177,7 @@ fi
 
 # Every shared library of the unpacked daemons must resolve from the system.
 step "checking the unpacked daemons"
-for binary in "$PKGROOT/usr/sbin/exim4" "$PKGROOT/usr/sbin/smtpd"; do
+for binary in "$PKGROOT/usr/sbin/exim4" "$PKGROOT/usr/sbin/smtpd" "$PKGROOT/usr/bin/m4"; do
     [ -x "$binary" ] || die "$binary missing after unpacking"
     unresolved="$(ldd "$binary" | awk '/not found/ {print $1}')"
     [ -z "$unresolved" ] || die "$binary needs libraries that are not installed: $unresolved"

@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 
 from ansible_collections.mailsec.starttls.plugins.module_utils._mta.sendmail import (
@@ -235,3 +238,27 @@ def test_cf_daemon_on_a_port_bound_already_is_one_listener(host):
     assert sorted(host.by_endpoint(result)) == ['0.0.0.0:25', '0.0.0.0:587']
     assert len(result['listeners']) == 2
     assert "0.0.0.0:587 is bound already by 'Port=submission, Name=MSA, M=Ea'" in host.warnings_text(result)
+
+
+LAB_ROOT = os.environ.get('MAILSEC_LAB_PKGROOT', '/opt/mailsec-lab/root')
+M4 = os.path.join(LAB_ROOT, 'usr/bin/m4')
+CF_DIR = os.path.join(LAB_ROOT, 'usr/share/sendmail/cf')
+
+
+@pytest.mark.parametrize('case', sorted(M4_CASES))
+def test_mc_cases_as_real_m4_compiles_them(host, tmp_path, case):
+    # The cases above through real m4 and Sendmail's cf macros (tests/lab/install.sh unpacks both):
+    # the compiled sendmail.cf, read as sendmail reads it, gives the same listeners as the .mc reading.
+    if not (os.access(M4, os.X_OK) and os.path.isfile(os.path.join(CF_DIR, 'm4/cf.m4'))):
+        pytest.skip(f'no m4 and sendmail-cf under {LAB_ROOT} (tests/lab/install.sh unpacks them)')
+    text, expected, _warned = M4_CASES[case]
+    source = tmp_path / 'case.mc'
+    source.write_text("OSTYPE(`linux')dnl\n" + text + "MAILER(`smtp')dnl\n")
+    compiled = subprocess.run([M4, f'-D_CF_DIR_={CF_DIR}/', f'{CF_DIR}/m4/cf.m4', str(source)], check=True,
+                              capture_output=True, text=True, timeout=60).stdout
+    assert 'O DaemonPortOptions=' in compiled
+    host.files({'/etc/mail/sendmail.cf': compiled})
+    result = host.gather(mtas=['sendmail'], config_paths={'sendmail': ['/etc/mail/sendmail.cf']})
+    got = {endpoint: (item['binding']['certificate'], item['offers_starttls'])
+           for endpoint, item in host.by_endpoint(result).items()}
+    assert got == expected
