@@ -43,6 +43,13 @@ def only_instance(result: dict, predicate) -> dict:
     return result
 
 
+def both_for(tmp_path, mta: str, path: str) -> tuple:
+    """run_both for one configuration of `mta`, each result kept to the instance it makes."""
+    key = 'config_dir' if mta == 'postfix' else 'config_path'
+    with_tools, without = run_both(tmp_path, {'mtas': [mta], 'config_paths': {mta: [path]}})
+    return tuple(only_instance(result, lambda item: item[key] == path) for result in (with_tools, without))
+
+
 @pytest.mark.skipif(POSTCONF is None, reason='postconf is not installed')
 def test_postconf_agrees_with_the_parser(tmp_path):
     directory = postfix_directory(
@@ -54,9 +61,7 @@ def test_postconf_agrees_with_the_parser(tmp_path):
         '127.0.11.250:submission inet n - n - - smtpd\n  -o { smtpd_tls_security_level = encrypt }\n'
         '  -o smtpd_tls_cert_file=$cert_dir/sub.pem\n'
         '[127.0.11.251]:2525 inet n - n - - smtpd -o smtpd_tls_wrappermode=yes\n')
-    with_tools, without = run_both(tmp_path, {'mtas': ['postfix'], 'config_paths': {'postfix': [str(directory)]}})
-    with_tools = only_instance(with_tools, lambda item: item['config_dir'] == str(directory))
-    without = only_instance(without, lambda item: item['config_dir'] == str(directory))
+    with_tools, without = both_for(tmp_path, 'postfix', str(directory))
     assert summary(with_tools) == summary(without)
     assert len(with_tools['listeners']) == 3
     instance = [item for item in with_tools['mtas'] if item['config_dir'] == str(directory)][0]
@@ -93,9 +98,7 @@ def test_postconf_printing_is_not_taken_for_a_disagreement(tmp_path):
         'smtpd_tls_cert_file = /etc/ssl/two  spaces.pem\n',
         '127.0.11.253:10025 inet n - n - - smtpd\n  -o content_filter=\n  -o smtpd_tls_security_level=none\n'
         '127.0.11.253:10026 inet n - n - - smtpd\n  -o { smtpd_client_restrictions = permit_mynetworks,  reject }\n')
-    with_tools, without = run_both(tmp_path, {'mtas': ['postfix'], 'config_paths': {'postfix': [str(directory)]}})
-    with_tools = only_instance(with_tools, lambda item: item['config_dir'] == str(directory))
-    without = only_instance(without, lambda item: item['config_dir'] == str(directory))
+    with_tools, without = both_for(tmp_path, 'postfix', str(directory))
     assert summary(with_tools) == summary(without)
     assert [item['message'] for item in with_tools['warnings'] if item['mta'] == 'postfix'
             and str(directory) in (item['where'] or '')] == []
@@ -133,9 +136,7 @@ def test_doveconf_agrees_with_the_parser_and_keeps_file_lines(tmp_path):
         f'local 127.0.30.250 {{\n  protocol imap {{\n    ssl_cert = <{directory}/bound.pem\n'
         f'    ssl_key = <{directory}/bound.key\n  }}\n}}\n')
     config = str(directory / 'dovecot.conf')
-    with_tools, without = run_both(tmp_path, {'mtas': ['dovecot'], 'config_paths': {'dovecot': [config]}})
-    with_tools = only_instance(with_tools, lambda item: item['config_path'] == config)
-    without = only_instance(without, lambda item: item['config_path'] == config)
+    with_tools, without = both_for(tmp_path, 'dovecot', config)
     assert summary(with_tools) == summary(without)
     listeners = {item['port']: item for item in with_tools['listeners']}
     assert sorted(listeners) == [143, 993, 995]
@@ -176,9 +177,7 @@ def test_dovecot_1x_settings_are_read_as_dovecot_2_3_reads_them(tmp_path, case):
     (directory / 'dovecot.conf').write_text(f'listen = 127.0.30.248\nbase_dir = {directory}/run\n'
                                             + text.format(d=directory))
     config = str(directory / 'dovecot.conf')
-    with_tools, without = run_both(tmp_path, {'mtas': ['dovecot'], 'config_paths': {'dovecot': [config]}})
-    with_tools = only_instance(with_tools, lambda item: item['config_path'] == config)
-    without = only_instance(without, lambda item: item['config_path'] == config)
+    with_tools, without = both_for(tmp_path, 'dovecot', config)
     instance = [item for item in with_tools['mtas'] if item['config_path'] == config][0]
     assert instance['tools_used'] == ['doveconf -n']
     assert summary(with_tools) == summary(without)
