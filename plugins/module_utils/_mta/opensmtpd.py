@@ -344,6 +344,14 @@ class OpenSmtpdAdapter(MtaAdapter):
                 endpoints = [(port, implicit, 'smtps' if mode == 'secure' else mode)]
             addresses = interface_addresses(ctx, options['interface'], options['family'], listen['where'],
                                             instance['instance'])
+            group_refused = None
+            if options['interface'] in ('all', 'egress') and ctx.exists('/proc/net'):
+                # Interface groups are OpenBSD's; on Linux smtpd looks the word up as a host name
+                # (parse.y: interface(), is_if_in_group() without SIOCGIFGROUP, then host_dns()).
+                group_refused = (f'listen on {options["interface"]}: Linux has no interface groups, so smtpd '
+                                 f'takes it for a host name and refuses the configuration when it does not resolve '
+                                 f'("invalid virtual ip or interface: {options["interface"]}")')
+                ctx.warn(group_refused, where=listen['where'], mta='opensmtpd', instance=instance['instance'])
             undeclared = [name for name in options['pki'] if find_pki(config, name, listen['order']) is None]
             for name in undeclared:
                 ctx.warn(f'pki {excerpt(name)} is not declared before this listen line: smtpd refuses the '
@@ -362,6 +370,8 @@ class OpenSmtpdAdapter(MtaAdapter):
                         mark_uncertain(record, 'configuration', listen['where'],
                                        f'{what} without tls or smtps on a listen line: smtpd refuses this '
                                        'configuration ("invalid listen option")')
+                    if group_refused:
+                        mark_uncertain(record, 'configuration', listen['where'], group_refused)
                     for name in undeclared:
                         mark_uncertain(record, 'configuration', listen['where'],
                                        f'pki {name} is not declared before this listen line: smtpd refuses the '

@@ -154,3 +154,17 @@ def test_pki_options_on_one_line_inline_tables_and_undeclared_pki(host):
     findings = judge(list(listeners.values()), [], {'now': '2026-01-01T00:00:00Z'})
     assert {finding['listener']['address'] for finding in findings if finding['id'] == 'inspection-uncertain'} == {
         '127.0.41.2', '127.0.41.3'}
+
+
+def test_interface_groups_on_linux_are_a_configuration_smtpd_refuses(host):
+    # smtpd -n 6.8.0p2 on Linux: "invalid virtual ip or interface: all" (and egress): OpenBSD's groups.
+    host.write('/etc/smtpd.conf', 'listen on all\nlisten on 127.0.41.5\naction "l" mbox\nmatch from local for local action "l"\n')
+    result = host.gather(mtas=['opensmtpd'])
+    by_line = {}
+    for listener in result['listeners']:
+        by_line.setdefault(listener['defined_at'], []).append(listener)
+    assert by_line['/etc/smtpd.conf:1'] and all(
+        item['uncertain'] and 'Linux has no interface groups' in item['uncertain'][0]['reason']
+        for item in by_line['/etc/smtpd.conf:1'])
+    assert [item['uncertain'] for item in by_line['/etc/smtpd.conf:2']] == [[]]
+    assert 'invalid virtual ip or interface: all' in host.warnings_text(result)
