@@ -128,7 +128,8 @@ def _parse_text(ctx, text: str, label: str, directory: str, stack: list, root: d
             stack[-1]['children'].append(node)
             stack.append(node)
             continue
-        match = re.match(r'^([A-Za-z0-9_/.-]+)\s*=\s*(.*)$', line)
+        # Dovecot 2.4 keys may carry a colon (`fields { uid:default = vmail }`).
+        match = re.match(r'^([A-Za-z0-9_/.:-]+)\s*=\s*(.*)$', line)
         if match:
             key, value = match.group(1), match.group(2).strip()
             value = _unquote(value)

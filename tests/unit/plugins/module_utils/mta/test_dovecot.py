@@ -164,8 +164,15 @@ def test_dovecot_24_setting_names_quotes_continuations_and_haproxy(host):
             port = 10993
           }
         }
+        userdb static {
+          fields {
+            uid:default = vmail
+          }
+        }
     """})
-    listeners = host.by_endpoint(host.gather(mtas=['dovecot']))
+    result = host.gather(mtas=['dovecot'])
+    assert result['warnings'] == []
+    listeners = host.by_endpoint(result)
     imap = listeners['127.0.30.2:143']
     assert imap['binding']['certificate'] == '/etc/ssl/d24.pem'
     assert imap['binding']['key'] == '/etc/ssl/d24.key'
