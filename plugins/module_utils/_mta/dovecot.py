@@ -162,8 +162,9 @@ def _obsolete(ctx, key: str, value: str, where: str, stack: list, root: dict) ->
     node = stack[-1]
 
     def said(translation: str) -> None:
-        ctx.warn(f'obsolete Dovecot 1.x setting {key}: Dovecot 2.3 reads it as {translation}; 2.4 refuses it',
-                 where=where, mta='dovecot')
+        # The file's text is quoted as an excerpt only (bounded, control characters made visible).
+        ctx.warn(f'obsolete Dovecot 1.x setting {key}: Dovecot 2.3 reads it as '
+                 f'{excerpt(translation, limit=160, quoted=False)}; 2.4 refuses it', where=where, mta='dovecot')
 
     if key in ('ssl_cert_file', 'ssl_key_file', 'ssl_ca_file'):
         if value:

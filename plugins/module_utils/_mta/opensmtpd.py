@@ -374,8 +374,9 @@ class OpenSmtpdAdapter(MtaAdapter):
                         mark_uncertain(record, 'configuration', listen['where'], group_refused)
                     for name in undeclared:
                         mark_uncertain(record, 'configuration', listen['where'],
-                                       f'pki {name} is not declared before this listen line: smtpd refuses the '
-                                       f'configuration ("pki name not found: {name}")')
+                                       f'pki {excerpt(name, quoted=False)} is not declared before this listen line: '
+                                       f'smtpd refuses the configuration ("pki name not found: '
+                                       f'{excerpt(name, quoted=False)}")')
                     if options['unknown']:
                         mark_uncertain(record, 'configuration', listen['where'],
                                        'listen option ' + ', '.join(repr(word[:40]) for word in options['unknown'][:3])

@@ -279,7 +279,7 @@ def parse_master_cf(ctx, path: str) -> list | None:
             message, token_line = fatal
             # Observed with Postfix 3.7: master(8) logs "bad command startup -- throttling" and tries
             # again a minute later; a client's connection waits in the queue and gets no greeting.
-            service['broken'] = (f'{command} exits as soon as master(8) starts it ("{message}"): connections '
+            service['broken'] = (f'{excerpt(command, quoted=False)} exits as soon as master(8) starts it ("{message}"): connections '
                                  'wait with no greeting')
             ctx.warn(f'{label}: {service["broken"]}, so nothing serves this entry; the -o options after it '
                      'are not read', where=f'{path}:{token_line}', mta='postfix')

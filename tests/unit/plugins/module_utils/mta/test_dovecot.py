@@ -283,3 +283,12 @@ def test_a_key_doveconf_masks_is_no_file_name(host):
     assert binding['key'] is None and binding['resolved'] is False
     assert binding['notes'] == ['ssl_key hidden by doveconf and not found in the files']
     assert binding['alternates'][0]['key'] is None
+
+
+def test_a_1x_setting_is_quoted_in_a_warning_only_as_an_excerpt(host):
+    text = 'protocols = imap\nlisten = 127.0.30.3\nssl_cert_file = /etc/ssl/' + 'x' * 5000 + '\x1b[31m.pem\n'
+    host.files({'/etc/dovecot/dovecot.conf': text})
+    result = host.gather(mtas=['dovecot'])
+    messages = [item['message'] for item in result['warnings'] if 'obsolete Dovecot 1.x setting' in item['message']]
+    assert len(messages) == 1 and len(messages[0]) < 300 and '\x1b' not in messages[0]
+    assert host.by_endpoint(result)['127.0.30.3:143']['binding']['certificate'].startswith('/etc/ssl/xxx')
