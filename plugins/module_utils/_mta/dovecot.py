@@ -196,7 +196,8 @@ def _obsolete(ctx, key: str, value: str, where: str, stack: list, root: dict) ->
     in_protocol = node['type'] == 'protocol' and node['name'] in OLD_LISTENERS
     at_root = len(stack) == 1
     host, port = _old_host_port(value)
-    if not (key == 'ssl_listen' or port is not None or not at_root) or not (at_root or in_protocol):
+    obsolete = key == 'ssl_listen' or port is not None or not at_root
+    if not obsolete or not (at_root or in_protocol):
         node['settings'][key] = {'value': value, 'where': where}
         return
     if not value:

@@ -517,7 +517,7 @@ def find_pki(config: dict, name: str, before: int | None = None) -> dict | None:
     entry = config['pki'].get(name)
     if entry is None:
         entry = next((item for key, item in config['pki'].items() if key.lower() == name.lower()), None)
-    if entry is not None and before is not None and entry.get('order', 0) > before:
+    if entry is not None and before is not None and entry['order'] > before:
         return None
     return entry
 

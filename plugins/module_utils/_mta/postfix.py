@@ -196,7 +196,7 @@ DAEMON_OPTIONS_WITH_VALUE = 'imnorst'
 
 
 def read_daemon_arguments(arguments: list) -> tuple:
-    """Read master.cf arguments [(token, line)] as the daemon does: ([(-o assignment, line)], fatal,
+    """Read master.cf arguments [(token, line)] as the daemon does: ([(-o name, value, line)], fatal,
     rest). `fatal` is (the daemon's own message, line) for what makes it exit at start-up; `rest` the
     words from the first non-option on, which the daemon does not read as options."""
     assignments = []
@@ -225,31 +225,25 @@ def read_daemon_arguments(arguments: list) -> tuple:
                 value = strip_braces(value) if value.startswith('{') else value
                 index += 1
             if letter == 'o':
-                problem = split_nameval_problem(value)
+                name, setting, problem = split_nameval(value)
                 if problem:
                     return assignments, (f'invalid "-o {excerpt(value, quoted=False)}" option value: {problem}', token_line), []
-                assignments.append((value, token_line))
+                assignments.append((name, setting, token_line))
             break
     return assignments, None, []
 
 
-def split_nameval_problem(text: str) -> str | None:
-    """What Postfix's split_nameval() says of `name = value` text, or None when it is one."""
-    stripped = text.strip()
-    if not stripped:
-        return 'missing attribute name'
-    name = re.match(r'[^\s=]*', stripped).group(0)
-    if not stripped[len(name):].lstrip().startswith('=') or not name:
-        return "missing '=' after attribute name" if name else 'missing attribute name'
-    return None
-
-
 def split_nameval(text: str) -> tuple:
-    """(name, value) of text that split_nameval_problem() accepts; `{ }` around the value unwrapped."""
+    """(name, value, problem) of `name = value` text as Postfix's split_nameval() reads it; `problem`
+    is its message when it refuses the text. `{ }` around the value unwrapped."""
     stripped = text.strip()
     name = re.match(r'[^\s=]*', stripped).group(0)
-    value = stripped[len(name):].lstrip()[1:]
-    return name, strip_braces(value.strip())
+    rest = stripped[len(name):].lstrip()
+    if not name:
+        return '', '', 'missing attribute name'
+    if not rest.startswith('='):
+        return name, '', "missing '=' after attribute name"
+    return name, strip_braces(rest[1:].strip()), None
 
 
 def parse_master_cf(ctx, path: str) -> list | None:
@@ -269,8 +263,7 @@ def parse_master_cf(ctx, path: str) -> list | None:
         service['args'] = [token for token, _kind in tokens[8:]]
         overrides = {}
         assignments, fatal, rest = read_daemon_arguments(tokens[8:])
-        for assignment, token_line in assignments:
-            name, value = split_nameval(assignment)
+        for name, value, token_line in assignments:
             overrides[name] = {'value': value, 'line': token_line, 'where': f'{path}:{token_line} -o'}
         command = os.path.basename(service['command'])
         label = f'master.cf {service["name"]}/{service["type"]}'

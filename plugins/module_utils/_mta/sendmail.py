@@ -45,6 +45,10 @@ DEFAULT_SOURCE = '/etc/mail/sendmail.mc'
 EVIDENCE_OPTIONS = ('ServerCertFile', 'ServerKeyFile', 'CACertFile', 'CACertPath', 'TLSSrvOptions')
 
 
+# `O Name=value` (or `O Name`) option lines of sendmail.cf, also raw in a .mc's LOCAL_CONFIG.
+OPTION_LINE = re.compile(r'^O\s*([A-Za-z][A-Za-z0-9.]*)\s*(?:=\s*(.*))?$')
+
+
 def parse_cf(ctx, path: str) -> dict | None:
     text = ctx.read_text(path, mta='sendmail', required=True)
     if text is None:
@@ -69,7 +73,7 @@ def parse_cf(ctx, path: str) -> dict | None:
             continue
         if not line.startswith('O'):
             continue
-        match = re.match(r'^O\s*([A-Za-z][A-Za-z0-9.]*)\s*(?:=\s*(.*))?$', line)
+        match = OPTION_LINE.match(line)
         if not match:
             ctx.warn(f'cannot parse sendmail option line {excerpt(line)}', where=where, mta='sendmail')
             continue
@@ -106,7 +110,7 @@ MC_PREDEFINED = {'MAIL_SETTINGS_DIR': '/etc/mail/'}
 MC_MAX_INCLUDES = 16
 MC_MAX_CALLS = 20000
 MC_MAX_EXPANSION = 4096
-MC_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
+MC_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')  # an m4 name
 MC_MARKERS = re.compile(r'^\s*(?:divert\s*\(|OSTYPE\s*\(|DOMAIN\s*\(|FEATURE\s*\(|MAILER\s*\(|DAEMON_OPTIONS\s*\(|'
                         r'VERSIONID\s*\(|define\s*\(\s*`|include\s*\(\s*`|dnl\b)', re.MULTILINE)
 
@@ -152,7 +156,7 @@ class _M4:
                 index = length if end < 0 else end
                 continue
             if char == '_' or (char.isascii() and char.isalpha()):
-                match = re.compile(r'[A-Za-z_][A-Za-z0-9_]*').match(text, index)
+                match = MC_NAME.match(text, index)
                 name = match.group(0)
                 after = match.end()
                 if name == 'dnl':
@@ -242,7 +246,7 @@ def m4_expand(value: str, macros: dict, depth: int = 0) -> str:
             index = end
             continue
         if char == '_' or (char.isascii() and char.isalpha()):
-            match = re.compile(r'[A-Za-z_][A-Za-z0-9_]*').match(value, index)
+            match = MC_NAME.match(value, index)
             name = match.group(0)
             if name in macros:
                 out.append(m4_expand(macros[name], macros, depth + 1))
@@ -269,7 +273,7 @@ def parse_mc(ctx, path: str) -> dict | None:
     # sendmail keeps the last: a define beats a raw line; a raw line stands where nothing is defined.
     raw_daemons = []
     for number, where_path, line in state['raw']:
-        match = re.match(r'^O\s*([A-Za-z][A-Za-z0-9.]*)\s*(?:=\s*(.*))?$', line.strip())
+        match = OPTION_LINE.match(line.strip())
         if not match:
             continue
         where = f'{where_path}:{number}'
@@ -479,6 +483,7 @@ class SendmailAdapter(MtaAdapter):
         config = load_config(ctx, instance)
         if config is None:
             return []
+        warn_if_msp(ctx, config, instance['config_path'])
         daemons = config['daemons'] or [{'value': 'Port=smtp, Name=MTA', 'where': None,
                                          'default': 'default (no DaemonPortOptions)'}]
         certificate = config['options'].get('ServerCertFile')
@@ -617,14 +622,11 @@ def load_config(ctx, instance: dict) -> dict | None:
                 compare_sources(ctx, instance, config, compiled, source, path)
                 return config
         if source is not None:
-            warn_if_msp(ctx, source, path)
             instance['config_files'] = source['files']
             instance['notes'].append(f'{path} is m4 source (sendmail.mc): read as what the compiled sendmail.cf '
                                      'would say; sendmail itself reads the .cf built from it')
         return source
     config = parse_cf(ctx, path)
-    if config is not None:
-        warn_if_msp(ctx, config, path)
     source_path = sibling(path, '.mc')
     if config is not None and source_path and ctx.exists(source_path):
         source = parse_mc(ctx, source_path)
